@@ -1,0 +1,194 @@
+//! The training set on a burn device, with the caches that depend only on (dataset, P), and
+//! the entry point every machine is reached through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::control::{Cancelled, Control};
+use super::geometry::{ImageShape, PixelGroup};
+use super::machine::{Boundary, MachineKind};
+
+/// One denoiser evaluation: which machine, where in time, how local.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Call {
+    pub machine: MachineKind,
+    pub boundary: Boundary,
+    /// Patch size (odd); ignored by the ideal and equivariant machines.
+    pub patch: usize,
+    /// ᾱ at the time of x.
+    pub alpha_bar: f64,
+    /// Also compute the mean entropy of the softmax weights (costs one more pass per chunk).
+    pub entropy: bool,
+}
+
+impl Call {
+    pub fn new(machine: MachineKind, boundary: Boundary, patch: usize, alpha_bar: f64) -> Self {
+        Self { machine, boundary, patch, alpha_bar, entropy: false }
+    }
+    /// a = √ᾱ and σ² = 1 − ᾱ, kept away from exactly zero so the softmax stays defined.
+    pub(crate) fn scales(&self) -> (f64, f64) {
+        let ab = self.alpha_bar.clamp(0.0, 1.0);
+        (ab.sqrt(), (1.0 - ab).max(1e-12))
+    }
+}
+
+/// What a machine returns for one call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Denoised {
+    /// x̂₀, laid out like x: [C, H, W].
+    pub x0: Vec<f32>,
+    /// Mean over pixels of the softmax weights' entropy in nats (0 when not asked for):
+    /// e^H is roughly how many training candidates vote.
+    pub entropy: f32,
+}
+
+/// Precomputed keys of one pixel group, one entry per chunk of training images.
+pub(crate) struct KeyChunk {
+    /// [Kc, D+1]: centred patches with their squared norm appended, transposed to [D+1, Kc].
+    pub keys_aug_t: Tensor<2>,
+    /// [Kc, C]: centred centre pixels.
+    pub values: Tensor<2>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GeometryKey {
+    pub patch: usize,
+    pub boundary: Boundary,
+    pub equivariant: bool,
+}
+
+pub(crate) struct DeviceGroup {
+    pub host: PixelGroup,
+    pub query_idx: Tensor<1, Int>,
+    pub key_idx: Tensor<1, Int>,
+    /// Training images per key chunk, so a chunk's logits stay near `chunk_logits` entries.
+    pub images_per_chunk: usize,
+}
+
+/// The training set as the machines see it, plus everything cached between calls.
+pub struct Denoiser {
+    pub(crate) device: Device,
+    pub(crate) n: usize,
+    pub(crate) shape: ImageShape,
+    /// Per-channel mean pixel m; machines work on φ − m and x − a·m, which leaves every
+    /// distance unchanged but keeps float32 accurate at small t (SCIENCE.md).
+    pub(crate) mean: Vec<f32>,
+    /// [N, C·H·W + 1]: centred training images, flat, with a trailing zero slot.
+    pub(crate) images: Tensor<2>,
+    /// Host copy of the centred images, for stats and inspection.
+    pub(crate) host_centred: Arc<Vec<f32>>,
+    /// Logit entries one chunk may hold; bounds memory whatever N is.
+    pub chunk_logits: usize,
+    /// Key banks are kept between calls while they fit in this many bytes.
+    pub bank_budget_bytes: usize,
+    pub(crate) groups: HashMap<GeometryKey, Arc<Vec<DeviceGroup>>>,
+    pub(crate) banks: HashMap<GeometryKey, Arc<Vec<Vec<KeyChunk>>>>,
+    pub(crate) es_index: Option<(Tensor<1, Int>, Tensor<3, Int>)>,
+}
+
+impl Denoiser {
+    /// Puts `images` ([N, C, H, W], values in [−1, 1]) on `device`.
+    pub fn new(images: &[f32], n: usize, shape: ImageShape, device: &Device) -> Self {
+        assert_eq!(images.len(), n * shape.len(), "training images do not match their shape");
+        assert!(n > 0, "a training set needs at least one image");
+        let hw = shape.pixels();
+        let mut mean = vec![0f64; shape.c];
+        for img in images.chunks_exact(shape.len()) {
+            for (c, plane) in img.chunks_exact(hw).enumerate() {
+                mean[c] += plane.iter().map(|&v| v as f64).sum::<f64>();
+            }
+        }
+        let mean: Vec<f32> = mean.iter().map(|s| (s / (n * hw) as f64) as f32).collect();
+        let stride = shape.len() + 1;
+        let mut centred = vec![0f32; n * stride];
+        let mut host = Vec::with_capacity(n * shape.len());
+        for (k, img) in images.chunks_exact(shape.len()).enumerate() {
+            for (idx, &v) in img.iter().enumerate() {
+                let cv = v - mean[idx / hw];
+                centred[k * stride + idx] = cv;
+                host.push(cv);
+            }
+        }
+        let images = Tensor::<2>::from_data(TensorData::new(centred, [n, stride]), device);
+        Self {
+            device: device.clone(),
+            n,
+            shape,
+            mean,
+            images,
+            host_centred: Arc::new(host),
+            chunk_logits: 1 << 22,
+            bank_budget_bytes: 512 << 20,
+            groups: HashMap::new(),
+            banks: HashMap::new(),
+            es_index: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    pub fn shape(&self) -> ImageShape {
+        self.shape
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// x̂₀(x, t) for the machine named in `call`. `x` is [C, H, W].
+    pub fn denoise(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        assert_eq!(x.len(), self.shape.len(), "x does not have the training images' shape");
+        match call.machine {
+            MachineKind::Ideal => self.ideal(x, call, ctl),
+            MachineKind::Equivariant => self.equivariant(x, call, ctl),
+            MachineKind::Local => self.local(x, call, ctl),
+            MachineKind::Els => self.els(x, call, true, ctl),
+        }
+    }
+
+    /// x − a·m, flat, with the trailing zero slot: [1, C·H·W + 1].
+    pub(crate) fn centred_query(&self, x: &[f32], a: f64) -> Tensor<2> {
+        let hw = self.shape.pixels();
+        let mut v: Vec<f32> =
+            x.iter().enumerate().map(|(i, &xv)| (xv as f64 - a * self.mean[i / hw] as f64) as f32).collect();
+        v.push(0.0);
+        let len = v.len();
+        Tensor::from_data(TensorData::new(v, [1, len]), &self.device)
+    }
+
+    pub(crate) fn int_tensor(&self, idx: &[i64]) -> Tensor<1, Int> {
+        Tensor::from_data(TensorData::new(idx.to_vec(), [idx.len()]), &self.device)
+    }
+
+    /// Index of the nearest training image to `y` ([C, H, W]) and the RMS distance to it.
+    pub fn nearest_training(&self, y: &[f32]) -> (usize, f32) {
+        let hw = self.shape.pixels();
+        let len = self.shape.len();
+        let yc: Vec<f32> = y.iter().enumerate().map(|(i, &v)| v - self.mean[i / hw]).collect();
+        let mut best = (0, f64::INFINITY);
+        for (k, img) in self.host_centred.chunks_exact(len).enumerate() {
+            let d: f64 = img.iter().zip(&yc).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum();
+            if d < best.1 {
+                best = (k, d);
+            }
+        }
+        (best.0, (best.1 / len as f64).sqrt() as f32)
+    }
+
+    /// Training image `k` in [−1, 1] ([C, H, W]).
+    pub fn training_image(&self, k: usize) -> Vec<f32> {
+        let hw = self.shape.pixels();
+        let len = self.shape.len();
+        self.host_centred[k * len..(k + 1) * len].iter().enumerate().map(|(i, &v)| v + self.mean[i / hw]).collect()
+    }
+}
+
+/// Reads a small tensor back to the host as f32.
+pub(crate) fn to_host(t: Tensor<2>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().expect("a float tensor reads back as f32")
+}

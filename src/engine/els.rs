@@ -1,0 +1,160 @@
+//! The ELS machine: per pixel, a softmax over a bank of training patches, computed as one
+//! head of attention with a streaming softmax.
+//!
+//! ‖q − a·k‖² = ‖q‖² − 2a·q·k + a²‖k‖², and ‖q‖² is constant within a pixel's softmax, so
+//! the logits are (a/σ²)·q·k − (a²/2σ²)·‖k‖². Appending ‖k‖² to each key and −a/2 to each
+//! (scaled) query turns that into a single matmul per key chunk.
+
+use std::sync::Arc;
+
+use burn::tensor::Tensor;
+
+use super::control::{Cancelled, Control};
+use super::denoiser::{Call, Denoised, Denoiser, DeviceGroup, GeometryKey, KeyChunk, to_host};
+use super::geometry::{centre_offsets, els_groups};
+use super::softmax::OnlineSoftmax;
+
+impl Denoiser {
+    /// ELS x̂₀; with `equivariant = false` each pixel only sees its own location (= LS).
+    pub fn els(&mut self, x: &[f32], call: &Call, equivariant: bool, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        let (a, s2) = call.scales();
+        let key = GeometryKey { patch: call.patch.max(1) | 1, boundary: call.boundary, equivariant };
+        let groups = self.device_groups(key);
+        let bank = self.key_bank(key, &groups);
+        let total: usize = groups.iter().map(|g| self.n.div_ceil(g.images_per_chunk)).sum();
+        ctl.begin(total)?;
+
+        let (c, hw) = (self.shape.c, self.shape.pixels());
+        let d = c * key.patch * key.patch;
+        let centre = self.int_tensor(&centre_offsets(c, key.patch));
+        let xq = self.centred_query(x, a); // [1, C·H·W + 1]
+        let mut x0 = vec![0f32; c * hw];
+        let mut entropy_sum = 0f64;
+
+        for (gi, group) in groups.iter().enumerate() {
+            let q = group.host.pixels.len();
+            if group.host.key_pixels.is_empty() {
+                // No admissible training patch (circular windows larger than the image).
+                for &px in &group.host.pixels {
+                    for ch in 0..c {
+                        x0[ch * hw + px] = self.mean[ch];
+                    }
+                }
+                continue;
+            }
+            let queries = xq.clone().select(1, group.query_idx.clone()).reshape([q, d]); // [Q, D]
+            let q_aug = augment_query(queries, a, s2); // [Q, D+1]
+            let mut sm = OnlineSoftmax::new(call.entropy);
+            for ci in 0..self.n.div_ceil(group.images_per_chunk) {
+                let owned;
+                let chunk = match &bank {
+                    Some(bank) => &bank[gi][ci],
+                    None => {
+                        owned = self.key_chunk(group, &centre, ci);
+                        &owned
+                    }
+                };
+                let logits = q_aug.clone().matmul(chunk.keys_aug_t.clone()); // [Q, Kc]
+                sm.update(logits, |p| p.matmul(chunk.values.clone())); // [Q, C]
+                ctl.chunk_done()?;
+            }
+            let (out, ent) = sm.finish().expect("every group has at least one chunk");
+            let out = to_host(out); // [Q, C]
+            for (qi, &px) in group.host.pixels.iter().enumerate() {
+                for ch in 0..c {
+                    x0[ch * hw + px] = out[qi * c + ch] + self.mean[ch];
+                }
+            }
+            if let Some(ent) = ent {
+                entropy_sum += to_host(ent).iter().map(|&e| e as f64).sum::<f64>();
+            }
+        }
+        Ok(Denoised { x0, entropy: (entropy_sum / hw as f64) as f32 })
+    }
+
+    pub(crate) fn device_groups(&mut self, key: GeometryKey) -> Arc<Vec<DeviceGroup>> {
+        if let Some(g) = self.groups.get(&key) {
+            return g.clone();
+        }
+        let groups: Vec<DeviceGroup> = els_groups(self.shape, key.patch, key.boundary, key.equivariant)
+            .into_iter()
+            .map(|host| {
+                let per_image = host.keys_per_image().max(1);
+                let images_per_chunk = (self.chunk_logits / (host.pixels.len() * per_image)).clamp(1, self.n);
+                DeviceGroup {
+                    query_idx: self.int_tensor(&host.query_idx),
+                    key_idx: self.int_tensor(&host.key_idx),
+                    host,
+                    images_per_chunk,
+                }
+            })
+            .collect();
+        let groups = Arc::new(groups);
+        self.groups.insert(key, groups.clone());
+        groups
+    }
+
+    /// The keys of chunk `ci` of a group, cut from the training images on the device.
+    pub(crate) fn key_chunk(&self, group: &DeviceGroup, centre: &Tensor<1, burn::tensor::Int>, ci: usize) -> KeyChunk {
+        let n0 = ci * group.images_per_chunk;
+        let nc = group.images_per_chunk.min(self.n - n0);
+        let kg = group.host.keys_per_image();
+        let d = group.host.key_idx.len() / kg;
+        let keys = self
+            .images
+            .clone()
+            .narrow(0, n0, nc) // [nc, C·H·W + 1]
+            .select(1, group.key_idx.clone()) // [nc, Kg·D]
+            .reshape([nc * kg, d]); // [Kc, D]
+        let values = keys.clone().select(1, centre.clone()); // [Kc, C]
+        let norms = keys.clone().square().sum_dim(1); // [Kc, 1]
+        let keys_aug_t = Tensor::cat(vec![keys, norms], 1).transpose(); // [D+1, Kc]
+        KeyChunk { keys_aug_t, values }
+    }
+
+    /// The whole key bank of a geometry, built once and kept while it fits the budget.
+    fn key_bank(&mut self, key: GeometryKey, groups: &[DeviceGroup]) -> Option<Arc<Vec<Vec<KeyChunk>>>> {
+        if let Some(b) = self.banks.get(&key) {
+            return Some(b.clone());
+        }
+        let c = self.shape.c;
+        let d = c * key.patch * key.patch;
+        let bytes: usize = groups.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum();
+        let cached: usize = self.banks.keys().map(|k| self.bank_bytes(*k)).sum();
+        if bytes > self.bank_budget_bytes {
+            return None;
+        }
+        if cached + bytes > self.bank_budget_bytes {
+            self.banks.clear();
+        }
+        let centre = self.int_tensor(&centre_offsets(c, key.patch));
+        let bank: Vec<Vec<KeyChunk>> = groups
+            .iter()
+            .map(|g| {
+                if g.host.key_pixels.is_empty() {
+                    return Vec::new();
+                }
+                (0..self.n.div_ceil(g.images_per_chunk)).map(|ci| self.key_chunk(g, &centre, ci)).collect()
+            })
+            .collect();
+        let bank = Arc::new(bank);
+        self.banks.insert(key, bank.clone());
+        Some(bank)
+    }
+
+    fn bank_bytes(&self, key: GeometryKey) -> usize {
+        let c = self.shape.c;
+        let d = c * key.patch * key.patch;
+        self.groups
+            .get(&key)
+            .map(|gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// [Q, D] → [Q, D+1]: queries scaled by a/σ², with −a²/(2σ²) appended to meet ‖k‖².
+pub(crate) fn augment_query(queries: Tensor<2>, a: f64, s2: f64) -> Tensor<2> {
+    let [q, _] = queries.dims();
+    let tail = Tensor::<2>::full([q, 1], -a * a / (2.0 * s2), &queries.device()); // [Q, 1]
+    Tensor::cat(vec![queries.mul_scalar(a / s2), tail], 1)
+}

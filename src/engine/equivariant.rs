@@ -1,0 +1,74 @@
+//! The equivariant machine: the ideal machine over every circular shift of every training
+//! image (N·H·W candidates). Shifted inner products come from one matmul against the H·W
+//! shifts of x, and the weighted sum of shifted images from one matmul plus an un-shifting
+//! gather, so no FFT is needed.
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::control::{Cancelled, Control};
+use super::denoiser::{Call, Denoised, Denoiser, to_host};
+use super::softmax::OnlineSoftmax;
+
+impl Denoiser {
+    pub(crate) fn equivariant(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        let (a, s2) = call.scales();
+        let (c, hw, len) = (self.shape.c, self.shape.pixels(), self.shape.len());
+        let (shift_idx, unshift_idx) = self.es_indices();
+        let per_chunk = (self.chunk_logits / len).clamp(1, self.n);
+        ctl.begin(self.n.div_ceil(per_chunk))?;
+        // x_s[s, q] = x'[q + s]: row s is x rolled back by s, so ⟨x, roll(φ, s)⟩ = x_s[s]·φ.
+        let shifted_t = self
+            .centred_query(x, a)
+            .narrow(1, 0, len)
+            .reshape([len])
+            .select(0, shift_idx)
+            .reshape([hw, len])
+            .transpose(); // [len, HW]
+        let mut sm = OnlineSoftmax::new(call.entropy);
+        for n0 in (0..self.n).step_by(per_chunk) {
+            let nc = per_chunk.min(self.n - n0);
+            let phi = self.images.clone().narrow(0, n0, nc).narrow(1, 0, len); // [nc, len]
+            let cross = phi.clone().matmul(shifted_t.clone()); // [nc, HW]
+            let norms = phi.clone().square().sum_dim(1); // [nc, 1]
+            let logits = cross.mul_scalar(a / s2).sub(norms.mul_scalar(a * a / (2.0 * s2))); // [nc, HW]
+            sm.update(logits.reshape([1, nc * hw]), |p| {
+                let by_shift = p.reshape([nc, hw]).transpose().matmul(phi); // [HW(s), len]: Σ_n w[n,s]·φ_n
+                by_shift
+                    .reshape([hw, c, hw])
+                    .gather(2, unshift_idx.clone()) // [s, C, p] = B[s, C, p − s]
+                    .sum_dim(0)
+                    .reshape([1, len])
+            });
+            ctl.chunk_done()?;
+        }
+        let (out, ent) = sm.finish().expect("at least one image");
+        Ok(Denoised { x0: self.uncentre(to_host(out)), entropy: ent.map(|e| to_host(e)[0]).unwrap_or(0.0) })
+    }
+
+    /// (shift, unshift) index tables for this image shape, built once.
+    fn es_indices(&mut self) -> (Tensor<1, Int>, Tensor<3, Int>) {
+        if let Some(idx) = &self.es_index {
+            return idx.clone();
+        }
+        let (c, h, w) = (self.shape.c, self.shape.h, self.shape.w);
+        let hw = h * w;
+        let mut shift = Vec::with_capacity(hw * c * hw);
+        let mut unshift = Vec::with_capacity(hw * c * hw);
+        for sy in 0..h {
+            for sx in 0..w {
+                for ch in 0..c {
+                    for qy in 0..h {
+                        for qx in 0..w {
+                            shift.push((ch * hw + ((qy + sy) % h) * w + (qx + sx) % w) as i64);
+                            unshift.push((((qy + h - sy) % h) * w + (qx + w - sx) % w) as i64);
+                        }
+                    }
+                }
+            }
+        }
+        let shift = Tensor::<1, Int>::from_data(TensorData::new(shift, [hw * c * hw]), &self.device);
+        let unshift = Tensor::<3, Int>::from_data(TensorData::new(unshift, [hw, c, hw]), &self.device);
+        self.es_index = Some((shift.clone(), unshift.clone()));
+        (shift, unshift)
+    }
+}

@@ -1,0 +1,33 @@
+//! The engine: schedules, the four closed-form machines and the sampler, on burn tensors.
+//!
+//! It knows nothing of the UI, threads, files or the clock: pure functions and small structs,
+//! so it runs the same under the studio, the CLI and the tests.
+//!
+//! Where things are: the ELS kernel is [`els`], the streaming softmax [`softmax`], the sampler
+//! loop [`sampler`], patch-size schedules [`patch`], noise schedules [`schedule`].
+
+pub mod control;
+pub mod denoiser;
+pub mod device;
+mod els;
+mod equivariant;
+pub mod geometry;
+mod ideal;
+pub mod inspect;
+mod local;
+pub mod machine;
+pub mod noise;
+pub mod patch;
+pub mod sampler;
+pub mod schedule;
+pub mod softmax;
+
+pub use control::{CancelToken, Cancelled, Control};
+pub use denoiser::{Call, Denoised, Denoiser};
+pub use device::{DeviceChoice, ResolvedDevice};
+pub use geometry::ImageShape;
+pub use inspect::{Inspection, Vote};
+pub use machine::{Boundary, MachineKind};
+pub use patch::PatchSchedule;
+pub use sampler::{Sampler, SamplerConfig, StepRecord};
+pub use schedule::NoiseSchedule;

@@ -1,0 +1,173 @@
+//! The DDIM sampler loop: from t_start down to 0, one denoiser call per step, yielding a
+//! record for every step so callers can stream the whole trajectory.
+
+use serde::{Deserialize, Serialize};
+
+use super::control::{Cancelled, Control};
+use super::denoiser::{Call, Denoiser};
+use super::machine::{Boundary, MachineKind, max_patch};
+use super::noise::gaussian;
+use super::patch::PatchSchedule;
+use super::schedule::NoiseSchedule;
+
+/// Everything that decides a trajectory once the training set is fixed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplerConfig {
+    pub machine: MachineKind,
+    pub boundary: Boundary,
+    pub schedule: NoiseSchedule,
+    pub patch: PatchSchedule,
+    /// Multiplies every P of the patch schedule (then rounded to odd and clamped).
+    pub locality_scale: f64,
+    pub steps: usize,
+    pub t_start: f64,
+    /// 0 = deterministic DDIM; 1 = DDPM-like fresh noise each step.
+    pub eta: f64,
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            machine: MachineKind::Els,
+            boundary: Boundary::Zeros,
+            schedule: NoiseSchedule::cosine(),
+            patch: PatchSchedule::default(),
+            locality_scale: 1.0,
+            steps: 20,
+            t_start: 1.0,
+            eta: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 || self.steps > 10_000 {
+            return Err(format!("steps must be between 1 and 10000, not {}", self.steps));
+        }
+        if !(self.t_start > 0.0 && self.t_start <= 1.0) {
+            return Err(format!("t_start must be in (0, 1], not {}", self.t_start));
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
+            return Err(format!("η must be in [0, 1], not {}", self.eta));
+        }
+        if !(self.locality_scale > 0.0 && self.locality_scale.is_finite()) {
+            return Err(format!("locality scale must be positive, not {}", self.locality_scale));
+        }
+        self.schedule.validate()?;
+        self.patch.validate(self.steps)
+    }
+
+    /// t at the start of step `k` (0 = the first, noisiest step): t_start·(n − k)/n.
+    pub fn t_of_step(&self, k: usize) -> f64 {
+        self.t_start * (self.steps - k) as f64 / self.steps as f64
+    }
+
+    /// Patch size used at step `k` on an h×w image.
+    pub fn patch_at(&self, k: usize, h: usize, w: usize) -> u32 {
+        let max_p = max_patch(self.machine, self.boundary, h, w);
+        self.patch.at(k, self.t_of_step(k), self.locality_scale, max_p)
+    }
+}
+
+/// One finished sampler step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    /// 0 = the first (noisiest) step.
+    pub step: usize,
+    pub t: f64,
+    pub alpha_bar: f64,
+    pub patch: u32,
+    /// The state the denoiser saw, [C, H, W].
+    pub x_t: Vec<f32>,
+    /// The denoiser's estimate of the clean image, [C, H, W].
+    pub x0_hat: Vec<f32>,
+    /// Mean softmax entropy over pixels (nats).
+    pub entropy: f32,
+    /// Nearest training image to x̂₀ and the RMS distance to it.
+    pub nearest: (usize, f32),
+}
+
+/// A DDIM run in progress. Call [`Sampler::step`] until it returns `None`.
+pub struct Sampler {
+    cfg: SamplerConfig,
+    x: Vec<f32>,
+    next: usize,
+}
+
+impl Sampler {
+    /// Starts at step 0 from `init` (x at t_start) or from seeded Gaussian noise.
+    pub fn new(cfg: SamplerConfig, len: usize, init: Option<Vec<f32>>) -> Self {
+        let x = init.unwrap_or_else(|| gaussian(cfg.seed, 0, len));
+        Self { cfg, x, next: 0 }
+    }
+
+    /// Resumes at step `step` from the state x_t that step starts from: branching keeps
+    /// every earlier step and recomputes only from here.
+    pub fn resume(cfg: SamplerConfig, step: usize, x_t: Vec<f32>) -> Self {
+        Self { cfg, x: x_t, next: step }
+    }
+
+    pub fn config(&self) -> &SamplerConfig {
+        &self.cfg
+    }
+    pub fn next_step(&self) -> usize {
+        self.next
+    }
+    pub fn is_done(&self) -> bool {
+        self.next >= self.cfg.steps
+    }
+    /// The current state (x at the next step's t, or the final image when done).
+    pub fn state(&self) -> &[f32] {
+        &self.x
+    }
+
+    /// Runs the next step; `None` once the run has reached t = 0.
+    pub fn step(&mut self, denoiser: &mut Denoiser, ctl: &mut Control) -> Option<Result<StepRecord, Cancelled>> {
+        if self.is_done() {
+            return None;
+        }
+        let k = self.next;
+        let shape = denoiser.shape();
+        let t = self.cfg.t_of_step(k);
+        let t_prev = self.cfg.t_of_step(k + 1);
+        let ab = self.cfg.schedule.alpha_bar(t);
+        let ab_prev = if k + 1 == self.cfg.steps { 1.0 } else { self.cfg.schedule.alpha_bar(t_prev) };
+        let patch = self.cfg.patch_at(k, shape.h, shape.w);
+        let call = Call { entropy: true, ..Call::new(self.cfg.machine, self.cfg.boundary, patch as usize, ab) };
+        let out = match denoiser.denoise(&self.x, &call, ctl) {
+            Ok(out) => out,
+            Err(c) => return Some(Err(c)),
+        };
+        let (a, s) = (ab.sqrt(), (1.0 - ab).max(1e-12).sqrt());
+        let (a_prev, var_prev) = (ab_prev.sqrt(), (1.0 - ab_prev).max(0.0));
+        // DDIM with η: σ_η² = η²·(1−ᾱ')/(1−ᾱ)·(1 − ᾱ/ᾱ'), zero on the last step.
+        let var_eta = if self.cfg.eta > 0.0 {
+            (self.cfg.eta.powi(2) * var_prev / (s * s) * (1.0 - ab / ab_prev)).clamp(0.0, var_prev)
+        } else {
+            0.0
+        };
+        let dir = (var_prev - var_eta).max(0.0).sqrt();
+        let fresh = (var_eta > 0.0).then(|| gaussian(self.cfg.seed, k as u64 + 1, self.x.len()));
+        let x_t = std::mem::take(&mut self.x);
+        self.x = x_t
+            .iter()
+            .zip(&out.x0)
+            .enumerate()
+            .map(|(i, (&xv, &x0))| {
+                let eps = (xv as f64 - a * x0 as f64) / s;
+                let mut next = a_prev * x0 as f64 + dir * eps;
+                if let Some(z) = &fresh {
+                    next += var_eta.sqrt() * z[i] as f64;
+                }
+                next as f32
+            })
+            .collect();
+        self.next += 1;
+        let nearest = denoiser.nearest_training(&out.x0);
+        Some(Ok(StepRecord { step: k, t, alpha_bar: ab, patch, x_t, x0_hat: out.x0, entropy: out.entropy, nearest }))
+    }
+}

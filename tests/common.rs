@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use morphogen::data::read_npy_f32;
+use morphogen::engine::{Denoiser, ImageShape};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
+    read_npy_f32(&fixtures().join(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A training set from an (N,C,H,W) fixture on the CPU backend.
+pub fn training(name: &str) -> (Denoiser, ImageShape, usize) {
+    let (shape, values) = npy(name);
+    let (n, c, h, w) = match shape[..] {
+        [n, c, h, w] => (n, c, h, w),
+        [n, h, w] => (n, 1, h, w),
+        _ => panic!("bad training shape {shape:?}"),
+    };
+    let s = ImageShape { c, h, w };
+    (Denoiser::new(&values, n, s, &burn::tensor::Device::flex()), s, n)
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max)
+}
+
+pub fn corr(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// A small seeded training set in [−1, 1].
+pub fn random_set(n: usize, shape: ImageShape, seed: u64) -> Vec<f32> {
+    morphogen::engine::noise::gaussian(seed, 9, n * shape.len())
+        .into_iter()
+        .map(|v| (v * 0.6).clamp(-1.0, 1.0))
+        .collect()
+}

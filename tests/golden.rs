@@ -1,0 +1,144 @@
+//! Every golden case of `tests/fixtures/manifest.json` against the engine on the CPU backend,
+//! and a few through the real `morphogen` binary with the flags `check_cli.py` uses.
+
+mod common;
+
+use common::*;
+use morphogen::engine::{Boundary, Call, Control, MachineKind, NoiseSchedule, PatchSchedule, Sampler, SamplerConfig};
+use serde_json::Value;
+
+fn manifest() -> Vec<Value> {
+    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["cases"].as_array().unwrap().clone()
+}
+
+#[test]
+fn every_single_call_case_is_within_tolerance() {
+    let cases = manifest();
+    let mut checked = 0;
+    let mut worst = 0.0f64;
+    let mut failures = Vec::new();
+    let mut sets: std::collections::HashMap<String, morphogen::engine::Denoiser> = Default::default();
+    for c in cases.iter().filter(|c| c.get("kind").is_none()) {
+        let train = c["train"].as_str().unwrap().to_string();
+        let den = sets.entry(train.clone()).or_insert_with(|| training(&train).0);
+        let (_, x) = npy(c["input"].as_str().unwrap());
+        let (_, expected) = npy(c["expected"].as_str().unwrap());
+        let schedule = NoiseSchedule::by_name(c["schedule"].as_str().unwrap()).unwrap();
+        let machine = MachineKind::parse(c["machine"].as_str().unwrap()).unwrap();
+        let boundary =
+            c.get("boundary").and_then(Value::as_str).map(|b| Boundary::parse(b).unwrap()).unwrap_or_default();
+        let patch = c.get("patch").and_then(Value::as_u64).unwrap_or(3) as usize;
+        let t = c["t"].as_f64().unwrap();
+        let call = Call::new(machine, boundary, patch, schedule.alpha_bar(t));
+        let got = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
+        let err = max_abs_diff(&got, &expected);
+        worst = worst.max(err);
+        let tol = c["tolerance"].as_f64().unwrap();
+        if !(err <= tol) {
+            failures.push(format!("{}: max err {err:.2e} > {tol}", c["expected"]));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 132, "the manifest should hold 132 single-call cases");
+    assert!(failures.is_empty(), "{} of {checked} cases fail:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("{checked} golden cases pass, worst error {worst:.2e}");
+}
+
+#[test]
+fn trajectories_correlate_at_every_step() {
+    for c in manifest().iter().filter(|c| c.get("kind").and_then(Value::as_str) == Some("trajectory")) {
+        let (mut den, shape, _) = training(c["train"].as_str().unwrap());
+        let (_, init) = npy(c["input"].as_str().unwrap());
+        let (_, expected) = npy(c["expected"].as_str().unwrap());
+        let per_step: Vec<u32> =
+            c["patch_per_step"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let cfg = SamplerConfig {
+            machine: MachineKind::Els,
+            boundary: Boundary::parse(c["boundary"].as_str().unwrap()).unwrap(),
+            schedule: NoiseSchedule::cosine(),
+            patch: PatchSchedule::List { per_step },
+            steps: c["steps"].as_u64().unwrap() as usize,
+            t_start: c["t_start"].as_f64().unwrap(),
+            ..SamplerConfig::default()
+        };
+        let mut sampler = Sampler::new(cfg, shape.len(), Some(init));
+        let len = shape.len();
+        let mut k = 0;
+        while let Some(step) = sampler.step(&mut den, &mut Control::none()) {
+            let step = step.unwrap();
+            let r = corr(&step.x0_hat, &expected[k * len..(k + 1) * len]);
+            assert!(r >= c["min_correlation"].as_f64().unwrap(), "{} step {k}: correlation {r}", c["expected"]);
+            k += 1;
+        }
+        assert_eq!(k * len, expected.len());
+    }
+}
+
+#[test]
+fn cli_denoise_and_sample_match_the_fixtures() {
+    let bin = env!("CARGO_BIN_EXE_morphogen");
+    let dir = tempfile::tempdir().unwrap();
+    let f = |n: &str| fixtures().join(n).display().to_string();
+    // one ELS zeros case, exactly as check_cli.py calls it
+    let out = dir.path().join("y.npy");
+    let status = std::process::Command::new(bin)
+        .args([
+            "denoise",
+            "--dataset",
+            &f("mnist12_train.npy"),
+            "--input",
+            &f("mnist12_t0.5_P7_noise_x.npy"),
+            "--t",
+            "0.5",
+        ])
+        .args([
+            "--machine",
+            "els",
+            "--schedule",
+            "cosine",
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--boundary",
+            "zeros",
+            "--patch",
+            "7",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, got) = morphogen::data::read_npy_f32(&out).unwrap();
+    let (_, expected) = npy("mnist12_t0.5_P7_noise_els-zeros.npy");
+    assert!(max_abs_diff(&got, &expected) <= 0.002);
+
+    let odir = dir.path().join("traj");
+    let status = std::process::Command::new(bin)
+        .args([
+            "sample",
+            "--dataset",
+            &f("emoji8_16px_train.npy"),
+            "--init",
+            &f("emoji8_16px_traj_init.npy"),
+            "--machine",
+            "els",
+        ])
+        .args(["--boundary", "zeros", "--steps", "10", "--t-start", "1", "--eta", "0", "--schedule", "cosine"])
+        .args(["--patch-schedule", "15,13,11,9,7,7,5,5,3,3", "--out-dir", odir.to_str().unwrap(), "--device", "cpu"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (shape, got) = morphogen::data::read_npy_f32(&odir.join("trajectory_x0.npy")).unwrap();
+    let (eshape, expected) = npy("emoji8_16px_traj_x0hat.npy");
+    assert_eq!(shape, eshape);
+    let len = got.len() / shape[0];
+    for k in 0..shape[0] {
+        let r = corr(&got[k * len..(k + 1) * len], &expected[k * len..(k + 1) * len]);
+        assert!(r >= 0.999, "step {k}: {r}");
+    }
+    for name in ["final.png", "trajectory_xt.npy", "recipe.json", "steps.json"] {
+        assert!(odir.join(name).exists(), "{name} missing");
+    }
+}

@@ -1,0 +1,157 @@
+//! Bad input never panics: every failure names the file or folder and the problem.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+
+use morphogen::data::{Dataset, DatasetSource, LoadOptions};
+
+fn png(path: &Path, w: u32, h: u32, v: u8) {
+    image::GrayImage::from_pixel(w, h, image::Luma([v])).save(path).unwrap();
+}
+
+fn load(source: DatasetSource) -> Result<Dataset, morphogen::data::DataError> {
+    Dataset::load(&source, &LoadOptions::default())
+}
+
+#[test]
+fn corrupt_and_odd_sized_files_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    for k in 0..3 {
+        png(&dir.path().join(format!("a_{k}.png")), 8, 8, 40 * k as u8);
+    }
+    png(&dir.path().join("b_0.png"), 12, 10, 200);
+    std::fs::write(dir.path().join("b_1.png"), b"definitely not a png").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+    let d = load(DatasetSource::Folder(dir.path().into())).unwrap();
+    assert_eq!(d.len(), 4);
+    assert_eq!((d.shape.h, d.shape.w, d.shape.c), (8, 8, 1));
+    assert_eq!(d.report.resized, 1);
+    assert_eq!(d.report.skipped.len(), 1);
+    assert!(d.report.skipped[0].0.ends_with("b_1.png"));
+    assert!(d.report.summary().contains("1 skipped"));
+    assert_eq!(d.classes(), vec!["a", "b"]);
+    // pixel values land in [−1, 1]
+    assert_eq!(d.image(0)[0], -1.0);
+    assert!((d.image(1)[0] - (40.0 / 127.5 - 1.0)).abs() < 1e-6);
+}
+
+#[test]
+fn empty_and_unreadable_folders_name_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load(DatasetSource::Folder(dir.path().into())).unwrap_err();
+    assert_eq!(e.path, dir.path());
+    assert!(e.problem.contains("empty"), "{e}");
+
+    std::fs::write(dir.path().join("x_1.png"), b"junk").unwrap();
+    std::fs::write(dir.path().join("x_2.jpg"), b"junk").unwrap();
+    let e = load(DatasetSource::Folder(dir.path().into())).unwrap_err();
+    assert!(e.to_string().contains(&dir.path().display().to_string()), "{e}");
+    assert!(e.problem.contains("no readable image"), "{e}");
+
+    let e = load(DatasetSource::Folder(dir.path().join("missing"))).unwrap_err();
+    assert!(e.to_string().contains("missing") && e.problem.contains("no such"), "{e}");
+}
+
+#[test]
+fn too_large_images_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    png(&dir.path().join("big_0.png"), 300, 300, 1);
+    let e = load(DatasetSource::Folder(dir.path().into())).unwrap_err();
+    assert!(e.path.ends_with("big_0.png"), "{e}");
+    assert!(e.problem.contains("too large"), "{e}");
+}
+
+#[test]
+fn npy_of_wrong_shape_or_dtype_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_shape = dir.path().join("five_d.npy");
+    morphogen::data::write_npy_f32(&bad_shape, &[2, 1, 1, 3, 3], &[0.0; 18]).unwrap();
+    let e = load(DatasetSource::Npy(bad_shape.clone())).unwrap_err();
+    assert_eq!(e.path, bad_shape);
+    assert!(e.problem.contains("shape"), "{e}");
+
+    let ints = dir.path().join("ints.npy");
+    {
+        use npyz::WriterBuilder;
+        let mut f = std::fs::File::create(&ints).unwrap();
+        let mut w =
+            npyz::WriteOptions::<i64>::new().default_dtype().shape(&[2, 3, 3]).writer(&mut f).begin_nd().unwrap();
+        w.extend(0..18i64).unwrap();
+        w.finish().unwrap();
+    }
+    let e = load(DatasetSource::Npy(ints.clone())).unwrap_err();
+    assert_eq!(e.path, ints);
+    assert!(e.problem.contains("dtype"), "{e}");
+
+    let out_of_range = dir.path().join("range.npy");
+    morphogen::data::write_npy_f32(&out_of_range, &[1, 2, 2], &[0.0, 3.0, 0.0, 0.0]).unwrap();
+    let e = load(DatasetSource::Npy(out_of_range)).unwrap_err();
+    assert!(e.problem.contains("[-1, 1]"), "{e}");
+
+    let garbage = dir.path().join("garbage.npy");
+    std::fs::File::create(&garbage).unwrap().write_all(b"\x93NUMPY garbage").unwrap();
+    let e = load(DatasetSource::Npy(garbage.clone())).unwrap_err();
+    assert_eq!(e.path, garbage);
+}
+
+#[test]
+fn class_filter_and_subset() {
+    let all = load(DatasetSource::Bundled("mnist".into())).unwrap();
+    assert_eq!(all.len(), 2000);
+    assert_eq!((all.shape.c, all.shape.h, all.shape.w), (1, 28, 28));
+    let threes = Dataset::load(
+        &DatasetSource::Bundled("mnist".into()),
+        &LoadOptions { class: Some("3".into()), ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!(threes.len(), 200);
+    assert!(threes.labels.iter().all(|l| l == "3"));
+    let sub = |seed| {
+        Dataset::load(
+            &DatasetSource::Bundled("mnist".into()),
+            &LoadOptions { subset: Some(50), subset_seed: seed, ..Default::default() },
+        )
+        .unwrap()
+    };
+    assert_eq!(sub(1).len(), 50);
+    assert_eq!(sub(1).images, sub(1).images);
+    assert_ne!(sub(1).images, sub(2).images);
+    let e = Dataset::load(
+        &DatasetSource::Bundled("mnist".into()),
+        &LoadOptions { class: Some("cat".into()), ..Default::default() },
+    )
+    .unwrap_err();
+    assert!(e.problem.contains("'cat'") && e.problem.contains("0, 1, 2"), "{e}");
+}
+
+#[test]
+fn every_bundled_dataset_loads_with_its_documented_size() {
+    for (name, n, c, side) in [
+        ("mnist", 2000, 1, 28),
+        ("fashion", 2000, 1, 28),
+        ("digits8", 1797, 1, 8),
+        ("textures", 768, 1, 32),
+        ("emoji", 405, 3, 32),
+        ("photos", 790, 3, 32),
+    ] {
+        let d = load(DatasetSource::Bundled(name.into())).unwrap();
+        assert_eq!((d.len(), d.shape.c, d.shape.h, d.shape.w), (n, c, side, side), "{name}");
+        assert!(d.images.iter().all(|v| (-1.0..=1.0).contains(v)));
+    }
+    let e = load(DatasetSource::Bundled("cifar".into())).unwrap_err();
+    assert!(e.problem.contains("mnist"), "{e}");
+}
+
+#[test]
+fn a_bad_recipe_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("recipe.json");
+    std::fs::write(&p, b"{ \"sampler\": { \"steps\": 0 } }").unwrap();
+    let e = morphogen::recipe::Recipe::load(&p).unwrap_err();
+    assert!(e.contains("recipe.json") && e.contains("steps"), "{e}");
+    std::fs::write(&p, b"not json").unwrap();
+    let e = morphogen::recipe::Recipe::load(&p).unwrap_err();
+    assert!(e.contains("recipe.json") && e.contains("not a valid recipe"), "{e}");
+}

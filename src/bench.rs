@@ -1,0 +1,236 @@
+//! `morphogen bench`: seconds per denoiser call and effective GFLOP/s for a fixed set of
+//! cases, next to the device's own matmul rate measured in the same run.
+
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+use clap::Args;
+use serde::Serialize;
+
+use crate::data::{Dataset, DatasetSource, LoadOptions};
+use crate::engine::{
+    self, Boundary, Call, CancelToken, Control, Denoiser, DeviceChoice, ImageShape, MachineKind, PatchSchedule,
+    SamplerConfig,
+};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Timed calls per case (median reported), after one warm-up call.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Only run cases whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Images for the MNIST cases (the paper-scale GPU case uses 10000).
+    #[arg(long, default_value_t = 2000)]
+    pub n: usize,
+    /// Images for the RGB 32×32 cases.
+    #[arg(long, default_value_t = 1000)]
+    pub n_rgb: usize,
+}
+
+/// One row of the results.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub case: String,
+    pub machine: String,
+    pub boundary: String,
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub patch: usize,
+    pub seconds: f64,
+    pub gflops: f64,
+    pub matmul_gflops: f64,
+}
+
+/// FLOPs of one call, from SCIENCE.md's cost table.
+pub fn flops(machine: MachineKind, boundary: Boundary, n: usize, s: ImageShape, p: usize) -> f64 {
+    let (n, c, h, w, p) = (n as f64, s.c as f64, s.h as f64, s.w as f64, p as f64);
+    let r = (p / 2.0).floor();
+    let (h1, w1) = ((h - p + 1.0).max(0.0), (w - p + 1.0).max(0.0));
+    match (machine, boundary) {
+        (MachineKind::Ideal, _) => 5.0 * n * c * h * w,
+        (MachineKind::Equivariant, _) => 2.0 * n * (c * h * w) * (h * w) * 2.0,
+        (MachineKind::Local, _) => n * h * w * (5.0 * c + p * p),
+        (MachineKind::Els, Boundary::Circular) => 2.0 * c * (p * p + 1.0) * h * w * n * h1 * w1,
+        (MachineKind::Els, Boundary::Zeros) => {
+            2.0 * c * (p * p + 1.0) * n * ((h1 * w1).powi(2) + 2.0 * r * w1 * w1 + 2.0 * r * h1 * h1 + 4.0 * r * r)
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// GFLOP/s of a plain 1024³ burn matmul on `device` (median of 5 after a warm-up).
+pub fn matmul_gflops(device: &burn::tensor::Device) -> f64 {
+    let n = 1024;
+    let a = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
+    let b = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
+    let run = || {
+        let t = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        let _ = c.slice([0..1, 0..1]).into_data();
+        t.elapsed().as_secs_f64()
+    };
+    run();
+    let secs = median((0..5).map(|_| run()).collect());
+    2.0 * (n as f64).powi(3) / secs / 1e9
+}
+
+fn synthetic(n: usize, shape: ImageShape) -> Vec<f32> {
+    engine::noise::gaussian(12345, 0, n * shape.len()).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect()
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let device = engine::device::resolve(args.device)?;
+    if let Some(n) = &device.notice {
+        eprintln!("note: {n}");
+    }
+    eprintln!("device: {}", device.description);
+    let matmul = matmul_gflops(&device.device);
+    eprintln!("plain burn matmul (1024³): {matmul:.1} GFLOP/s");
+
+    let mnist =
+        Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let gray_shape = mnist.shape;
+    let mut gray = mnist.images.clone();
+    // More images than bundled: repeat with a small seeded jitter so no two are identical.
+    while gray.len() < args.n * gray_shape.len() {
+        let jitter = engine::noise::gaussian(gray.len() as u64, 1, mnist.images.len());
+        gray.extend(mnist.images.iter().zip(jitter).map(|(&v, j)| (v + 0.05 * j).clamp(-1.0, 1.0)));
+    }
+    gray.truncate(args.n * gray_shape.len());
+    let rgb_shape = ImageShape { c: 3, h: 32, w: 32 };
+    let rgb = synthetic(args.n_rgb, rgb_shape);
+
+    let mut cases: Vec<(String, MachineKind, Boundary, usize, bool)> = Vec::new();
+    for p in [3, 7, 11, 15] {
+        cases.push((format!("els-zeros-28x28-gray-P{p}"), MachineKind::Els, Boundary::Zeros, p, false));
+    }
+    for p in [5, 11] {
+        cases.push((format!("els-zeros-32x32-rgb-P{p}"), MachineKind::Els, Boundary::Zeros, p, true));
+    }
+    cases.push(("local-28x28-gray-P7".into(), MachineKind::Local, Boundary::Zeros, 7, false));
+    cases.push(("ideal-28x28-gray".into(), MachineKind::Ideal, Boundary::Zeros, 0, false));
+
+    let mut gray_denoiser = Denoiser::new(&gray, args.n, gray_shape, &device.device);
+    let mut rgb_denoiser = Denoiser::new(&rgb, args.n_rgb, rgb_shape, &device.device);
+    let mut results = Vec::new();
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    if !args.json {
+        println!("{:<28} {:>6} {:>10} {:>10} {:>10} {:>7}", "case", "N", "s/call", "GFLOP/s", "matmul", "ratio");
+    }
+    for (name, machine, boundary, p, is_rgb) in cases {
+        if !wanted(&name) {
+            continue;
+        }
+        let (den, n, shape) =
+            if is_rgb { (&mut rgb_denoiser, args.n_rgb, rgb_shape) } else { (&mut gray_denoiser, args.n, gray_shape) };
+        let x = synthetic(1, shape);
+        let call = Call::new(machine, boundary, p.max(1), 0.5);
+        let mut time = || {
+            let t = Instant::now();
+            den.denoise(&x, &call, &mut Control::none()).expect("no cancel");
+            t.elapsed().as_secs_f64()
+        };
+        time();
+        let secs = median((0..args.reps.max(1)).map(|_| time()).collect());
+        let f = flops(machine, boundary, n, shape, p.max(1));
+        let r = BenchResult {
+            case: name,
+            machine: machine.name().into(),
+            boundary: boundary.name().into(),
+            n,
+            c: shape.c,
+            h: shape.h,
+            w: shape.w,
+            patch: p,
+            seconds: secs,
+            gflops: f / secs / 1e9,
+            matmul_gflops: matmul,
+        };
+        print_row(&r, args.json);
+        results.push(r);
+    }
+
+    let name = "sample-20-steps-mnist-resnet".to_string();
+    if wanted(&name) {
+        let cfg =
+            SamplerConfig { patch: PatchSchedule::Preset { name: "MNIST ResNet".into() }, ..SamplerConfig::default() };
+        let total_flops: f64 = (0..cfg.steps)
+            .map(|k| {
+                flops(
+                    cfg.machine,
+                    cfg.boundary,
+                    args.n,
+                    gray_shape,
+                    cfg.patch_at(k, gray_shape.h, gray_shape.w) as usize,
+                )
+            })
+            .sum();
+        let cancel = CancelToken::new();
+        let t = Instant::now();
+        let mut sampler = engine::Sampler::new(cfg.clone(), gray_shape.len(), None);
+        while let Some(step) = sampler.step(&mut gray_denoiser, &mut Control::new(&cancel, None)) {
+            step.map_err(|e| e.to_string())?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let r = BenchResult {
+            case: name,
+            machine: "els".into(),
+            boundary: "zeros".into(),
+            n: args.n,
+            c: 1,
+            h: gray_shape.h,
+            w: gray_shape.w,
+            patch: 0,
+            seconds: secs,
+            gflops: total_flops / secs / 1e9,
+            matmul_gflops: matmul,
+        };
+        print_row(&r, args.json);
+        results.push(r);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
+    }
+    Ok(())
+}
+
+fn print_row(r: &BenchResult, json: bool) {
+    if json {
+        eprintln!("{}: {:.4} s, {:.1} GFLOP/s", r.case, r.seconds, r.gflops);
+    } else {
+        println!(
+            "{:<28} {:>6} {:>10.4} {:>10.1} {:>10.1} {:>6.0}%",
+            r.case,
+            r.n,
+            r.seconds,
+            r.gflops,
+            r.matmul_gflops,
+            100.0 * r.gflops / r.matmul_gflops
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_model_matches_science_md_example() {
+        // zeros ELS, 28×28 gray, N = 2000, P = 7: 4.8e10 FLOPs a call.
+        let f = flops(MachineKind::Els, Boundary::Zeros, 2000, ImageShape { c: 1, h: 28, w: 28 }, 7);
+        assert!((f / 4.8e10 - 1.0).abs() < 0.01, "{f}");
+    }
+}

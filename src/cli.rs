@@ -1,0 +1,407 @@
+//! The headless command line: `morphogen denoise | sample | export | bench`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::{self, Dataset, DatasetSource, LoadOptions};
+use crate::engine::{
+    self, Call, CancelToken, Control, Denoiser, DeviceChoice, MachineKind, NoiseSchedule, PatchSchedule, SamplerConfig,
+};
+use crate::export::{self, ExportOptions};
+use crate::recipe::Recipe;
+use crate::trajectory::Trajectory;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "morphogen",
+    version,
+    about = "Watch a training-free diffusion model invent an image. With no command, opens the studio."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Opens the studio (the default when no command is given).
+    Studio(StudioArgs),
+    /// One denoiser call: x̂₀ for a noisy image at time t.
+    Denoise(DenoiseArgs),
+    /// A full DDIM run; writes the final image, both trajectories and the recipe.
+    Sample(SampleArgs),
+    /// Frames, animations and contact sheets from a `sample` output folder.
+    Export(ExportArgs),
+    /// Times each machine and compares with the device's own matmul rate.
+    Bench(crate::bench::BenchArgs),
+    /// Packs a folder of same-sized images into an embedded-dataset atlas (for maintainers).
+    #[command(hide = true)]
+    PackDataset {
+        folder: PathBuf,
+        name: String,
+        #[arg(long, default_value = "assets/datasets")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DatasetArgs {
+    /// A bundled dataset (mnist, fashion, digits8, textures, emoji, photos), a folder of images or an .npy file.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: String,
+    /// Keep only this class (the file-name prefix before the first `_`).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Keep a seeded random subset of this many images.
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Resize every image to WxH (e.g. 16x16).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// Colour handling: auto, gray or rgb.
+    #[arg(long, default_value = "auto", value_parser = parse_color)]
+    pub color: data::ColorMode,
+}
+
+impl DatasetArgs {
+    fn options(&self, seed: u64) -> LoadOptions {
+        LoadOptions {
+            class: self.class.clone(),
+            subset: self.subset,
+            subset_seed: seed,
+            size: self.size,
+            color: self.color,
+        }
+    }
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct StudioArgs {
+    /// Start on this dataset (a bundled name, folder or .npy) instead of the saved one.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Ignore saved settings and start from the defaults.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DenoiseArgs {
+    #[command(flatten)]
+    pub data: DatasetArgs,
+    /// Noisy image, (C,H,W) or (H,W) float32 .npy.
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub t: f64,
+    #[arg(long, value_parser = MachineKind::parse)]
+    pub machine: MachineKind,
+    #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
+    pub boundary: engine::Boundary,
+    #[arg(long, default_value_t = 3)]
+    pub patch: usize,
+    #[arg(long, default_value = "cosine", value_parser = NoiseSchedule::by_name)]
+    pub schedule: NoiseSchedule,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub data: DatasetArgs,
+    #[arg(long, default_value = "els", value_parser = MachineKind::parse)]
+    pub machine: MachineKind,
+    #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
+    pub boundary: engine::Boundary,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub t_start: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cosine", value_parser = NoiseSchedule::by_name)]
+    pub schedule: NoiseSchedule,
+    /// Constant patch size (overrides --patch-schedule).
+    #[arg(long)]
+    pub patch: Option<u32>,
+    /// A preset name (e.g. "MNIST ResNet") or one odd P per step, in sampling order: 15,13,...
+    #[arg(long, default_value = "MNIST ResNet", value_parser = PatchSchedule::parse)]
+    pub patch_schedule: PatchSchedule,
+    /// Multiplies every P (0.25 to 3), rounded to odd.
+    #[arg(long, default_value_t = 1.0)]
+    pub locality_scale: f64,
+    /// Start from this x at t_start instead of seeded noise ((C,H,W) or (H,W) .npy).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Replay a recipe.json (its settings replace the flags above).
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub export: ExportFlags,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ExportFlags {
+    /// Which image to export: x0, xt or both (side by side).
+    #[arg(long, default_value = "x0", value_parser = export::View::parse)]
+    pub view: export::View,
+    /// Integer upscaling (nearest neighbour); default 8× for 28-pixel images.
+    #[arg(long)]
+    pub scale: Option<u32>,
+    /// Steps to include, e.g. 0..19 (inclusive, 0 = first step). `export` also takes it as --steps.
+    #[arg(long = "range", value_parser = export::parse_range)]
+    pub range: Option<(usize, usize)>,
+    #[arg(long, default_value_t = 10.0)]
+    pub fps: f64,
+    /// Hold the last frame this many seconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
+    #[arg(long)]
+    pub gif: Option<PathBuf>,
+    #[arg(long)]
+    pub apng: Option<PathBuf>,
+    /// Contact sheet PNG.
+    #[arg(long)]
+    pub sheet: Option<PathBuf>,
+    /// How many steps the contact sheet shows (evenly spaced; 0 = all).
+    #[arg(long, default_value_t = 8)]
+    pub sheet_count: usize,
+    /// Folder for a numbered PNG per step.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// Overwrite files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// An output folder of `morphogen sample`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Steps to include, e.g. 0..19 (inclusive).
+    #[arg(long = "steps", value_parser = export::parse_range)]
+    pub steps: Option<(usize, usize)>,
+    #[command(flatten)]
+    pub export: ExportFlags,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).unwrap_or((s, s));
+    let w = w.trim().parse().map_err(|_| format!("'{s}' is not a size like 16x16"))?;
+    let h = h.trim().parse().map_err(|_| format!("'{s}' is not a size like 16x16"))?;
+    Ok((w, h))
+}
+
+fn parse_color(s: &str) -> Result<data::ColorMode, String> {
+    match s {
+        "auto" => Ok(data::ColorMode::Auto),
+        "gray" | "grey" => Ok(data::ColorMode::Gray),
+        "rgb" | "color" | "colour" => Ok(data::ColorMode::Rgb),
+        _ => Err(format!("'{s}' is not a colour mode (auto, gray, rgb)")),
+    }
+}
+
+/// Runs a command; errors come back as one clear line for stderr.
+pub fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Studio(args) => crate::ui::run(args),
+        Command::Denoise(args) => denoise(args),
+        Command::Sample(args) => sample(args),
+        Command::Export(args) => {
+            let traj = Trajectory::read_dir(&args.run)?;
+            let mut options = args.export.to_options(&traj);
+            options.steps = args.steps.or(options.steps);
+            if [&options.gif, &options.apng, &options.sheet, &options.frames].iter().all(|o| o.is_none()) {
+                return Err("nothing to export: give --gif, --apng, --sheet or --frames".into());
+            }
+            let written = export::export_all(&traj, &options, &mut |_, _| true)?;
+            for p in written {
+                eprintln!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => crate::bench::run(&args),
+        Command::PackDataset { folder, name, out } => {
+            let n = data::pack_atlas(&folder, &name, &out).map_err(|e| e.to_string())?;
+            eprintln!("packed {n} images into {}", out.join(format!("{name}.png")).display());
+            Ok(())
+        }
+    }
+}
+
+fn resolve_device(choice: DeviceChoice) -> Result<engine::ResolvedDevice, String> {
+    let resolved = engine::device::resolve(choice)?;
+    if let Some(notice) = &resolved.notice {
+        eprintln!("note: {notice}");
+    }
+    Ok(resolved)
+}
+
+/// Reads x as (C,H,W) or (H,W) and checks it fits the training images.
+fn read_image_npy(path: &Path, dataset: &Dataset) -> Result<Vec<f32>, String> {
+    let (shape, values) = data::read_npy_f32(path).map_err(|e| e.to_string())?;
+    let s = dataset.shape;
+    let ok = match shape[..] {
+        [h, w] => s.c == 1 && (h, w) == (s.h, s.w),
+        [c, h, w] => (c, h, w) == (s.c, s.h, s.w),
+        [1, c, h, w] => (c, h, w) == (s.c, s.h, s.w),
+        _ => false,
+    };
+    if !ok {
+        return Err(format!(
+            "{}: shape {shape:?} does not match the training images ({}, {}, {})",
+            path.display(),
+            s.c,
+            s.h,
+            s.w
+        ));
+    }
+    Ok(values)
+}
+
+fn denoise(args: DenoiseArgs) -> Result<(), String> {
+    let source = DatasetSource::parse(&args.data.dataset);
+    let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
+    let x = read_image_npy(&args.input, &dataset)?;
+    let (in_shape, _) = data::read_npy_f32(&args.input).map_err(|e| e.to_string())?;
+    if args.patch % 2 == 0 {
+        return Err(format!("--patch {} must be odd", args.patch));
+    }
+    if !args.force && args.out.exists() {
+        return Err(format!("{} already exists (use --force to overwrite)", args.out.display()));
+    }
+    let device = resolve_device(args.device)?;
+    let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
+    let call = Call::new(args.machine, args.boundary, args.patch, args.schedule.alpha_bar(args.t));
+    let out = denoiser.denoise(&x, &call, &mut Control::none()).map_err(|e| e.to_string())?;
+    data::write_npy_f32(&args.out, &in_shape, &out.x0).map_err(|e| e.to_string())
+}
+
+fn sample(args: SampleArgs) -> Result<(), String> {
+    let recipe = match &args.recipe {
+        Some(path) => Recipe::load(path)?,
+        None => {
+            let patch = match args.patch {
+                Some(p) if p % 2 == 1 => PatchSchedule::Constant { p },
+                Some(p) => return Err(format!("--patch {p} must be odd")),
+                None => args.patch_schedule.clone(),
+            };
+            Recipe {
+                dataset: DatasetSource::parse(&args.data.dataset),
+                load: args.data.options(args.seed),
+                sampler: SamplerConfig {
+                    machine: args.machine,
+                    boundary: args.boundary,
+                    schedule: args.schedule,
+                    patch,
+                    locality_scale: args.locality_scale,
+                    steps: args.steps,
+                    t_start: args.t_start,
+                    eta: args.eta,
+                    seed: args.seed,
+                },
+                device: args.device,
+                init: args.init.clone(),
+                ..Recipe::default()
+            }
+        }
+    };
+    recipe.sampler.validate()?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| format!("{}: cannot create folder: {e}", args.out_dir.display()))?;
+    let dataset = Dataset::load(&recipe.dataset, &recipe.load).map_err(|e| e.to_string())?;
+    let hash = dataset.content_hash();
+    if let Some(expected) = &recipe.dataset_hash
+        && *expected != hash
+    {
+        return Err(format!(
+            "{}: the dataset {} no longer matches the recipe (content hash {} ≠ {})",
+            args.recipe.as_deref().unwrap_or(Path::new("recipe")).display(),
+            recipe.dataset.label(),
+            &hash[..12],
+            &expected[..expected.len().min(12)]
+        ));
+    }
+    if !dataset.report.skipped.is_empty() {
+        eprintln!(
+            "note: skipped {} unreadable files (first: {})",
+            dataset.report.skipped.len(),
+            dataset.report.skipped[0].0.display()
+        );
+    }
+    let init = recipe.init.as_deref().map(|p| read_image_npy(p, &dataset)).transpose()?;
+    let device = resolve_device(recipe.device)?;
+    let recipe = Recipe { dataset_hash: Some(hash), device: device.kind, ..recipe };
+
+    let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
+    let mut sampler = engine::Sampler::new(recipe.sampler.clone(), dataset.shape.len(), init);
+    let mut traj = Trajectory::new(recipe.clone(), dataset.shape);
+    let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let cancel = CancelToken::new();
+    let steps = recipe.sampler.steps;
+    while !sampler.is_done() {
+        let k = sampler.next_step();
+        let mut progress = |done: usize, total: usize| {
+            if tty {
+                let frac = (k as f64 + done as f64 / total as f64) / steps as f64;
+                let bar = (frac * 30.0) as usize;
+                eprint!(
+                    "\r[{}{}] step {}/{steps}  {:>5.1}s",
+                    "#".repeat(bar),
+                    " ".repeat(30 - bar),
+                    k + 1,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        };
+        let mut ctl = Control::new(&cancel, Some(&mut progress));
+        let record = sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string())?;
+        traj.push(record);
+    }
+    if tty {
+        eprintln!();
+    }
+    traj.write_dir(&args.out_dir, true)?;
+    eprintln!("{} steps in {:.2}s; wrote {}", steps, started.elapsed().as_secs_f64(), args.out_dir.display());
+    let flags = &args.export;
+    if flags.gif.is_some() || flags.apng.is_some() || flags.sheet.is_some() || flags.frames.is_some() {
+        for p in export::export_all(&traj, &flags.to_options(&traj), &mut |_, _| true)? {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+impl ExportFlags {
+    pub fn to_options(&self, traj: &Trajectory) -> ExportOptions {
+        ExportOptions {
+            view: self.view,
+            scale: self.scale.unwrap_or_else(|| export::default_scale(traj.shape)),
+            steps: self.range,
+            fps: self.fps,
+            hold_seconds: self.hold,
+            gif: self.gif.clone(),
+            apng: self.apng.clone(),
+            sheet: self.sheet.clone(),
+            sheet_count: self.sheet_count,
+            frames: self.frames.clone(),
+            overwrite: self.force,
+        }
+    }
+}

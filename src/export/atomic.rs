@@ -1,0 +1,91 @@
+//! Atomic, non-clobbering file writes: a temporary file in the same folder, synced, then
+//! renamed into place. A crash or a full disk never leaves a half-written file under the
+//! real name, and an existing file is only replaced when the caller says so.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The error for "that file is already there": the caller must ask before overwriting.
+pub fn exists_error(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{} already exists (use --force to overwrite)", path.display()),
+    )
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+}
+
+/// Writes `path` through `fill`, atomically. Fails with `AlreadyExists` when the file exists
+/// and `overwrite` is false. Errors name the path.
+pub fn write_with(path: &Path, overwrite: bool, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    if !overwrite && path.exists() {
+        return Err(exists_error(path));
+    }
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: folder {} does not exist", path.display(), dir.display()),
+            ));
+        }
+    }
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        fill(&mut file)?;
+        file.flush()?;
+        file.sync_all()?;
+        drop(file);
+        if !overwrite && path.exists() {
+            return Err(exists_error(path));
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| if e.kind() == io::ErrorKind::AlreadyExists { e } else { with_path(e) })
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes(path: &Path, overwrite: bool, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, overwrite, |f| f.write_all(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_overwrites_without_asking_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        write_bytes(&p, false, b"one").unwrap();
+        let err = write_bytes(&p, false, b"two").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        write_bytes(&p, true, b"three").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
+        // a failing writer leaves neither the file nor a temporary behind
+        let q = dir.path().join("b.txt");
+        let err = write_with(&q, false, |_| Err(io::Error::other("disk full"))).unwrap_err();
+        assert!(err.to_string().contains("b.txt"), "{err}");
+        assert!(!q.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_folder_is_named() {
+        let err = write_bytes(Path::new("/definitely/not/here/x.png"), false, b"x").unwrap_err();
+        assert!(err.to_string().contains("/definitely/not/here"), "{err}");
+    }
+}

@@ -1,0 +1,286 @@
+//! The left panel: dataset, machine, locality, noise, seed and device. Every change is
+//! applied live by the app (restart, or branch when that toggle is on).
+
+use egui::Ui;
+
+use crate::data::{BUNDLED, DatasetSource};
+use crate::engine::machine::max_patch;
+use crate::engine::patch::PRESETS;
+use crate::engine::{Boundary, DeviceChoice, MachineKind, NoiseSchedule};
+
+use super::app::StudioApp;
+use super::plots;
+use super::settings::PatchMode;
+
+impl StudioApp {
+    pub(crate) fn controls(&mut self, ui: &mut Ui) {
+        self.dataset_controls(ui);
+        ui.separator();
+        self.machine_controls(ui);
+        ui.separator();
+        self.locality_controls(ui);
+        ui.separator();
+        self.noise_controls(ui);
+        ui.separator();
+        self.run_controls(ui);
+        ui.separator();
+        self.history_list(ui);
+    }
+
+    fn dataset_controls(&mut self, ui: &mut Ui) {
+        ui.heading("Dataset");
+        let s = &mut self.settings;
+        let current = s.dataset.label();
+        egui::ComboBox::from_id_salt("dataset").selected_text(&current).width(200.0).show_ui(ui, |ui| {
+            for b in &BUNDLED {
+                let source = DatasetSource::Bundled(b.name.into());
+                let r = ui
+                    .selectable_label(s.dataset == source, b.name)
+                    .on_hover_text(format!("{}\nLicense: {}", b.about, b.license));
+                if r.clicked() && s.dataset != source {
+                    s.dataset = source;
+                    s.class = None;
+                    s.preset = b.preset.into();
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            if ui
+                .button("Open folder…")
+                .on_hover_text("A folder of images; the file-name prefix before the first _ is the class")
+                .clicked()
+            {
+                self.pick_folder();
+            }
+            ui.label(egui::RichText::new("or drop a folder / files / .npy").weak());
+        });
+        let classes: Vec<String> = self.dataset.as_ref().map(|d| d.classes.clone()).unwrap_or_default();
+        let s = &mut self.settings;
+        let class_text = s.class.clone().unwrap_or_else(|| "all classes".into());
+        egui::ComboBox::from_id_salt("class").selected_text(class_text).show_ui(ui, |ui| {
+            if ui.selectable_label(s.class.is_none(), "all classes").clicked() {
+                s.class = None;
+            }
+            for c in classes.iter().filter(|c| !c.is_empty()) {
+                if ui.selectable_label(s.class.as_deref() == Some(c.as_str()), c).clicked() {
+                    s.class = Some(c.clone());
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label("Subset N");
+            ui.add(egui::DragValue::new(&mut s.subset).range(0..=100_000).speed(10))
+                .on_hover_text("0 = every image; otherwise a seeded random subset");
+        });
+        if let Some(d) = &self.dataset {
+            ui.label(format!(
+                "{} images, {}×{} {}",
+                d.len,
+                d.shape.w,
+                d.shape.h,
+                if d.shape.c == 3 { "RGB" } else { "gray" }
+            ));
+            ui.label(egui::RichText::new(&d.summary).weak());
+            if !d.skipped.is_empty() {
+                egui::CollapsingHeader::new(format!("{} files skipped", d.skipped.len())).show(ui, |ui| {
+                    for s in d.skipped.iter().take(50) {
+                        ui.label(egui::RichText::new(s).small());
+                    }
+                });
+            }
+        }
+        if !self.thumbnails.is_empty() {
+            ui.horizontal_wrapped(|ui| {
+                ui.spacing_mut().item_spacing = egui::vec2(2.0, 2.0);
+                for t in &self.thumbnails {
+                    ui.add(egui::Image::new(t).fit_to_exact_size(egui::vec2(28.0, 28.0)));
+                }
+            });
+        }
+    }
+
+    fn machine_controls(&mut self, ui: &mut Ui) {
+        ui.heading("Machine");
+        let s = &mut self.settings;
+        ui.horizontal_wrapped(|ui| {
+            for m in MachineKind::ALL {
+                ui.radio_value(&mut s.machine, m, m.title()).on_hover_text(m.describe());
+            }
+        });
+        ui.add_enabled_ui(s.machine == MachineKind::Els, |ui| {
+            ui.horizontal(|ui| {
+                ui.label("Boundary");
+                ui.radio_value(&mut s.boundary, Boundary::Zeros, "zeros")
+                    .on_hover_text("Zero padding; edge pixels only match patches at the same distance from the edge (the paper's default)");
+                ui.radio_value(&mut s.boundary, Boundary::Circular, "circular")
+                    .on_hover_text("Windows wrap around; every interior training patch is a candidate for every pixel");
+            });
+        });
+    }
+
+    fn locality_controls(&mut self, ui: &mut Ui) {
+        ui.heading("Locality");
+        let shape = self.dataset.as_ref().map(|d| d.shape);
+        let s = &mut self.settings;
+        let max_p = shape.map(|sh| max_patch(s.machine, s.boundary, sh.h, sh.w)).unwrap_or(63);
+        ui.add_enabled_ui(s.machine.uses_patch(), |ui| {
+            ui.horizontal(|ui| {
+                ui.label("Patch schedule");
+                ui.selectable_value(&mut s.patch_mode, PatchMode::Preset, "preset");
+                ui.selectable_value(&mut s.patch_mode, PatchMode::Constant, "constant");
+                ui.selectable_value(&mut s.patch_mode, PatchMode::Ramp, "ramp");
+            });
+            match s.patch_mode {
+                PatchMode::Preset => {
+                    egui::ComboBox::from_id_salt("preset").selected_text(&s.preset).width(200.0).show_ui(ui, |ui| {
+                        for (name, table) in PRESETS {
+                            let tip = table.map(|p| p.to_string()).join(" ");
+                            ui.selectable_value(&mut s.preset, name.to_string(), name).on_hover_text(format!("P at t = 0.05 … 1.00: {tip}"));
+                        }
+                    });
+                }
+                PatchMode::Constant => {
+                    ui.add(egui::Slider::new(&mut s.constant_p, 1..=max_p).step_by(2.0).text("P"));
+                }
+                PatchMode::Ramp => {
+                    ui.add(egui::Slider::new(&mut s.ramp.0, 1..=max_p).step_by(2.0).text("P at t = 0"));
+                    ui.add(egui::Slider::new(&mut s.ramp.1, 1..=max_p).step_by(2.0).text("P at t = 1"));
+                }
+            }
+            ui.add(egui::Slider::new(&mut s.locality_scale, 0.25..=3.0).logarithmic(true).text("locality scale"))
+                .on_hover_text("Multiplies every P of the schedule (rounded to odd, clamped to the image): below 1 is more local, above 1 less");
+        });
+        if let Some(shape) = shape {
+            let cursor = self.time.cursor;
+            plots::patch_plot(ui, &self.settings.sampler(), shape, Some(cursor));
+        }
+    }
+
+    fn noise_controls(&mut self, ui: &mut Ui) {
+        ui.heading("Noise");
+        let s = &mut self.settings;
+        ui.horizontal(|ui| {
+            ui.label("Schedule");
+            for name in NoiseSchedule::NAMES {
+                if ui.selectable_label(s.schedule.name() == name, name).clicked() && s.schedule.name() != name {
+                    s.schedule = NoiseSchedule::by_name(name).expect("known name");
+                }
+            }
+        });
+        match &mut s.schedule {
+            NoiseSchedule::Cosine { s: offset } => {
+                ui.add(egui::Slider::new(offset, 0.0..=0.1).text("offset s"));
+            }
+            NoiseSchedule::Linear { start, end } => {
+                ui.add(egui::Slider::new(start, 0.0..=0.5).text("1−ᾱ at t = 0"));
+                ui.add(egui::Slider::new(end, 0.5..=0.999).text("1−ᾱ at t = 1"));
+            }
+            NoiseSchedule::Exponential { rate } => {
+                ui.add(egui::Slider::new(rate, 0.5..=10.0).text("rate"));
+            }
+        }
+        ui.add(egui::Slider::new(&mut s.steps, 2..=100).text("steps"));
+        ui.add(egui::Slider::new(&mut s.t_start, 0.05..=1.0).text("t start"));
+        ui.add(egui::Slider::new(&mut s.eta, 0.0..=1.0).text("η"))
+            .on_hover_text("0 = deterministic DDIM; 1 = fresh noise every step (DDPM-like)");
+        let cursor_t = self.shown_run().and_then(|r| r.steps.get(self.time.cursor)).map(|s| s.record.t);
+        plots::noise_plot(ui, &self.settings.schedule, cursor_t);
+    }
+
+    fn run_controls(&mut self, ui: &mut Ui) {
+        ui.heading("Run");
+        ui.horizontal(|ui| {
+            ui.label("Seed");
+            ui.add(egui::DragValue::new(&mut self.settings.seed));
+            if ui.button("New seed").clicked() {
+                self.settings.seed = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64 % 1_000_000)
+                    .unwrap_or(1);
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label("Device");
+            for d in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Gpu] {
+                ui.radio_value(&mut self.settings.device, d, d.name());
+            }
+        });
+        ui.checkbox(&mut self.settings.branch, "Branch from this step")
+            .on_hover_text("On: a change keeps the steps before the cursor and recomputes from there. Off: a change restarts from noise.");
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut self.settings.show_grid, "Pixel grid");
+            ui.checkbox(&mut self.settings.show_delta, "|Δx̂₀| view");
+        });
+        if ui.button("Restart").clicked() {
+            self.restart();
+        }
+    }
+
+    fn history_list(&mut self, ui: &mut Ui) {
+        egui::CollapsingHeader::new(format!("Run history ({})", self.history.runs.len())).default_open(false).show(
+            ui,
+            |ui| {
+                let current = self.history.current().map(|r| r.id);
+                let mut view = None;
+                for run in self.history.runs.iter().rev() {
+                    ui.horizontal(|ui| {
+                        let shown = self.viewing.unwrap_or(current.unwrap_or(0)) == run.id;
+                        if ui
+                            .selectable_label(
+                                shown,
+                                format!("run {}: {}/{} steps", run.id, run.steps.len(), run.total_steps),
+                            )
+                            .clicked()
+                        {
+                            view = Some(run.id);
+                        }
+                    });
+                    for seg in &run.segments {
+                        ui.label(egui::RichText::new(format!("  from step {}: {}", seg.from_step, seg.label)).small());
+                    }
+                }
+                if let Some(id) = view {
+                    self.viewing = if Some(id) == current { None } else { Some(id) };
+                    self.time = Default::default();
+                }
+            },
+        );
+    }
+
+    /// Opens the folder dialog off the UI thread.
+    pub(crate) fn pick_folder(&mut self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(rfd::FileDialog::new().set_title("Open a folder of images").pick_folder());
+        });
+        self.folder_pick = Some(rx);
+    }
+
+    pub(crate) fn poll_folder_pick(&mut self) {
+        if let Some(rx) = &self.folder_pick
+            && let Ok(choice) = rx.try_recv()
+        {
+            self.folder_pick = None;
+            if let Some(dir) = choice {
+                self.settings.dataset = DatasetSource::Folder(dir);
+                self.settings.class = None;
+            }
+        }
+    }
+
+    /// A dropped folder, .npy file or set of image files becomes the dataset.
+    pub(crate) fn handle_drops(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<std::path::PathBuf> =
+            ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        if dropped.is_empty() {
+            return;
+        }
+        let source = match &dropped[..] {
+            [one] if one.is_dir() => DatasetSource::Folder(one.clone()),
+            [one] if one.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) => DatasetSource::Npy(one.clone()),
+            many => DatasetSource::Files(many.to_vec()),
+        };
+        self.settings.dataset = source;
+        self.settings.class = None;
+    }
+}

@@ -1,0 +1,136 @@
+//! The runs the studio has seen: every step of the current run as textures uploaded once,
+//! earlier runs kept until a byte cap drops the oldest.
+
+use std::collections::VecDeque;
+
+use egui::{ColorImage, Context, TextureHandle, TextureOptions};
+
+use crate::engine::{ImageShape, StepRecord};
+use crate::export::frame::to_byte;
+use crate::worker::RunId;
+
+/// One computed step with its textures.
+pub struct StepView {
+    pub record: StepRecord,
+    pub x_t: TextureHandle,
+    pub x0: TextureHandle,
+    /// |x̂₀ − previous x̂₀|: where the image changed at this step.
+    pub delta: TextureHandle,
+    pub seconds: f64,
+}
+
+/// A stretch of steps computed with one set of settings (a branch starts a new one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    pub from_step: usize,
+    pub label: String,
+}
+
+pub struct Run {
+    pub id: RunId,
+    pub shape: ImageShape,
+    pub total_steps: usize,
+    pub steps: Vec<StepView>,
+    pub segments: Vec<Segment>,
+    pub finished: bool,
+    pub recipe: crate::recipe::Recipe,
+}
+
+impl Run {
+    pub fn bytes(&self) -> usize {
+        self.steps.len() * self.shape.len() * 4 * 6
+    }
+    /// Index of the segment step `k` belongs to.
+    pub fn segment_of(&self, k: usize) -> usize {
+        self.segments.iter().rposition(|s| s.from_step <= k).unwrap_or(0)
+    }
+}
+
+/// Converts [C, H, W] in [−1, 1] to an egui image.
+pub fn color_image(img: &[f32], shape: ImageShape) -> ColorImage {
+    let hw = shape.pixels();
+    let pixels = (0..hw)
+        .map(|i| {
+            if shape.c == 1 {
+                let g = to_byte(img[i]);
+                egui::Color32::from_gray(g)
+            } else {
+                egui::Color32::from_rgb(to_byte(img[i]), to_byte(img[hw + i]), to_byte(img[2 * hw + i]))
+            }
+        })
+        .collect();
+    ColorImage::new([shape.w, shape.h], pixels)
+}
+
+/// A heat image of |a − b| summed over channels (black = unchanged, bright = changed).
+fn delta_image(a: &[f32], b: Option<&[f32]>, shape: ImageShape) -> ColorImage {
+    let hw = shape.pixels();
+    let pixels = (0..hw)
+        .map(|i| {
+            let d: f32 = match b {
+                Some(b) => (0..shape.c).map(|c| (a[c * hw + i] - b[c * hw + i]).abs()).sum::<f32>() / shape.c as f32,
+                None => 0.0,
+            };
+            let v = (d.min(1.0) * 255.0) as u8;
+            egui::Color32::from_rgb(v, (v as f32 * 0.6) as u8, (v as f32 * 0.2) as u8)
+        })
+        .collect();
+    ColorImage::new([shape.w, shape.h], pixels)
+}
+
+pub struct History {
+    pub runs: VecDeque<Run>,
+    pub cap_bytes: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self { runs: VecDeque::new(), cap_bytes: 512 << 20 }
+    }
+}
+
+impl History {
+    pub fn current(&self) -> Option<&Run> {
+        self.runs.back()
+    }
+    pub fn current_mut(&mut self) -> Option<&mut Run> {
+        self.runs.back_mut()
+    }
+
+    pub fn start(&mut self, run: Run) {
+        self.runs.push_back(run);
+        self.enforce_cap();
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.runs.iter().map(Run::bytes).sum()
+    }
+
+    /// Drops the oldest runs (never the current one) until under the cap.
+    pub fn enforce_cap(&mut self) {
+        while self.runs.len() > 1 && self.total_bytes() > self.cap_bytes {
+            self.runs.pop_front();
+        }
+    }
+
+    /// Adds a step to the current run (if `run` is current) and uploads its textures once.
+    pub fn push_step(&mut self, ctx: &Context, run: RunId, record: StepRecord, seconds: f64) -> bool {
+        let Some(cur) = self.runs.back_mut().filter(|r| r.id == run) else {
+            return false;
+        };
+        let k = record.step;
+        cur.steps.truncate(k);
+        if cur.steps.len() != k {
+            return false; // a gap: the step belongs to a branch we do not have the start of
+        }
+        let shape = cur.shape;
+        let name = |what: &str| format!("run{run}-step{k}-{what}");
+        let prev = cur.steps.last().map(|s| s.record.x0_hat.as_slice());
+        let delta = ctx.load_texture(name("delta"), delta_image(&record.x0_hat, prev, shape), TextureOptions::NEAREST);
+        let x_t = ctx.load_texture(name("xt"), color_image(&record.x_t, shape), TextureOptions::NEAREST);
+        let x0 = ctx.load_texture(name("x0"), color_image(&record.x0_hat, shape), TextureOptions::NEAREST);
+        cur.steps.push(StepView { record, x_t, x0, delta, seconds });
+        self.enforce_cap();
+        true
+    }
+}

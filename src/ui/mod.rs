@@ -1,0 +1,53 @@
+//! The studio: an egui app that streams every denoising step from the worker, with a
+//! timeline to scrub, live controls, plots, a pixel inspector and exports.
+//!
+//! The UI never computes: it turns worker events into textures once and sends commands.
+
+pub mod app;
+pub mod canvas;
+mod controls;
+pub mod export_panel;
+pub mod history;
+pub mod plots;
+pub mod settings;
+pub mod timeline;
+
+pub use app::StudioApp;
+pub use settings::Settings;
+
+use crate::worker::WorkerHandle;
+
+/// Opens the studio window; returns when it is closed.
+pub fn run(args: crate::cli::StudioArgs) -> Result<(), String> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Morphogen")
+            .with_inner_size([1440.0, 900.0])
+            .with_min_inner_size([900.0, 600.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Morphogen",
+        options,
+        Box::new(|cc| {
+            let saved = if args.fresh {
+                None
+            } else {
+                cc.storage.and_then(|s| eframe::get_value::<Settings>(s, eframe::APP_KEY))
+            };
+            let mut settings = saved.unwrap_or_default();
+            if let Some(d) = &args.dataset {
+                settings.dataset = crate::data::DatasetSource::parse(d);
+                settings.class = None;
+                if let Some(b) = crate::data::bundled_source(d) {
+                    settings.preset = b.preset.into();
+                }
+            }
+            let ctx = cc.egui_ctx.clone();
+            let worker = WorkerHandle::spawn(move || ctx.request_repaint());
+            Ok(Box::new(StudioApp::new(settings, worker)))
+        }),
+    )
+    .map_err(|e| format!("cannot open the window: {e}"))
+}

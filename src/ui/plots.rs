@@ -1,0 +1,94 @@
+//! egui_plot views: the patch schedule P(t), the noise schedule ᾱ(t) and σ(t), and per-step
+//! statistics of the run (click a point to jump to its step).
+
+use egui::Ui;
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points, VLine};
+
+use crate::engine::{ImageShape, NoiseSchedule, SamplerConfig};
+
+use super::history::Run;
+
+/// P at every step of `cfg`, with the step under the cursor marked.
+pub fn patch_plot(ui: &mut Ui, cfg: &SamplerConfig, shape: ImageShape, cursor_step: Option<usize>) {
+    let pts: Vec<[f64; 2]> =
+        (0..cfg.steps).map(|k| [cfg.t_of_step(k), cfg.patch_at(k, shape.h, shape.w) as f64]).collect();
+    Plot::new("patch_schedule")
+        .height(110.0)
+        .allow_zoom(false)
+        .allow_drag(false)
+        .allow_scroll(false)
+        .include_y(1.0)
+        .include_x(0.0)
+        .include_x(1.0)
+        .x_axis_label("t")
+        .y_axis_label("P")
+        .show(ui, |p| {
+            p.line(Line::new("P(t)", PlotPoints::from(pts.clone())));
+            p.points(Points::new("steps", PlotPoints::from(pts.clone())).radius(2.0));
+            if let Some(k) = cursor_step.filter(|&k| k < cfg.steps) {
+                p.vline(VLine::new("current step", cfg.t_of_step(k)));
+            }
+        });
+}
+
+/// ᾱ(t) and σ(t) over [0, 1].
+pub fn noise_plot(ui: &mut Ui, schedule: &NoiseSchedule, cursor_t: Option<f64>) {
+    let ts: Vec<f64> = (0..=100).map(|i| i as f64 / 100.0).collect();
+    let alpha: Vec<[f64; 2]> = ts.iter().map(|&t| [t, schedule.alpha_bar(t)]).collect();
+    let sigma: Vec<[f64; 2]> = ts.iter().map(|&t| [t, schedule.scales(t).1]).collect();
+    Plot::new("noise_schedule")
+        .height(110.0)
+        .allow_zoom(false)
+        .allow_drag(false)
+        .allow_scroll(false)
+        .include_y(0.0)
+        .include_y(1.0)
+        .legend(Legend::default())
+        .x_axis_label("t")
+        .show(ui, |p| {
+            p.line(Line::new("ᾱ(t)", PlotPoints::from(alpha)));
+            p.line(Line::new("σ(t)", PlotPoints::from(sigma)));
+            if let Some(t) = cursor_t {
+                p.vline(VLine::new("current step", t));
+            }
+        });
+}
+
+/// Per-step ᾱ, P, entropy and distance to the nearest training image. Returns a step to
+/// jump to when the user clicks the plot.
+pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize) -> Option<usize> {
+    let series = |f: &dyn Fn(&super::history::StepView) -> f64| -> Vec<[f64; 2]> {
+        run.steps.iter().map(|s| [s.record.step as f64, f(s)]).collect()
+    };
+    let max_p = run.steps.iter().map(|s| s.record.patch).max().unwrap_or(1).max(1) as f64;
+    let alpha = series(&|s| s.record.alpha_bar);
+    let patch = series(&|s| s.record.patch as f64 / max_p);
+    let entropy = series(&|s| s.record.entropy as f64);
+    let nearest = series(&|s| s.record.nearest.1 as f64);
+    let response = Plot::new("run_stats")
+        .height(150.0)
+        .allow_zoom(false)
+        .allow_drag(false)
+        .allow_scroll(false)
+        .include_x(0.0)
+        .include_x(run.total_steps.saturating_sub(1) as f64)
+        .include_y(0.0)
+        .legend(Legend::default())
+        .x_axis_label("step")
+        .show(ui, |p| {
+            p.line(Line::new("ᾱ", PlotPoints::from(alpha)));
+            p.line(Line::new(format!("P / {max_p}"), PlotPoints::from(patch)));
+            p.line(Line::new("weight entropy (nats)", PlotPoints::from(entropy.clone())));
+            p.points(Points::new("weight entropy (nats)", PlotPoints::from(entropy)).radius(2.5));
+            p.line(Line::new("RMS to nearest training image", PlotPoints::from(nearest)));
+            p.vline(VLine::new("current step", cursor as f64));
+            p.pointer_coordinate()
+        });
+    let clicked = response.response.clicked() || response.response.dragged();
+    match response.inner {
+        Some(pos) if clicked && !run.steps.is_empty() => {
+            Some((pos.x.round().max(0.0) as usize).min(run.steps.len() - 1))
+        }
+        _ => None,
+    }
+}

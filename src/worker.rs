@@ -1,0 +1,374 @@
+//! The background thread that owns the burn device and the sampler.
+//!
+//! The UI talks to it only through two channels: [`Command`] in, [`Event`] out. Each event
+//! wakes the UI. A run is computed step by step; between steps the worker looks for new
+//! commands, and within a step the shared cancel token stops it at the next key chunk, so a
+//! slider move restarts the run within milliseconds. A panic inside a run becomes an
+//! [`Event::Error`] and the worker carries on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, unbounded};
+
+use crate::data::{Dataset, DatasetSource, LoadOptions};
+use crate::engine::{
+    self, Call, CancelToken, Control, Denoiser, DeviceChoice, ImageShape, Inspection, Sampler, StepRecord,
+};
+use crate::recipe::Recipe;
+
+/// Identifies one run (a restart or branch gets a new id), so stale events can be ignored.
+pub type RunId = u64;
+
+/// UI → worker.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Start a fresh run of `recipe`.
+    Start { run: RunId, recipe: Recipe },
+    /// Continue from step `from_step`, whose starting state was `x_t`, with new settings;
+    /// earlier steps are kept by the UI.
+    Branch { run: RunId, recipe: Recipe, from_step: usize, x_t: Vec<f32> },
+    /// Stop the run in flight.
+    Cancel,
+    /// Rank the training candidates behind pixel (y, x) of step `step`'s x̂₀.
+    Inspect { run: RunId, step: usize, x_t: Vec<f32>, call: Call, y: usize, x: usize },
+    /// Load a dataset without running (for the picker's thumbnails and report).
+    Preview { source: DatasetSource, options: LoadOptions },
+    /// Panic on purpose inside the worker (tests and the debug menu use it).
+    Crash,
+}
+
+/// What the UI needs to know about a loaded dataset.
+#[derive(Clone, Debug)]
+pub struct DatasetInfo {
+    pub source: DatasetSource,
+    pub options: LoadOptions,
+    pub shape: ImageShape,
+    pub len: usize,
+    pub classes: Vec<String>,
+    pub summary: String,
+    /// Skipped files and why.
+    pub skipped: Vec<String>,
+    pub hash: String,
+    /// Up to 24 images for a thumbnail strip, [C, H, W] each.
+    pub thumbnails: Vec<Vec<f32>>,
+}
+
+/// Worker → UI.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Device {
+        description: String,
+        notice: Option<String>,
+    },
+    Dataset(Box<DatasetInfo>),
+    /// Chunks done within the step being computed.
+    Progress {
+        run: RunId,
+        step: usize,
+        done: usize,
+        total: usize,
+    },
+    Step {
+        run: RunId,
+        record: Box<StepRecord>,
+        seconds: f64,
+    },
+    Finished {
+        run: RunId,
+    },
+    /// The ranked votes of a pixel, with each candidate's patch ([C, P, P]) or image.
+    Inspected {
+        run: RunId,
+        step: usize,
+        y: usize,
+        x: usize,
+        result: Box<Inspection>,
+        crops: Vec<(ImageShape, Vec<f32>)>,
+    },
+    Error {
+        run: Option<RunId>,
+        message: String,
+    },
+}
+
+/// The UI's end of the worker.
+pub struct WorkerHandle {
+    tx: Sender<Command>,
+    pub events: Receiver<Event>,
+    cancel: Arc<Mutex<CancelToken>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Spawns the worker; `wake` is called after every event (the UI passes `request_repaint`).
+    pub fn spawn(wake: impl Fn() + Send + 'static) -> Self {
+        let (tx, rx) = unbounded();
+        let (etx, events) = unbounded();
+        let cancel = Arc::new(Mutex::new(CancelToken::new()));
+        let shared = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("morphogen-worker".into())
+            .spawn(move || Worker::new(rx, etx, shared, Box::new(wake)).run())
+            .expect("cannot spawn the worker thread");
+        Self { tx, events, cancel, thread: Some(thread) }
+    }
+
+    /// A handle with no thread behind it: tests play the worker through the returned ends.
+    pub fn detached() -> (Self, Receiver<Command>, Sender<Event>) {
+        let (tx, commands) = unbounded();
+        let (events_tx, events) = unbounded();
+        let handle = Self { tx, events, cancel: Arc::new(Mutex::new(CancelToken::new())), thread: None };
+        (handle, commands, events_tx)
+    }
+
+    /// Sends a command; starting, branching or cancelling first stops the step in flight.
+    pub fn send(&self, command: Command) {
+        if matches!(command, Command::Start { .. } | Command::Branch { .. } | Command::Cancel) {
+            self.cancel.lock().unwrap_or_else(|e| e.into_inner()).cancel();
+        }
+        let _ = self.tx.send(command);
+    }
+
+    /// Whether the worker thread has stopped (it only stops if the UI drops its end).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| t.is_finished())
+    }
+}
+
+struct Loaded {
+    source: DatasetSource,
+    options: LoadOptions,
+    device: DeviceChoice,
+    denoiser: Denoiser,
+}
+
+struct Active {
+    run: RunId,
+    sampler: Sampler,
+}
+
+struct Worker {
+    rx: Receiver<Command>,
+    tx: Sender<Event>,
+    cancel: Arc<Mutex<CancelToken>>,
+    wake: Box<dyn Fn() + Send>,
+    devices: Vec<(DeviceChoice, engine::ResolvedDevice)>,
+    loaded: Option<Loaded>,
+    active: Option<Active>,
+}
+
+impl Worker {
+    fn new(
+        rx: Receiver<Command>,
+        tx: Sender<Event>,
+        cancel: Arc<Mutex<CancelToken>>,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Self {
+        Self { rx, tx, cancel, wake, devices: Vec::new(), loaded: None, active: None }
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.tx.send(event);
+        (self.wake)();
+    }
+
+    fn run(mut self) {
+        loop {
+            // Block when idle; otherwise take what is queued and compute one step.
+            let command = if self.active.is_some() {
+                match self.rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            } else {
+                match self.rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                }
+            };
+            let outcome = catch_unwind(AssertUnwindSafe(|| match command {
+                Some(c) => self.handle(c),
+                None => self.step(),
+            }));
+            if let Err(panic) = outcome {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                let run = self.active.take().map(|a| a.run);
+                // The device state may be inconsistent after a panic: start clean.
+                self.loaded = None;
+                self.emit(Event::Error { run, message: format!("the sampler crashed: {message}") });
+            }
+        }
+    }
+
+    fn fresh_token(&self) -> CancelToken {
+        let token = CancelToken::new();
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
+        token
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Start { run, recipe } => self.begin(run, recipe, None),
+            Command::Branch { run, recipe, from_step, x_t } => self.begin(run, recipe, Some((from_step, x_t))),
+            Command::Cancel => {
+                self.active = None;
+                self.fresh_token();
+            }
+            Command::Inspect { run, step, x_t, call, y, x } => {
+                let Some(loaded) = &self.loaded else {
+                    return self
+                        .emit(Event::Error { run: Some(run), message: "no dataset is loaded to inspect".into() });
+                };
+                let result = loaded.denoiser.inspect(&x_t, &call, y, x, 24);
+                let crops = result.votes.iter().map(|v| crop(&loaded.denoiser, v, &call)).collect();
+                self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops });
+            }
+            Command::Preview { source, options } => {
+                let device = self.loaded.as_ref().map(|l| l.device).unwrap_or(DeviceChoice::Cpu);
+                if let Err(message) = self.ensure_loaded(&source, &options, device) {
+                    self.emit(Event::Error { run: None, message });
+                }
+            }
+            Command::Crash => panic!("crash requested"),
+        }
+    }
+
+    fn device(&mut self, choice: DeviceChoice) -> Result<engine::ResolvedDevice, String> {
+        if let Some((_, d)) = self.devices.iter().find(|(c, _)| *c == choice) {
+            return Ok(d.clone());
+        }
+        let resolved = engine::device::resolve(choice)?;
+        self.emit(Event::Device { description: resolved.description.clone(), notice: resolved.notice.clone() });
+        self.devices.push((choice, resolved.clone()));
+        Ok(resolved)
+    }
+
+    /// Loads the dataset of a recipe unless it is already on the device.
+    fn ensure_loaded(
+        &mut self,
+        source: &DatasetSource,
+        options: &LoadOptions,
+        device: DeviceChoice,
+    ) -> Result<(), String> {
+        if let Some(l) = &self.loaded
+            && l.source == *source
+            && l.options == *options
+            && l.device == device
+        {
+            return Ok(());
+        }
+        let resolved = self.device(device)?;
+        let dataset = Dataset::load(source, options).map_err(|e| e.to_string())?;
+        let step = (dataset.len() / 24).max(1);
+        let info = DatasetInfo {
+            source: source.clone(),
+            options: options.clone(),
+            shape: dataset.shape,
+            len: dataset.len(),
+            classes: dataset.classes(),
+            summary: dataset.report.summary(),
+            skipped: dataset.report.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect(),
+            hash: dataset.content_hash(),
+            thumbnails: (0..dataset.len()).step_by(step).take(24).map(|k| dataset.image(k).to_vec()).collect(),
+        };
+        let denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
+        self.loaded = Some(Loaded { source: source.clone(), options: options.clone(), device, denoiser });
+        self.emit(Event::Dataset(Box::new(info)));
+        Ok(())
+    }
+
+    fn begin(&mut self, run: RunId, recipe: Recipe, branch: Option<(usize, Vec<f32>)>) {
+        self.active = None;
+        self.fresh_token();
+        if let Err(message) = recipe.sampler.validate() {
+            return self.emit(Event::Error { run: Some(run), message });
+        }
+        if let Err(message) = self.ensure_loaded(&recipe.dataset, &recipe.load, recipe.device) {
+            return self.emit(Event::Error { run: Some(run), message });
+        }
+        let len = self.loaded.as_ref().map(|l| l.denoiser.shape().len()).unwrap_or(0);
+        let sampler = match branch {
+            Some((step, x_t)) if x_t.len() == len && step < recipe.sampler.steps => {
+                Sampler::resume(recipe.sampler, step, x_t)
+            }
+            Some(_) => {
+                return self.emit(Event::Error {
+                    run: Some(run),
+                    message: "cannot branch: the step is outside the new run".into(),
+                });
+            }
+            None => Sampler::new(recipe.sampler, len, None),
+        };
+        self.active = Some(Active { run, sampler });
+    }
+
+    fn step(&mut self) {
+        let token = self.cancel.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (Some(active), Some(loaded)) = (self.active.as_mut(), self.loaded.as_mut()) else {
+            self.active = None;
+            return;
+        };
+        let run = active.run;
+        let step = active.sampler.next_step();
+        let tx = self.tx.clone();
+        let wake = &self.wake;
+        let mut last = Instant::now();
+        let mut progress = |done: usize, total: usize| {
+            // Progress at most ~30 times a second: it is for a bar, not a log.
+            if last.elapsed().as_millis() >= 33 || done == total {
+                last = Instant::now();
+                let _ = tx.send(Event::Progress { run, step, done, total });
+                wake();
+            }
+        };
+        let started = Instant::now();
+        let mut ctl = Control::new(&token, Some(&mut progress));
+        match active.sampler.step(&mut loaded.denoiser, &mut ctl) {
+            None => {
+                self.active = None;
+                self.emit(Event::Finished { run });
+            }
+            Some(Err(engine::Cancelled)) => self.active = None,
+            Some(Ok(record)) => {
+                let done = active.sampler.is_done();
+                self.emit(Event::Step { run, record: Box::new(record), seconds: started.elapsed().as_secs_f64() });
+                if done {
+                    self.active = None;
+                    self.emit(Event::Finished { run });
+                }
+            }
+        }
+    }
+}
+
+/// The part of a training image a vote refers to: the P×P patch around its centre for the
+/// local machines, the whole image otherwise.
+fn crop(denoiser: &Denoiser, vote: &engine::Vote, call: &Call) -> (ImageShape, Vec<f32>) {
+    let shape = denoiser.shape();
+    let img = denoiser.training_image(vote.image);
+    if !call.machine.uses_patch() {
+        return (shape, img);
+    }
+    let p = call.patch.max(1) | 1;
+    let r = (p / 2) as isize;
+    let hw = shape.pixels();
+    let mut out = Vec::with_capacity(shape.c * p * p);
+    for c in 0..shape.c {
+        for dy in -r..=r {
+            for dx in -r..=r {
+                let (y, x) = (vote.y as isize + dy, vote.x as isize + dx);
+                let inside = y >= 0 && x >= 0 && (y as usize) < shape.h && (x as usize) < shape.w;
+                out.push(if inside { img[c * hw + y as usize * shape.w + x as usize] } else { -1.0 });
+            }
+        }
+    }
+    (ImageShape { c: shape.c, h: p, w: p }, out)
+}

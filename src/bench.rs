@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Images for the RGB 32×32 cases.
     #[arg(long, default_value_t = 1000)]
     pub n_rgb: usize,
+    /// Logit entries per key chunk (default: the engine's).
+    #[arg(long)]
+    pub chunk: Option<usize>,
 }
 
 /// One row of the results.
@@ -125,6 +128,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 
     let mut gray_denoiser = Denoiser::new(&gray, args.n, gray_shape, &device.device);
     let mut rgb_denoiser = Denoiser::new(&rgb, args.n_rgb, rgb_shape, &device.device);
+    if let Some(chunk) = args.chunk {
+        gray_denoiser.chunk_logits = chunk;
+        rgb_denoiser.chunk_logits = chunk;
+    }
     let mut results = Vec::new();
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     if !args.json {

@@ -31,7 +31,7 @@ pub enum Command {
     /// One denoiser call: x̂₀ for a noisy image at time t.
     Denoise(DenoiseArgs),
     /// A full DDIM run; writes the final image, both trajectories and the recipe.
-    Sample(SampleArgs),
+    Sample(Box<SampleArgs>),
     /// Frames, animations and contact sheets from a `sample` output folder.
     Export(ExportArgs),
     /// Times each machine and compares with the device's own matmul rate.
@@ -221,7 +221,7 @@ pub fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Studio(args) => crate::ui::run(args),
         Command::Denoise(args) => denoise(args),
-        Command::Sample(args) => sample(args),
+        Command::Sample(args) => sample(*args),
         Command::Export(args) => {
             let traj = Trajectory::read_dir(&args.run)?;
             let mut options = args.export.to_options(&traj);
@@ -279,7 +279,7 @@ fn denoise(args: DenoiseArgs) -> Result<(), String> {
     let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
     let x = read_image_npy(&args.input, &dataset)?;
     let (in_shape, _) = data::read_npy_f32(&args.input).map_err(|e| e.to_string())?;
-    if args.patch % 2 == 0 {
+    if args.patch.is_multiple_of(2) {
         return Err(format!("--patch {} must be odd", args.patch));
     }
     if !args.force && args.out.exists() {

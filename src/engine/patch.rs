@@ -61,7 +61,7 @@ impl PatchSchedule {
                 .map(|s| {
                     let p: u32 =
                         s.trim().parse().map_err(|_| format!("'{s}' in the patch list is not a whole number"))?;
-                    if p % 2 == 0 || p == 0 {
+                    if p.is_multiple_of(2) {
                         return Err(format!("patch size {p} must be odd and at least 1"));
                     }
                     Ok(p)

@@ -76,7 +76,7 @@ impl NoiseSchedule {
         let mut prev = f64::INFINITY;
         for i in 0..=100 {
             let ab = self.alpha_bar(i as f64 / 100.0);
-            if !(ab > 0.0 && ab <= 1.0) || !ab.is_finite() {
+            if !(ab > 0.0 && ab <= 1.0 && ab.is_finite()) {
                 return Err(format!(
                     "noise schedule {self:?} gives ᾱ = {ab} at t = {}; it must stay in (0, 1]",
                     i as f64 / 100.0

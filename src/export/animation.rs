@@ -28,11 +28,12 @@ pub fn encode_gif(frames: &[RgbaImage], delays: &[u32], out: &mut impl Write) ->
     enc.set_repeat(gif::Repeat::Infinite).map_err(|e| e.to_string())?;
     for (f, &ms) in frames.iter().zip(delays) {
         let mut frame = if gray {
-            let mut fr = gif::Frame::default();
-            fr.width = w16;
-            fr.height = h16;
-            fr.buffer = std::borrow::Cow::Owned(f.pixels().map(|p| p[0]).collect());
-            fr
+            gif::Frame {
+                width: w16,
+                height: h16,
+                buffer: std::borrow::Cow::Owned(f.pixels().map(|p| p[0]).collect()),
+                ..gif::Frame::default()
+            }
         } else {
             let mut rgba = f.as_raw().clone();
             gif::Frame::from_rgba_speed(w16, h16, &mut rgba, 10)

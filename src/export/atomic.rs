@@ -30,13 +30,13 @@ pub fn write_with(path: &Path, overwrite: bool, fill: impl FnOnce(&mut File) -> 
         return Err(exists_error(path));
     }
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{}: folder {} does not exist", path.display(), dir.display()),
-            ));
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{}: folder {} does not exist", path.display(), dir.display()),
+        ));
     }
     let tmp = temp_name(path);
     let result = (|| {

@@ -55,7 +55,7 @@ pub fn noise_plot(ui: &mut Ui, schedule: &NoiseSchedule, cursor_t: Option<f64>) 
 }
 
 /// Per-step ᾱ, P, entropy and distance to the nearest training image. Returns a step to
-/// jump to when the user clicks the plot.
+/// jump to when the user hovers a point or clicks the plot.
 pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize) -> Option<usize> {
     let series = |f: &dyn Fn(&super::history::StepView) -> f64| -> Vec<[f64; 2]> {
         run.steps.iter().map(|s| [s.record.step as f64, f(s)]).collect()
@@ -84,11 +84,13 @@ pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize) -> Option<usize> {
             p.vline(VLine::new("current step", cursor as f64));
             p.pointer_coordinate()
         });
-    let clicked = response.response.clicked() || response.response.dragged();
-    match response.inner {
-        Some(pos) if clicked && !run.steps.is_empty() => {
-            Some((pos.x.round().max(0.0) as usize).min(run.steps.len() - 1))
-        }
-        _ => None,
+    // Hovering a point (or clicking anywhere) jumps to that step.
+    let pos = response.inner?;
+    let k = pos.x.round();
+    let near_point = response.response.hovered() && (pos.x - k).abs() < 0.25;
+    if (near_point || response.response.clicked()) && !run.steps.is_empty() {
+        let k = (k.max(0.0) as usize).min(run.steps.len() - 1);
+        return (k != cursor).then_some(k);
     }
+    None
 }

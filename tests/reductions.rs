@@ -185,3 +185,48 @@ fn entropy_is_zero_for_one_candidate_and_log_n_for_equal_ones() {
     let e = den.denoise(&random_set(1, shape, 16), &call, &mut Control::none()).unwrap().entropy;
     assert!((e as f64 - (n as f64).ln()).abs() < 1e-3, "{e}");
 }
+
+#[test]
+fn fused_cpu_kernel_matches_the_burn_ops_path() {
+    for shape in SHAPES {
+        let n = 25;
+        let train = random_set(n, shape, 17);
+        let x = random_set(1, shape, 18);
+        let mut fused = Denoiser::new(&train, n, shape, &burn::tensor::Device::flex());
+        let mut ops = Denoiser::new(&train, n, shape, &burn::tensor::Device::flex());
+        assert!(fused.fused_cpu, "the CPU backend uses the fused kernel by default");
+        ops.fused_cpu = false;
+        // tiny chunks so both paths stream through several of them
+        fused.bank_budget_bytes = 0;
+        ops.chunk_logits = 512;
+        for (boundary, p) in [(Boundary::Zeros, 3), (Boundary::Zeros, 7), (Boundary::Circular, 5)] {
+            let mut call = Call::new(MachineKind::Els, boundary, p, 0.3);
+            call.entropy = true;
+            let a = fused.denoise(&x, &call, &mut Control::none()).unwrap();
+            let b = ops.denoise(&x, &call, &mut Control::none()).unwrap();
+            let d = max_abs_diff(&a.x0, &b.x0);
+            assert!(d < 1e-4, "{shape:?} {boundary:?} P={p}: {d}");
+            assert!((a.entropy - b.entropy).abs() < 1e-3, "entropy {} vs {}", a.entropy, b.entropy);
+            assert!(a.entropy > 0.0);
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_call_stops_at_a_chunk_boundary() {
+    let shape = ImageShape { c: 1, h: 12, w: 12 };
+    let n = 200;
+    let mut den = Denoiser::new(&random_set(n, shape, 19), n, shape, &burn::tensor::Device::flex());
+    let token = morphogen::engine::CancelToken::new();
+    let mut chunks = 0;
+    let mut progress = |done: usize, _total: usize| {
+        chunks = done;
+        if done == 2 {
+            token.cancel();
+        }
+    };
+    let call = Call::new(MachineKind::Els, Boundary::Zeros, 3, 0.5);
+    let result = den.denoise(&random_set(1, shape, 20), &call, &mut Control::new(&token, Some(&mut progress)));
+    assert_eq!(result, Err(morphogen::engine::Cancelled));
+    assert_eq!(chunks, 2, "stopped right after the chunk that saw the cancel");
+}

@@ -88,6 +88,10 @@ pub struct Denoiser {
     pub(crate) groups: HashMap<GeometryKey, Arc<Vec<DeviceGroup>>>,
     pub(crate) banks: HashMap<GeometryKey, Arc<Vec<Vec<KeyChunk>>>>,
     pub(crate) es_index: Option<(Tensor<1, Int>, Tensor<3, Int>)>,
+    /// Run ELS through the fused CPU kernel instead of burn ops (on by default on the CPU
+    /// backend; tests turn it off to check one path against the other).
+    pub fused_cpu: bool,
+    pub(crate) host_banks: HashMap<GeometryKey, Arc<Vec<Vec<super::fused_cpu::HostChunk>>>>,
 }
 
 impl Denoiser {
@@ -126,6 +130,8 @@ impl Denoiser {
             groups: HashMap::new(),
             banks: HashMap::new(),
             es_index: None,
+            fused_cpu: *device == Device::flex(),
+            host_banks: HashMap::new(),
         }
     }
 

@@ -19,6 +19,9 @@ impl Denoiser {
     pub fn els(&mut self, x: &[f32], call: &Call, equivariant: bool, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         let (a, s2) = call.scales();
         let key = GeometryKey { patch: call.patch.max(1) | 1, boundary: call.boundary, equivariant };
+        if self.fused_cpu {
+            return self.els_fused(x, a, s2, key, call.entropy, ctl);
+        }
         let groups = self.device_groups(key);
         let bank = self.key_bank(key, &groups);
         let total: usize = groups.iter().map(|g| self.n.div_ceil(g.images_per_chunk)).sum();
@@ -149,6 +152,158 @@ impl Denoiser {
             .get(&key)
             .map(|gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
             .unwrap_or(0)
+    }
+}
+
+/// Keys per chunk on the fused CPU path: small enough that a cancel lands within a few ms.
+const HOST_CHUNK_KEYS: usize = 16_384;
+
+impl Denoiser {
+    /// ELS through [`super::fused_cpu`]: same groups, same math, one fused pass per tile.
+    fn els_fused(
+        &mut self,
+        x: &[f32],
+        a: f64,
+        s2: f64,
+        key: GeometryKey,
+        want_entropy: bool,
+        ctl: &mut Control,
+    ) -> Result<Denoised, Cancelled> {
+        let groups = self.device_groups(key);
+        let n = self.n;
+        let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
+        let total: usize = groups.iter().map(|g| self.n.div_ceil(per_chunk(g))).sum();
+        ctl.begin(total)?;
+        let bank = self.host_bank(key, &groups, &per_chunk);
+        let (c, hw, len) = (self.shape.c, self.shape.pixels(), self.shape.len());
+        let d = c * key.patch * key.patch;
+        let da = d + 1;
+        // x − a·m with the zero slot, like the device path's query row.
+        let xc: Vec<f32> =
+            x.iter().enumerate().map(|(i, &v)| (v as f64 - a * self.mean[i / hw] as f64) as f32).chain([0.0]).collect();
+        let (scale, tail) = ((a / s2) as f32, (-a * a / (2.0 * s2)) as f32);
+        let mut x0 = vec![0f32; len];
+        let mut entropy_sum = 0f64;
+        for (gi, group) in groups.iter().enumerate() {
+            let g = &group.host;
+            let q = g.pixels.len();
+            if g.key_pixels.is_empty() {
+                for &px in &g.pixels {
+                    for ch in 0..c {
+                        x0[ch * hw + px] = self.mean[ch];
+                    }
+                }
+                continue;
+            }
+            let mut queries = vec![0f32; q * da]; // [Q, D+1]
+            for i in 0..q {
+                for t in 0..d {
+                    queries[i * da + t] = xc[g.query_idx[i * d + t] as usize] * scale;
+                }
+                queries[i * da + d] = tail;
+            }
+            let mut state = super::fused_cpu::RowState::new(q, c, want_entropy);
+            let ipc = per_chunk(group);
+            for (ci, n0) in (0..self.n).step_by(ipc).enumerate() {
+                let owned;
+                let chunk = match &bank {
+                    Some(bank) => &bank[gi][ci],
+                    None => {
+                        owned = self.host_chunk(g, key.patch, n0, ipc.min(self.n - n0));
+                        &owned
+                    }
+                };
+                state.update(&queries, da, chunk);
+                ctl.chunk_done()?;
+            }
+            let (out, ent) = state.finish();
+            for (i, &px) in g.pixels.iter().enumerate() {
+                for ch in 0..c {
+                    x0[ch * hw + px] = out[i * c + ch] + self.mean[ch];
+                }
+            }
+            entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
+        }
+        Ok(Denoised { x0, entropy: if want_entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 } })
+    }
+
+    /// Keys of images n0..n0+nc at a group's key positions, with norms, on the host.
+    fn host_chunk(
+        &self,
+        g: &super::geometry::PixelGroup,
+        p: usize,
+        n0: usize,
+        nc: usize,
+    ) -> super::fused_cpu::HostChunk {
+        let (c, len) = (self.shape.c, self.shape.len());
+        let kg = g.keys_per_image();
+        let d = g.key_idx.len() / kg;
+        let da = d + 1;
+        let k = nc * kg;
+        let centre = centre_offsets(c, p);
+        let mut keys_t = vec![0f32; da * k]; // [D+1, K]
+        let mut values_t = vec![0f32; c * k]; // [C, K]
+        for n in 0..nc {
+            let img = &self.host_centred[(n0 + n) * len..(n0 + n + 1) * len];
+            for j in 0..kg {
+                let col = n * kg + j;
+                let mut norm = 0f32;
+                for (t, &idx) in g.key_idx[j * d..(j + 1) * d].iter().enumerate() {
+                    let v = if idx as usize == len { 0.0 } else { img[idx as usize] };
+                    keys_t[t * k + col] = v;
+                    norm += v * v;
+                }
+                keys_t[d * k + col] = norm;
+                for (ch, &off) in centre.iter().enumerate() {
+                    values_t[ch * k + col] = keys_t[off as usize * k + col];
+                }
+            }
+        }
+        super::fused_cpu::HostChunk { keys_t, values_t, len: k }
+    }
+
+    /// The host key bank of a geometry, kept between calls while it fits the budget.
+    fn host_bank(
+        &mut self,
+        key: GeometryKey,
+        groups: &[DeviceGroup],
+        per_chunk: &dyn Fn(&DeviceGroup) -> usize,
+    ) -> Option<Arc<Vec<Vec<super::fused_cpu::HostChunk>>>> {
+        if let Some(b) = self.host_banks.get(&key) {
+            return Some(b.clone());
+        }
+        let c = self.shape.c;
+        let d = c * key.patch * key.patch;
+        let bytes = |k: GeometryKey| -> usize {
+            let d = c * k.patch * k.patch;
+            self.groups
+                .get(&k)
+                .map_or(0, |gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
+        };
+        let need: usize = groups.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum();
+        if need > self.bank_budget_bytes {
+            return None;
+        }
+        let cached: usize = self.host_banks.keys().map(|k| bytes(*k)).sum();
+        if cached + need > self.bank_budget_bytes {
+            self.host_banks.clear();
+        }
+        let bank: Vec<Vec<super::fused_cpu::HostChunk>> = groups
+            .iter()
+            .map(|g| {
+                if g.host.key_pixels.is_empty() {
+                    return Vec::new();
+                }
+                let ipc = per_chunk(g);
+                (0..self.n)
+                    .step_by(ipc)
+                    .map(|n0| self.host_chunk(&g.host, key.patch, n0, ipc.min(self.n - n0)))
+                    .collect()
+            })
+            .collect();
+        let bank = Arc::new(bank);
+        self.host_banks.insert(key, bank.clone());
+        Some(bank)
     }
 }
 

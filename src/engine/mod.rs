@@ -11,6 +11,7 @@ pub mod denoiser;
 pub mod device;
 mod els;
 mod equivariant;
+pub mod fused_cpu;
 pub mod geometry;
 mod ideal;
 pub mod inspect;

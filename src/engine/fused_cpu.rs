@@ -1,0 +1,310 @@
+//! The ELS softmax-accumulate fused into one pass on the CPU.
+//!
+//! burn's CPU ops run the streaming softmax as separate passes (matmul, max, subtract, exp,
+//! sum, weighted sum), each over the whole logit chunk, with a scalar `expf`; profiling showed
+//! a third of a call in `expf` and most of the rest moving logits through memory. Here each
+//! thread takes a block of queries and walks the keys tile by tile: a small gemm writes a
+//! [queries × 256] score tile that stays in L1/L2, and one vectorised sweep per row does the
+//! max, a polynomial exp, the sum and the value dot products. The math is the same as
+//! [`super::softmax::OnlineSoftmax`]; the golden fixtures and a test against the burn path
+//! pin it.
+
+use rayon::prelude::*;
+
+/// Keys per score tile: 32 queries × 256 keys × 4 bytes = 32 KB, an L1/L2-sized tile.
+const TILE: usize = 256;
+/// Queries per parallel work item.
+const QUERY_BLOCK: usize = 32;
+
+/// Keys and values of one chunk, laid out for the kernel.
+pub struct HostChunk {
+    /// [Da, K]: patches (centred) with their squared norm as the last row, transposed so the
+    /// gemm packs key panels with contiguous reads (a [K, Da] layout made packing a strided
+    /// gather that cost as much as the multiply).
+    pub keys_t: Vec<f32>,
+    /// [C, K]: values channel-major, so each channel's dot product is contiguous.
+    pub values_t: Vec<f32>,
+    pub len: usize,
+}
+
+/// Running softmax state of Q query rows over C value channels.
+pub struct RowState {
+    q: usize,
+    c: usize,
+    m: Vec<f32>,
+    s: Vec<f32>,
+    u: Vec<f32>,
+    acc: Vec<f32>,
+    want_entropy: bool,
+}
+
+impl RowState {
+    pub fn new(q: usize, c: usize, want_entropy: bool) -> Self {
+        Self {
+            q,
+            c,
+            m: vec![f32::NEG_INFINITY; q],
+            s: vec![0.0; q],
+            u: vec![0.0; q],
+            acc: vec![0.0; q * c],
+            want_entropy,
+        }
+    }
+
+    /// Folds one chunk in. `queries` is [Q, Da] (already scaled, with the −a/2 column).
+    pub fn update(&mut self, queries: &[f32], da: usize, chunk: &HostChunk) {
+        let (c, k, want_entropy) = (self.c, chunk.len, self.want_entropy);
+        let blocks = self
+            .m
+            .par_chunks_mut(QUERY_BLOCK)
+            .zip(self.s.par_chunks_mut(QUERY_BLOCK))
+            .zip(self.u.par_chunks_mut(QUERY_BLOCK))
+            .zip(self.acc.par_chunks_mut(QUERY_BLOCK * c))
+            .zip(queries.par_chunks(QUERY_BLOCK * da));
+        blocks.for_each(|((((m, s), u), acc), q)| {
+            let rows = m.len();
+            let mut scores = vec![0f32; rows * TILE];
+            for k0 in (0..k).step_by(TILE) {
+                let tk = TILE.min(k - k0);
+                // scores[i, j] = q_i · key_{k0+j}
+                // SAFETY: the pointers cover rows×da, tk×da and rows×tk elements with the
+                // strides given; dst does not alias the inputs.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        tk,
+                        da,
+                        scores.as_mut_ptr(),
+                        1,
+                        tk as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        da as isize,
+                        chunk.keys_t.as_ptr().add(k0),
+                        1,
+                        k as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for i in 0..rows {
+                    let row = &mut scores[i * tk..(i + 1) * tk];
+                    let vals = |ch: usize| &chunk.values_t[ch * k + k0..ch * k + k0 + tk];
+                    fold_row(row, &mut m[i], &mut s[i], &mut u[i], &mut acc[i * c..(i + 1) * c], vals, want_entropy);
+                }
+            }
+        });
+    }
+
+    /// Σ softmax·v per row ([Q, C]) and the entropy of each row's weights.
+    pub fn finish(self) -> (Vec<f32>, Vec<f32>) {
+        let mut out = self.acc;
+        let mut entropy = vec![0f32; self.q];
+        for i in 0..self.q {
+            let inv = 1.0 / self.s[i];
+            for v in &mut out[i * self.c..(i + 1) * self.c] {
+                *v *= inv;
+            }
+            if self.want_entropy {
+                entropy[i] = self.m[i] + self.s[i].ln() - self.u[i] * inv;
+            }
+        }
+        (out, entropy)
+    }
+}
+
+/// One row of one tile: rescale the running state to the new max, then exponentiate the
+/// row in place and accumulate its sum, its values and (for the entropy) Σ p·logit.
+#[inline]
+fn fold_row<'v>(
+    row: &mut [f32],
+    m: &mut f32,
+    s: &mut f32,
+    u: &mut f32,
+    acc: &mut [f32],
+    vals: impl Fn(usize) -> &'v [f32],
+    want_entropy: bool,
+) {
+    let tile_max = simd::max(row);
+    let m_new = m.max(tile_max);
+    if m_new > *m {
+        let correction = if m.is_finite() { (*m - m_new).exp() } else { 0.0 };
+        *s *= correction;
+        *u *= correction;
+        for a in acc.iter_mut() {
+            *a *= correction;
+        }
+        *m = m_new;
+    }
+    if want_entropy {
+        // Σ p·l needs the logits, so take it before they are overwritten by p.
+        let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
+        *s += sum;
+        *u += pl;
+    } else {
+        *s += simd::exp_shift_sum(row, m_new);
+    }
+    for (ch, a) in acc.iter_mut().enumerate() {
+        *a += simd::dot(row, vals(ch));
+    }
+}
+
+/// Lane-parallel helpers written so LLVM vectorises them (8 independent accumulators, no
+/// branches), compiled twice: for AVX2+FMA when the CPU has it, and for the baseline.
+mod simd {
+    use std::sync::OnceLock;
+
+    const LANES: usize = 8;
+
+    /// e^x for x ≤ 0 to about 2 ulp: Cephes' polynomial on the reduced argument, with the
+    /// power of two put into the exponent bits. Branch-free so it vectorises.
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low bits
+        let x = x.max(-87.0);
+        let t = x * std::f32::consts::LOG2_E + MAGIC;
+        let n = t - MAGIC; // round(x·log2 e)
+        let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+        let mut p = 1.987_569_1e-4_f32;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 0.5;
+        let y = p * r * r + r + 1.0;
+        // 2ⁿ straight from t's bits (its low mantissa bits hold n), with integer ops that
+        // vectorise: no float→int conversion and no overflow checks.
+        let two_n = f32::from_bits(t.to_bits().wrapping_add(127u32.wrapping_sub(MAGIC.to_bits())) << 23);
+        y * two_n
+    }
+
+    #[inline(always)]
+    fn max_impl(row: &[f32]) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                lanes[l] = lanes[l].max(c[l]);
+            }
+        }
+        tail.iter().fold(lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max), |a, &b| a.max(b))
+    }
+
+    #[inline(always)]
+    fn exp_shift_sum_impl(row: &mut [f32], m: f32) -> f32 {
+        let mut lanes = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for l in 0..LANES {
+                c[l] = exp(c[l] - m);
+                lanes[l] += c[l];
+            }
+        }
+        let mut sum: f32 = lanes.iter().sum();
+        for v in chunks.into_remainder() {
+            *v = exp(*v - m);
+            sum += *v;
+        }
+        sum
+    }
+
+    #[inline(always)]
+    fn exp_shift_sum_with_logit_impl(row: &mut [f32], m: f32) -> (f32, f32) {
+        let mut sums = [0f32; LANES];
+        let mut pls = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for l in 0..LANES {
+                let logit = c[l];
+                c[l] = exp(logit - m);
+                sums[l] += c[l];
+                pls[l] += c[l] * logit;
+            }
+        }
+        let (mut sum, mut pl): (f32, f32) = (sums.iter().sum(), pls.iter().sum());
+        for v in chunks.into_remainder() {
+            let logit = *v;
+            *v = exp(logit - m);
+            sum += *v;
+            pl += *v * logit;
+        }
+        (sum, pl)
+    }
+
+    #[inline(always)]
+    fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0f32; LANES];
+        let ca = a.chunks_exact(LANES);
+        let cb = b.chunks_exact(LANES);
+        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+        for (x, y) in ca.zip(cb) {
+            for l in 0..LANES {
+                lanes[l] += x[l] * y[l];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    }
+
+    fn has_avx2() -> bool {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                false
+            }
+        })
+    }
+
+    macro_rules! multiversion {
+        ($name:ident, $avx:ident, $imp:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn $avx($($arg: $ty),*) -> $ret {
+                $imp($($arg),*)
+            }
+
+            pub fn $name($($arg: $ty),*) -> $ret {
+                #[cfg(target_arch = "x86_64")]
+                if has_avx2() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+                    return unsafe { $avx($($arg),*) };
+                }
+                $imp($($arg),*)
+            }
+        };
+    }
+
+    multiversion!(max, max_avx2, max_impl, (row: &[f32]) -> f32);
+    multiversion!(exp_shift_sum, exp_shift_sum_avx2, exp_shift_sum_impl, (row: &mut [f32], m: f32) -> f32);
+    multiversion!(exp_shift_sum_with_logit, exp_shift_sum_with_logit_avx2, exp_shift_sum_with_logit_impl, (row: &mut [f32], m: f32) -> (f32, f32));
+    multiversion!(dot, dot_avx2, dot_impl, (a: &[f32], b: &[f32]) -> f32);
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn polynomial_exp_is_accurate() {
+            let mut worst = 0f64;
+            for i in 0..=87_000 {
+                let x = -(i as f32) / 1000.0;
+                let rel = ((super::exp(x) as f64) / (x as f64).exp() - 1.0).abs();
+                worst = worst.max(rel);
+            }
+            assert!(worst < 5e-7, "worst relative error {worst}");
+            let mut row: Vec<f32> = (0..37).map(|i| -(i as f32) * 0.3).collect();
+            let want: f32 = row.iter().map(|v| (v - 0.5).exp()).sum();
+            let got = super::exp_shift_sum(&mut row, 0.5);
+            assert!((got - want).abs() < 1e-5 * want);
+            assert_eq!(super::max(&[1.0, 7.0, -3.0, 2.0, 0.0, 1.0, 1.0, 1.0, 6.5, 9.5]), 9.5);
+        }
+    }
+}

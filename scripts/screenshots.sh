@@ -10,7 +10,12 @@ for tool in "${need[@]}"; do
     break
   fi
 done
-cargo build --release
+# MORPHOGEN_BIN=path/to/morphogen skips the release build (e.g. to use a dev build).
+bin=${MORPHOGEN_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release
+  bin="${CARGO_TARGET_DIR:-target}/release/morphogen"
+fi
 display=:99
 Xvfb $display -screen 0 1600x1000x24 >/dev/null 2>&1 &
 xvfb=$!
@@ -18,11 +23,14 @@ trap 'kill $xvfb 2>/dev/null || true' EXIT
 sleep 1
 shoot() { # dataset, output, seconds to wait
   local home; home=$(mktemp -d)
-  HOME=$home XDG_DATA_HOME=$home DISPLAY=$display target/release/morphogen studio --fresh --dataset "$1" &
+  HOME=$home XDG_DATA_HOME=$home DISPLAY=$display "$bin" studio --fresh --dataset "$1" &
   local app=$!
   sleep "$3"
   DISPLAY=$display xdotool search --name Morphogen windowsize 1600 1000 >/dev/null 2>&1 || true
   sleep 2
+  # click a pixel of x̂₀ so the inspector shows the training patches behind it
+  DISPLAY=$display xdotool mousemove 790 360 click 1 >/dev/null 2>&1 || true
+  sleep 4
   DISPLAY=$display import -window root "$2"
   kill $app 2>/dev/null || true
   wait $app 2>/dev/null || true

@@ -104,7 +104,10 @@ pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice, String> {
                     Err(e) => last = e,
                 }
             }
-            Ok(cpu(Some(format!("no GPU found ({}); running on the CPU", last.lines().next().unwrap_or("no adapter")))))
+            // wgpu's error lists every adapter it saw; the first clause is the useful part.
+            let reason: String =
+                last.split([':', '{']).next().unwrap_or("no adapter").trim().chars().take(60).collect();
+            Ok(cpu(Some(format!("no hardware GPU found ({reason}); running on the CPU"))))
         }
     }
 }

@@ -142,3 +142,29 @@ fn cli_denoise_and_sample_match_the_fixtures() {
         assert!(odir.join(name).exists(), "{name} missing");
     }
 }
+
+/// The wgpu path against the fixtures. Needs a Vulkan/Metal/DX12 adapter (Mesa's lavapipe
+/// will do, slowly): `cargo test --test golden -- --ignored`.
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_path_matches_the_fixtures() {
+    let device = morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU adapter");
+    let mut checked = 0;
+    for c in manifest().iter().filter(|c| c.get("kind").is_none() && c["train"] == "mnist12_train.npy") {
+        let (shape, train) = npy("mnist12_train.npy");
+        let s = morphogen::engine::ImageShape { c: shape[1], h: shape[2], w: shape[3] };
+        let mut den = morphogen::engine::Denoiser::new(&train, shape[0], s, &device.device);
+        let (_, x) = npy(c["input"].as_str().unwrap());
+        let (_, expected) = npy(c["expected"].as_str().unwrap());
+        let machine = MachineKind::parse(c["machine"].as_str().unwrap()).unwrap();
+        let boundary =
+            c.get("boundary").and_then(Value::as_str).map(|b| Boundary::parse(b).unwrap()).unwrap_or_default();
+        let patch = c.get("patch").and_then(Value::as_u64).unwrap_or(3) as usize;
+        let call = Call::new(machine, boundary, patch, NoiseSchedule::cosine().alpha_bar(c["t"].as_f64().unwrap()));
+        let got = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
+        let err = max_abs_diff(&got, &expected);
+        assert!(err <= c["tolerance"].as_f64().unwrap(), "{}: {err}", c["expected"]);
+        checked += 1;
+    }
+    assert_eq!(checked, 66);
+}

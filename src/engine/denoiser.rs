@@ -126,7 +126,7 @@ impl Denoiser {
             images,
             host_centred: Arc::new(host),
             chunk_logits: 1 << 18,
-            bank_budget_bytes: 512 << 20,
+            bank_budget_bytes: 1 << 30,
             groups: HashMap::new(),
             banks: HashMap::new(),
             es_index: None,

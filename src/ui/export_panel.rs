@@ -67,6 +67,8 @@ pub struct ExportPanel {
     pub scale: u32,
     pub hold_seconds: f64,
     pub sheet_count: usize,
+    /// Inclusive step range for sequences, animations and sheets (clamped to the run).
+    pub range: (usize, usize),
     pub paths: PathSource,
     pick: Option<(ExportKind, Receiver<Option<PathBuf>>)>,
     /// A target that exists, waiting for "Overwrite?".
@@ -148,6 +150,17 @@ impl StudioApp {
             e.sheet_count = 8;
         }
         ui.add(egui::Slider::new(&mut e.sheet_count, 1..=100).text("sheet steps"));
+        let last = self.shown_run().map(|r| r.total_steps.saturating_sub(1)).unwrap_or(0);
+        let e = &mut self.export;
+        if e.range == (0, 0) || e.range.1 > last {
+            e.range = (0, last);
+        }
+        ui.horizontal(|ui| {
+            ui.label("steps");
+            ui.add(egui::DragValue::new(&mut e.range.0).range(0..=e.range.1));
+            ui.label("to");
+            ui.add(egui::DragValue::new(&mut e.range.1).range(e.range.0..=last));
+        });
         let mut clicked = None;
         ui.add_enabled_ui(has_run && !self.export.is_running(), |ui| {
             ui.horizontal_wrapped(|ui| {
@@ -299,10 +312,12 @@ impl StudioApp {
         let Some(traj) = self.trajectory_of_shown() else { return };
         let e = &self.export;
         let cursor = self.time.cursor.min(traj.steps.len().saturating_sub(1));
+        let last = traj.steps.len().saturating_sub(1);
+        let range = (e.range.0.min(last), e.range.1.min(last));
         let mut options = ExportOptions {
             view: e.view,
             scale: e.scale.max(1),
-            steps: None,
+            steps: Some((range.0.min(range.1), range.1)),
             fps: self.settings.fps,
             hold_seconds: e.hold_seconds,
             sheet_count: e.sheet_count,

@@ -65,49 +65,39 @@ fn try_wgpu(kind: DeviceKind) -> Result<Device, String> {
     }
 }
 
+/// The first of `kinds` that wgpu can bring up, or the last error.
+fn first_gpu(kinds: &[DeviceKind]) -> Result<ResolvedDevice, String> {
+    let mut last = String::from("no adapter");
+    for kind in kinds {
+        match try_wgpu(kind.clone()) {
+            Ok(device) => {
+                return Ok(ResolvedDevice {
+                    device,
+                    kind: DeviceChoice::Gpu,
+                    description: format!("GPU (burn wgpu, {kind:?})"),
+                    notice: None,
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Resolves a choice to a device. `Gpu` takes whatever adapter wgpu offers (a software
 /// Vulkan such as lavapipe included) and errors when there is none; `Auto` only takes a
 /// hardware GPU and otherwise falls back to the CPU with a notice.
 pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice, String> {
+    let hardware = [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)];
     match choice {
         DeviceChoice::Cpu => Ok(cpu(None)),
-        DeviceChoice::Gpu => {
-            let kinds = [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0), DeviceKind::DefaultDevice];
-            let mut last = String::new();
-            for kind in kinds {
-                match try_wgpu(kind.clone()) {
-                    Ok(device) => {
-                        return Ok(ResolvedDevice {
-                            device,
-                            kind: DeviceChoice::Gpu,
-                            description: format!("GPU (burn wgpu, {kind:?})"),
-                            notice: None,
-                        });
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(format!("no GPU adapter found: {last}"))
-        }
-        DeviceChoice::Auto => {
-            let mut last = String::new();
-            for kind in [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)] {
-                match try_wgpu(kind.clone()) {
-                    Ok(device) => {
-                        return Ok(ResolvedDevice {
-                            device,
-                            kind: DeviceChoice::Gpu,
-                            description: format!("GPU (burn wgpu, {kind:?})"),
-                            notice: None,
-                        });
-                    }
-                    Err(e) => last = e,
-                }
-            }
+        DeviceChoice::Gpu => first_gpu(&[hardware[0].clone(), hardware[1].clone(), DeviceKind::DefaultDevice])
+            .map_err(|e| format!("no GPU adapter found: {e}")),
+        DeviceChoice::Auto => first_gpu(&hardware).or_else(|last| {
             // wgpu's error lists every adapter it saw; the first clause is the useful part.
             let reason: String =
                 last.split([':', '{']).next().unwrap_or("no adapter").trim().chars().take(60).collect();
             Ok(cpu(Some(format!("no hardware GPU found ({reason}); running on the CPU"))))
-        }
+        }),
     }
 }

@@ -34,8 +34,6 @@ pub enum Command {
     Cancel,
     /// Rank the training candidates behind pixel (y, x) of step `step`'s x̂₀.
     Inspect { run: RunId, step: usize, x_t: Vec<f32>, call: Call, y: usize, x: usize },
-    /// Load a dataset without running (for the picker's thumbnails and report).
-    Preview { source: DatasetSource, options: LoadOptions },
     /// Panic on purpose inside the worker (tests and the debug menu use it).
     Crash,
 }
@@ -230,12 +228,6 @@ impl Worker {
                 let result = loaded.denoiser.inspect(&x_t, &call, y, x, 24);
                 let crops = result.votes.iter().map(|v| crop(&loaded.denoiser, v, &call)).collect();
                 self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops });
-            }
-            Command::Preview { source, options } => {
-                let device = self.loaded.as_ref().map(|l| l.device).unwrap_or(DeviceChoice::Cpu);
-                if let Err(message) = self.ensure_loaded(&source, &options, device) {
-                    self.emit(Event::Error { run: None, message });
-                }
             }
             Command::Crash => panic!("crash requested"),
         }

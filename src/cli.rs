@@ -321,7 +321,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
             }
         }
     };
-    recipe.sampler.validate()?;
+    recipe.validate()?;
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| format!("{}: cannot create folder: {e}", args.out_dir.display()))?;
     let dataset = Dataset::load(&recipe.dataset, &recipe.load).map_err(|e| e.to_string())?;
@@ -349,18 +349,17 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     let recipe = Recipe { dataset_hash: Some(hash), device: device.kind, ..recipe };
 
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
-    let mut sampler = engine::Sampler::new(recipe.sampler.clone(), dataset.shape.len(), init);
     let mut traj = Trajectory::new(recipe.clone(), dataset.shape);
     let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let cancel = CancelToken::new();
     let steps = recipe.sampler.steps;
-    while !sampler.is_done() {
+    let mut run_step = |sampler: &mut engine::Sampler| {
         let k = sampler.next_step();
         let mut progress = |done: usize, total: usize| {
             if tty {
                 let frac = (k as f64 + done as f64 / total as f64) / steps as f64;
-                let bar = (frac * 30.0) as usize;
+                let bar = ((frac * 30.0) as usize).min(30);
                 eprint!(
                     "\r[{}{}] step {}/{steps}  {:>5.1}s",
                     "#".repeat(bar),
@@ -371,8 +370,11 @@ fn sample(args: SampleArgs) -> Result<(), String> {
             }
         };
         let mut ctl = Control::new(&cancel, Some(&mut progress));
-        let record = sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string())?;
-        traj.push(record);
+        sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string())
+    };
+    let mut sampler = recipe.start_sampler(dataset.shape.len(), init, &mut run_step, &mut |r| traj.push(r))?;
+    while !sampler.is_done() {
+        traj.push(run_step(&mut sampler)?);
     }
     if tty {
         eprintln!();

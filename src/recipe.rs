@@ -5,7 +5,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DatasetSource, LoadOptions};
-use crate::engine::{DeviceChoice, SamplerConfig};
+use crate::engine::{DeviceChoice, Sampler, SamplerConfig, StepRecord};
+
+/// Where a branched run came from: its steps before `from_step` follow `recipe`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Branch {
+    pub from_step: usize,
+    pub recipe: Recipe,
+}
 
 /// Written as `recipe.json` beside every export; read back by `--recipe` and "Open recipe…".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,6 +29,9 @@ pub struct Recipe {
     pub device: DeviceChoice,
     /// x at t_start when the run did not start from seeded noise (an .npy path).
     pub init: Option<PathBuf>,
+    /// Set when the run was branched in the studio: the steps before the branch follow an
+    /// earlier recipe (which may itself be a branch), so a replay reproduces the whole run.
+    pub branched_from: Option<Box<Branch>>,
 }
 
 impl Default for Recipe {
@@ -34,6 +44,7 @@ impl Default for Recipe {
             sampler: SamplerConfig::default(),
             device: DeviceChoice::Cpu,
             init: None,
+            branched_from: None,
         }
     }
 }
@@ -47,8 +58,45 @@ impl Recipe {
     pub fn from_json(text: &str, path: &Path) -> Result<Self, String> {
         let recipe: Recipe =
             serde_json::from_str(text).map_err(|e| format!("{}: not a valid recipe: {e}", path.display()))?;
-        recipe.sampler.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        recipe.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(recipe)
+    }
+
+    /// Checks the sampler settings, and that every branch point lies inside both runs.
+    pub fn validate(&self) -> Result<(), String> {
+        self.sampler.validate()?;
+        if let Some(b) = &self.branched_from {
+            b.recipe.validate()?;
+            if b.from_step >= self.sampler.steps || b.recipe.sampler.steps != self.sampler.steps {
+                return Err(format!(
+                    "the branch at step {} does not fit runs of {} and {} steps",
+                    b.from_step, b.recipe.sampler.steps, self.sampler.steps
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sampler that replays this recipe. For a branch, the earlier recipe is run up to the
+    /// branch step first (each of its records goes to `sink`) and the new settings resume
+    /// from its state there.
+    pub fn start_sampler(
+        &self,
+        len: usize,
+        init: Option<Vec<f32>>,
+        run_step: &mut dyn FnMut(&mut Sampler) -> Result<StepRecord, String>,
+        sink: &mut dyn FnMut(StepRecord),
+    ) -> Result<Sampler, String> {
+        match &self.branched_from {
+            None => Ok(Sampler::new(self.sampler.clone(), len, init)),
+            Some(b) => {
+                let mut parent = b.recipe.start_sampler(len, init, run_step, sink)?;
+                while parent.next_step() < b.from_step && !parent.is_done() {
+                    sink(run_step(&mut parent)?);
+                }
+                Ok(Sampler::resume(self.sampler.clone(), b.from_step, parent.state().to_vec()))
+            }
+        }
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {

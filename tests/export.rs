@@ -254,3 +254,40 @@ fn library_export_reports_progress_and_cancels() {
     .unwrap();
     assert_eq!(last.0, last.1);
 }
+
+#[test]
+fn a_branched_recipe_replays_the_steps_before_and_after_the_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    sample(&a, &[]);
+    // the studio's branch: same run up to step 3, then P = 5 from there on
+    let parent: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("recipe.json")).unwrap()).unwrap();
+    let mut child = parent.clone();
+    child["sampler"]["patch"] = serde_json::json!({ "kind": "constant", "p": 5 });
+    child["branched_from"] = serde_json::json!({ "from_step": 3, "recipe": parent });
+    let recipe = dir.path().join("branch.json");
+    std::fs::write(&recipe, serde_json::to_vec_pretty(&child).unwrap()).unwrap();
+    let o = Command::new(BIN)
+        .args(["sample", "--recipe", recipe.to_str().unwrap(), "--out-dir", b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ta, tb) = (traj(&a), traj(&b));
+    assert_eq!(tb.steps.len(), 6);
+    for k in 0..3 {
+        assert_eq!(ta.steps[k].x0_hat, tb.steps[k].x0_hat, "step {k} before the branch");
+        assert_eq!(tb.steps[k].patch, 3);
+    }
+    assert_eq!(ta.steps[3].x_t, tb.steps[3].x_t, "the branch resumes from the same state");
+    assert_eq!(tb.steps[3].patch, 5);
+    assert_ne!(ta.steps[3].x0_hat, tb.steps[3].x0_hat);
+    // a branch point outside the run is a clear error naming the recipe
+    child["branched_from"]["from_step"] = serde_json::json!(9);
+    std::fs::write(&recipe, serde_json::to_vec_pretty(&child).unwrap()).unwrap();
+    let o = Command::new(BIN)
+        .args(["sample", "--recipe", recipe.to_str().unwrap(), "--out-dir", b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("branch.json"));
+}

@@ -176,6 +176,10 @@ fn branch_keeps_the_steps_before_the_cursor() {
     assert!(*run > first);
     assert_eq!(*from_step, 3);
     assert_eq!(recipe.sampler.boundary, morphogen::engine::Boundary::Circular);
+    // the recipe remembers the run it branched from, so an export replays all of it
+    let parent = recipe.branched_from.as_ref().expect("a branched recipe");
+    assert_eq!(parent.from_step, 3);
+    assert_eq!(parent.recipe.sampler.boundary, morphogen::engine::Boundary::Zeros);
     assert_eq!(x_t, &vec![3.0 / 20.0; 64]);
     let cur = h.state().history.current().unwrap();
     assert_eq!(cur.steps.len(), 3);

@@ -161,7 +161,9 @@ impl StudioApp {
         segments.push(Segment { from_step: cursor, label: self.settings.segment_label() });
         let run = self.next_run;
         self.next_run += 1;
-        let recipe = self.settings.recipe(self.dataset_hash());
+        let mut recipe = self.settings.recipe(self.dataset_hash());
+        let parent = self.history.current().map(|r| r.recipe.clone()).unwrap_or_default();
+        recipe.branched_from = Some(Box::new(crate::recipe::Branch { from_step: cursor, recipe: parent }));
         // The new run shares the kept steps' records and textures.
         if let Some(cur) = self.history.current() {
             for s in cur.steps.iter().take(cursor) {

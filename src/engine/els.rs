@@ -121,13 +121,7 @@ impl Denoiser {
             return Some(b.clone());
         }
         let c = self.shape.c;
-        let d = c * key.patch * key.patch;
-        let bytes: usize = groups.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum();
-        let cached: usize = self.banks.keys().map(|k| self.bank_bytes(*k)).sum();
-        if bytes > self.bank_budget_bytes {
-            return None;
-        }
-        if cached + bytes > self.bank_budget_bytes {
+        if self.make_room(key, self.banks.keys().copied().collect())? {
             self.banks.clear();
         }
         let centre = self.int_tensor(&centre_offsets(c, key.patch));
@@ -145,6 +139,7 @@ impl Denoiser {
         Some(bank)
     }
 
+    /// Bytes of a geometry's key bank: every key with its norm, plus its values.
     fn bank_bytes(&self, key: GeometryKey) -> usize {
         let c = self.shape.c;
         let d = c * key.patch * key.patch;
@@ -152,6 +147,17 @@ impl Denoiser {
             .get(&key)
             .map(|gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
             .unwrap_or(0)
+    }
+
+    /// Whether `key`'s bank may be cached next to the `cached` ones: `None` when it alone is
+    /// over the budget, `Some(true)` when the others must be dropped first.
+    fn make_room(&self, key: GeometryKey, cached: Vec<GeometryKey>) -> Option<bool> {
+        let need = self.bank_bytes(key);
+        if need > self.bank_budget_bytes {
+            return None;
+        }
+        let held: usize = cached.into_iter().map(|k| self.bank_bytes(k)).sum();
+        Some(held + need > self.bank_budget_bytes)
     }
 }
 
@@ -272,20 +278,7 @@ impl Denoiser {
         if let Some(b) = self.host_banks.get(&key) {
             return Some(b.clone());
         }
-        let c = self.shape.c;
-        let d = c * key.patch * key.patch;
-        let bytes = |k: GeometryKey| -> usize {
-            let d = c * k.patch * k.patch;
-            self.groups
-                .get(&k)
-                .map_or(0, |gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
-        };
-        let need: usize = groups.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum();
-        if need > self.bank_budget_bytes {
-            return None;
-        }
-        let cached: usize = self.host_banks.keys().map(|k| bytes(*k)).sum();
-        if cached + need > self.bank_budget_bytes {
+        if self.make_room(key, self.host_banks.keys().copied().collect())? {
             self.host_banks.clear();
         }
         let bank: Vec<Vec<super::fused_cpu::HostChunk>> = groups

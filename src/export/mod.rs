@@ -162,24 +162,22 @@ pub fn export_all(
         Ok(())
     };
     let delays = animation::delays_ms(frames.len(), options.fps, options.hold_seconds);
-    if let Some(p) = &options.gif {
-        atomic::write_with(p, options.overwrite, |f| {
-            animation::encode_gif(&frames, &delays, &mut std::io::BufWriter::new(f)).map_err(std::io::Error::other)
-        })
-        .map_err(io)?;
-        written.push(p.clone());
-        write_recipe(p, &mut written)?;
+    type Encoder = fn(&[RgbaImage], &[u32], &mut std::io::BufWriter<&mut std::fs::File>) -> Result<(), String>;
+    let animations: [(&Option<PathBuf>, Encoder); 2] = [
+        (&options.gif, |f, d, w| animation::encode_gif(f, d, w)),
+        (&options.apng, |f, d, w| animation::encode_apng(f, d, w)),
+    ];
+    for (target, encode) in animations {
+        if let Some(p) = target {
+            atomic::write_with(p, options.overwrite, |f| {
+                encode(&frames, &delays, &mut std::io::BufWriter::new(f)).map_err(std::io::Error::other)
+            })
+            .map_err(io)?;
+            written.push(p.clone());
+            write_recipe(p, &mut written)?;
+        }
+        tick(1)?;
     }
-    tick(1)?;
-    if let Some(p) = &options.apng {
-        atomic::write_with(p, options.overwrite, |f| {
-            animation::encode_apng(&frames, &delays, &mut std::io::BufWriter::new(f)).map_err(std::io::Error::other)
-        })
-        .map_err(io)?;
-        written.push(p.clone());
-        write_recipe(p, &mut written)?;
-    }
-    tick(1)?;
     if let Some(p) = &options.sheet {
         let picks = sheet::evenly_spaced(0, chosen.len() - 1, options.sheet_count);
         let tiles: Vec<(RgbaImage, String)> =

@@ -12,25 +12,15 @@ use morphogen::trajectory::Trajectory;
 
 const BIN: &str = env!("CARGO_BIN_EXE_morphogen");
 
-/// A quick real run: 60 digits8 images, 6 steps, constant P = 3, on the CPU.
+/// A quick real run: 60 digits8 images, 6 steps, constant P = 3, seed 4, on the CPU.
 fn sample(out: &Path, extra: &[&str]) -> std::process::Output {
+    sample_seed(out, "4", extra)
+}
+
+fn sample_seed(out: &Path, seed: &str, extra: &[&str]) -> std::process::Output {
     let o = Command::new(BIN)
-        .args([
-            "sample",
-            "--dataset",
-            "digits8",
-            "--subset",
-            "60",
-            "--steps",
-            "6",
-            "--patch",
-            "3",
-            "--seed",
-            "4",
-            "--device",
-            "cpu",
-        ])
-        .args(["--out-dir", out.to_str().unwrap()])
+        .args(["sample", "--dataset", "digits8", "--subset", "60", "--steps", "6", "--patch", "3", "--device", "cpu"])
+        .args(["--seed", seed, "--out-dir", out.to_str().unwrap()])
         .args(extra)
         .output()
         .unwrap();
@@ -79,26 +69,7 @@ fn same_recipe_twice_gives_identical_bytes_and_replay_matches() {
     assert_eq!(recipe["sampler"]["seed"], 4);
     // a different seed gives a different image
     let d = dir.path().join("d");
-    Command::new(BIN)
-        .args([
-            "sample",
-            "--dataset",
-            "digits8",
-            "--subset",
-            "60",
-            "--steps",
-            "6",
-            "--patch",
-            "3",
-            "--seed",
-            "5",
-            "--device",
-            "cpu",
-            "--out-dir",
-            d.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    sample_seed(&d, "5", &[]);
     assert_ne!(
         std::fs::read(a.join("trajectory_x0.npy")).unwrap(),
         std::fs::read(d.join("trajectory_x0.npy")).unwrap()

@@ -348,20 +348,14 @@ impl StudioApp {
                             Ok(vec![path.clone(), rp])
                         })
                 }
-                ExportKind::Frames => {
-                    options.frames = Some(path.clone());
-                    export::export_all(&traj, &options, &mut progress)
-                }
-                ExportKind::Gif => {
-                    options.gif = Some(path.clone());
-                    export::export_all(&traj, &options, &mut progress)
-                }
-                ExportKind::Apng => {
-                    options.apng = Some(path.clone());
-                    export::export_all(&traj, &options, &mut progress)
-                }
-                ExportKind::Sheet => {
-                    options.sheet = Some(path.clone());
+                ExportKind::Frames | ExportKind::Gif | ExportKind::Apng | ExportKind::Sheet => {
+                    let slot = match kind {
+                        ExportKind::Frames => &mut options.frames,
+                        ExportKind::Gif => &mut options.gif,
+                        ExportKind::Apng => &mut options.apng,
+                        _ => &mut options.sheet,
+                    };
+                    *slot = Some(path.clone());
                     export::export_all(&traj, &options, &mut progress)
                 }
                 ExportKind::Trajectory => std::fs::create_dir_all(&path)

@@ -13,6 +13,18 @@ fn manifest() -> Vec<Value> {
     v["cases"].as_array().unwrap().clone()
 }
 
+/// A case's input, expected output and the call that should produce it.
+fn case(c: &Value) -> (Vec<f32>, Vec<f32>, Call) {
+    let (_, x) = npy(c["input"].as_str().unwrap());
+    let (_, expected) = npy(c["expected"].as_str().unwrap());
+    let schedule = NoiseSchedule::by_name(c["schedule"].as_str().unwrap()).unwrap();
+    let machine = MachineKind::parse(c["machine"].as_str().unwrap()).unwrap();
+    let boundary = c.get("boundary").and_then(Value::as_str).map(|b| Boundary::parse(b).unwrap()).unwrap_or_default();
+    let patch = c.get("patch").and_then(Value::as_u64).unwrap_or(3) as usize;
+    let call = Call::new(machine, boundary, patch, schedule.alpha_bar(c["t"].as_f64().unwrap()));
+    (x, expected, call)
+}
+
 #[test]
 fn every_single_call_case_is_within_tolerance() {
     let cases = manifest();
@@ -23,15 +35,7 @@ fn every_single_call_case_is_within_tolerance() {
     for c in cases.iter().filter(|c| c.get("kind").is_none()) {
         let train = c["train"].as_str().unwrap().to_string();
         let den = sets.entry(train.clone()).or_insert_with(|| training(&train).0);
-        let (_, x) = npy(c["input"].as_str().unwrap());
-        let (_, expected) = npy(c["expected"].as_str().unwrap());
-        let schedule = NoiseSchedule::by_name(c["schedule"].as_str().unwrap()).unwrap();
-        let machine = MachineKind::parse(c["machine"].as_str().unwrap()).unwrap();
-        let boundary =
-            c.get("boundary").and_then(Value::as_str).map(|b| Boundary::parse(b).unwrap()).unwrap_or_default();
-        let patch = c.get("patch").and_then(Value::as_u64).unwrap_or(3) as usize;
-        let t = c["t"].as_f64().unwrap();
-        let call = Call::new(machine, boundary, patch, schedule.alpha_bar(t));
+        let (x, expected, call) = case(c);
         let got = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
         let err = max_abs_diff(&got, &expected);
         worst = worst.max(err);
@@ -44,6 +48,41 @@ fn every_single_call_case_is_within_tolerance() {
     assert_eq!(checked, 132, "the manifest should hold 132 single-call cases");
     assert!(failures.is_empty(), "{} of {checked} cases fail:\n{}", failures.len(), failures.join("\n"));
     eprintln!("{checked} golden cases pass, worst error {worst:.2e}");
+}
+
+/// t = 0.05 and t = 0.95 for every machine (scripts/make_extreme_fixtures.py): x̂₀ within the
+/// same tolerance as the rest, and the mean softmax entropy within 1e-3 nats (plus 0.1%) of the
+/// float64 reference. At t = 0.05 the logits reach 1e4, where an entropy accumulated as
+/// m + ln s − Σp·l/s in float32 was off by whole nats.
+#[test]
+fn both_ends_of_the_noise_range_match_the_reference_with_entropy() {
+    let text = std::fs::read_to_string(fixtures().join("manifest_extremes.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let mut sets: std::collections::HashMap<String, morphogen::engine::Denoiser> = Default::default();
+    let mut failures = Vec::new();
+    let (mut worst_x, mut worst_h) = (0.0f64, 0.0f64);
+    let cases = v["cases"].as_array().unwrap();
+    for c in cases {
+        let train = c["train"].as_str().unwrap().to_string();
+        let den = sets.entry(train.clone()).or_insert_with(|| training(&train).0);
+        let (x, expected, mut call) = case(c);
+        call.entropy = true;
+        let got = den.denoise(&x, &call, &mut Control::none()).unwrap();
+        let err = max_abs_diff(&got.x0, &expected);
+        let want_h = c["entropy"].as_f64().unwrap();
+        let err_h = (got.entropy as f64 - want_h).abs();
+        worst_x = worst_x.max(err);
+        worst_h = worst_h.max(err_h);
+        if err.is_nan() || err > c["tolerance"].as_f64().unwrap() {
+            failures.push(format!("{}: x̂₀ max err {err:.2e}", c["expected"]));
+        }
+        if err_h.is_nan() || err_h > 1e-3 + 1e-3 * want_h {
+            failures.push(format!("{}: entropy {} vs reference {want_h}", c["expected"], got.entropy));
+        }
+    }
+    assert_eq!(cases.len(), 88);
+    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("88 extreme cases pass: worst x̂₀ error {worst_x:.2e}, worst entropy error {worst_h:.2e} nats");
 }
 
 #[test]
@@ -154,13 +193,7 @@ fn gpu_path_matches_the_fixtures() {
         let (shape, train) = npy("mnist12_train.npy");
         let s = morphogen::engine::ImageShape { c: shape[1], h: shape[2], w: shape[3] };
         let mut den = morphogen::engine::Denoiser::new(&train, shape[0], s, &device.device);
-        let (_, x) = npy(c["input"].as_str().unwrap());
-        let (_, expected) = npy(c["expected"].as_str().unwrap());
-        let machine = MachineKind::parse(c["machine"].as_str().unwrap()).unwrap();
-        let boundary =
-            c.get("boundary").and_then(Value::as_str).map(|b| Boundary::parse(b).unwrap()).unwrap_or_default();
-        let patch = c.get("patch").and_then(Value::as_u64).unwrap_or(3) as usize;
-        let call = Call::new(machine, boundary, patch, NoiseSchedule::cosine().alpha_bar(c["t"].as_f64().unwrap()));
+        let (x, expected, call) = case(c);
         let got = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
         let err = max_abs_diff(&got, &expected);
         assert!(err <= c["tolerance"].as_f64().unwrap(), "{}: {err}", c["expected"]);

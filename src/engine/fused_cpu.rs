@@ -29,13 +29,18 @@ pub struct HostChunk {
 }
 
 /// Running softmax state of Q query rows over C value channels.
+///
+/// Everything is kept relative to the running max m: s = Σ e^(l−m), u = Σ e^(l−m)·(l−m),
+/// acc = Σ e^(l−m)·v, so H = ln s − u/s. At small t the logits reach 1e3–1e5 and the
+/// textbook H = m + ln s − Σp·l/s cancels to nonsense in f32; the relative form has no large
+/// terms, and the per-row sums are f64 (each tile's partial sums are f32, then folded in).
 pub struct RowState {
     q: usize,
     c: usize,
     m: Vec<f32>,
-    s: Vec<f32>,
-    u: Vec<f32>,
-    acc: Vec<f32>,
+    s: Vec<f64>,
+    u: Vec<f64>,
+    acc: Vec<f64>,
     want_entropy: bool,
 }
 
@@ -104,15 +109,16 @@ impl RowState {
 
     /// Σ softmax·v per row ([Q, C]) and the entropy of each row's weights.
     pub fn finish(self) -> (Vec<f32>, Vec<f32>) {
-        let mut out = self.acc;
+        let mut out = vec![0f32; self.q * self.c];
         let mut entropy = vec![0f32; self.q];
         for i in 0..self.q {
             let inv = 1.0 / self.s[i];
-            for v in &mut out[i * self.c..(i + 1) * self.c] {
-                *v *= inv;
+            for (o, a) in out[i * self.c..(i + 1) * self.c].iter_mut().zip(&self.acc[i * self.c..(i + 1) * self.c]) {
+                *o = (a * inv) as f32;
             }
             if self.want_entropy {
-                entropy[i] = self.m[i] + self.s[i].ln() - self.u[i] * inv;
+                // u ≤ 0, so H ≥ 0 up to rounding; clamp the rounding.
+                entropy[i] = (self.s[i].ln() - self.u[i] * inv).max(0.0) as f32;
             }
         }
         (out, entropy)
@@ -125,33 +131,38 @@ impl RowState {
 fn fold_row<'v>(
     row: &mut [f32],
     m: &mut f32,
-    s: &mut f32,
-    u: &mut f32,
-    acc: &mut [f32],
+    s: &mut f64,
+    u: &mut f64,
+    acc: &mut [f64],
     vals: impl Fn(usize) -> &'v [f32],
     want_entropy: bool,
 ) {
     let tile_max = simd::max(row);
     let m_new = m.max(tile_max);
     if m_new > *m {
-        let correction = if m.is_finite() { (*m - m_new).exp() } else { 0.0 };
-        *s *= correction;
-        *u *= correction;
-        for a in acc.iter_mut() {
-            *a *= correction;
+        if m.is_finite() {
+            // Re-base s, u and acc from m to m_new: e^(l−m_new) = c·e^(l−m) and
+            // (l − m_new) = (l − m) + (m − m_new), so u' = c·(u + (m − m_new)·s).
+            let shift = (*m - m_new) as f64;
+            let correction = shift.exp();
+            *u = correction * (*u + shift * *s);
+            *s *= correction;
+            for a in acc.iter_mut() {
+                *a *= correction;
+            }
         }
         *m = m_new;
     }
     if want_entropy {
-        // Σ p·l needs the logits, so take it before they are overwritten by p.
+        // Σ p·(l − m) needs the logits, so take it before they are overwritten by p.
         let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
-        *s += sum;
-        *u += pl;
+        *s += sum as f64;
+        *u += pl as f64;
     } else {
-        *s += simd::exp_shift_sum(row, m_new);
+        *s += simd::exp_shift_sum(row, m_new) as f64;
     }
     for (ch, a) in acc.iter_mut().enumerate() {
-        *a += simd::dot(row, vals(ch));
+        *a += simd::dot(row, vals(ch)) as f64;
     }
 }
 
@@ -222,18 +233,18 @@ mod simd {
         let mut chunks = row.chunks_exact_mut(LANES);
         for c in &mut chunks {
             for l in 0..LANES {
-                let logit = c[l];
-                c[l] = exp(logit - m);
+                let shifted = c[l] - m;
+                c[l] = exp(shifted);
                 sums[l] += c[l];
-                pls[l] += c[l] * logit;
+                pls[l] += c[l] * shifted;
             }
         }
         let (mut sum, mut pl): (f32, f32) = (sums.iter().sum(), pls.iter().sum());
         for v in chunks.into_remainder() {
-            let logit = *v;
-            *v = exp(logit - m);
+            let shifted = *v - m;
+            *v = exp(shifted);
             sum += *v;
-            pl += *v * logit;
+            pl += *v * shifted;
         }
         (sum, pl)
     }
@@ -307,5 +318,44 @@ mod simd {
             assert!((got - want).abs() < 1e-5 * want);
             assert_eq!(super::max(&[1.0, 7.0, -3.0, 2.0, 0.0, 1.0, 1.0, 1.0, 6.5, 9.5]), 9.5);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logits of 1e5 plus small offsets, as ELS meets them at very small t (the absolute
+    /// level is ‖q‖²/2σ²): the entropy must come from the offsets alone. Accumulated as
+    /// m + ln s − Σp·l/s in f32, the 1e5 terms cancel and leave errors of ~1e-2 nats.
+    #[test]
+    fn entropy_survives_huge_logits() {
+        let offsets: Vec<f64> = (0..1500).map(|j| -((j % 37) as f64) * 0.173 - (j / 37) as f64 * 0.01).collect();
+        let level = 1.0e5f64;
+        // da = 1: the query is [1], so each key's single value is its logit.
+        let keys_t: Vec<f32> = offsets.iter().map(|&o| (level + o) as f32).collect();
+        let values_t: Vec<f32> = (0..offsets.len()).map(|j| (j % 5) as f32).collect();
+        let len = offsets.len();
+        // Two chunks, so the running max is re-based once.
+        let (a, b) = (len / 3, len - len / 3);
+        let chunk = |r: std::ops::Range<usize>| HostChunk {
+            keys_t: keys_t[r.clone()].to_vec(),
+            values_t: values_t[r.clone()].to_vec(),
+            len: r.len(),
+        };
+        let mut state = RowState::new(1, 1, true);
+        state.update(&[1.0], 1, &chunk(0..a));
+        state.update(&[1.0], 1, &chunk(a..len));
+        let (out, entropy) = state.finish();
+        assert_eq!(b + a, len);
+        // The reference from the f32 logits the kernel saw, in f64.
+        let logits: Vec<f64> = keys_t.iter().map(|&k| k as f64).collect();
+        let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let h: f64 = -w.iter().map(|&wi| (wi / z) * (wi / z).ln()).sum::<f64>();
+        let mean: f64 = w.iter().zip(&values_t).map(|(wi, &v)| wi * v as f64).sum::<f64>() / z;
+        assert!((entropy[0] as f64 - h).abs() < 1e-4, "entropy {} vs {h}", entropy[0]);
+        assert!((out[0] as f64 - mean).abs() < 1e-4, "mean {} vs {mean}", out[0]);
     }
 }

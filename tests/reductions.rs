@@ -129,7 +129,7 @@ fn weights_sum_to_one_and_match_the_device_path() {
             let call = Call::new(machine, boundary, p, 0.5);
             let device = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
             for (y, px) in [(0, 0), (3, 4), (shape.h - 1, shape.w - 2)] {
-                let ins = den.inspect(&x, &call, y, px, usize::MAX);
+                let ins = den.inspect(&x, &call, y, px, usize::MAX, &Control::none()).unwrap();
                 assert!((ins.weight_sum - 1.0).abs() < 1e-9, "{machine:?}: {}", ins.weight_sum);
                 // Σ w·(voted pixel) on the host equals the device's x̂₀ at that pixel
                 let hw = shape.pixels();
@@ -197,7 +197,7 @@ fn fused_cpu_kernel_matches_the_burn_ops_path() {
         assert!(fused.fused_cpu, "the CPU backend uses the fused kernel by default");
         ops.fused_cpu = false;
         // tiny chunks so both paths stream through several of them
-        fused.bank_budget_bytes = 0;
+        fused.cache_budget_bytes = 0;
         ops.chunk_logits = 512;
         for (boundary, p) in [(Boundary::Zeros, 3), (Boundary::Zeros, 7), (Boundary::Circular, 5)] {
             let mut call = Call::new(MachineKind::Els, boundary, p, 0.3);

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::control::{Cancelled, Control};
 use super::geometry::{ImageShape, PixelGroup};
-use super::machine::{Boundary, MachineKind};
+use super::machine::{Boundary, MachineKind, max_patch};
 
 /// One denoiser evaluation: which machine, where in time, how local.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,6 +27,13 @@ impl Call {
     pub fn new(machine: MachineKind, boundary: Boundary, patch: usize, alpha_bar: f64) -> Self {
         Self { machine, boundary, patch, alpha_bar, entropy: false }
     }
+    /// The odd patch size this call really uses on `shape`: beyond the machine's largest
+    /// meaningful P (see [`max_patch`]) a window changes nothing but the cost, and an absurd P
+    /// would otherwise size index tables by P².
+    pub fn effective_patch(&self, shape: ImageShape) -> usize {
+        (self.patch.max(1) | 1).min(max_patch(self.machine, self.boundary, shape.h, shape.w) as usize)
+    }
+
     /// a = √ᾱ and σ² = 1 − ᾱ, kept away from exactly zero so the softmax stays defined.
     pub(crate) fn scales(&self) -> (f64, f64) {
         let ab = self.alpha_bar.clamp(0.0, 1.0);
@@ -83,9 +90,10 @@ pub struct Denoiser {
     /// keeps each temporary in L2 and under the allocator's mmap threshold: with 16 MB
     /// chunks a third of a call went to page faults on fresh buffers.
     pub chunk_logits: usize,
-    /// Key banks are kept between calls while they fit in this many bytes. 1.5 GB holds every
-    /// P of the bundled 2000-image sets and keeps a 20-step N = 10000 run under 2 GB resident.
-    pub bank_budget_bytes: usize,
+    /// Everything cached between calls (pixel groups, key banks, the equivariant machine's
+    /// shift tables) is kept while it fits in this many bytes together. 1.5 GB holds every P
+    /// of the bundled 2000-image sets and keeps a 20-step N = 10000 run under 2 GB resident.
+    pub cache_budget_bytes: usize,
     pub(crate) groups: HashMap<GeometryKey, Arc<Vec<DeviceGroup>>>,
     pub(crate) banks: HashMap<GeometryKey, Arc<Vec<Vec<KeyChunk>>>>,
     pub(crate) es_index: Option<(Tensor<1, Int>, Tensor<3, Int>)>,
@@ -127,7 +135,7 @@ impl Denoiser {
             images,
             host_centred: Arc::new(host),
             chunk_logits: 1 << 18,
-            bank_budget_bytes: 3 << 29,
+            cache_budget_bytes: 3 << 29,
             groups: HashMap::new(),
             banks: HashMap::new(),
             es_index: None,
@@ -149,9 +157,45 @@ impl Denoiser {
         &self.device
     }
 
+    /// Whether `call` fits in memory on this training set: the index tables of the local
+    /// machines grow as H·W·C·P² and the equivariant machine's as C·(H·W)², so a large image
+    /// is refused here with a message instead of aborting on an allocation.
+    pub fn check_call(&self, call: &Call) -> Result<(), String> {
+        let s = self.shape;
+        let hw = s.pixels() as f64;
+        let (bytes, what) = match call.machine {
+            MachineKind::Ideal => return Ok(()),
+            MachineKind::Equivariant => (ES_BYTES_PER_ENTRY * s.c as f64 * hw * hw, "the equivariant machine"),
+            MachineKind::Local | MachineKind::Els => {
+                let p = call.effective_patch(s) as f64;
+                (2.0 * 8.0 * hw * s.c as f64 * p * p, "the patch index tables")
+            }
+        };
+        let limit = self.cache_budget_bytes.max(MIN_CALL_BYTES) as f64;
+        if bytes > limit {
+            return Err(format!(
+                "{} {}×{}×{} images would need {:.1} GB for {what} (the limit is {:.1} GB); use smaller images{}",
+                call.machine.title(),
+                s.c,
+                s.h,
+                s.w,
+                bytes / 1e9,
+                limit / 1e9,
+                if call.machine.uses_patch() { " or a smaller patch" } else { "" }
+            ));
+        }
+        Ok(())
+    }
+
     /// x̂₀(x, t) for the machine named in `call`. `x` is [C, H, W].
+    ///
+    /// Panics when `call` fails [`Denoiser::check_call`]: callers check first (the worker turns
+    /// a panic into an error message, but an allocation failure would abort the process).
     pub fn denoise(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         assert_eq!(x.len(), self.shape.len(), "x does not have the training images' shape");
+        if let Err(message) = self.check_call(call) {
+            panic!("{message}");
+        }
         match call.machine {
             MachineKind::Ideal => self.ideal(x, call, ctl),
             MachineKind::Equivariant => self.equivariant(x, call, ctl),
@@ -194,6 +238,75 @@ impl Denoiser {
         let hw = self.shape.pixels();
         let len = self.shape.len();
         self.host_centred[k * len..(k + 1) * len].iter().enumerate().map(|(i, &v)| v + self.mean[i / hw]).collect()
+    }
+}
+
+/// Bytes per (C·(H·W)²) entry of the equivariant machine: two i64 index tables plus two f32
+/// temporaries of that size.
+const ES_BYTES_PER_ENTRY: f64 = 24.0;
+/// The smallest budget a single call is allowed, whatever `cache_budget_bytes` says (tests
+/// set the budget to 0 to turn caching off).
+const MIN_CALL_BYTES: usize = 3 << 29;
+
+impl Denoiser {
+    pub(crate) fn groups_bytes(groups: &[DeviceGroup]) -> usize {
+        // Host and device copies of both index tables.
+        groups.iter().map(|g| (g.host.query_idx.len() + g.host.key_idx.len()) * 8 * 2 + g.host.pixels.len() * 16).sum()
+    }
+
+    /// Bytes of a geometry's key bank: every key with its norm, plus its values.
+    fn bank_bytes(&self, key: GeometryKey) -> usize {
+        let c = self.shape.c;
+        let d = c * key.patch * key.patch;
+        self.groups
+            .get(&key)
+            .map(|gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
+            .unwrap_or(0)
+    }
+
+    /// Bytes held by every cache together: what `cache_budget_bytes` bounds.
+    pub fn cache_bytes(&self) -> usize {
+        let groups: usize = self.groups.values().map(|g| Self::groups_bytes(g)).sum();
+        let banks: usize = self.banks.keys().chain(self.host_banks.keys()).map(|&k| self.bank_bytes(k)).sum();
+        let es = self.es_index.as_ref().map(|_| self.shape.c * self.shape.pixels().pow(2) * 16).unwrap_or(0);
+        groups + banks + es
+    }
+
+    /// Drops whatever is cached except `keep`'s pixel groups (and its bank of the other kind).
+    fn evict_all_but(&mut self, keep: GeometryKey) {
+        self.groups.retain(|k, _| *k == keep);
+        self.banks.clear();
+        self.host_banks.clear();
+        self.es_index = None;
+    }
+
+    /// Drops every key bank and pixel group (before the equivariant tables move in).
+    pub(crate) fn evict_everything(&mut self) {
+        self.groups.clear();
+        self.banks.clear();
+        self.host_banks.clear();
+    }
+
+    /// Makes room under the one budget for a bank of `key`; false when the bank alone would
+    /// not fit, so the caller streams its keys instead of caching them.
+    pub(crate) fn make_room(&mut self, key: GeometryKey) -> bool {
+        let need = self.bank_bytes(key);
+        let groups = self.groups.get(&key).map(|g| Self::groups_bytes(g)).unwrap_or(0);
+        if need + groups > self.cache_budget_bytes {
+            return false;
+        }
+        if self.cache_bytes() + need > self.cache_budget_bytes {
+            self.evict_all_but(key);
+        }
+        true
+    }
+
+    /// Makes room for new pixel groups of `bytes` (they are always kept: every call needs them).
+    pub(crate) fn make_room_for_groups(&mut self, key: GeometryKey, bytes: usize) {
+        if self.cache_bytes() + bytes > self.cache_budget_bytes {
+            self.evict_all_but(key);
+            self.groups.clear();
+        }
     }
 }
 

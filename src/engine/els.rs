@@ -18,14 +18,14 @@ impl Denoiser {
     /// ELS x̂₀; with `equivariant = false` each pixel only sees its own location (= LS).
     pub fn els(&mut self, x: &[f32], call: &Call, equivariant: bool, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         let (a, s2) = call.scales();
-        let key = GeometryKey { patch: call.patch.max(1) | 1, boundary: call.boundary, equivariant };
+        let key = GeometryKey { patch: call.effective_patch(self.shape), boundary: call.boundary, equivariant };
         if self.fused_cpu {
             return self.els_fused(x, a, s2, key, call.entropy, ctl);
         }
         let groups = self.device_groups(key);
-        let bank = self.key_bank(key, &groups);
         let total: usize = groups.iter().map(|g| self.n.div_ceil(g.images_per_chunk)).sum();
         ctl.begin(total)?;
+        let bank = self.key_bank(key, &groups, ctl)?;
 
         let (c, hw) = (self.shape.c, self.shape.pixels());
         let d = c * key.patch * key.patch;
@@ -92,6 +92,7 @@ impl Denoiser {
                 }
             })
             .collect();
+        self.make_room_for_groups(key, Self::groups_bytes(&groups));
         let groups = Arc::new(groups);
         self.groups.insert(key, groups.clone());
         groups
@@ -115,49 +116,37 @@ impl Denoiser {
         KeyChunk { keys_aug_t, values }
     }
 
-    /// The whole key bank of a geometry, built once and kept while it fits the budget.
-    fn key_bank(&mut self, key: GeometryKey, groups: &[DeviceGroup]) -> Option<Arc<Vec<Vec<KeyChunk>>>> {
+    /// The whole key bank of a geometry, built once and kept while it fits the budget
+    /// (`Ok(None)`: too big, stream the keys instead). The build checks for cancellation
+    /// between chunks, so a slider move never waits for a bank it no longer needs.
+    fn key_bank(
+        &mut self,
+        key: GeometryKey,
+        groups: &[DeviceGroup],
+        ctl: &Control,
+    ) -> Result<Option<Arc<Vec<Vec<KeyChunk>>>>, Cancelled> {
         if let Some(b) = self.banks.get(&key) {
-            return Some(b.clone());
+            return Ok(Some(b.clone()));
         }
         let c = self.shape.c;
-        if self.make_room(key, self.banks.keys().copied().collect())? {
-            self.banks.clear();
+        if !self.make_room(key) {
+            return Ok(None);
         }
         let centre = self.int_tensor(&centre_offsets(c, key.patch));
-        let bank: Vec<Vec<KeyChunk>> = groups
-            .iter()
-            .map(|g| {
-                if g.host.key_pixels.is_empty() {
-                    return Vec::new();
+        let mut bank: Vec<Vec<KeyChunk>> = Vec::with_capacity(groups.len());
+        for g in groups {
+            let mut chunks = Vec::new();
+            if !g.host.key_pixels.is_empty() {
+                for ci in 0..self.n.div_ceil(g.images_per_chunk) {
+                    ctl.check()?;
+                    chunks.push(self.key_chunk(g, &centre, ci));
                 }
-                (0..self.n.div_ceil(g.images_per_chunk)).map(|ci| self.key_chunk(g, &centre, ci)).collect()
-            })
-            .collect();
+            }
+            bank.push(chunks);
+        }
         let bank = Arc::new(bank);
         self.banks.insert(key, bank.clone());
-        Some(bank)
-    }
-
-    /// Bytes of a geometry's key bank: every key with its norm, plus its values.
-    fn bank_bytes(&self, key: GeometryKey) -> usize {
-        let c = self.shape.c;
-        let d = c * key.patch * key.patch;
-        self.groups
-            .get(&key)
-            .map(|gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
-            .unwrap_or(0)
-    }
-
-    /// Whether `key`'s bank may be cached next to the `cached` ones: `None` when it alone is
-    /// over the budget, `Some(true)` when the others must be dropped first.
-    fn make_room(&self, key: GeometryKey, cached: Vec<GeometryKey>) -> Option<bool> {
-        let need = self.bank_bytes(key);
-        if need > self.bank_budget_bytes {
-            return None;
-        }
-        let held: usize = cached.into_iter().map(|k| self.bank_bytes(k)).sum();
-        Some(held + need > self.bank_budget_bytes)
+        Ok(Some(bank))
     }
 }
 
@@ -180,7 +169,7 @@ impl Denoiser {
         let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
         let total: usize = groups.iter().map(|g| self.n.div_ceil(per_chunk(g))).sum();
         ctl.begin(total)?;
-        let bank = self.host_bank(key, &groups, &per_chunk);
+        let bank = self.host_bank(key, &groups, &per_chunk, ctl)?;
         let (c, hw, len) = (self.shape.c, self.shape.pixels(), self.shape.len());
         let d = c * key.patch * key.patch;
         let da = d + 1;
@@ -268,35 +257,37 @@ impl Denoiser {
         super::fused_cpu::HostChunk { keys_t, values_t, len: k }
     }
 
-    /// The host key bank of a geometry, kept between calls while it fits the budget.
+    /// The host key bank of a geometry, kept between calls while it fits the budget
+    /// (`Ok(None)`: too big, cut the keys per call). Cancellable between chunks: a bank can
+    /// take seconds to cut at large P, and a slider move must not wait for it.
     fn host_bank(
         &mut self,
         key: GeometryKey,
         groups: &[DeviceGroup],
         per_chunk: &dyn Fn(&DeviceGroup) -> usize,
-    ) -> Option<Arc<Vec<Vec<super::fused_cpu::HostChunk>>>> {
+        ctl: &Control,
+    ) -> Result<Option<Arc<Vec<Vec<super::fused_cpu::HostChunk>>>>, Cancelled> {
         if let Some(b) = self.host_banks.get(&key) {
-            return Some(b.clone());
+            return Ok(Some(b.clone()));
         }
-        if self.make_room(key, self.host_banks.keys().copied().collect())? {
-            self.host_banks.clear();
+        if !self.make_room(key) {
+            return Ok(None);
         }
-        let bank: Vec<Vec<super::fused_cpu::HostChunk>> = groups
-            .iter()
-            .map(|g| {
-                if g.host.key_pixels.is_empty() {
-                    return Vec::new();
-                }
+        let mut bank: Vec<Vec<super::fused_cpu::HostChunk>> = Vec::with_capacity(groups.len());
+        for g in groups {
+            let mut chunks = Vec::new();
+            if !g.host.key_pixels.is_empty() {
                 let ipc = per_chunk(g);
-                (0..self.n)
-                    .step_by(ipc)
-                    .map(|n0| self.host_chunk(&g.host, key.patch, n0, ipc.min(self.n - n0)))
-                    .collect()
-            })
-            .collect();
+                for n0 in (0..self.n).step_by(ipc) {
+                    ctl.check()?;
+                    chunks.push(self.host_chunk(&g.host, key.patch, n0, ipc.min(self.n - n0)));
+                }
+            }
+            bank.push(chunks);
+        }
         let bank = Arc::new(bank);
         self.host_banks.insert(key, bank.clone());
-        Some(bank)
+        Ok(Some(bank))
     }
 }
 

@@ -52,6 +52,9 @@ impl Denoiser {
         }
         let (c, h, w) = (self.shape.c, self.shape.h, self.shape.w);
         let hw = h * w;
+        if self.cache_bytes() + c * hw * hw * 16 > self.cache_budget_bytes {
+            self.evict_everything();
+        }
         let mut shift = Vec::with_capacity(hw * c * hw);
         let mut unshift = Vec::with_capacity(hw * c * hw);
         for sy in 0..h {

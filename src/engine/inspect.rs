@@ -3,6 +3,7 @@
 //! One pixel is cheap enough to do on the host in float64, which also makes it an
 //! independent check of the device path.
 
+use super::control::{Cancelled, Control};
 use super::denoiser::{Call, Denoiser};
 use super::geometry::{els_groups, patch_indices};
 use super::machine::MachineKind;
@@ -30,8 +31,18 @@ pub struct Inspection {
 }
 
 impl Denoiser {
-    /// Ranks the candidates that vote for pixel (y, x) of x̂₀(x) under `call`.
-    pub fn inspect(&self, x: &[f32], call: &Call, y: usize, px: usize, top: usize) -> Inspection {
+    /// Ranks the candidates that vote for pixel (y, x) of x̂₀(x) under `call`. Checks `ctl`
+    /// once per training image: the equivariant machine's ranking can take seconds.
+    pub fn inspect(
+        &self,
+        x: &[f32],
+        call: &Call,
+        y: usize,
+        px: usize,
+        top: usize,
+        ctl: &Control,
+    ) -> Result<Inspection, Cancelled> {
+        assert!(y < self.shape.h && px < self.shape.w, "pixel ({y}, {px}) is outside the image");
         let s = self.shape;
         let (a, s2) = call.scales();
         let hw = s.pixels();
@@ -43,21 +54,23 @@ impl Denoiser {
         match call.machine {
             MachineKind::Ideal => {
                 for n in 0..self.n {
+                    ctl.check()?;
                     let d: f64 = (0..len).map(|i| (xc[i] - a * img(n, i)).powi(2)).sum();
                     cands.push((Vote { image: n, y, x: px, weight: 0.0 }, -d / (2.0 * s2)));
                 }
             }
             MachineKind::Local => {
-                let p = call.patch.max(1) | 1;
+                let p = call.effective_patch(s);
                 let mut idx = Vec::new();
                 patch_indices(s, p, y, px, false, &mut idx);
                 for n in 0..self.n {
+                    ctl.check()?;
                     let d: f64 = idx.iter().map(|&i| (xc[i as usize] - a * img(n, i as usize)).powi(2)).sum();
                     cands.push((Vote { image: n, y, x: px, weight: 0.0 }, -d / (2.0 * s2)));
                 }
             }
             MachineKind::Els => {
-                let p = call.patch.max(1) | 1;
+                let p = call.effective_patch(s);
                 let groups = els_groups(s, p, call.boundary, true);
                 let pixel = y * s.w + px;
                 let g = groups.iter().find(|g| g.pixels.contains(&pixel)).expect("every pixel has a group");
@@ -65,6 +78,7 @@ impl Denoiser {
                 let d = g.query_idx.len() / g.pixels.len();
                 let query: Vec<f64> = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| xc[i as usize]).collect();
                 for n in 0..self.n {
+                    ctl.check()?;
                     for (k, &kp) in g.key_pixels.iter().enumerate() {
                         let keys = &g.key_idx[k * d..(k + 1) * d];
                         let dist: f64 =
@@ -76,6 +90,7 @@ impl Denoiser {
             MachineKind::Equivariant => {
                 // Candidate (n, shift) puts φ_n[p − shift] at p.
                 for n in 0..self.n {
+                    ctl.check()?;
                     for sy in 0..s.h {
                         for sx in 0..s.w {
                             let mut d = 0.0;
@@ -109,6 +124,6 @@ impl Denoiser {
         let mut votes: Vec<Vote> = cands.into_iter().map(|c| c.0).collect();
         votes.sort_by(|a, b| b.weight.total_cmp(&a.weight));
         votes.truncate(top);
-        Inspection { votes, candidates, weight_sum: sum, entropy }
+        Ok(Inspection { votes, candidates, weight_sum: sum, entropy })
     }
 }

@@ -31,6 +31,9 @@ pub enum PatchSchedule {
     List { per_step: Vec<u32> },
 }
 
+/// The largest patch size any schedule may name: 2·256 − 1 covers the largest image whole.
+pub const MAX_P: u32 = 511;
+
 impl Default for PatchSchedule {
     fn default() -> Self {
         Self::Preset { name: "MNIST ResNet".into() }
@@ -79,7 +82,15 @@ impl PatchSchedule {
 
     /// Checks the schedule can be run for `steps` steps.
     pub fn validate(&self, steps: usize) -> Result<(), String> {
+        let too_big = |p: u32| p > MAX_P;
         match self {
+            Self::Constant { p } if too_big(*p) => Err(format!("patch size {p} is above the largest, {MAX_P}")),
+            Self::Ramp { p_max, .. } if too_big(*p_max) => {
+                Err(format!("patch size {p_max} is above the largest, {MAX_P}"))
+            }
+            Self::List { per_step } if per_step.iter().any(|&p| too_big(p) || p == 0) => {
+                Err(format!("every patch size in the list must be between 1 and {MAX_P}"))
+            }
             Self::Constant { p } if p % 2 == 0 => Err(format!("patch size {p} must be odd")),
             Self::Ramp { p_min, p_max } if p_min > p_max || *p_min == 0 => {
                 Err(format!("patch ramp {p_min}..{p_max} must have 1 ≤ P_min ≤ P_max"))

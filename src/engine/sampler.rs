@@ -10,6 +10,11 @@ use super::noise::gaussian;
 use super::patch::PatchSchedule;
 use super::schedule::NoiseSchedule;
 
+/// Most steps a run may have (the studio's slider and the CLI share it).
+pub const MAX_STEPS: usize = 10_000;
+/// Range of the locality scale: every P of the schedule is multiplied by it.
+pub const LOCALITY_SCALE: (f64, f64) = (0.25, 3.0);
+
 /// Everything that decides a trajectory once the training set is fixed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -45,20 +50,23 @@ impl Default for SamplerConfig {
 
 impl SamplerConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.steps == 0 || self.steps > 10_000 {
-            return Err(format!("steps must be between 1 and 10000, not {}", self.steps));
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(format!("steps must be between 1 and {MAX_STEPS}, not {}", self.steps));
         }
         if !(self.t_start > 0.0 && self.t_start <= 1.0) {
             return Err(format!("t_start must be in (0, 1], not {}", self.t_start));
         }
         if !(0.0..=1.0).contains(&self.eta) {
-            return Err(format!("η must be in [0, 1], not {}", self.eta));
+            return Err(format!("eta (η) must be in [0, 1], not {}", self.eta));
         }
-        if !(self.locality_scale > 0.0 && self.locality_scale.is_finite()) {
-            return Err(format!("locality scale must be positive, not {}", self.locality_scale));
+        if !(LOCALITY_SCALE.0..=LOCALITY_SCALE.1).contains(&self.locality_scale) {
+            return Err(format!(
+                "locality_scale must be between {} and {}, not {}",
+                LOCALITY_SCALE.0, LOCALITY_SCALE.1, self.locality_scale
+            ));
         }
-        self.schedule.validate()?;
-        self.patch.validate(self.steps)
+        self.schedule.validate().map_err(|e| format!("schedule: {e}"))?;
+        self.patch.validate(self.steps).map_err(|e| format!("patch: {e}"))
     }
 
     /// t at the start of step `k` (0 = the first, noisiest step): t_start·(n − k)/n.

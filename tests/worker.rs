@@ -1,0 +1,174 @@
+//! The worker and the engine under interruption: every long stage stops promptly when asked,
+//! and a pixel is never ranked against a training set its run did not use.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use morphogen::data::{Dataset, DatasetSource, LoadOptions, write_npy_f32};
+use morphogen::engine::{Boundary, Call, CancelToken, Control, Denoiser, DeviceChoice, MachineKind};
+use morphogen::recipe::Recipe;
+use morphogen::worker::{Command, Event, WorkerHandle};
+
+#[test]
+fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
+    let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
+    let mut den = Denoiser::new(&mnist.images, mnist.len(), mnist.shape, &burn::tensor::Device::flex());
+    // P = 15 on 2000 images: a bank of about 1.4 GB, seconds to cut on this machine.
+    let call = Call::new(MachineKind::Els, Boundary::Zeros, 15, 0.5);
+    let token = CancelToken::new();
+    let canceller = {
+        let token = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            token.cancel();
+            Instant::now()
+        })
+    };
+    let started = Instant::now();
+    let result = den.denoise(mnist.image(0), &call, &mut Control::new(&token, None));
+    let returned = Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    assert!(result.is_err(), "the call should have been cancelled, not finished in {:?}", started.elapsed());
+    let latency = returned.duration_since(cancelled_at);
+    eprintln!("bank build stopped {latency:?} after the cancel (call ran {:?})", returned - started);
+    assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
+    assert!(den.cache_bytes() < 1 << 30, "a cancelled bank is not kept");
+}
+
+#[test]
+fn loading_a_folder_stops_when_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    for k in 0..40 {
+        image::GrayImage::from_pixel(16, 16, image::Luma([k as u8]))
+            .save(dir.path().join(format!("a_{k}.png")))
+            .unwrap();
+    }
+    let source = DatasetSource::Folder(dir.path().into());
+    let calls = std::cell::Cell::new(0);
+    let cancelled = || {
+        calls.set(calls.get() + 1);
+        calls.get() > 3
+    };
+    let e = Dataset::load_cancellable(&source, &LoadOptions::default(), &cancelled).unwrap_err();
+    assert!(e.problem.contains("cancelled"), "{e}");
+    assert!(calls.get() <= 5, "asked {} times: it kept decoding after the cancel", calls.get());
+    assert_eq!(Dataset::load(&source, &LoadOptions::default()).unwrap().len(), 40);
+}
+
+fn tiny(dir: &std::path::Path, name: &str, n: usize, seed: u64) -> DatasetSource {
+    let p = dir.join(name);
+    let data: Vec<f32> =
+        morphogen::engine::noise::gaussian(seed, 0, n * 64).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect();
+    write_npy_f32(&p, &[n, 8, 8], &data).unwrap();
+    DatasetSource::Npy(p)
+}
+
+fn recipe(dataset: DatasetSource, steps: usize) -> Recipe {
+    let mut r = Recipe { dataset, device: DeviceChoice::Cpu, ..Recipe::default() };
+    r.sampler.steps = steps;
+    r
+}
+
+fn wait_for(events: &Receiver<Event>, what: impl Fn(&Event) -> bool) -> Event {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = events.recv_deadline(deadline).expect("timed out waiting for the worker");
+        if what(&e) {
+            return e;
+        }
+    }
+}
+
+#[test]
+fn inspecting_a_run_of_another_dataset_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (tiny(dir.path(), "a.npy", 12, 1), tiny(dir.path(), "b.npy", 9, 2));
+    let worker = WorkerHandle::spawn(|| {});
+    worker.send(Command::Start { run: 1, recipe: recipe(a, 2) });
+    let Event::Started { dataset_hash: hash_a, device, .. } =
+        wait_for(&worker.events, |e| matches!(e, Event::Started { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!(device, DeviceChoice::Cpu);
+    let Event::Step { record, .. } = wait_for(&worker.events, |e| matches!(e, Event::Step { run: 1, .. })) else {
+        unreachable!()
+    };
+    wait_for(&worker.events, |e| matches!(e, Event::Finished { run: 1 }));
+    let call = Call::new(MachineKind::Els, Boundary::Zeros, 3, record.alpha_bar);
+    let inspect = |hash: &str| Command::Inspect {
+        run: 1,
+        dataset_hash: Some(hash.to_string()),
+        step: 0,
+        x_t: record.x_t.clone(),
+        call,
+        y: 4,
+        x: 4,
+    };
+    worker.send(inspect(&hash_a));
+    let Event::Inspected { result, .. } = wait_for(&worker.events, |e| matches!(e, Event::Inspected { .. })) else {
+        unreachable!()
+    };
+    assert!((result.weight_sum - 1.0).abs() < 1e-9);
+
+    // switch datasets, then inspect the old run: an error, not a ranking of the wrong set
+    worker.send(Command::Start { run: 2, recipe: recipe(b, 2) });
+    wait_for(&worker.events, |e| matches!(e, Event::Finished { run: 2 }));
+    worker.send(inspect(&hash_a));
+    let e = wait_for(&worker.events, |e| matches!(e, Event::Error { .. } | Event::Inspected { .. }));
+    let Event::Error { message, .. } = e else { panic!("ranked against the wrong training set: {e:?}") };
+    assert!(message.contains("no longer loaded"), "{message}");
+
+    // a pixel outside the image is an error too, not a panic
+    let mut bad = inspect(&hash_a);
+    if let Command::Inspect { dataset_hash, y, .. } = &mut bad {
+        *dataset_hash = None;
+        *y = 99;
+    }
+    worker.send(bad);
+    let e = wait_for(&worker.events, |e| matches!(e, Event::Error { .. } | Event::Inspected { .. }));
+    assert!(matches!(&e, Event::Error { message, .. } if message.contains("outside")), "{e:?}");
+}
+
+#[test]
+fn a_recipe_with_the_wrong_dataset_hash_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = WorkerHandle::spawn(|| {});
+    let mut r = recipe(tiny(dir.path(), "a.npy", 12, 1), 2);
+    r.dataset_hash = Some("0".repeat(64));
+    worker.send(Command::Start { run: 1, recipe: r });
+    let e = wait_for(&worker.events, |e| matches!(e, Event::Error { .. } | Event::Step { .. }));
+    assert!(matches!(&e, Event::Error { message, .. } if message.contains("no longer matches")), "{e:?}");
+}
+
+#[test]
+fn a_branched_recipe_is_replayed_whole_by_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny(dir.path(), "a.npy", 12, 1);
+    let worker = WorkerHandle::spawn(|| {});
+    let parent = recipe(data.clone(), 5);
+    let mut child = parent.clone();
+    child.sampler.machine = MachineKind::Local;
+    child.branched_from = Some(Box::new(morphogen::recipe::Branch { from_step: 3, recipe: parent.clone() }));
+    let collect = |run: u64, r: Recipe| {
+        worker.send(Command::Start { run, recipe: r });
+        let mut steps = Vec::new();
+        loop {
+            match wait_for(&worker.events, |e| {
+                matches!(e, Event::Step { .. } | Event::Finished { .. } | Event::Error { .. })
+            }) {
+                Event::Step { record, .. } => steps.push(*record),
+                Event::Finished { .. } => return steps,
+                e => panic!("{e:?}"),
+            }
+        }
+    };
+    let plain = collect(1, parent);
+    let branched = collect(2, child);
+    assert_eq!(branched.len(), 5);
+    assert_eq!(branched[..3], plain[..3], "steps before the branch follow the parent exactly");
+    assert_eq!(branched[3].x_t, plain[3].x_t, "the branch resumes from the parent's state");
+    assert_ne!(branched[3].x0_hat, plain[3].x0_hat, "and computes with its own machine");
+}

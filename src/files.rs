@@ -1,13 +1,11 @@
-//! Atomic, non-clobbering file writes: a temporary file in the same folder, synced, then
-//! renamed into place. A crash or a full disk never leaves a half-written file under the
-//! real name, and an existing file is only replaced when the caller says so.
+//! Atomic, non-clobbering file writes, shared by every layer that writes files (exports,
+//! trajectories, .npy): a temporary file in the same folder, synced, then moved into place.
+//! A crash or a full disk never leaves a half-written file under the real name, and an
+//! existing file is only replaced when the caller says so.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
+use std::path::Path;
 
 /// The error for "that file is already there": the caller must ask before overwriting.
 pub fn exists_error(path: &Path) -> io::Error {
@@ -17,43 +15,41 @@ pub fn exists_error(path: &Path) -> io::Error {
     )
 }
 
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
-}
-
 /// Writes `path` through `fill`, atomically. Fails with `AlreadyExists` when the file exists
 /// and `overwrite` is false. Errors name the path.
+///
+/// The temporary file lives in the target's folder (so the final rename stays on one file
+/// system) and is moved into place with `persist_noclobber`, a single link-or-fail step: no
+/// window between checking for the file and renaming onto it in which another writer could
+/// slip in and be overwritten.
 pub fn write_with(path: &Path, overwrite: bool, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     if !overwrite && path.exists() {
+        // Fail before doing the work; persist_noclobber below is the real guard.
         return Err(exists_error(path));
     }
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.is_dir()
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{}: folder {} does not exist", path.display(), dir.display()),
-        ));
-    }
-    let tmp = temp_name(path);
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        fill(&mut file)?;
-        file.flush()?;
-        file.sync_all()?;
-        drop(file);
-        if !overwrite && path.exists() {
-            return Err(exists_error(path));
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: folder {} does not exist", path.display(), dir.display()),
+            ));
         }
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| if e.kind() == io::ErrorKind::AlreadyExists { e } else { with_path(e) })
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let mut tmp =
+        tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir).map_err(with_path)?;
+    let file = tmp.as_file_mut();
+    fill(file).map_err(with_path)?;
+    file.flush().map_err(with_path)?;
+    file.sync_all().map_err(with_path)?;
+    let persisted = if overwrite { tmp.persist(path) } else { tmp.persist_noclobber(path) };
+    // On failure the temporary file is dropped, which deletes it.
+    persisted.map(|_| ()).map_err(|e| {
+        if e.error.kind() == io::ErrorKind::AlreadyExists { exists_error(path) } else { with_path(e.error) }
+    })
 }
 
 /// Writes `bytes` to `path` atomically.

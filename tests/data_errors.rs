@@ -55,12 +55,80 @@ fn empty_and_unreadable_folders_name_the_folder() {
 }
 
 #[test]
-fn too_large_images_are_refused_by_name() {
+fn large_photos_are_downscaled_while_loading_and_oversized_targets_refused() {
     let dir = tempfile::tempdir().unwrap();
-    png(&dir.path().join("big_0.png"), 300, 300, 1);
-    let e = load(DatasetSource::Folder(dir.path().into())).unwrap_err();
-    assert!(e.path.ends_with("big_0.png"), "{e}");
+    png(&dir.path().join("big_0.png"), 1000, 800, 1);
+    png(&dir.path().join("big_1.png"), 1000, 800, 9);
+    let d = load(DatasetSource::Folder(dir.path().into())).unwrap();
+    // fit into 64×64 with the aspect ratio kept
+    assert_eq!((d.shape.w, d.shape.h), (64, 51));
+    assert_eq!(d.report.downscaled, 2);
+    assert!(d.report.summary().contains("2 large images downscaled"), "{}", d.report.summary());
+    // an explicit size goes straight to that size
+    let sized = Dataset::load(
+        &DatasetSource::Folder(dir.path().into()),
+        &LoadOptions { size: Some((16, 16)), ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!((sized.shape.w, sized.shape.h), (16, 16));
+    // a size above the engine's limit is refused, naming a file
+    let e = Dataset::load(
+        &DatasetSource::Folder(dir.path().into()),
+        &LoadOptions { size: Some((300, 300)), ..Default::default() },
+    )
+    .unwrap_err();
+    assert!(e.path.to_string_lossy().contains("big_"), "{e}");
     assert!(e.problem.contains("too large"), "{e}");
+}
+
+/// A PNG whose header claims 60000×60000 pixels, with no pixel data behind it.
+fn huge_header_png(path: &Path) {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        // CRC-32 of type and data (the PNG polynomial)
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in &out[start..] {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        out.extend((!crc).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(60_000u32.to_be_bytes());
+    ihdr.extend(60_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00]); // the start of a zlib stream, no more
+    chunk(&mut out, b"IEND", &[]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_header_claiming_60000_squared_is_refused_without_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    huge_header_png(&dir.path().join("bomb_0.png"));
+    png(&dir.path().join("ok_0.png"), 8, 8, 3);
+    let d = load(DatasetSource::Folder(dir.path().into())).unwrap();
+    assert_eq!(d.len(), 1);
+    let (path, why) = &d.report.skipped[0];
+    assert!(path.ends_with("bomb_0.png"));
+    assert!(why.contains("60000×60000") && why.contains("16384"), "{why}");
+}
+
+#[test]
+fn non_finite_npy_values_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nan.npy");
+    morphogen::data::write_npy_f32(&p, &[2, 2, 2], &[0.0, 0.1, f32::NAN, 0.0, 0.0, 0.0, 0.0, f32::INFINITY]).unwrap();
+    let e = load(DatasetSource::Npy(p.clone())).unwrap_err();
+    assert_eq!(e.path, p);
+    assert!(e.problem.contains("value #2") && e.problem.contains("finite"), "{e}");
 }
 
 #[test]
@@ -154,4 +222,41 @@ fn a_bad_recipe_names_the_file() {
     std::fs::write(&p, b"not json").unwrap();
     let e = morphogen::recipe::Recipe::load(&p).unwrap_err();
     assert!(e.contains("recipe.json") && e.contains("not a valid recipe"), "{e}");
+}
+
+#[test]
+fn every_recipe_field_is_checked_and_named() {
+    use morphogen::recipe::Recipe;
+    let p = Path::new("r.json");
+    let err = |text: &str| Recipe::parse(text, p).unwrap_err();
+    // a run setting at the top level would be silently ignored: refused, saying where it goes
+    let e = err(r#"{ "steps": -3 }"#);
+    assert!(e.contains("r.json") && e.contains("'steps'") && e.contains("sampler"), "{e}");
+    // wrong types name the field path
+    let e = err(r#"{ "sampler": { "steps": -3 } }"#);
+    assert!(e.contains("sampler.steps") && e.contains("-3"), "{e}");
+    let e = err(r#"{ "sampler": { "eta": "lots" } }"#);
+    assert!(e.contains("sampler.eta"), "{e}");
+    let e = err(r#"{ "load": { "size": [0, 16] } }"#);
+    assert!(e.contains("load.size"), "{e}");
+    // ranges
+    for (text, field) in [
+        (r#"{ "sampler": { "steps": 0 } }"#, "steps"),
+        (r#"{ "sampler": { "eta": 1.5 } }"#, "eta"),
+        (r#"{ "sampler": { "t_start": 0.0 } }"#, "t_start"),
+        (r#"{ "sampler": { "locality_scale": 40.0 } }"#, "locality_scale"),
+        (r#"{ "sampler": { "patch": { "kind": "constant", "p": 4 } } }"#, "patch"),
+        (r#"{ "sampler": { "patch": { "kind": "constant", "p": 99999 } } }"#, "patch"),
+        (r#"{ "dataset_hash": "é✓ not a hash" }"#, "dataset_hash"),
+        (r#"{ "dataset": { "kind": "bundled", "value": "cifar" } }"#, "dataset"),
+        (r#"{ "load": { "subset": 0 } }"#, "load.subset"),
+    ] {
+        let e = err(text);
+        assert!(e.contains(field) && e.contains("r.json"), "{text}: {e}");
+    }
+    // unknown fields elsewhere are warnings, and the recipe still loads
+    let (r, warnings) = Recipe::parse(r#"{ "sampler": { "steps": 7, "colour": 3 }, "comment": "hi" }"#, p).unwrap();
+    assert_eq!(r.sampler.steps, 7);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("sampler.colour")), "{warnings:?}");
 }

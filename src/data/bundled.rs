@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{DataError, LoadReport, RawImage, RawSet, folder};
+use super::{DataError, LoadOptions, LoadReport, RawImage, RawSet, folder};
 
 /// One embedded dataset.
 pub struct Bundled {
@@ -124,7 +124,7 @@ pub(crate) fn load(name: &str) -> Result<RawSet, DataError> {
 
 /// Packs a folder of same-sized images into `<out_dir>/<name>.png` and `<name>.json`.
 pub fn pack_atlas(folder_path: &Path, name: &str, out_dir: &Path) -> Result<usize, DataError> {
-    let raw = folder::load(folder_path)?;
+    let raw = folder::load(folder_path, &LoadOptions::default(), &|| false)?;
     if let Some((p, e)) = raw.report.skipped.first() {
         return Err(DataError::new(p, format!("cannot pack a dataset with unreadable files: {e}")));
     }

@@ -100,6 +100,8 @@ pub struct LoadReport {
     pub skipped: Vec<(PathBuf, String)>,
     /// Images resized to the common size.
     pub resized: usize,
+    /// Images over the size limit shrunk while loading.
+    pub downscaled: usize,
     /// Images converted between gray and colour.
     pub converted: usize,
     /// Images before the class filter and subset.
@@ -109,6 +111,9 @@ pub struct LoadReport {
 impl LoadReport {
     pub fn summary(&self) -> String {
         let mut parts = vec![format!("{} images read", self.total)];
+        if self.downscaled > 0 {
+            parts.push(format!("{} large images downscaled", self.downscaled));
+        }
         if self.resized > 0 {
             parts.push(format!("{} resized", self.resized));
         }
@@ -166,12 +171,25 @@ impl Dataset {
 
     /// Loads `source` and applies `options` (class, subset, size, colour), in that order.
     pub fn load(source: &DatasetSource, options: &LoadOptions) -> Result<Self, DataError> {
+        Self::load_cancellable(source, options, &|| false)
+    }
+
+    /// [`Dataset::load`] that gives up (with an error) as soon as `cancelled()` says so; it
+    /// is asked between files, so a folder of large photos never holds up a slider move.
+    pub fn load_cancellable(
+        source: &DatasetSource,
+        options: &LoadOptions,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Self, DataError> {
         let raw = match source {
             DatasetSource::Bundled(name) => bundled::load(name)?,
-            DatasetSource::Folder(path) => folder::load(path)?,
+            DatasetSource::Folder(path) => folder::load(path, options, cancelled)?,
             DatasetSource::Npy(path) => npy::load(path)?,
-            DatasetSource::Files(paths) => folder::load_files(paths)?,
+            DatasetSource::Files(paths) => folder::load_files(paths, options, cancelled)?,
         };
+        if cancelled() {
+            return Err(DataError::new(raw.origin, "loading was cancelled"));
+        }
         transform::apply(raw, source.clone(), options)
     }
 
@@ -201,6 +219,26 @@ impl Dataset {
         let len = self.shape.len();
         &self.images[k * len..(k + 1) * len]
     }
+}
+
+/// Reads one image x as (C,H,W), (H,W) or (1,C,H,W) .npy and checks it fits `shape` (a
+/// `--input`, an `--init`, a recipe's `init`); non-finite values are refused by the reader.
+pub fn read_image_npy(path: &Path, shape: ImageShape) -> Result<Vec<f32>, DataError> {
+    let (dims, values) = read_npy_f32(path)?;
+    let s = shape;
+    let ok = match dims[..] {
+        [h, w] => s.c == 1 && (h, w) == (s.h, s.w),
+        [c, h, w] => (c, h, w) == (s.c, s.h, s.w),
+        [1, c, h, w] => (c, h, w) == (s.c, s.h, s.w),
+        _ => false,
+    };
+    if !ok {
+        return Err(DataError::new(
+            path,
+            format!("shape {dims:?} does not match the training images ({}, {}, {})", s.c, s.h, s.w),
+        ));
+    }
+    Ok(values)
 }
 
 /// Images as decoded, before options: each may have its own size and colour.

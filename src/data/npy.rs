@@ -7,12 +7,43 @@ use std::path::Path;
 
 use super::{DataError, LoadReport, RawImage, RawSet};
 
+/// The shape a version 1–3 .npy header declares, read straight from its text; `None` when
+/// the header is not in the usual form (npyz then gives the error).
+fn declared_shape(bytes: &[u8]) -> Option<Vec<u64>> {
+    let (len, start): (usize, usize) = match (bytes.get(..6)?, *bytes.get(6)?) {
+        (b"\x93NUMPY", 1) => (u16::from_le_bytes([*bytes.get(8)?, *bytes.get(9)?]) as usize, 10),
+        (b"\x93NUMPY", 2 | 3) => (u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize, 12),
+        _ => return None,
+    };
+    let header = std::str::from_utf8(bytes.get(start..start.checked_add(len)?)?).ok()?;
+    let tuple = header.split_once("'shape'")?.1.split_once('(')?.1.split_once(')')?.0;
+    tuple.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.trim_end_matches('L').parse().ok()).collect()
+}
+
 /// Reads a float32 or float64 .npy into (shape, values as f32).
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
+    // npyz multiplies the declared shape without checking for overflow (a panic in debug
+    // builds, a wrapped count in release), so a hostile header is refused here first.
+    if let Some(shape) = declared_shape(&bytes) {
+        let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        if count.is_none_or(|n| n.saturating_mul(4) > bytes.len() as u64) {
+            return Err(DataError::new(
+                path,
+                format!("the header claims shape {shape:?}, more values than the file holds"),
+            ));
+        }
+    }
     let npy =
         npyz::NpyFile::new(&bytes[..]).map_err(|e| DataError::new(path, format!("not a valid .npy file: {e}")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if count.is_none_or(|n| n.saturating_mul(4) > bytes.len()) {
+        return Err(DataError::new(
+            path,
+            format!("the header claims shape {shape:?}, more values than the file holds"),
+        ));
+    }
     if npy.order() == npyz::Order::Fortran {
         return Err(DataError::new(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
     }
@@ -36,13 +67,16 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), DataError> {
     if values.len() != shape.iter().product::<usize>() {
         return Err(DataError::new(path, "the data is shorter than its header says"));
     }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(DataError::new(path, format!("value #{i} is {} (every value must be finite)", values[i])));
+    }
     Ok((shape, values))
 }
 
 /// Writes a float32 .npy, atomically (temporary file, then rename).
 pub fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
     assert_eq!(shape.iter().product::<usize>(), values.len());
-    crate::export::atomic::write_with(path, true, |file| {
+    crate::files::write_with(path, true, |file| {
         let mut w = BufWriter::new(file);
         let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
         let mut writer = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(&mut w).begin_nd()?;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{read_npy_f32, write_npy_f32};
 use crate::engine::{ImageShape, StepRecord};
-use crate::export::atomic;
+use crate::files as atomic;
 use crate::recipe::Recipe;
 
 /// Per-step numbers written as `steps.json` beside the arrays.
@@ -46,8 +46,8 @@ impl Trajectory {
         self.steps.iter().flat_map(|s| pick(s).iter().copied()).collect()
     }
 
-    /// Writes `final.png`, `trajectory_x0.npy`, `trajectory_xt.npy` (steps, C, H, W),
-    /// `steps.json` and `recipe.json` into `dir`.
+    /// Writes `trajectory_x0.npy`, `trajectory_xt.npy` (steps, C, H, W), `steps.json` and
+    /// `recipe.json` into `dir` (the data; `export::write_run` adds the pictures).
     pub fn write_dir(&self, dir: &Path, overwrite: bool) -> Result<Vec<PathBuf>, String> {
         let s = self.shape;
         let shape = [self.steps.len(), s.c, s.h, s.w];
@@ -59,12 +59,6 @@ impl Trajectory {
                 format!("{}: {e}", p.display())
             }
         };
-        if let Some(img) = self.final_image() {
-            let p = dir.join("final.png");
-            let png = crate::export::frame::encode_png(&crate::export::frame::render(img, s, 1));
-            atomic::write_bytes(&p, overwrite, &png).map_err(|e| err(&p, e))?;
-            written.push(p);
-        }
         for (name, data) in
             [("trajectory_x0.npy", self.stacked(|r| &r.x0_hat)), ("trajectory_xt.npy", self.stacked(|r| &r.x_t))]
         {
@@ -113,6 +107,19 @@ impl Trajectory {
             ));
         }
         let shape = ImageShape { c: shape0[1], h: shape0[2], w: shape0[3] };
+        let side = crate::data::MAX_SIDE as usize;
+        if !(shape.c == 1 || shape.c == 3) || shape.h == 0 || shape.w == 0 || shape.h > side || shape.w > side {
+            return Err(format!(
+                "{}: trajectory images are {}×{}×{} (C×H×W); C must be 1 or 3 and each side 1 to {side}",
+                dir.display(),
+                shape.c,
+                shape.h,
+                shape.w
+            ));
+        }
+        if let Some((k, m)) = meta.iter().enumerate().find(|(k, m)| m.step != *k) {
+            return Err(format!("{}: entry {k} of steps.json is step {}, expected {k}", meta_path.display(), m.step));
+        }
         let len = shape.len();
         let steps = meta
             .into_iter()

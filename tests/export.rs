@@ -262,3 +262,43 @@ fn a_branched_recipe_replays_the_steps_before_and_after_the_branch() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("branch.json"));
 }
+
+#[test]
+fn colour_gifs_share_one_palette_so_colours_do_not_flicker() {
+    // Three frames: a fixed orange square on a background whose colours change every frame.
+    let frames: Vec<image::RgbaImage> = (0..3u8)
+        .map(|k| {
+            image::RgbaImage::from_fn(24, 24, |x, y| {
+                if x < 8 && y < 8 {
+                    image::Rgba([230, 120, 20, 255])
+                } else {
+                    image::Rgba([
+                        (x as u8 * 10).wrapping_add(k * 70),
+                        (y as u8 * 9).wrapping_mul(k + 1),
+                        90 + k * 40,
+                        255,
+                    ])
+                }
+            })
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    export::animation::encode_gif(&frames, &[100, 100, 100], &mut bytes).unwrap();
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    let mut dec = opts.read_info(&bytes[..]).unwrap();
+    assert_eq!(dec.global_palette().map(|p| p.len()), Some(256 * 3), "one full global palette");
+    let mut square = Vec::new();
+    let mut count = 0;
+    while let Some(frame) = dec.read_next_frame().unwrap() {
+        assert!(frame.palette.is_none(), "no frame has a palette of its own");
+        square.push(frame.buffer[0]);
+        count += 1;
+    }
+    assert_eq!(count, 3);
+    assert!(square.iter().all(|&i| i == square[0]), "the square keeps one palette index: {square:?}");
+    let palette = dec.global_palette().unwrap();
+    let c = &palette[square[0] as usize * 3..square[0] as usize * 3 + 3];
+    let err: i32 = c.iter().zip([230, 120, 20]).map(|(&a, b)| (a as i32 - b).abs()).max().unwrap();
+    assert!(err <= 12, "the square's colour {c:?} is close to orange");
+}

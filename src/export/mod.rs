@@ -3,11 +3,11 @@
 //! being told to.
 
 pub mod animation;
-pub mod atomic;
 mod font;
 pub mod frame;
 pub mod sheet;
 
+use crate::files as atomic;
 use std::path::{Path, PathBuf};
 
 use image::RgbaImage;
@@ -70,6 +70,33 @@ pub fn default_scale(shape: ImageShape) -> u32 {
     (224 / shape.h.max(1) as u32).clamp(1, 32)
 }
 
+/// Largest side of an exported frame or sheet, in pixels.
+pub const MAX_FRAME_SIDE: u64 = 16_384;
+/// Most bytes the rendered frames of one export may take in memory.
+pub const MAX_EXPORT_BYTES: u64 = 2_000_000_000;
+/// Longest the last frame of an animation may be held.
+pub const MAX_HOLD_SECONDS: f64 = 600.0;
+
+/// Checks the numbers of an export before anything is rendered: a scale that would make
+/// frames larger than [`MAX_FRAME_SIDE`], a hold or frame rate that is not a sane duration.
+pub fn check_options(options: &ExportOptions, shape: ImageShape) -> Result<(), String> {
+    let side = shape.h.max(shape.w) as u64 * options.scale.max(1) as u64 * 2 + 8;
+    if options.scale == 0 || side > MAX_FRAME_SIDE {
+        let max = (MAX_FRAME_SIDE - 8) / 2 / shape.h.max(shape.w).max(1) as u64;
+        return Err(format!(
+            "--scale {} is out of range for {}×{} images: 1 to {max}",
+            options.scale, shape.w, shape.h
+        ));
+    }
+    if !(0.0..=MAX_HOLD_SECONDS).contains(&options.hold_seconds) {
+        return Err(format!("--hold must be between 0 and {MAX_HOLD_SECONDS} seconds, not {}", options.hold_seconds));
+    }
+    if !(options.fps > 0.0 && options.fps <= 100.0) {
+        return Err(format!("--fps must be above 0 and at most 100, not {}", options.fps));
+    }
+    Ok(())
+}
+
 /// What to write, and where.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExportOptions {
@@ -99,6 +126,20 @@ pub fn step_frame(step: &StepRecord, shape: ImageShape, view: View, scale: u32) 
     }
 }
 
+/// A run folder: `final.png` (x̂₀ of the last step) and everything
+/// [`Trajectory::write_dir`] writes, so `morphogen export --run` can read it back.
+pub fn write_run(traj: &Trajectory, dir: &Path, overwrite: bool) -> Result<Vec<PathBuf>, String> {
+    let mut written = Vec::new();
+    if let Some(img) = traj.final_image() {
+        let p = dir.join("final.png");
+        let png = frame::encode_png(&frame::render(img, traj.shape, 1));
+        atomic::write_bytes(&p, overwrite, &png).map_err(|e| e.to_string())?;
+        written.push(p);
+    }
+    written.extend(traj.write_dir(dir, overwrite)?);
+    Ok(written)
+}
+
 /// The recipe path written beside an export file: `name.gif` → `name.gif.recipe.json`.
 pub fn recipe_path_for(path: &Path) -> PathBuf {
     let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
@@ -116,6 +157,7 @@ pub fn export_all(
     if traj.steps.is_empty() {
         return Err("the run has no steps to export".into());
     }
+    check_options(options, traj.shape)?;
     let last = traj.steps.len() - 1;
     let (a, b) = options.steps.unwrap_or((0, last));
     if b > last {
@@ -123,6 +165,16 @@ pub fn export_all(
     }
     let chosen: Vec<&StepRecord> = traj.steps[a..=b].iter().collect();
     let scale = options.scale.max(1);
+    let panels = if options.view == View::Both { 2 } else { 1 };
+    let frame_bytes = (traj.shape.h as u64 * scale as u64 + 8) * (traj.shape.w as u64 * scale as u64 * panels + 8) * 4;
+    if frame_bytes.saturating_mul(chosen.len() as u64) > MAX_EXPORT_BYTES {
+        return Err(format!(
+            "{} frames at scale {scale} would take {:.1} GB in memory (the limit is {:.0} GB): use a smaller scale or fewer steps",
+            chosen.len(),
+            (frame_bytes * chosen.len() as u64) as f64 / 1e9,
+            MAX_EXPORT_BYTES as f64 / 1e9
+        ));
+    }
     let frame_name = |k: usize| format!("frame_{k:04}.png");
 
     // Everything that would be written, checked up front so nothing is half-done.

@@ -95,6 +95,15 @@ fn synthetic(n: usize, shape: ImageShape) -> Vec<f32> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    for (flag, value, max) in [("--n", args.n, 100_000), ("--n-rgb", args.n_rgb, 100_000), ("--reps", args.reps, 1000)]
+    {
+        if value == 0 || value > max {
+            return Err(format!("{flag} must be between 1 and {max}, not {value}"));
+        }
+    }
+    if args.chunk.is_some_and(|c| c == 0 || c > 1 << 28) {
+        return Err(format!("--chunk must be between 1 and {}, not {}", 1 << 28, args.chunk.unwrap_or(0)));
+    }
     let device = engine::device::resolve(args.device)?;
     if let Some(n) = &device.notice {
         eprintln!("note: {n}");

@@ -1,6 +1,5 @@
 //! The headless command line: `morphogen denoise | sample | export | bench`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
@@ -219,7 +218,8 @@ fn parse_color(s: &str) -> Result<data::ColorMode, String> {
 /// Runs a command; errors come back as one clear line for stderr.
 pub fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Studio(args) => crate::ui::run(args),
+        // The binary opens the studio itself, so this layer does not depend on the UI.
+        Command::Studio(_) => Err("the studio is opened by the morphogen binary, not by cli::run".into()),
         Command::Denoise(args) => denoise(args),
         Command::Sample(args) => sample(*args),
         Command::Export(args) => {
@@ -254,47 +254,73 @@ fn resolve_device(choice: DeviceChoice) -> Result<engine::ResolvedDevice, String
 
 /// Reads x as (C,H,W) or (H,W) and checks it fits the training images.
 fn read_image_npy(path: &Path, dataset: &Dataset) -> Result<Vec<f32>, String> {
-    let (shape, values) = data::read_npy_f32(path).map_err(|e| e.to_string())?;
-    let s = dataset.shape;
-    let ok = match shape[..] {
-        [h, w] => s.c == 1 && (h, w) == (s.h, s.w),
-        [c, h, w] => (c, h, w) == (s.c, s.h, s.w),
-        [1, c, h, w] => (c, h, w) == (s.c, s.h, s.w),
-        _ => false,
-    };
-    if !ok {
-        return Err(format!(
-            "{}: shape {shape:?} does not match the training images ({}, {}, {})",
-            path.display(),
-            s.c,
-            s.h,
-            s.w
-        ));
+    data::read_image_npy(path, dataset.shape).map_err(|e| e.to_string())
+}
+
+/// The checks a single denoiser call gets from the command line: a time in (0, 1] and an
+/// odd patch size the machine can use on this image.
+fn check_call_args(
+    t: f64,
+    patch: usize,
+    machine: MachineKind,
+    boundary: engine::Boundary,
+    shape: engine::ImageShape,
+) -> Result<(), String> {
+    if !(t > 0.0 && t <= 1.0) {
+        return Err(format!("--t must be in (0, 1], not {t}"));
     }
-    Ok(values)
+    if patch.is_multiple_of(2) {
+        return Err(format!("--patch {patch} must be odd"));
+    }
+    if machine.uses_patch() {
+        let max = engine::machine::max_patch(machine, boundary, shape.h, shape.w) as usize;
+        if patch > max {
+            let why = if machine == MachineKind::Els && boundary == engine::Boundary::Circular {
+                "a circular window cannot be larger than the image"
+            } else {
+                "larger windows cover the whole image from every pixel"
+            };
+            return Err(format!(
+                "--patch {patch} is too large for {}×{} images: at most {max} for {} with the {} boundary ({why})",
+                shape.w,
+                shape.h,
+                machine.name(),
+                boundary.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn denoise(args: DenoiseArgs) -> Result<(), String> {
+    if !(args.t > 0.0 && args.t <= 1.0) {
+        return Err(format!("--t must be in (0, 1], not {}", args.t));
+    }
     let source = DatasetSource::parse(&args.data.dataset);
     let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
     let x = read_image_npy(&args.input, &dataset)?;
     let (in_shape, _) = data::read_npy_f32(&args.input).map_err(|e| e.to_string())?;
-    if args.patch.is_multiple_of(2) {
-        return Err(format!("--patch {} must be odd", args.patch));
-    }
+    check_call_args(args.t, args.patch, args.machine, args.boundary, dataset.shape)?;
     if !args.force && args.out.exists() {
         return Err(format!("{} already exists (use --force to overwrite)", args.out.display()));
     }
     let device = resolve_device(args.device)?;
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let call = Call::new(args.machine, args.boundary, args.patch, args.schedule.alpha_bar(args.t));
+    denoiser.check_call(&call)?;
     let out = denoiser.denoise(&x, &call, &mut Control::none()).map_err(|e| e.to_string())?;
     data::write_npy_f32(&args.out, &in_shape, &out.x0).map_err(|e| e.to_string())
 }
 
 fn sample(args: SampleArgs) -> Result<(), String> {
     let recipe = match &args.recipe {
-        Some(path) => Recipe::load(path)?,
+        Some(path) => {
+            let (recipe, warnings) = Recipe::read(path)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            recipe
+        }
         None => {
             let patch = match args.patch {
                 Some(p) if p % 2 == 1 => PatchSchedule::Constant { p },
@@ -322,19 +348,28 @@ fn sample(args: SampleArgs) -> Result<(), String> {
         }
     };
     recipe.validate()?;
-    std::fs::create_dir_all(&args.out_dir)
-        .map_err(|e| format!("{}: cannot create folder: {e}", args.out_dir.display()))?;
+    let out_dir = &args.out_dir;
+    if !args.export.force
+        && let Ok(mut entries) = std::fs::read_dir(out_dir)
+        && entries.next().is_some()
+    {
+        return Err(format!(
+            "{} is not empty: choose a new folder, or give --force to write into it (existing files are replaced)",
+            out_dir.display()
+        ));
+    }
     let dataset = Dataset::load(&recipe.dataset, &recipe.load).map_err(|e| e.to_string())?;
     let hash = dataset.content_hash();
     if let Some(expected) = &recipe.dataset_hash
         && *expected != hash
     {
+        // validate() guarantees 64 hex digits, so slicing is safe.
         return Err(format!(
             "{}: the dataset {} no longer matches the recipe (content hash {} ≠ {})",
             args.recipe.as_deref().unwrap_or(Path::new("recipe")).display(),
             recipe.dataset.label(),
             &hash[..12],
-            &expected[..expected.len().min(12)]
+            &expected[..12]
         ));
     }
     if !dataset.report.skipped.is_empty() {
@@ -349,37 +384,50 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     let recipe = Recipe { dataset_hash: Some(hash), device: device.kind, ..recipe };
 
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
+    let shape = dataset.shape;
+    for (_, cfg) in recipe.segments() {
+        for k in 0..cfg.steps {
+            denoiser.check_call(&Call::new(
+                cfg.machine,
+                cfg.boundary,
+                cfg.patch_at(k, shape.h, shape.w) as usize,
+                0.5,
+            ))?;
+        }
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: cannot create folder: {e}", out_dir.display()))?;
     let mut traj = Trajectory::new(recipe.clone(), dataset.shape);
-    let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let cancel = CancelToken::new();
     let steps = recipe.sampler.steps;
+    // Progress in thousandths of a step, so the bar moves within a long step; indicatif
+    // draws nothing when stderr is not a terminal.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(steps as u64 * 1000),
+        indicatif::ProgressDrawTarget::stderr_with_hz(10),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} step {msg}  {elapsed_precise}  ETA {eta}  {per_sec}")
+            .expect("a valid template")
+            .with_key("per_sec", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.2} steps/s", s.per_sec() / 1000.0);
+            }),
+    );
     let mut run_step = |sampler: &mut engine::Sampler| {
         let k = sampler.next_step();
+        bar.set_message(format!("{}/{steps}", k + 1));
         let mut progress = |done: usize, total: usize| {
-            if tty {
-                let frac = (k as f64 + done as f64 / total as f64) / steps as f64;
-                let bar = ((frac * 30.0) as usize).min(30);
-                eprint!(
-                    "\r[{}{}] step {}/{steps}  {:>5.1}s",
-                    "#".repeat(bar),
-                    " ".repeat(30 - bar),
-                    k + 1,
-                    started.elapsed().as_secs_f64()
-                );
-            }
+            bar.set_position(k as u64 * 1000 + (done * 1000 / total.max(1)) as u64);
         };
         let mut ctl = Control::new(&cancel, Some(&mut progress));
         sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string())
     };
-    let mut sampler = recipe.start_sampler(dataset.shape.len(), init, &mut run_step, &mut |r| traj.push(r))?;
+    let mut sampler = recipe.start_sampler(shape.len(), init, &mut run_step, &mut |r| traj.push(r))?;
     while !sampler.is_done() {
         traj.push(run_step(&mut sampler)?);
     }
-    if tty {
-        eprintln!();
-    }
-    traj.write_dir(&args.out_dir, true)?;
+    bar.finish_and_clear();
+    export::write_run(&traj, out_dir, args.export.force)?;
     eprintln!("{} steps in {:.2}s; wrote {}", steps, started.elapsed().as_secs_f64(), args.out_dir.display());
     let flags = &args.export;
     if flags.gif.is_some() || flags.apng.is_some() || flags.sheet.is_some() || flags.frames.is_some() {

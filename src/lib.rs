@@ -1,14 +1,17 @@
 //! Morphogen: watch a training-free diffusion model (the ELS machine of Kamb & Ganguli)
 //! invent an image, step by step.
 //!
-//! Layers, arrows pointing down only: `ui` and `cli` → `worker` → `engine`; `data`,
-//! `export`, `recipe` and `trajectory` beside them. The engine knows nothing of the UI.
+//! Layers, arrows pointing down only: `ui` → `worker` → `engine`; `cli` → `engine`; `data`,
+//! `export`, `recipe` and `trajectory` beside them, and `files` (atomic writes) under all
+//! that write. The binary (`main.rs`) dispatches to the studio or the command line, so
+//! neither of those two imports the other. The engine knows nothing of the UI.
 
 pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod export;
+pub mod files;
 pub mod recipe;
 pub mod trajectory;
 pub mod ui;

@@ -1,11 +1,13 @@
 use clap::Parser;
-use morphogen::cli::{Cli, run};
+use morphogen::cli::{Cli, Command, run};
+use morphogen::ui::{self, StudioOptions};
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        None => ui::run(StudioOptions::default()),
+        Some(Command::Studio(args)) => ui::run(StudioOptions { dataset: args.dataset, fresh: args.fresh }),
         Some(command) => run(command),
-        None => morphogen::ui::run(Default::default()),
     };
     if let Err(message) = result {
         eprintln!("error: {message}");

@@ -56,17 +56,74 @@ impl Recipe {
 
     /// Parses and validates a recipe; errors name the file and what is wrong.
     pub fn from_json(text: &str, path: &Path) -> Result<Self, String> {
-        let recipe: Recipe =
-            serde_json::from_str(text).map_err(|e| format!("{}: not a valid recipe: {e}", path.display()))?;
-        recipe.validate().map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(recipe)
+        Self::parse(text, path).map(|(recipe, _)| recipe)
     }
 
-    /// Checks the sampler settings, and that every branch point lies inside both runs.
+    /// Parses and validates a recipe. Errors name the file, the field (`sampler.steps`) and
+    /// the problem, for a wrong type as for a value out of range. Unknown fields are no error
+    /// (a newer Morphogen may write more) but come back as warnings, except a run setting put
+    /// at the top level, which would otherwise be silently ignored.
+    pub fn parse(text: &str, path: &Path) -> Result<(Self, Vec<String>), String> {
+        let file = path.display();
+        let mut unknown = Vec::new();
+        let mut json = serde_json::Deserializer::from_str(text);
+        let recipe: Recipe = {
+            let mut note = |field: serde_ignored::Path| unknown.push(field.to_string());
+            let tracked = serde_ignored::Deserializer::new(&mut json, &mut note);
+            serde_path_to_error::deserialize(tracked).map_err(|e| {
+                let field = e.path().to_string();
+                if field == "." || field.is_empty() {
+                    format!("{file}: not a valid recipe: {}", e.inner())
+                } else {
+                    format!("{file}: field '{field}': {}", e.inner())
+                }
+            })?
+        };
+        json.end().map_err(|e| format!("{file}: not a valid recipe: {e}"))?;
+        let sampler_fields =
+            ["machine", "boundary", "schedule", "patch", "locality_scale", "steps", "t_start", "eta", "seed"];
+        let load_fields = ["class", "subset", "subset_seed", "size", "color"];
+        if let Some(f) = unknown.iter().find(|f| sampler_fields.contains(&f.as_str())) {
+            return Err(format!(
+                "{file}: field '{f}' belongs inside \"sampler\" (as sampler.{f}); it would be ignored here"
+            ));
+        }
+        if let Some(f) = unknown.iter().find(|f| load_fields.contains(&f.as_str())) {
+            return Err(format!("{file}: field '{f}' belongs inside \"load\" (as load.{f}); it would be ignored here"));
+        }
+        recipe.validate().map_err(|e| format!("{file}: {e}"))?;
+        let warnings = unknown.into_iter().map(|f| format!("{file}: unknown field '{f}' ignored")).collect();
+        Ok((recipe, warnings))
+    }
+
+    /// Checks every field's range, and that every branch point lies inside both runs.
     pub fn validate(&self) -> Result<(), String> {
-        self.sampler.validate()?;
+        self.sampler.validate().map_err(|e| format!("sampler: {e}"))?;
+        if let Some(hash) = &self.dataset_hash
+            && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!(
+                "field 'dataset_hash' must be 64 hexadecimal digits (a SHA-256), not {:?}",
+                hash.chars().take(80).collect::<String>()
+            ));
+        }
+        if let crate::data::DatasetSource::Bundled(name) = &self.dataset
+            && !crate::data::BUNDLED.iter().any(|b| b.name == name)
+        {
+            let names: Vec<&str> = crate::data::BUNDLED.iter().map(|b| b.name).collect();
+            return Err(format!("field 'dataset': '{name}' is not a bundled dataset ({})", names.join(", ")));
+        }
+        let max_side = crate::data::MAX_SIDE;
+        if let Some((w, h)) = self.load.size
+            && (w == 0 || h == 0 || w > max_side || h > max_side)
+        {
+            return Err(format!("field 'load.size' must be between 1×1 and {max_side}×{max_side}, not {w}×{h}"));
+        }
+        if self.load.subset == Some(0) {
+            return Err("field 'load.subset' must be at least 1 (or absent for every image)".into());
+        }
         if let Some(b) = &self.branched_from {
-            b.recipe.validate()?;
+            b.recipe.validate().map_err(|e| format!("branched_from.recipe: {e}"))?;
             if b.from_step >= self.sampler.steps || b.recipe.sampler.steps != self.sampler.steps {
                 return Err(format!(
                     "the branch at step {} does not fit runs of {} and {} steps",
@@ -99,8 +156,35 @@ impl Recipe {
         }
     }
 
+    /// The run as segments of settings, oldest first: (first step, settings). A plain
+    /// recipe is one segment from step 0; a branch adds one per branch point.
+    pub fn segments(&self) -> Vec<(usize, SamplerConfig)> {
+        match &self.branched_from {
+            None => vec![(0, self.sampler.clone())],
+            Some(b) => {
+                let mut segments = b.recipe.segments();
+                segments.retain(|(from, _)| *from < b.from_step);
+                segments.push((b.from_step, self.sampler.clone()));
+                segments
+            }
+        }
+    }
+
+    /// The recipe the whole branch chain started from (its `init` is the run's start).
+    pub fn root(&self) -> &Recipe {
+        match &self.branched_from {
+            None => self,
+            Some(b) => b.recipe.root(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, String> {
+        Self::read(path).map(|(recipe, _)| recipe)
+    }
+
+    /// [`Recipe::load`] with the warnings about unknown fields.
+    pub fn read(path: &Path) -> Result<(Self, Vec<String>), String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read recipe: {e}", path.display()))?;
-        Self::from_json(&text, path)
+        Self::parse(&text, path)
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! The UI talks to it only through two channels: [`Command`] in, [`Event`] out. Each event
 //! wakes the UI. A run is computed step by step; between steps the worker looks for new
-//! commands, and within a step the shared cancel token stops it at the next key chunk, so a
-//! slider move restarts the run within milliseconds. A panic inside a run becomes an
-//! [`Event::Error`] and the worker carries on.
+//! commands, and inside every long stage (loading a dataset, cutting a key bank, a step's
+//! key chunks, ranking a pixel's votes) the shared cancel token is checked, so a slider move
+//! stops the work within milliseconds. A panic inside a run becomes an [`Event::Error`] and
+//! the worker carries on.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, unbounded};
 
 use crate::data::{Dataset, DatasetSource, LoadOptions};
 use crate::engine::{
-    self, Call, CancelToken, Control, Denoiser, DeviceChoice, ImageShape, Inspection, Sampler, StepRecord,
+    self, Call, CancelToken, Control, Denoiser, DeviceChoice, ImageShape, Inspection, Sampler, SamplerConfig,
+    StepRecord,
 };
 use crate::recipe::Recipe;
 
@@ -25,16 +27,19 @@ pub type RunId = u64;
 /// UI → worker.
 #[derive(Clone, Debug)]
 pub enum Command {
-    /// Start a fresh run of `recipe`.
+    /// Start a fresh run of `recipe`. A recipe that was branched (`branched_from`) or starts
+    /// from a given x (`init`) is replayed whole: every step from 0 is computed and sent.
     Start { run: RunId, recipe: Recipe },
     /// Continue from step `from_step`, whose starting state was `x_t`, with new settings;
     /// earlier steps are kept by the UI.
     Branch { run: RunId, recipe: Recipe, from_step: usize, x_t: Vec<f32> },
     /// Stop the run in flight.
     Cancel,
-    /// Rank the training candidates behind pixel (y, x) of step `step`'s x̂₀.
-    Inspect { run: RunId, step: usize, x_t: Vec<f32>, call: Call, y: usize, x: usize },
-    /// Panic on purpose inside the worker (tests and the debug menu use it).
+    /// Rank the training candidates behind pixel (y, x) of step `step`'s x̂₀. `dataset_hash`
+    /// names the training set the run used: a different loaded set is never ranked instead.
+    Inspect { run: RunId, dataset_hash: Option<String>, step: usize, x_t: Vec<f32>, call: Call, y: usize, x: usize },
+    /// Panic on purpose inside the worker (debug builds only: the tests use it).
+    #[cfg(debug_assertions)]
     Crash,
 }
 
@@ -62,6 +67,13 @@ pub enum Event {
         notice: Option<String>,
     },
     Dataset(Box<DatasetInfo>),
+    /// A run has its data and device: the recipe records these, not what was asked for
+    /// (`auto` becomes the device actually used).
+    Started {
+        run: RunId,
+        device: DeviceChoice,
+        dataset_hash: String,
+    },
     /// Chunks done within the step being computed.
     Progress {
         run: RunId,
@@ -140,12 +152,16 @@ struct Loaded {
     source: DatasetSource,
     options: LoadOptions,
     device: DeviceChoice,
+    hash: String,
     denoiser: Denoiser,
 }
 
 struct Active {
     run: RunId,
     sampler: Sampler,
+    /// Later segments of a replayed branched recipe: at `from_step` the run switches to
+    /// these settings, oldest first.
+    then: std::collections::VecDeque<(usize, SamplerConfig)>,
 }
 
 struct Worker {
@@ -193,11 +209,7 @@ impl Worker {
                 None => self.step(),
             }));
             if let Err(panic) = outcome {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
+                let message = panic_text(&panic);
                 let run = self.active.take().map(|a| a.run);
                 // The device state may be inconsistent after a panic: start clean.
                 self.loaded = None;
@@ -220,15 +232,33 @@ impl Worker {
                 self.active = None;
                 self.fresh_token();
             }
-            Command::Inspect { run, step, x_t, call, y, x } => {
+            Command::Inspect { run, dataset_hash, step, x_t, call, y, x } => {
+                let token = self.fresh_token();
                 let Some(loaded) = &self.loaded else {
                     return self
                         .emit(Event::Error { run: Some(run), message: "no dataset is loaded to inspect".into() });
                 };
-                let result = loaded.denoiser.inspect(&x_t, &call, y, x, 24);
+                let shape = loaded.denoiser.shape();
+                if dataset_hash.as_ref().is_some_and(|h| *h != loaded.hash) || x_t.len() != shape.len() {
+                    return self.emit(Event::Error {
+                        run: Some(run),
+                        message:
+                            "that run's training set is no longer loaded: switch back to its dataset to inspect it"
+                                .into(),
+                    });
+                }
+                if y >= shape.h || x >= shape.w {
+                    return self.emit(Event::Error {
+                        run: Some(run),
+                        message: format!("pixel ({x}, {y}) is outside the {}×{} image", shape.w, shape.h),
+                    });
+                }
+                let ctl = Control::new(&token, None);
+                let Ok(result) = loaded.denoiser.inspect(&x_t, &call, y, x, 24, &ctl) else { return };
                 let crops = result.votes.iter().map(|v| crop(&loaded.denoiser, v, &call)).collect();
                 self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops });
             }
+            #[cfg(debug_assertions)]
             Command::Crash => panic!("crash requested"),
         }
     }
@@ -243,22 +273,28 @@ impl Worker {
         Ok(resolved)
     }
 
-    /// Loads the dataset of a recipe unless it is already on the device.
+    /// Loads the dataset of a recipe unless it is already on the device. `Ok(false)`: the
+    /// load was cancelled by a newer command.
     fn ensure_loaded(
         &mut self,
         source: &DatasetSource,
         options: &LoadOptions,
         device: DeviceChoice,
-    ) -> Result<(), String> {
+        token: &CancelToken,
+    ) -> Result<bool, String> {
         if let Some(l) = &self.loaded
             && l.source == *source
             && l.options == *options
             && l.device == device
         {
-            return Ok(());
+            return Ok(true);
         }
         let resolved = self.device(device)?;
-        let dataset = Dataset::load(source, options).map_err(|e| e.to_string())?;
+        let dataset = match Dataset::load_cancellable(source, options, &|| token.is_cancelled()) {
+            Ok(d) => d,
+            Err(_) if token.is_cancelled() => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
         let step = (dataset.len() / 24).max(1);
         let info = DatasetInfo {
             source: source.clone(),
@@ -272,34 +308,72 @@ impl Worker {
             thumbnails: (0..dataset.len()).step_by(step).take(24).map(|k| dataset.image(k).to_vec()).collect(),
         };
         let denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
-        self.loaded = Some(Loaded { source: source.clone(), options: options.clone(), device, denoiser });
+        let hash = info.hash.clone();
+        self.loaded = Some(Loaded { source: source.clone(), options: options.clone(), device, hash, denoiser });
         self.emit(Event::Dataset(Box::new(info)));
-        Ok(())
+        Ok(true)
     }
 
     fn begin(&mut self, run: RunId, recipe: Recipe, branch: Option<(usize, Vec<f32>)>) {
         self.active = None;
-        self.fresh_token();
-        if let Err(message) = recipe.sampler.validate() {
-            return self.emit(Event::Error { run: Some(run), message });
+        let token = self.fresh_token();
+        match self.prepare(run, &recipe, branch, &token) {
+            Ok(Some(active)) => self.active = Some(active),
+            Ok(None) => {} // cancelled while loading: a newer command is waiting
+            Err(message) => self.emit(Event::Error { run: Some(run), message }),
         }
-        if let Err(message) = self.ensure_loaded(&recipe.dataset, &recipe.load, recipe.device) {
-            return self.emit(Event::Error { run: Some(run), message });
+    }
+
+    /// Everything a run needs before its first step: the data, the device, the checks that
+    /// every step fits in memory, and the sampler (for a replayed branch, its segments).
+    fn prepare(
+        &mut self,
+        run: RunId,
+        recipe: &Recipe,
+        branch: Option<(usize, Vec<f32>)>,
+        token: &CancelToken,
+    ) -> Result<Option<Active>, String> {
+        recipe.validate()?;
+        if !self.ensure_loaded(&recipe.dataset, &recipe.load, recipe.device, token)? {
+            return Ok(None);
         }
-        let len = self.loaded.as_ref().map(|l| l.denoiser.shape().len()).unwrap_or(0);
+        let loaded = self.loaded.as_ref().expect("just loaded");
+        if let Some(expected) = &recipe.dataset_hash
+            && *expected != loaded.hash
+        {
+            return Err(format!(
+                "the dataset {} no longer matches the recipe (its content hash changed), so the run cannot be reproduced",
+                recipe.dataset.label()
+            ));
+        }
+        let shape = loaded.denoiser.shape();
+        let mut segments: std::collections::VecDeque<_> = recipe.segments().into();
+        for (_, cfg) in &segments {
+            for k in 0..cfg.steps {
+                let call = Call::new(cfg.machine, cfg.boundary, cfg.patch_at(k, shape.h, shape.w) as usize, 0.5);
+                loaded.denoiser.check_call(&call)?;
+            }
+        }
+        let device =
+            self.devices.iter().find(|(c, _)| *c == recipe.device).map(|(_, d)| d.kind).unwrap_or(recipe.device);
+        let hash = loaded.hash.clone();
         let sampler = match branch {
-            Some((step, x_t)) if x_t.len() == len && step < recipe.sampler.steps => {
-                Sampler::resume(recipe.sampler, step, x_t)
+            Some((step, x_t)) if x_t.len() == shape.len() && step < recipe.sampler.steps => {
+                segments.clear();
+                Sampler::resume(recipe.sampler.clone(), step, x_t)
             }
-            Some(_) => {
-                return self.emit(Event::Error {
-                    run: Some(run),
-                    message: "cannot branch: the step is outside the new run".into(),
-                });
+            Some(_) => return Err("cannot branch: the step is outside the new run".into()),
+            None => {
+                let init = match recipe.root().init.as_deref() {
+                    Some(path) => Some(crate::data::read_image_npy(path, shape).map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                let (_, first) = segments.pop_front().expect("a recipe has at least one segment");
+                Sampler::new(first, shape.len(), init)
             }
-            None => Sampler::new(recipe.sampler, len, None),
         };
-        self.active = Some(Active { run, sampler });
+        self.emit(Event::Started { run, device, dataset_hash: hash });
+        Ok(Some(Active { run, sampler, then: segments }))
     }
 
     fn step(&mut self) {
@@ -310,6 +384,10 @@ impl Worker {
         };
         let run = active.run;
         let step = active.sampler.next_step();
+        if active.then.front().is_some_and(|(from, _)| *from == step) {
+            let (from, cfg) = active.then.pop_front().expect("checked");
+            active.sampler = Sampler::resume(cfg, from, active.sampler.state().to_vec());
+        }
         let tx = self.tx.clone();
         let wake = &self.wake;
         let mut last = Instant::now();
@@ -339,6 +417,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// The message a panic carried.
+pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// The part of a training image a vote refers to: the P×P patch around its centre for the

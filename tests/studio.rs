@@ -234,10 +234,14 @@ fn real_worker_survives_a_panic_and_runs_again() {
     };
     wait(&mut h, &|a| a.history.current().is_some_and(|r| r.finished));
     assert_eq!(h.state().history.current().unwrap().steps.len(), 4);
-    h.state().worker.send(Command::Crash);
-    wait(&mut h, &|a| !a.errors.is_empty());
-    assert!(h.state().errors[0].contains("crash requested"));
-    h.state_mut().errors.clear();
+    // The crash command exists only in debug builds.
+    #[cfg(debug_assertions)]
+    {
+        h.state().worker.send(Command::Crash);
+        wait(&mut h, &|a| !a.errors.is_empty());
+        assert!(h.state().errors[0].contains("crash requested"));
+        h.state_mut().errors.clear();
+    }
     h.state_mut().restart();
     wait(&mut h, &|a| a.history.current().is_some_and(|r| r.finished));
     assert_eq!(h.state().history.current().unwrap().steps.len(), 4);
@@ -262,4 +266,196 @@ fn real_worker_survives_a_panic_and_runs_again() {
     h.run_steps(2);
     assert!(h.state().export.confirm.is_none());
     assert_eq!(std::fs::read(&gif[0]).unwrap(), before);
+}
+
+/// Presses on the "locality scale" slider, drags it `frames` frames to the right (one frame
+/// each), and returns where the pointer is, still held.
+fn drag_locality(h: &mut Harness<'static, StudioApp>, frames: usize) -> egui::Pos2 {
+    let rect = h.get_by_role_and_label(egui::accesskit::Role::Slider, "locality scale").rect();
+    let mut pos = rect.left_center() + egui::vec2(rect.width() * 0.3, 0.0);
+    h.hover_at(pos);
+    h.step();
+    h.drag_at(pos);
+    h.step();
+    for _ in 0..frames {
+        pos.x += 2.0;
+        h.hover_at(pos);
+        h.step();
+    }
+    pos
+}
+
+#[test]
+fn dragging_a_slider_for_30_frames_makes_exactly_one_new_run() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 3);
+    let runs_before = h.state().history.runs.len();
+    let scale_before = h.state().settings.locality_scale;
+    let pos = drag_locality(&mut h, 30);
+    assert_ne!(h.state().settings.locality_scale, scale_before, "the drag moves the slider");
+    assert!(drain(&rx).is_empty(), "nothing restarts while the pointer is held and moving");
+    assert_eq!(h.state().history.runs.len(), runs_before);
+    h.drop_at(pos);
+    h.run_steps(2);
+    let starts: Vec<_> = drain(&rx).into_iter().filter(|c| matches!(c, Command::Start { .. })).collect();
+    assert_eq!(starts.len(), 1, "one restart when the drag ends");
+    let Command::Start { recipe, .. } = &starts[0] else { unreachable!() };
+    assert_eq!(recipe.sampler.locality_scale, h.state().settings.locality_scale);
+    assert_eq!(h.state().history.runs.len(), runs_before + 1);
+    // restarting again before the new run computed anything replaces it instead of piling up
+    h.state_mut().settings.seed = 41;
+    h.run_steps(2);
+    h.state_mut().settings.seed = 42;
+    h.run_steps(2);
+    assert_eq!(drain(&rx).len(), 2);
+    assert_eq!(h.state().history.runs.len(), runs_before + 1);
+}
+
+#[test]
+fn a_branching_drag_recomputes_from_the_same_step_for_the_whole_drag() {
+    let (mut h, rx, tx) = harness(Settings { branch: true, ..Settings::default() });
+    started_with_steps(&mut h, &rx, &tx, 6);
+    h.state_mut().time.cursor = 2;
+    h.state_mut().time.follow = false;
+    let runs_before = h.state().history.runs.len();
+    let pos = drag_locality(&mut h, 10);
+    assert!(drain(&rx).is_empty());
+    // hold still past the settle time: the change applies mid-drag, as a branch from step 2
+    std::thread::sleep(morphogen::ui::live::SETTLE + std::time::Duration::from_millis(20));
+    h.step();
+    let cmds = drain(&rx);
+    let [Command::Branch { from_step, .. }] = cmds.as_slice() else { panic!("{cmds:?}") };
+    assert_eq!(*from_step, 2);
+    // the branch follows its new steps, and the drag goes on
+    assert!(h.state().time.follow);
+    let mut pos = pos;
+    for _ in 0..10 {
+        pos.x += 2.0;
+        h.hover_at(pos);
+        h.step();
+    }
+    h.drop_at(pos);
+    h.run_steps(2);
+    let cmds = drain(&rx);
+    let [Command::Branch { from_step, x_t, recipe, .. }] = cmds.as_slice() else { panic!("{cmds:?}") };
+    assert_eq!(*from_step, 2, "still from the step the drag started on");
+    assert_eq!(x_t, &vec![2.0 / 20.0; 64], "with the state at that step");
+    assert_eq!(recipe.branched_from.as_ref().unwrap().recipe.sampler.locality_scale, 1.0);
+    let cur = h.state().history.current().unwrap();
+    assert_eq!(cur.steps.len(), 2, "steps 0 and 1 kept");
+    assert_eq!(h.state().history.runs.len(), runs_before + 1, "the unstarted branch was replaced");
+}
+
+#[test]
+fn a_restart_keeps_the_old_images_dimmed_until_the_new_step() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 4);
+    h.get_by_label("Local").click();
+    h.run_steps(2);
+    let Some(Command::Start { run, .. }) = drain(&rx).pop() else { panic!("no restart") };
+    let stale = h.state().stale.as_ref().expect("the last images are kept");
+    assert_eq!(stale.step.record.step, 3);
+    assert!(stale.label.contains("ELS"), "{}", stale.label);
+    h.get_by_label_contains("still showing the previous run");
+    tx.send(step(run, 0)).unwrap();
+    h.run_steps(2);
+    assert!(h.state().stale.is_none());
+    assert!(h.query_by_label_contains("still showing the previous run").is_none());
+}
+
+#[test]
+fn the_recipe_records_the_device_and_data_the_worker_used() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    let id = started_with_steps(&mut h, &rx, &tx, 1);
+    assert_eq!(h.state().history.current().unwrap().recipe.device, morphogen::engine::DeviceChoice::Auto);
+    tx.send(Event::Started { run: id, device: morphogen::engine::DeviceChoice::Cpu, dataset_hash: "ab".repeat(32) })
+        .unwrap();
+    h.run_steps(2);
+    let recipe = &h.state().history.current().unwrap().recipe;
+    assert_eq!(recipe.device, morphogen::engine::DeviceChoice::Cpu);
+    assert_eq!(recipe.dataset_hash.as_deref(), Some("ab".repeat(32).as_str()));
+}
+
+#[test]
+fn an_export_that_crashes_becomes_a_message_and_frees_the_panel() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 2);
+    let out = tempfile::tempdir().unwrap();
+    let run = h.state().history.current().unwrap();
+    let snapshot = morphogen::ui::export_panel::Snapshot {
+        traj: morphogen::trajectory::Trajectory { recipe: run.recipe.clone(), shape: run.shape, steps: Vec::new() },
+        cursor: 5, // no such step: rendering it panics inside the export thread
+        options: morphogen::export::ExportOptions { scale: 1, fps: 10.0, ..Default::default() },
+    };
+    h.state_mut().start_export(ExportKind::Frame, snapshot, out.path().join("f.png"), false);
+    let msg = h.state_mut().wait_for_export().unwrap();
+    assert!(msg.contains("crashed"), "{msg}");
+    assert!(!h.state().export.is_running());
+    assert!(!out.path().join("f.png").exists());
+}
+
+#[test]
+fn an_export_writes_what_was_on_screen_when_its_button_was_clicked() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    let id = started_with_steps(&mut h, &rx, &tx, 3);
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().export.paths = PathSource::Fixed(out.path().into());
+    // the trajectory folder exists already, so the export waits on "Overwrite?"
+    let name = "mnist_els_seed0_trajectory";
+    std::fs::create_dir(out.path().join(name)).unwrap();
+    h.state_mut().ask_path(ExportKind::Trajectory);
+    assert!(h.state().export.confirm.is_some());
+    // meanwhile the run moves on
+    tx.send(step(id, 3)).unwrap();
+    tx.send(step(id, 4)).unwrap();
+    h.run_steps(2);
+    assert_eq!(h.state().history.current().unwrap().steps.len(), 5);
+    h.get_by_label("Overwrite").click();
+    h.run_steps(2);
+    let msg = h.state_mut().wait_for_export().unwrap();
+    assert!(msg.starts_with("wrote"), "{msg}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join(name).join("steps.json")).unwrap()).unwrap();
+    assert_eq!(meta.as_array().unwrap().len(), 3, "the three steps shown at the click");
+}
+
+#[test]
+fn opening_a_recipe_runs_it_exactly_or_says_why_not() {
+    use morphogen::engine::PatchSchedule;
+    use morphogen::recipe::{Branch, Recipe};
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 2);
+    let dir = tempfile::tempdir().unwrap();
+    h.state_mut().export.paths = PathSource::Fixed(dir.path().into());
+    let mut parent = Recipe::default();
+    parent.sampler.steps = 6;
+    let mut recipe = parent.clone();
+    recipe.sampler.patch = PatchSchedule::List { per_step: vec![15, 13, 9, 7, 5, 3] };
+    recipe.sampler.locality_scale = 1.5;
+    recipe.branched_from = Some(Box::new(Branch { from_step: 2, recipe: parent }));
+    std::fs::write(dir.path().join("recipe.json"), recipe.to_json()).unwrap();
+    h.get_by_label("Open recipe…").click();
+    h.run_steps(2);
+    let cmds = drain(&rx);
+    let Some(Command::Start { recipe: sent, .. }) = cmds.last() else { panic!("{cmds:?}") };
+    assert_eq!(sent, &recipe, "the whole recipe runs: list, branch and all");
+    let s = &h.state().settings;
+    assert_eq!(s.patch_mode, morphogen::ui::settings::PatchMode::List);
+    assert_eq!(s.patch_list, vec![15, 13, 9, 7, 5, 3]);
+    assert_eq!(s.locality_scale, 1.5);
+    let segments = &h.state().history.current().unwrap().segments;
+    assert_eq!(segments.iter().map(|s| s.from_step).collect::<Vec<_>>(), vec![0, 2]);
+    // nothing restarts on the next frame: the settings match the recipe
+    h.run_steps(2);
+    assert!(drain(&rx).is_empty());
+
+    // out of the studio's range: refused with a message, not clamped into another run
+    let mut long = Recipe::default();
+    long.sampler.steps = 5000;
+    std::fs::write(dir.path().join("recipe.json"), long.to_json()).unwrap();
+    h.get_by_label("Open recipe…").click();
+    h.run_steps(2);
+    assert!(drain(&rx).is_empty());
+    h.get_by_label_contains("sampler.steps = 5000 is outside the studio's range");
+    assert_eq!(h.state().settings.steps, 6);
 }

@@ -5,24 +5,16 @@ use std::time::Instant;
 
 use egui::{Key, TextureHandle, TextureOptions, Ui};
 
-use crate::engine::{Call, Inspection};
+use crate::engine::Call;
 use crate::worker::{Command, DatasetInfo, Event, RunId, WorkerHandle};
 
 use super::canvas::{self, CanvasState};
 use super::export_panel::ExportPanel;
-use super::history::{History, Run, Segment, color_image};
+use super::history::{History, Run, Segment, StepView, color_image};
+use super::inspector::{InspectView, Inspector};
+use super::live::{Decision, Frame, LiveEdit};
 use super::settings::Settings;
-use super::timeline::{self, StepMark, TimeCommand, TimeControl};
-
-/// A pixel's votes as the inspector shows them.
-pub struct InspectView {
-    pub run: RunId,
-    pub step: usize,
-    pub y: usize,
-    pub x: usize,
-    pub result: Inspection,
-    pub crops: Vec<TextureHandle>,
-}
+use super::timeline::{TimeCommand, TimeControl, TimelineView};
 
 /// Frame-time statistics for the debug overlay (the UI must stay at 60 fps while a step runs).
 #[derive(Default)]
@@ -55,10 +47,29 @@ impl FrameStats {
     }
 }
 
+/// The last images of a run that a restart replaced, shown dimmed until the new run's first
+/// step arrives: at a large locality scale that takes seconds, and a blank canvas in the
+/// middle of a drag loses the picture the user was comparing against.
+pub struct StaleView {
+    pub step: StepView,
+    pub shape: crate::engine::ImageShape,
+    /// What the old run used (its segment label).
+    pub label: String,
+}
+
+/// The run in view: `viewing`, or the current run.
+fn shown(history: &History, viewing: Option<RunId>) -> Option<&Run> {
+    match viewing {
+        Some(id) => history.runs.iter().find(|r| r.id == id).or(history.current()),
+        None => history.current(),
+    }
+}
+
 pub struct StudioApp {
     pub settings: Settings,
-    /// The settings of the run in flight: a difference means the user moved a control.
-    pub applied: Option<Settings>,
+    /// Turns control changes into restarts and branches (debounced; see `live`).
+    pub live: LiveEdit,
+    pub stale: Option<StaleView>,
     pub worker: WorkerHandle,
     pub history: History,
     pub time: TimeControl,
@@ -71,7 +82,8 @@ pub struct StudioApp {
     pub progress: Option<(usize, usize, usize)>,
     pub computing: bool,
     pub errors: Vec<String>,
-    pub inspect: Option<InspectView>,
+    /// The pixel inspector's state (the votes of the last clicked pixel).
+    pub inspector: Inspector,
     pub canvas: CanvasState,
     pub frames: FrameStats,
     pub show_debug: bool,
@@ -79,6 +91,8 @@ pub struct StudioApp {
     /// Which past run is shown (None = the current one).
     pub viewing: Option<RunId>,
     pub(crate) folder_pick: Option<crossbeam_channel::Receiver<Option<std::path::PathBuf>>>,
+    /// File dialogs asked for this frame; opened with the window as parent in `App::ui`.
+    pub(crate) dialogs: super::dialogs::Dialogs,
     /// Lets export threads wake the UI when they finish.
     pub(crate) export_wake: Option<egui::Context>,
 }
@@ -87,7 +101,8 @@ impl StudioApp {
     pub fn new(settings: Settings, worker: WorkerHandle) -> Self {
         Self {
             settings,
-            applied: None,
+            live: LiveEdit::default(),
+            stale: None,
             worker,
             history: History::default(),
             time: TimeControl::default(),
@@ -99,23 +114,21 @@ impl StudioApp {
             progress: None,
             computing: false,
             errors: Vec::new(),
-            inspect: None,
+            inspector: Inspector::default(),
             canvas: CanvasState::default(),
             frames: FrameStats::default(),
             show_debug: false,
             export: ExportPanel::default(),
             viewing: None,
             folder_pick: None,
+            dialogs: Default::default(),
             export_wake: None,
         }
     }
 
     /// The run the timeline and canvas show.
     pub fn shown_run(&self) -> Option<&Run> {
-        match self.viewing {
-            Some(id) => self.history.runs.iter().find(|r| r.id == id).or(self.history.current()),
-            None => self.history.current(),
-        }
+        shown(&self.history, self.viewing)
     }
 
     fn dataset_hash(&self) -> Option<String> {
@@ -127,55 +140,69 @@ impl StudioApp {
 
     /// Starts a fresh run of the current settings.
     pub fn restart(&mut self) {
+        let recipe = self.settings.recipe(self.dataset_hash());
+        self.start_recipe(recipe);
+    }
+
+    /// Starts a run of `recipe` exactly as given: a recipe opened from a file keeps its
+    /// branch history and initial state, which the settings cannot express.
+    pub fn start_recipe(&mut self, recipe: crate::recipe::Recipe) {
         let run = self.next_run;
         self.next_run += 1;
-        let recipe = self.settings.recipe(self.dataset_hash());
+        self.keep_stale_view();
+        let segments = recipe
+            .segments()
+            .iter()
+            .map(|(from_step, cfg)| Segment { from_step: *from_step, label: super::settings::segment_label(cfg) })
+            .collect();
         self.history.start(Run {
             id: run,
             shape: self.dataset.as_ref().map(|d| d.shape).unwrap_or(crate::engine::ImageShape { c: 1, h: 1, w: 1 }),
-            total_steps: self.settings.steps,
+            total_steps: recipe.sampler.steps,
             steps: Vec::new(),
-            segments: vec![Segment { from_step: 0, label: self.settings.segment_label() }],
+            segments,
             finished: false,
             recipe: recipe.clone(),
+            branch_state: None,
         });
         self.viewing = None;
         self.time = TimeControl::default();
         self.progress = None;
         self.computing = true;
-        self.inspect = None;
-        self.applied = Some(self.settings.clone());
+        self.inspector.view = None;
+        self.live.mark_applied(&self.settings);
         self.worker.send(Command::Start { run, recipe });
     }
 
-    /// Keeps the steps before the cursor and recomputes from the cursor with new settings.
-    pub fn branch(&mut self) {
-        let cursor = self.time.cursor;
+    /// Remembers the images on screen before a restart replaces them (unless a stale view is
+    /// already kept and the current run has nothing newer to show).
+    fn keep_stale_view(&mut self) {
+        let Some(run) = self.shown_run() else { return };
+        let Some(step) = run.steps.get(self.time.cursor).or(run.steps.last()) else { return };
+        let label = run.segments.get(run.segment_of(step.record.step)).map(|s| s.label.clone()).unwrap_or_default();
+        self.stale = Some(StaleView { step: step.clone(), shape: run.shape, label });
+    }
+
+    /// Keeps the current run's steps before `from_step` and recomputes from there with the
+    /// current settings (restarts when the run does not know the state at that step).
+    pub fn branch(&mut self, from_step: usize) {
         let Some(cur) = self.history.current() else { return self.restart() };
-        let Some(step) = cur.steps.get(cursor) else { return self.restart() };
-        let x_t = step.record.x_t.clone();
+        let Some(x_t) = cur.state_at(from_step).map(<[f32]>::to_vec) else { return self.restart() };
         let shape = cur.shape;
-        let mut steps: Vec<_> = Vec::new();
         let mut segments = cur.segments.clone();
-        segments.retain(|s| s.from_step < cursor);
-        segments.push(Segment { from_step: cursor, label: self.settings.segment_label() });
+        segments.retain(|s| s.from_step < from_step);
+        segments.push(Segment { from_step, label: super::settings::segment_label(&self.settings.sampler()) });
         let run = self.next_run;
         self.next_run += 1;
         let mut recipe = self.settings.recipe(self.dataset_hash());
-        let parent = self.history.current().map(|r| r.recipe.clone()).unwrap_or_default();
-        recipe.branched_from = Some(Box::new(crate::recipe::Branch { from_step: cursor, recipe: parent }));
-        // The new run shares the kept steps' records and textures.
-        if let Some(cur) = self.history.current() {
-            for s in cur.steps.iter().take(cursor) {
-                steps.push(super::history::StepView {
-                    record: s.record.clone(),
-                    x_t: s.x_t.clone(),
-                    x0: s.x0.clone(),
-                    delta: s.delta.clone(),
-                    seconds: s.seconds,
-                });
-            }
-        }
+        // The parent is the recipe that computed the kept steps: for a run that is itself an
+        // unstarted branch from the same step, that is its own parent.
+        let parent = match &cur.recipe.branched_from {
+            Some(b) if b.from_step == from_step && cur.computed_nothing() => b.recipe.clone(),
+            _ => cur.recipe.clone(),
+        };
+        recipe.branched_from = Some(Box::new(crate::recipe::Branch { from_step, recipe: parent }));
+        let steps = self.history.kept_steps(from_step);
         self.history.start(Run {
             id: run,
             shape,
@@ -184,43 +211,43 @@ impl StudioApp {
             segments,
             finished: false,
             recipe: recipe.clone(),
+            branch_state: Some(x_t.clone()),
         });
         self.viewing = None;
         self.time.follow = true;
         self.progress = None;
         self.computing = true;
-        self.applied = Some(self.settings.clone());
-        self.worker.send(Command::Branch { run, recipe, from_step: cursor, x_t });
+        self.inspector.view = None;
+        self.live.mark_applied(&self.settings);
+        self.worker.send(Command::Branch { run, recipe, from_step, x_t });
     }
 
-    /// Called once per frame after the controls: a changed setting restarts or branches.
-    fn apply_changes(&mut self) {
-        let Some(old) = self.applied.clone() else { return self.restart() };
-        if old == self.settings {
-            return;
+    /// Called once per frame after the controls: a settled change restarts or branches.
+    fn apply_changes(&mut self, ctx: &egui::Context) {
+        let k = self.time.cursor;
+        let cursor_step =
+            self.history.current().filter(|r| self.viewing.is_none() && r.state_at(k).is_some()).map(|_| k);
+        let frame = Frame { now: Instant::now(), pointer_down: ctx.input(|i| i.pointer.any_down()), cursor_step };
+        match self.live.decide(&self.settings, frame) {
+            Decision::Nothing => {}
+            Decision::Restart => self.restart(),
+            Decision::Branch { from_step } => self.branch(from_step),
         }
-        let run_relevant = {
-            let mut a = old.clone();
-            let mut b = self.settings.clone();
-            // Playback and display settings do not change the run.
-            for s in [&mut a, &mut b] {
-                s.fps = 0.0;
-                s.looping = false;
-                s.show_grid = false;
-                s.show_delta = false;
-                s.branch = false;
+        if self.live.is_pending() {
+            // Come back when the settle time has passed even if nothing else moves.
+            ctx.request_repaint_after(super::live::SETTLE);
+        }
+    }
+
+    /// Opens a recipe: its settings go to the controls and it runs exactly as written.
+    pub fn open_recipe(&mut self, recipe: crate::recipe::Recipe, warnings: Vec<String>) {
+        match self.settings.from_recipe(&recipe) {
+            Ok(settings) => {
+                self.settings = settings;
+                self.errors.extend(warnings);
+                self.start_recipe(recipe);
             }
-            a != b
-        };
-        if !run_relevant {
-            self.applied = Some(self.settings.clone());
-            return;
-        }
-        let has_cursor_step = self.history.current().is_some_and(|r| self.time.cursor < r.steps.len());
-        if self.settings.branch && self.settings.can_branch_from(&old) && has_cursor_step {
-            self.branch();
-        } else {
-            self.restart();
+            Err(e) => self.errors.push(format!("cannot open this recipe: {e}")),
         }
     }
 
@@ -244,14 +271,20 @@ impl StudioApp {
                     && run.steps.is_empty()
                 {
                     run.shape = info.shape;
-                    run.recipe.dataset_hash = Some(info.hash.clone());
                 }
                 self.dataset = Some(*info);
+            }
+            Event::Started { run, device, dataset_hash } => {
+                if let Some(r) = self.history.runs.iter_mut().find(|r| r.id == run) {
+                    r.recipe.device = device;
+                    r.recipe.dataset_hash = Some(dataset_hash);
+                }
             }
             Event::Progress { run, step, done, total } if Some(run) == current => {
                 self.progress = Some((step, done, total))
             }
             Event::Step { run, record, seconds } if Some(run) == current => {
+                self.stale = None;
                 if self.history.push_step(ctx, run, *record, seconds) {
                     let n = self.history.current().map(|r| r.steps.len()).unwrap_or(0);
                     if self.viewing.is_none() {
@@ -275,7 +308,7 @@ impl StudioApp {
                         ctx.load_texture(format!("vote{k}"), color_image(img, *shape), TextureOptions::NEAREST)
                     })
                     .collect();
-                self.inspect = Some(InspectView { run, step, y, x, result: *result, crops });
+                self.inspector.view = Some(InspectView { run, step, y, x, result: *result, crops });
             }
             Event::Error { run, message } => {
                 if run.is_none() || run == current {
@@ -333,7 +366,8 @@ impl StudioApp {
         let mut call =
             Call::new(run.recipe.sampler.machine, run.recipe.sampler.boundary, r.patch as usize, r.alpha_bar);
         call.entropy = false;
-        let cmd = Command::Inspect { run: run.id, step: r.step, x_t: r.x_t.clone(), call, y, x };
+        let dataset_hash = run.recipe.dataset_hash.clone();
+        let cmd = Command::Inspect { run: run.id, dataset_hash, step: r.step, x_t: r.x_t.clone(), call, y, x };
         self.worker.send(cmd);
     }
 
@@ -355,7 +389,7 @@ impl StudioApp {
         });
         egui::Panel::right("inspector").resizable(true).default_size(280.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
-                self.inspector(ui);
+                self.inspector.ui(ui);
                 ui.separator();
                 self.export_ui(ui);
             });
@@ -373,7 +407,7 @@ impl StudioApp {
         if self.time.tick(dt, self.settings.fps, available, self.settings.looping) {
             ctx.request_repaint();
         }
-        self.apply_changes();
+        self.apply_changes(&ctx);
         self.export.poll(&ctx);
         self.show_errors(&ctx);
     }
@@ -415,111 +449,23 @@ impl StudioApp {
     }
 
     fn timeline_ui(&mut self, ui: &mut Ui, cmds: &mut Vec<TimeCommand>) {
-        let Some(run) = self.shown_run() else {
+        let live = self.viewing.is_none() && self.computing;
+        let Some(run) = shown(&self.history, self.viewing) else {
             ui.label("Waiting for the first step…");
             return;
         };
-        // Everything the widgets below need, read before they borrow `self` mutably.
-        let total = run.total_steps.max(1);
-        let cfg = &run.recipe.sampler;
-        let shape = run.shape;
-        let marks: Vec<StepMark> = (0..total)
-            .map(|k| {
-                let computed = k < run.steps.len();
-                let (t, p) = match run.steps.get(k) {
-                    Some(s) => (s.record.t, s.record.patch),
-                    None => (cfg.t_of_step(k), cfg.patch_at(k, shape.h, shape.w)),
-                };
-                let seg = run.segment_of(k);
-                let state = if computed { "computed" } else { "pending" };
-                StepMark {
-                    computed,
-                    segment: seg,
-                    hover: format!("step {k}  t = {t:.3}  P = {p}  ({state})\n{}", run.segments[seg].label),
-                }
-            })
-            .collect();
-        let live = self.viewing.is_none() && self.computing;
-        let done = run.steps.len();
-        let finished = run.finished;
-        let total_seconds: f64 = run.steps.iter().map(|s| s.seconds).sum();
-        let readout = run.steps.get(self.time.cursor).map(|s| {
-            format!(
-                "step {} / {}   t = {:.3}   ᾱ = {:.4}   P = {}",
-                s.record.step,
-                total - 1,
-                s.record.t,
-                s.record.alpha_bar,
-                s.record.patch
-            )
-        });
-        let computing = if live {
-            self.progress.map(|(k, d, t)| (k, d as f32 / t.max(1) as f32)).or(Some((done, 0.0)))
-        } else {
-            None
+        let view = TimelineView {
+            run,
+            live,
+            progress: self.progress,
+            looping: &mut self.settings.looping,
+            fps: &mut self.settings.fps,
         };
-
-        ui.horizontal(|ui| {
-            if ui.button("First").on_hover_text("First step (Home)").clicked() {
-                cmds.push(TimeCommand::First);
-            }
-            if ui.button("Back").on_hover_text("Step back (←)").clicked() {
-                cmds.push(TimeCommand::StepBack);
-            }
-            let play = if self.time.playing { "Pause" } else { "Play" };
-            if ui.button(play).on_hover_text("Play or pause (Space)").clicked() {
-                cmds.push(TimeCommand::TogglePlay);
-            }
-            if ui.button("Next").on_hover_text("Step forward (→)").clicked() {
-                cmds.push(TimeCommand::StepForward);
-            }
-            if ui.button("Last").on_hover_text("Last step (End)").clicked() {
-                cmds.push(TimeCommand::Last);
-            }
-            ui.checkbox(&mut self.settings.looping, "Loop");
-            ui.add(egui::Slider::new(&mut self.settings.fps, 1.0..=60.0).text("fps").logarithmic(true));
-            let mut follow = self.time.follow;
-            if ui.checkbox(&mut follow, "Follow").on_hover_text("Show each new step as it arrives").changed() {
-                cmds.push(if follow { TimeCommand::Follow } else { TimeCommand::Seek(self.time.cursor) });
-            }
-            ui.separator();
-            if let Some(text) = readout {
-                ui.label(text);
-            }
-        });
-        if let Some(k) = timeline::scrubber(ui, &marks, self.time.cursor, computing) {
-            cmds.push(TimeCommand::Seek(k));
-        }
-        ui.horizontal(|ui| {
-            if live {
-                let avg = if done > 0 { total_seconds / done as f64 } else { 0.0 };
-                let frac = self.progress.map(|(_, d, t)| d as f64 / t.max(1) as f64).unwrap_or(0.0);
-                let eta = avg * ((total - done) as f64 - frac).max(0.0);
-                let chunks = self
-                    .progress
-                    .map(|(k, d, t)| format!("step {k}: chunk {d}/{t}"))
-                    .unwrap_or_else(|| "starting…".into());
-                ui.add(
-                    egui::ProgressBar::new(((done as f64 + frac) / total as f64) as f32)
-                        .desired_width(240.0)
-                        .text(chunks),
-                );
-                if done > 0 {
-                    ui.label(format!("ETA {eta:.1} s  ({avg:.2} s/step)"));
-                }
-                if ui.button("Stop").clicked() {
-                    self.worker.send(Command::Cancel);
-                    self.computing = false;
-                }
-            } else if finished {
-                ui.label(format!("done: {done} steps in {total_seconds:.2} s"));
-            }
-        });
-        let cursor = self.time.cursor;
-        if let Some(run) = self.shown_run()
-            && let Some(k) = super::plots::stats_plot(ui, run, cursor)
-        {
-            cmds.push(TimeCommand::Seek(k));
+        let out = self.time.ui(ui, view);
+        cmds.extend(out.commands);
+        if out.stop {
+            self.worker.send(Command::Cancel);
+            self.computing = false;
         }
     }
 
@@ -527,65 +473,47 @@ impl StudioApp {
         let cursor = self.time.cursor;
         let grid = self.settings.show_grid;
         let show_delta = self.settings.show_delta;
-        let marker = self.inspect.as_ref().filter(|i| i.step == cursor).map(|i| (i.y, i.x));
+        let marker = self.inspector.marker(cursor);
         let Some(run) = self.shown_run() else {
             ui.centered_and_justified(|ui| ui.label("Loading the dataset and starting the first run…"));
             return;
         };
-        let Some(step) = run.steps.get(cursor).or(run.steps.last()) else {
-            ui.centered_and_justified(|ui| ui.spinner());
-            return;
+        let (step, shape, stale) = match (run.steps.get(cursor).or(run.steps.last()), &self.stale) {
+            (Some(step), _) => (step, run.shape, None),
+            (None, Some(old)) if self.viewing.is_none() => (&old.step, old.shape, Some(old.label.as_str())),
+            (None, _) => {
+                ui.centered_and_justified(|ui| ui.spinner());
+                return;
+            }
         };
+        if let Some(label) = stale {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(
+                    egui::RichText::new(format!(
+                        "computing the new settings… still showing the previous run ({label})"
+                    ))
+                    .weak(),
+                );
+            });
+        }
         // Texture handles are reference-counted; the value arrays are a few KB.
         let (x_t, x0, delta) = (step.x_t.clone(), step.x0.clone(), step.delta.clone());
         let (xv, x0v) = (step.record.x_t.clone(), step.record.x0_hat.clone());
-        let shape = run.shape;
+        let tint = if stale.is_some() { egui::Color32::from_gray(90) } else { egui::Color32::WHITE };
         let mut panels = vec![
-            canvas::Panel { title: "x_t (noisy state)", texture: &x_t, values: Some(&xv) },
-            canvas::Panel { title: "x̂₀ (denoiser's estimate)", texture: &x0, values: Some(&x0v) },
+            canvas::Panel { title: "x_t (noisy state)", texture: &x_t, values: Some(&xv), tint },
+            canvas::Panel { title: "x̂₀ (denoiser's estimate)", texture: &x0, values: Some(&x0v), tint },
         ];
         if show_delta {
-            panels.push(canvas::Panel { title: "|Δx̂₀| since previous step", texture: &delta, values: None });
+            panels.push(canvas::Panel { title: "|Δx̂₀| since previous step", texture: &delta, values: None, tint });
         }
         let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker);
-        if let Some((y, x)) = out.clicked {
+        if let Some((y, x)) = out.clicked
+            && stale.is_none()
+        {
             self.request_inspect(y, x);
         }
-    }
-
-    fn inspector(&mut self, ui: &mut Ui) {
-        ui.heading("Pixel inspector");
-        let Some(iv) = &self.inspect else {
-            ui.label("Click a pixel of x̂₀ to see which training patches voted for it.");
-            return;
-        };
-        ui.label(format!(
-            "pixel ({}, {}) at step {}: {} candidates, entropy {:.2} nats (≈{:.0} effective voters), weights sum to {:.6}",
-            iv.x,
-            iv.y,
-            iv.step,
-            iv.result.candidates,
-            iv.result.entropy,
-            iv.result.entropy.exp(),
-            iv.result.weight_sum
-        ));
-        egui::Grid::new("votes").striped(true).show(ui, |ui| {
-            ui.strong("patch");
-            ui.strong("image");
-            ui.strong("at");
-            ui.strong("weight");
-            ui.end_row();
-            for (vote, tex) in iv.result.votes.iter().zip(&iv.crops).take(12) {
-                ui.add(egui::Image::new(tex).fit_to_exact_size(egui::vec2(40.0, 40.0)));
-                let label = self.dataset.as_ref().map(|_| format!("#{}", vote.image)).unwrap_or_default();
-                ui.label(label);
-                ui.label(format!("({}, {})", vote.x, vote.y));
-                ui.add(
-                    egui::ProgressBar::new(vote.weight as f32).desired_width(80.0).text(format!("{:.3}", vote.weight)),
-                );
-                ui.end_row();
-            }
-        });
     }
 
     fn show_errors(&mut self, ctx: &egui::Context) {
@@ -612,8 +540,9 @@ impl StudioApp {
 }
 
 impl eframe::App for StudioApp {
-    fn ui(&mut self, ui: &mut Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut Ui, frame: &mut eframe::Frame) {
         self.ui_contents(ui);
+        self.dialogs.open_pending(frame);
         if self.computing || self.export.is_running() {
             // Keep the frame clock honest while work is in flight (events also wake us).
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));

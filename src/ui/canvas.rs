@@ -26,6 +26,8 @@ pub struct Panel<'a> {
     pub texture: &'a TextureHandle,
     /// [C, H, W] values for the hover readout.
     pub values: Option<&'a [f32]>,
+    /// Multiplies the image's colours: white as is, grey to dim an out-of-date view.
+    pub tint: Color32,
 }
 
 #[derive(Default)]
@@ -71,7 +73,7 @@ pub fn show(
                     panel.texture.id(),
                     img_rect,
                     Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
-                    Color32::WHITE,
+                    panel.tint,
                 );
                 if grid && scale >= 8.0 {
                     let stroke = Stroke::new(1.0, Color32::from_black_alpha(70));

@@ -3,14 +3,15 @@
 
 use egui::Ui;
 
-use crate::data::{BUNDLED, DatasetSource};
+use crate::data::{BUNDLED, ColorMode, DatasetSource};
 use crate::engine::machine::max_patch;
 use crate::engine::patch::PRESETS;
+use crate::engine::sampler::LOCALITY_SCALE;
 use crate::engine::{Boundary, DeviceChoice, MachineKind, NoiseSchedule};
 
 use super::app::StudioApp;
 use super::plots;
-use super::settings::PatchMode;
+use super::settings::{COSINE_OFFSET, EXP_RATE, LINEAR_END, LINEAR_START, PatchMode, SIZES, STEPS, T_START};
 
 impl StudioApp {
     pub(crate) fn controls(&mut self, ui: &mut Ui) {
@@ -72,6 +73,28 @@ impl StudioApp {
             ui.add(egui::DragValue::new(&mut s.subset).range(0..=100_000).speed(10))
                 .on_hover_text("0 = every image; otherwise a seeded random subset");
         });
+        ui.horizontal(|ui| {
+            ui.label("Size");
+            let text = |size: Option<(u32, u32)>| match size {
+                None => "as loaded".to_string(),
+                Some((w, h)) => format!("{w}×{h}"),
+            };
+            egui::ComboBox::from_id_salt("size")
+                .selected_text(text(s.size))
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut s.size, None, text(None))
+                        .on_hover_text("The most common size among the images; larger photos are shrunk to fit 64×64");
+                    for side in SIZES {
+                        ui.selectable_value(&mut s.size, Some((side, side)), text(Some((side, side))));
+                    }
+                })
+                .response
+                .on_hover_text("Resize every image while loading (ELS cost grows with the square of the pixel count)");
+            ui.label("Colour");
+            for (mode, name) in [(ColorMode::Auto, "auto"), (ColorMode::Gray, "gray"), (ColorMode::Rgb, "RGB")] {
+                ui.radio_value(&mut s.color, mode, name);
+            }
+        });
         if let Some(d) = &self.dataset {
             ui.label(format!(
                 "{} images, {}×{} {}",
@@ -129,6 +152,10 @@ impl StudioApp {
                 ui.selectable_value(&mut s.patch_mode, PatchMode::Preset, "preset");
                 ui.selectable_value(&mut s.patch_mode, PatchMode::Constant, "constant");
                 ui.selectable_value(&mut s.patch_mode, PatchMode::Ramp, "ramp");
+                if !s.patch_list.is_empty() {
+                    ui.selectable_value(&mut s.patch_mode, PatchMode::List, "per step")
+                        .on_hover_text("One P per step, from an opened recipe");
+                }
             });
             match s.patch_mode {
                 PatchMode::Preset => {
@@ -146,8 +173,12 @@ impl StudioApp {
                     ui.add(egui::Slider::new(&mut s.ramp.0, 1..=max_p).step_by(2.0).text("P at t = 0"));
                     ui.add(egui::Slider::new(&mut s.ramp.1, 1..=max_p).step_by(2.0).text("P at t = 1"));
                 }
+                PatchMode::List => {
+                    let list = s.patch_list.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ");
+                    ui.label(format!("P per step (first = noisiest): {list}"));
+                }
             }
-            ui.add(egui::Slider::new(&mut s.locality_scale, 0.25..=3.0).logarithmic(true).text("locality scale"))
+            ui.add(egui::Slider::new(&mut s.locality_scale, LOCALITY_SCALE.0..=LOCALITY_SCALE.1).logarithmic(true).text("locality scale"))
                 .on_hover_text("Multiplies every P of the schedule (rounded to odd, clamped to the image): below 1 is more local, above 1 less");
         });
         if let Some(shape) = shape {
@@ -169,18 +200,24 @@ impl StudioApp {
         });
         match &mut s.schedule {
             NoiseSchedule::Cosine { s: offset } => {
-                ui.add(egui::Slider::new(offset, 0.0..=0.1).text("offset s"));
+                ui.add(egui::Slider::new(offset, COSINE_OFFSET.0..=COSINE_OFFSET.1).text("offset s"));
             }
             NoiseSchedule::Linear { start, end } => {
-                ui.add(egui::Slider::new(start, 0.0..=0.5).text("1−ᾱ at t = 0"));
-                ui.add(egui::Slider::new(end, 0.5..=0.999).text("1−ᾱ at t = 1"));
+                ui.add(egui::Slider::new(start, LINEAR_START.0..=LINEAR_START.1).text("1−ᾱ at t = 0"));
+                ui.add(egui::Slider::new(end, LINEAR_END.0..=LINEAR_END.1).text("1−ᾱ at t = 1"));
             }
             NoiseSchedule::Exponential { rate } => {
-                ui.add(egui::Slider::new(rate, 0.5..=10.0).text("rate"));
+                ui.add(egui::Slider::new(rate, EXP_RATE.0..=EXP_RATE.1).text("rate"));
             }
         }
-        ui.add(egui::Slider::new(&mut s.steps, 2..=100).text("steps"));
-        ui.add(egui::Slider::new(&mut s.t_start, 0.05..=1.0).text("t start"));
+        let steps_before = s.steps;
+        ui.add(egui::Slider::new(&mut s.steps, STEPS.0..=STEPS.1).logarithmic(true).text("steps"));
+        if s.steps != steps_before && !s.patch_list.is_empty() {
+            // A per-step list follows the step count: stretch it by nearest index.
+            let old = std::mem::take(&mut s.patch_list);
+            s.patch_list = (0..s.steps).map(|k| old[k * old.len() / s.steps]).collect();
+        }
+        ui.add(egui::Slider::new(&mut s.t_start, T_START.0..=T_START.1).text("t start"));
         ui.add(egui::Slider::new(&mut s.eta, 0.0..=1.0).text("η"))
             .on_hover_text("0 = deterministic DDIM; 1 = fresh noise every step (DDPM-like)");
         let cursor_t = self.shown_run().and_then(|r| r.steps.get(self.time.cursor)).map(|s| s.record.t);
@@ -249,11 +286,8 @@ impl StudioApp {
 
     /// Opens the folder dialog off the UI thread.
     pub(crate) fn pick_folder(&mut self) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let _ = tx.send(rfd::FileDialog::new().set_title("Open a folder of images").pick_folder());
-        });
-        self.folder_pick = Some(rx);
+        let ask = super::dialogs::Ask::OpenFolder { title: "Open a folder of images".into() };
+        self.folder_pick = Some(self.dialogs.ask(ask));
     }
 
     pub(crate) fn poll_folder_pick(&mut self) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, TryRecvError, bounded};
 use egui::Ui;
 
 use crate::export::{self, ExportOptions, View, default_scale};
@@ -14,6 +14,7 @@ use crate::recipe::Recipe;
 use crate::trajectory::Trajectory;
 
 use super::app::StudioApp;
+use super::dialogs::Ask;
 use super::history::Run;
 
 /// What a file dialog was opened for.
@@ -60,6 +61,15 @@ struct Job {
     result: Receiver<Result<Vec<PathBuf>, String>>,
 }
 
+/// What an export writes, taken when its button is clicked: the dialog may stay open while
+/// the run moves on, and the file must hold what was on screen at the click.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub traj: Trajectory,
+    pub cursor: usize,
+    pub options: ExportOptions,
+}
+
 #[derive(Default)]
 pub struct ExportPanel {
     pub view: View,
@@ -70,13 +80,11 @@ pub struct ExportPanel {
     /// Inclusive step range for sequences, animations and sheets (clamped to the run).
     pub range: (usize, usize),
     pub paths: PathSource,
-    pick: Option<(ExportKind, Receiver<Option<PathBuf>>)>,
+    pick: Option<(ExportKind, Option<Snapshot>, Receiver<Option<PathBuf>>)>,
     /// A target that exists, waiting for "Overwrite?".
-    pub confirm: Option<(ExportKind, PathBuf)>,
+    pub confirm: Option<(ExportKind, Option<Snapshot>, PathBuf)>,
     job: Option<Job>,
     pub message: Option<String>,
-    /// A recipe the user opened, for the app to apply.
-    pub opened_recipe: Option<Recipe>,
 }
 
 impl ExportPanel {
@@ -85,6 +93,8 @@ impl ExportPanel {
     }
 
     /// Collects a finished export.
+    /// Collects a finished export. An export thread that ended without an answer (it
+    /// panicked past its guard, or was killed) is reported, never left looking busy.
     pub fn poll(&mut self, ctx: &egui::Context) {
         if let Some(job) = &self.job {
             match job.result.try_recv() {
@@ -96,10 +106,14 @@ impl ExportPanel {
                     self.job = None;
                 }
                 Ok(Err(e)) => {
-                    self.message = Some(e);
+                    self.message = Some(format!("export failed: {e}"));
                     self.job = None;
                 }
-                Err(_) => ctx.request_repaint_after(std::time::Duration::from_millis(100)),
+                Err(TryRecvError::Disconnected) => {
+                    self.message = Some("export failed: the export stopped without finishing".into());
+                    self.job = None;
+                }
+                Err(TryRecvError::Empty) => ctx.request_repaint_after(std::time::Duration::from_millis(100)),
             }
         }
     }
@@ -207,9 +221,6 @@ impl StudioApp {
             ui.label(egui::RichText::new(m).small());
         }
         self.confirm_overwrite(ui.ctx());
-        if let Some(recipe) = self.export.opened_recipe.take() {
-            self.settings.apply_recipe(&recipe);
-        }
     }
 
     fn copy_frame(&mut self, ctx: &egui::Context) {
@@ -223,8 +234,29 @@ impl StudioApp {
         self.export.message = Some("frame copied to the clipboard".into());
     }
 
+    /// What an export of the shown run would write now.
+    fn snapshot(&self) -> Option<Snapshot> {
+        let traj = self.trajectory_of_shown()?;
+        let e = &self.export;
+        let last = traj.steps.len().checked_sub(1)?;
+        let cursor = self.time.cursor.min(last);
+        let range = (e.range.0.min(last), e.range.1.min(last));
+        let options = ExportOptions {
+            view: e.view,
+            scale: e.scale.max(1),
+            steps: Some((range.0.min(range.1), range.1)),
+            fps: self.settings.fps,
+            hold_seconds: e.hold_seconds,
+            sheet_count: e.sheet_count,
+            ..ExportOptions::default()
+        };
+        Some(Snapshot { traj, cursor, options })
+    }
+
     /// Gets a path for `kind`, from a dialog (off the UI thread) or the fixed test folder.
+    /// The run is captured now, at the click.
     pub fn ask_path(&mut self, kind: ExportKind) {
+        let snapshot = if kind == ExportKind::OpenRecipe { None } else { self.snapshot() };
         let name = self
             .shown_run()
             .map(|r| default_name(r, kind, self.time.cursor, self.export.view))
@@ -232,61 +264,69 @@ impl StudioApp {
         match &self.export.paths {
             PathSource::Fixed(dir) => {
                 let path = if kind == ExportKind::OpenRecipe { dir.join("recipe.json") } else { dir.join(name) };
-                self.path_chosen(kind, path);
+                self.path_chosen(kind, snapshot, path);
             }
             PathSource::Dialog => {
-                let (tx, rx) = bounded(1);
+                let ask = if kind == ExportKind::OpenRecipe {
+                    Ask::OpenFile { title: "Open a recipe".into(), extension: kind.extension() }
+                } else if kind.is_folder() {
+                    Ask::OpenFolder { title: format!("Choose a folder to create {name} in") }
+                } else {
+                    Ask::SaveFile { title: "Export".into(), name: name.clone(), extension: kind.extension() }
+                };
+                let rx = self.dialogs.ask(ask);
+                let folder_name = kind.is_folder().then_some(name);
+                let (tx, joined) = bounded(1);
+                // Folder exports are created inside the chosen folder.
                 std::thread::spawn(move || {
-                    let mut dialog = rfd::FileDialog::new();
-                    if let Some(ext) = kind.extension() {
-                        dialog = dialog.add_filter(ext, &[ext]);
-                    }
-                    let chosen = if kind == ExportKind::OpenRecipe {
-                        dialog.pick_file()
-                    } else if kind.is_folder() {
-                        dialog.set_title("Choose a folder to create the export in").pick_folder().map(|d| d.join(name))
-                    } else {
-                        dialog.set_file_name(name).save_file()
-                    };
-                    let _ = tx.send(chosen);
+                    let path = rx.recv().ok().flatten();
+                    let _ = tx.send(match (path, folder_name) {
+                        (Some(dir), Some(name)) => Some(dir.join(name)),
+                        (path, _) => path,
+                    });
                 });
-                self.export.pick = Some((kind, rx));
+                self.export.pick = Some((kind, snapshot, joined));
             }
         }
     }
 
     fn poll_path(&mut self) {
-        if let Some((kind, rx)) = &self.export.pick
-            && let Ok(choice) = rx.try_recv()
-        {
-            let kind = *kind;
-            self.export.pick = None;
-            if let Some(path) = choice {
-                self.path_chosen(kind, path);
+        if let Some((_, _, rx)) = &self.export.pick {
+            match rx.try_recv() {
+                Ok(choice) => {
+                    let (kind, snapshot, _) = self.export.pick.take().expect("checked");
+                    if let Some(path) = choice {
+                        self.path_chosen(kind, snapshot, path);
+                    }
+                }
+                Err(TryRecvError::Disconnected) => self.export.pick = None,
+                Err(TryRecvError::Empty) => {}
             }
         }
     }
 
-    fn path_chosen(&mut self, kind: ExportKind, path: PathBuf) {
+    fn path_chosen(&mut self, kind: ExportKind, snapshot: Option<Snapshot>, path: PathBuf) {
         if kind == ExportKind::OpenRecipe {
-            match Recipe::load(&path) {
-                Ok(r) => {
+            match Recipe::read(&path) {
+                Ok((recipe, warnings)) => {
                     self.export.message = Some(format!("opened {}", path.display()));
-                    self.export.opened_recipe = Some(r);
+                    self.open_recipe(recipe, warnings);
                 }
                 Err(e) => self.errors.push(e),
             }
             return;
         }
+        let Some(snapshot) = snapshot else { return };
         if path.exists() {
-            self.export.confirm = Some((kind, path));
+            self.export.confirm = Some((kind, Some(snapshot), path));
         } else {
-            self.start_export(kind, path, false);
+            self.start_export(kind, snapshot, path, false);
         }
     }
 
     fn confirm_overwrite(&mut self, ctx: &egui::Context) {
-        let Some((kind, path)) = self.export.confirm.clone() else { return };
+        let Some((kind, _, path)) = &self.export.confirm else { return };
+        let (kind, path) = (*kind, path.clone());
         let mut answer = None;
         egui::Modal::new(egui::Id::unique("overwrite")).show(ctx, |ui| {
             ui.label(format!("{} already exists. Overwrite it?", path.display()));
@@ -300,30 +340,17 @@ impl StudioApp {
             });
         });
         if let Some(yes) = answer {
-            self.export.confirm = None;
-            if yes {
-                self.start_export(kind, path, true);
+            let (_, snapshot, _) = self.export.confirm.take().expect("checked");
+            if yes && let Some(snapshot) = snapshot {
+                self.start_export(kind, snapshot, path, true);
             }
         }
     }
 
-    /// Runs an export on its own thread.
-    pub fn start_export(&mut self, kind: ExportKind, path: PathBuf, overwrite: bool) {
-        let Some(traj) = self.trajectory_of_shown() else { return };
-        let e = &self.export;
-        let cursor = self.time.cursor.min(traj.steps.len().saturating_sub(1));
-        let last = traj.steps.len().saturating_sub(1);
-        let range = (e.range.0.min(last), e.range.1.min(last));
-        let mut options = ExportOptions {
-            view: e.view,
-            scale: e.scale.max(1),
-            steps: Some((range.0.min(range.1), range.1)),
-            fps: self.settings.fps,
-            hold_seconds: e.hold_seconds,
-            sheet_count: e.sheet_count,
-            overwrite,
-            ..ExportOptions::default()
-        };
+    /// Runs an export on its own thread. A panic in there becomes an error message.
+    pub fn start_export(&mut self, kind: ExportKind, snapshot: Snapshot, path: PathBuf, overwrite: bool) {
+        let Snapshot { traj, cursor, mut options } = snapshot;
+        options.overwrite = overwrite;
         let done = Arc::new(AtomicUsize::new(0));
         let total = Arc::new(AtomicUsize::new(1));
         let cancel = Arc::new(AtomicBool::new(false));
@@ -336,36 +363,10 @@ impl StudioApp {
                 t.store(b, Ordering::Relaxed);
                 !c.load(Ordering::Relaxed)
             };
-            let result = match kind {
-                ExportKind::Frame => {
-                    let img = export::step_frame(&traj.steps[cursor], traj.shape, options.view, options.scale);
-                    export::atomic::write_bytes(&path, overwrite, &export::frame::encode_png(&img))
-                        .map_err(|e| e.to_string())
-                        .and_then(|_| {
-                            let rp = export::recipe_path_for(&path);
-                            export::atomic::write_bytes(&rp, overwrite, traj.recipe.to_json().as_bytes())
-                                .map_err(|e| e.to_string())?;
-                            Ok(vec![path.clone(), rp])
-                        })
-                }
-                ExportKind::Frames | ExportKind::Gif | ExportKind::Apng | ExportKind::Sheet => {
-                    let slot = match kind {
-                        ExportKind::Frames => &mut options.frames,
-                        ExportKind::Gif => &mut options.gif,
-                        ExportKind::Apng => &mut options.apng,
-                        _ => &mut options.sheet,
-                    };
-                    *slot = Some(path.clone());
-                    export::export_all(&traj, &options, &mut progress)
-                }
-                ExportKind::Trajectory => std::fs::create_dir_all(&path)
-                    .map_err(|e| format!("{}: cannot create folder: {e}", path.display()))
-                    .and_then(|_| traj.write_dir(&path, overwrite)),
-                ExportKind::Recipe => export::atomic::write_bytes(&path, overwrite, traj.recipe.to_json().as_bytes())
-                    .map(|_| vec![path.clone()])
-                    .map_err(|e| e.to_string()),
-                ExportKind::OpenRecipe => Ok(Vec::new()),
-            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                write_export(kind, &traj, cursor, &mut options, &path, &mut progress)
+            }))
+            .unwrap_or_else(|panic| Err(format!("the export crashed: {}", crate::worker::panic_text(&panic))));
             let _ = tx.send(result);
             if let Some(wake) = ctx_wake {
                 wake.request_repaint();
@@ -385,5 +386,43 @@ impl StudioApp {
         };
         self.export.message = Some(message.clone());
         Some(message)
+    }
+}
+
+/// Writes one export of `traj` to `path` (and its recipe beside it).
+fn write_export(
+    kind: ExportKind,
+    traj: &Trajectory,
+    cursor: usize,
+    options: &mut ExportOptions,
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Vec<PathBuf>, String> {
+    let overwrite = options.overwrite;
+    match kind {
+        ExportKind::Frame => {
+            let img = export::step_frame(&traj.steps[cursor], traj.shape, options.view, options.scale);
+            crate::files::write_bytes(path, overwrite, &export::frame::encode_png(&img)).map_err(|e| e.to_string())?;
+            let rp = export::recipe_path_for(path);
+            crate::files::write_bytes(&rp, overwrite, traj.recipe.to_json().as_bytes()).map_err(|e| e.to_string())?;
+            Ok(vec![path.to_path_buf(), rp])
+        }
+        ExportKind::Frames | ExportKind::Gif | ExportKind::Apng | ExportKind::Sheet => {
+            let slot = match kind {
+                ExportKind::Frames => &mut options.frames,
+                ExportKind::Gif => &mut options.gif,
+                ExportKind::Apng => &mut options.apng,
+                _ => &mut options.sheet,
+            };
+            *slot = Some(path.to_path_buf());
+            export::export_all(traj, options, progress)
+        }
+        ExportKind::Trajectory => std::fs::create_dir_all(path)
+            .map_err(|e| format!("{}: cannot create folder: {e}", path.display()))
+            .and_then(|_| export::write_run(traj, path, overwrite)),
+        ExportKind::Recipe => crate::files::write_bytes(path, overwrite, traj.recipe.to_json().as_bytes())
+            .map(|_| vec![path.to_path_buf()])
+            .map_err(|e| e.to_string()),
+        ExportKind::OpenRecipe => Ok(Vec::new()),
     }
 }

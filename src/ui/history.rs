@@ -9,7 +9,8 @@ use crate::engine::{ImageShape, StepRecord};
 use crate::export::frame::to_byte;
 use crate::worker::RunId;
 
-/// One computed step with its textures.
+/// One computed step with its textures (cloning shares the textures).
+#[derive(Clone)]
 pub struct StepView {
     pub record: StepRecord,
     pub x_t: TextureHandle,
@@ -34,9 +35,28 @@ pub struct Run {
     pub segments: Vec<Segment>,
     pub finished: bool,
     pub recipe: crate::recipe::Recipe,
+    /// For a branch: the state x_t its first own step starts from, so a later branch from
+    /// the same step works before that step has been recomputed.
+    pub branch_state: Option<Vec<f32>>,
 }
 
 impl Run {
+    /// The first step this run computes itself (0, or the step it branched from).
+    pub fn first_own_step(&self) -> usize {
+        self.segments.last().map(|s| s.from_step).unwrap_or(0)
+    }
+    /// Whether it has not computed a step of its own yet (a restart may replace it).
+    pub fn computed_nothing(&self) -> bool {
+        self.steps.len() <= self.first_own_step()
+    }
+    /// The state x_t at the start of step `k`, if the run knows it.
+    pub fn state_at(&self, k: usize) -> Option<&[f32]> {
+        match self.steps.get(k) {
+            Some(s) => Some(&s.record.x_t),
+            None if k == self.first_own_step() => self.branch_state.as_deref(),
+            None => None,
+        }
+    }
     pub fn bytes(&self) -> usize {
         self.steps.len() * self.shape.len() * 4 * 6
     }
@@ -97,9 +117,21 @@ impl History {
         self.runs.back_mut()
     }
 
+    /// Makes `run` the current run. A current run that has not computed a step of its own is
+    /// replaced in place rather than kept: it holds nothing to go back to, and a burst of
+    /// restarts must not fill the list with empty runs (they cost no bytes, so the byte cap
+    /// would never drop them).
     pub fn start(&mut self, run: Run) {
+        if self.current().is_some_and(Run::computed_nothing) {
+            self.runs.pop_back();
+        }
         self.runs.push_back(run);
         self.enforce_cap();
+    }
+
+    /// A run that shares the current run's first `from_step` steps (records and textures).
+    pub fn kept_steps(&self, from_step: usize) -> Vec<StepView> {
+        self.current().map(|cur| cur.steps.iter().take(from_step).cloned().collect()).unwrap_or_default()
     }
 
     pub fn total_bytes(&self) -> usize {

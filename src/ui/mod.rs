@@ -6,8 +6,11 @@
 pub mod app;
 pub mod canvas;
 mod controls;
+pub mod dialogs;
 pub mod export_panel;
 pub mod history;
+pub mod inspector;
+pub mod live;
 pub mod plots;
 pub mod settings;
 pub mod timeline;
@@ -17,8 +20,17 @@ pub use settings::Settings;
 
 use crate::worker::WorkerHandle;
 
+/// How the studio starts (the command line's `studio` flags).
+#[derive(Clone, Debug, Default)]
+pub struct StudioOptions {
+    /// Start on this dataset (a bundled name, folder or .npy) instead of the saved one.
+    pub dataset: Option<String>,
+    /// Ignore saved settings and start from the defaults.
+    pub fresh: bool,
+}
+
 /// Opens the studio window; returns when it is closed.
-pub fn run(args: crate::cli::StudioArgs) -> Result<(), String> {
+pub fn run(args: StudioOptions) -> Result<(), String> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Morphogen")

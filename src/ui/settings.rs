@@ -14,7 +14,20 @@ pub enum PatchMode {
     Preset,
     Constant,
     Ramp,
+    /// One P per step, as a recipe or the CLI's `--patch-schedule 15,13,…` gives it.
+    List,
 }
+
+/// The ranges of the studio's controls. A recipe outside them is refused when opened rather
+/// than clamped by a slider into a different run.
+pub const STEPS: (usize, usize) = (1, 1000);
+pub const T_START: (f64, f64) = (0.01, 1.0);
+pub const COSINE_OFFSET: (f64, f64) = (0.0, 0.1);
+pub const LINEAR_START: (f64, f64) = (0.0, 0.5);
+pub const LINEAR_END: (f64, f64) = (0.5, 0.999);
+pub const EXP_RATE: (f64, f64) = (0.5, 10.0);
+/// Largest side offered by the size control (the loaders accept up to `data::MAX_SIDE`).
+pub const SIZES: [u32; 7] = [8, 16, 28, 32, 48, 64, 128];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -24,12 +37,16 @@ pub struct Settings {
     /// 0 = all images.
     pub subset: usize,
     pub color: ColorMode,
+    /// Resize every image to (width, height) while loading; None = the most common size.
+    pub size: Option<(u32, u32)>,
     pub machine: MachineKind,
     pub boundary: Boundary,
     pub patch_mode: PatchMode,
     pub preset: String,
     pub constant_p: u32,
     pub ramp: (u32, u32),
+    /// Per-step sizes when `patch_mode` is `List`.
+    pub patch_list: Vec<u32>,
     pub locality_scale: f64,
     pub schedule: NoiseSchedule,
     pub steps: usize,
@@ -52,12 +69,14 @@ impl Default for Settings {
             class: None,
             subset: 0,
             color: ColorMode::Auto,
+            size: None,
             machine: MachineKind::Els,
             boundary: Boundary::Zeros,
             patch_mode: PatchMode::Preset,
             preset: PRESETS[0].0.into(),
             constant_p: 7,
             ramp: (3, 15),
+            patch_list: Vec::new(),
             locality_scale: 1.0,
             schedule: NoiseSchedule::cosine(),
             steps: 20,
@@ -82,6 +101,7 @@ impl Settings {
             PatchMode::Ramp => {
                 PatchSchedule::Ramp { p_min: self.ramp.0.min(self.ramp.1) | 1, p_max: self.ramp.1.max(self.ramp.0) | 1 }
             }
+            PatchMode::List => PatchSchedule::List { per_step: self.patch_list.clone() },
         }
     }
 
@@ -90,7 +110,7 @@ impl Settings {
             class: self.class.clone(),
             subset: (self.subset > 0).then_some(self.subset),
             subset_seed: 0,
-            size: None,
+            size: self.size,
             color: self.color,
         }
     }
@@ -120,41 +140,72 @@ impl Settings {
         }
     }
 
-    /// Takes over a recipe's settings (Open recipe…).
-    pub fn apply_recipe(&mut self, r: &Recipe) {
-        self.dataset = r.dataset.clone();
-        self.class = r.load.class.clone();
-        self.subset = r.load.subset.unwrap_or(0);
-        self.color = r.load.color;
+    /// The settings that reproduce `r` (Open recipe…), keeping this window's display
+    /// preferences. Refused, naming the field, when a value lies outside what the controls
+    /// can show: a slider would clamp it and silently run something else.
+    pub fn from_recipe(&self, r: &Recipe) -> Result<Settings, String> {
+        r.validate()?;
         let s = &r.sampler;
-        self.machine = s.machine;
-        self.boundary = s.boundary;
+        let within = |name: &str, v: f64, (lo, hi): (f64, f64)| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} = {v} is outside the studio's range {lo} to {hi}; replay it with `morphogen sample --recipe`"
+                ))
+            }
+        };
+        if !(STEPS.0..=STEPS.1).contains(&s.steps) {
+            return Err(format!(
+                "sampler.steps = {} is outside the studio's range {} to {}; replay it with `morphogen sample --recipe`",
+                s.steps, STEPS.0, STEPS.1
+            ));
+        }
+        within("sampler.t_start", s.t_start, T_START)?;
+        match s.schedule {
+            NoiseSchedule::Cosine { s: offset } => within("sampler.schedule.s", offset, COSINE_OFFSET)?,
+            NoiseSchedule::Linear { start, end } => {
+                within("sampler.schedule.start", start, LINEAR_START)?;
+                within("sampler.schedule.end", end, LINEAR_END)?;
+            }
+            NoiseSchedule::Exponential { rate } => within("sampler.schedule.rate", rate, EXP_RATE)?,
+        }
+        let mut out = Settings {
+            dataset: r.dataset.clone(),
+            class: r.load.class.clone(),
+            subset: r.load.subset.unwrap_or(0),
+            color: r.load.color,
+            size: r.load.size,
+            machine: s.machine,
+            boundary: s.boundary,
+            locality_scale: s.locality_scale,
+            schedule: s.schedule,
+            steps: s.steps,
+            t_start: s.t_start,
+            eta: s.eta,
+            seed: s.seed,
+            device: r.device,
+            ..self.clone()
+        };
         match &s.patch {
             PatchSchedule::Preset { name } => {
-                self.patch_mode = PatchMode::Preset;
-                self.preset = name.clone();
+                out.patch_mode = PatchMode::Preset;
+                out.preset = name.clone();
             }
             PatchSchedule::Constant { p } => {
-                self.patch_mode = PatchMode::Constant;
-                self.constant_p = *p;
+                out.patch_mode = PatchMode::Constant;
+                out.constant_p = *p;
             }
             PatchSchedule::Ramp { p_min, p_max } => {
-                self.patch_mode = PatchMode::Ramp;
-                self.ramp = (*p_min, *p_max);
+                out.patch_mode = PatchMode::Ramp;
+                out.ramp = (*p_min, *p_max);
             }
             PatchSchedule::List { per_step } => {
-                // The UI has no list editor: take the middle entry as a constant.
-                self.patch_mode = PatchMode::Constant;
-                self.constant_p = per_step.get(per_step.len() / 2).copied().unwrap_or(7);
+                out.patch_mode = PatchMode::List;
+                out.patch_list = per_step.clone();
             }
         }
-        self.locality_scale = s.locality_scale;
-        self.schedule = s.schedule;
-        self.steps = s.steps;
-        self.t_start = s.t_start;
-        self.eta = s.eta;
-        self.seed = s.seed;
-        self.device = r.device;
+        Ok(out)
     }
 
     /// Whether a change from `old` to `self` can branch (same time grid and data), or must
@@ -168,16 +219,15 @@ impl Settings {
             && self.seed == old.seed
             && self.device == old.device
     }
+}
 
-    /// One line naming what a run segment used, for the run history.
-    pub fn segment_label(&self) -> String {
-        let locality = if self.machine.uses_patch() {
-            format!(" · {} ×{:.2}", self.patch_schedule().label(), self.locality_scale)
-        } else {
-            String::new()
-        };
-        let boundary =
-            if self.machine == MachineKind::Els { format!(" {}", self.boundary.name()) } else { String::new() };
-        format!("{}{boundary}{locality} · {} · η {:.2}", self.machine.title(), self.schedule.name(), self.eta)
-    }
+/// One line naming what a run segment used, for the run history and the timeline.
+pub fn segment_label(s: &SamplerConfig) -> String {
+    let locality = if s.machine.uses_patch() {
+        format!(" · {} ×{:.2}", s.patch.label(), s.locality_scale)
+    } else {
+        String::new()
+    };
+    let boundary = if s.machine == MachineKind::Els { format!(" {}", s.boundary.name()) } else { String::new() };
+    format!("{}{boundary}{locality} · {} · η {:.2}", s.machine.title(), s.schedule.name(), s.eta)
 }

@@ -3,6 +3,8 @@
 
 use egui::{Color32, Rect, Sense, Stroke, StrokeKind, Ui, pos2, vec2};
 
+use super::history::Run;
+
 /// Something the user asked the playhead to do this frame.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TimeCommand {
@@ -17,6 +19,25 @@ pub enum TimeCommand {
     Seek(usize),
     /// Follow the newest step while the run computes.
     Follow,
+}
+
+/// What the timeline panel shows and may change, besides its own state.
+pub struct TimelineView<'a> {
+    pub run: &'a Run,
+    /// The run in view is the one being computed.
+    pub live: bool,
+    /// (step, chunks done, chunks total) of the step being computed.
+    pub progress: Option<(usize, usize, usize)>,
+    pub looping: &'a mut bool,
+    pub fps: &'a mut f64,
+}
+
+/// What the user asked of the timeline this frame.
+#[derive(Default)]
+pub struct TimelineOutput {
+    pub commands: Vec<TimeCommand>,
+    /// The Stop button: cancel the run in flight.
+    pub stop: bool,
 }
 
 /// Playback state of the timeline.
@@ -38,6 +59,105 @@ impl Default for TimeControl {
 }
 
 impl TimeControl {
+    /// The timeline panel: transport buttons, the scrubber, progress and ETA of the run in
+    /// flight, and the statistics plot.
+    pub fn ui(&mut self, ui: &mut Ui, view: TimelineView<'_>) -> TimelineOutput {
+        let TimelineView { run, live, progress, looping, fps } = view;
+        let mut out = TimelineOutput::default();
+        let cmds = &mut out.commands;
+        let total = run.total_steps.max(1);
+        let cfg = &run.recipe.sampler;
+        let shape = run.shape;
+        let marks: Vec<StepMark> = (0..total)
+            .map(|k| {
+                let computed = k < run.steps.len();
+                let (t, p) = match run.steps.get(k) {
+                    Some(s) => (s.record.t, s.record.patch),
+                    None => (cfg.t_of_step(k), cfg.patch_at(k, shape.h, shape.w)),
+                };
+                let seg = run.segment_of(k);
+                let state = if computed { "computed" } else { "pending" };
+                StepMark {
+                    computed,
+                    segment: seg,
+                    hover: format!("step {k}  t = {t:.3}  P = {p}  ({state})\n{}", run.segments[seg].label),
+                }
+            })
+            .collect();
+        let done = run.steps.len();
+        let total_seconds: f64 = run.steps.iter().map(|s| s.seconds).sum();
+        let readout = run.steps.get(self.cursor).map(|s| {
+            format!(
+                "step {} / {}   t = {:.3}   ᾱ = {:.4}   P = {}",
+                s.record.step,
+                total - 1,
+                s.record.t,
+                s.record.alpha_bar,
+                s.record.patch
+            )
+        });
+        let computing =
+            if live { progress.map(|(k, d, t)| (k, d as f32 / t.max(1) as f32)).or(Some((done, 0.0))) } else { None };
+
+        ui.horizontal(|ui| {
+            if ui.button("First").on_hover_text("First step (Home)").clicked() {
+                cmds.push(TimeCommand::First);
+            }
+            if ui.button("Back").on_hover_text("Step back (←)").clicked() {
+                cmds.push(TimeCommand::StepBack);
+            }
+            let play = if self.playing { "Pause" } else { "Play" };
+            if ui.button(play).on_hover_text("Play or pause (Space)").clicked() {
+                cmds.push(TimeCommand::TogglePlay);
+            }
+            if ui.button("Next").on_hover_text("Step forward (→)").clicked() {
+                cmds.push(TimeCommand::StepForward);
+            }
+            if ui.button("Last").on_hover_text("Last step (End)").clicked() {
+                cmds.push(TimeCommand::Last);
+            }
+            ui.checkbox(looping, "Loop");
+            ui.add(egui::Slider::new(fps, 1.0..=60.0).text("fps").logarithmic(true));
+            let mut follow = self.follow;
+            if ui.checkbox(&mut follow, "Follow").on_hover_text("Show each new step as it arrives").changed() {
+                cmds.push(if follow { TimeCommand::Follow } else { TimeCommand::Seek(self.cursor) });
+            }
+            ui.separator();
+            if let Some(text) = readout {
+                ui.label(text);
+            }
+        });
+        if let Some(k) = scrubber(ui, &marks, self.cursor, computing) {
+            cmds.push(TimeCommand::Seek(k));
+        }
+        ui.horizontal(|ui| {
+            if live {
+                let avg = if done > 0 { total_seconds / done as f64 } else { 0.0 };
+                let frac = progress.map(|(_, d, t)| d as f64 / t.max(1) as f64).unwrap_or(0.0);
+                let eta = avg * ((total - done) as f64 - frac).max(0.0);
+                let chunks =
+                    progress.map(|(k, d, t)| format!("step {k}: chunk {d}/{t}")).unwrap_or_else(|| "starting…".into());
+                ui.add(
+                    egui::ProgressBar::new(((done as f64 + frac) / total as f64) as f32)
+                        .desired_width(240.0)
+                        .text(chunks),
+                );
+                if done > 0 {
+                    ui.label(format!("ETA {eta:.1} s  ({avg:.2} s/step)"));
+                }
+                if ui.button("Stop").clicked() {
+                    out.stop = true;
+                }
+            } else if run.finished {
+                ui.label(format!("done: {done} steps in {total_seconds:.2} s"));
+            }
+        });
+        if let Some(k) = super::plots::stats_plot(ui, run, self.cursor) {
+            out.commands.push(TimeCommand::Seek(k));
+        }
+        out
+    }
+
     /// Applies `cmd` given `available` computed steps.
     pub fn apply(&mut self, cmd: TimeCommand, available: usize) {
         let last = available.saturating_sub(1);

@@ -58,7 +58,7 @@ pub struct StaleView {
 }
 
 /// The run in view: `viewing`, or the current run.
-fn shown(history: &History, viewing: Option<RunId>) -> Option<&Run> {
+pub(crate) fn shown(history: &History, viewing: Option<RunId>) -> Option<&Run> {
     match viewing {
         Some(id) => history.runs.iter().find(|r| r.id == id).or(history.current()),
         None => history.current(),

@@ -14,7 +14,7 @@ use crate::recipe::Recipe;
 use crate::trajectory::Trajectory;
 
 use super::app::StudioApp;
-use super::dialogs::Ask;
+use super::dialogs::{Ask, Dialogs};
 use super::history::Run;
 
 /// What a file dialog was opened for.
@@ -92,7 +92,6 @@ impl ExportPanel {
         self.job.is_some()
     }
 
-    /// Collects a finished export.
     /// Collects a finished export. An export thread that ended without an answer (it
     /// panicked past its guard, or was killed) is reported, never left looking busy.
     pub fn poll(&mut self, ctx: &egui::Context) {
@@ -133,50 +132,61 @@ fn default_name(run: &Run, kind: ExportKind, step: usize, view: View) -> String 
     }
 }
 
-impl StudioApp {
-    fn trajectory_of_shown(&self) -> Option<Trajectory> {
-        let run = self.shown_run()?;
-        Some(Trajectory {
-            recipe: run.recipe.clone(),
-            shape: run.shape,
-            steps: run.steps.iter().map(|s| s.record.clone()).collect(),
-        })
-    }
+/// What the export panel needs from the rest of the studio this frame.
+pub struct ExportContext<'a> {
+    /// The run in view.
+    pub run: Option<&'a Run>,
+    /// The step under the timeline cursor.
+    pub cursor: usize,
+    /// Playback rate, used for animations.
+    pub fps: f64,
+    pub dialogs: &'a mut Dialogs,
+    /// Lets export threads wake the UI when they finish.
+    pub wake: Option<egui::Context>,
+}
 
-    pub(crate) fn export_ui(&mut self, ui: &mut Ui) {
+/// What the export panel asks of the studio.
+pub enum ExportAction {
+    /// A recipe was opened: apply it (with the warnings its parser gave).
+    OpenRecipe(Box<Recipe>, Vec<String>),
+    /// Something the user must see.
+    Error(String),
+}
+
+impl ExportPanel {
+    /// The panel: options, one button per export, progress and the overwrite question.
+    pub fn ui(&mut self, ui: &mut Ui, mut cx: ExportContext<'_>) -> Vec<ExportAction> {
         ui.heading("Export");
-        let has_run = self.shown_run().is_some_and(|r| !r.steps.is_empty());
-        let shape = self.shown_run().map(|r| r.shape);
-        let e = &mut self.export;
+        let has_run = cx.run.is_some_and(|r| !r.steps.is_empty());
+        let shape = cx.run.map(|r| r.shape);
         ui.horizontal(|ui| {
             ui.label("View");
-            ui.selectable_value(&mut e.view, View::X0, "x̂₀");
-            ui.selectable_value(&mut e.view, View::Xt, "x_t");
-            ui.selectable_value(&mut e.view, View::Both, "both");
+            ui.selectable_value(&mut self.view, View::X0, "x̂₀");
+            ui.selectable_value(&mut self.view, View::Xt, "x_t");
+            ui.selectable_value(&mut self.view, View::Both, "both");
         });
-        let default = shape.map(default_scale).unwrap_or(8);
-        if e.scale == 0 {
-            e.scale = default;
+        if self.scale == 0 {
+            self.scale = shape.map(default_scale).unwrap_or(8);
         }
-        ui.add(egui::Slider::new(&mut e.scale, 1..=32).text("scale ×"));
-        ui.add(egui::Slider::new(&mut e.hold_seconds, 0.0..=5.0).text("hold last (s)"));
-        if e.sheet_count == 0 {
-            e.sheet_count = 8;
+        ui.add(egui::Slider::new(&mut self.scale, 1..=32).text("scale ×"));
+        ui.add(egui::Slider::new(&mut self.hold_seconds, 0.0..=5.0).text("hold last (s)"));
+        if self.sheet_count == 0 {
+            self.sheet_count = 8;
         }
-        ui.add(egui::Slider::new(&mut e.sheet_count, 1..=100).text("sheet steps"));
-        let last = self.shown_run().map(|r| r.total_steps.saturating_sub(1)).unwrap_or(0);
-        let e = &mut self.export;
-        if e.range == (0, 0) || e.range.1 > last {
-            e.range = (0, last);
+        ui.add(egui::Slider::new(&mut self.sheet_count, 1..=100).text("sheet steps"));
+        let last = cx.run.map(|r| r.total_steps.saturating_sub(1)).unwrap_or(0);
+        if self.range == (0, 0) || self.range.1 > last {
+            self.range = (0, last);
         }
         ui.horizontal(|ui| {
             ui.label("steps");
-            ui.add(egui::DragValue::new(&mut e.range.0).range(0..=e.range.1));
+            ui.add(egui::DragValue::new(&mut self.range.0).range(0..=self.range.1));
             ui.label("to");
-            ui.add(egui::DragValue::new(&mut e.range.1).range(e.range.0..=last));
+            ui.add(egui::DragValue::new(&mut self.range.1).range(self.range.0..=last));
         });
         let mut clicked = None;
-        ui.add_enabled_ui(has_run && !self.export.is_running(), |ui| {
+        let mut copy = false;
+        ui.add_enabled_ui(has_run && !self.is_running(), |ui| {
             ui.horizontal_wrapped(|ui| {
                 for (kind, label) in [
                     (ExportKind::Frame, "Frame PNG…"),
@@ -191,19 +201,21 @@ impl StudioApp {
                         clicked = Some(kind);
                     }
                 }
-                if ui.button("Copy image").on_hover_text("The current frame to the clipboard").clicked() {
-                    self.copy_frame(ui.ctx());
-                }
+                copy = ui.button("Copy image").on_hover_text("The current frame to the clipboard").clicked();
             });
         });
+        if copy {
+            self.copy_frame(ui.ctx(), &cx);
+        }
         if ui.button("Open recipe…").clicked() {
             clicked = Some(ExportKind::OpenRecipe);
         }
+        let mut actions = Vec::new();
         if let Some(kind) = clicked {
-            self.ask_path(kind);
+            actions.extend(self.ask_path(kind, &mut cx));
         }
-        self.poll_path();
-        if let Some(job) = &self.export.job {
+        actions.extend(self.poll_path(&cx));
+        if let Some(job) = &self.job {
             let total = job.total.load(Ordering::Relaxed).max(1);
             let done = job.done.load(Ordering::Relaxed);
             ui.horizontal(|ui| {
@@ -217,37 +229,42 @@ impl StudioApp {
                 }
             });
         }
-        if let Some(m) = &self.export.message {
+        if let Some(m) = &self.message {
             ui.label(egui::RichText::new(m).small());
         }
-        self.confirm_overwrite(ui.ctx());
+        self.confirm_overwrite(ui.ctx(), &cx);
+        actions
     }
 
-    fn copy_frame(&mut self, ctx: &egui::Context) {
-        let Some(run) = self.shown_run() else { return };
-        let Some(step) = run.steps.get(self.time.cursor) else { return };
-        let img = export::step_frame(&step.record, run.shape, self.export.view, self.export.scale.max(1));
+    fn copy_frame(&mut self, ctx: &egui::Context, cx: &ExportContext<'_>) {
+        let Some(run) = cx.run else { return };
+        let Some(step) = run.steps.get(cx.cursor) else { return };
+        let img = export::step_frame(&step.record, run.shape, self.view, self.scale.max(1));
         ctx.copy_image(egui::ColorImage::from_rgba_unmultiplied(
             [img.width() as usize, img.height() as usize],
             img.as_raw(),
         ));
-        self.export.message = Some("frame copied to the clipboard".into());
+        self.message = Some("frame copied to the clipboard".into());
     }
 
     /// What an export of the shown run would write now.
-    fn snapshot(&self) -> Option<Snapshot> {
-        let traj = self.trajectory_of_shown()?;
-        let e = &self.export;
+    fn snapshot(&self, cx: &ExportContext<'_>) -> Option<Snapshot> {
+        let run = cx.run?;
+        let traj = Trajectory {
+            recipe: run.recipe.clone(),
+            shape: run.shape,
+            steps: run.steps.iter().map(|s| s.record.clone()).collect(),
+        };
         let last = traj.steps.len().checked_sub(1)?;
-        let cursor = self.time.cursor.min(last);
-        let range = (e.range.0.min(last), e.range.1.min(last));
+        let cursor = cx.cursor.min(last);
+        let range = (self.range.0.min(last), self.range.1.min(last));
         let options = ExportOptions {
-            view: e.view,
-            scale: e.scale.max(1),
+            view: self.view,
+            scale: self.scale.max(1),
             steps: Some((range.0.min(range.1), range.1)),
-            fps: self.settings.fps,
-            hold_seconds: e.hold_seconds,
-            sheet_count: e.sheet_count,
+            fps: cx.fps,
+            hold_seconds: self.hold_seconds,
+            sheet_count: self.sheet_count,
             ..ExportOptions::default()
         };
         Some(Snapshot { traj, cursor, options })
@@ -255,16 +272,13 @@ impl StudioApp {
 
     /// Gets a path for `kind`, from a dialog (off the UI thread) or the fixed test folder.
     /// The run is captured now, at the click.
-    pub fn ask_path(&mut self, kind: ExportKind) {
-        let snapshot = if kind == ExportKind::OpenRecipe { None } else { self.snapshot() };
-        let name = self
-            .shown_run()
-            .map(|r| default_name(r, kind, self.time.cursor, self.export.view))
-            .unwrap_or_else(|| "recipe.json".into());
-        match &self.export.paths {
+    pub fn ask_path(&mut self, kind: ExportKind, cx: &mut ExportContext<'_>) -> Option<ExportAction> {
+        let snapshot = if kind == ExportKind::OpenRecipe { None } else { self.snapshot(cx) };
+        let name = cx.run.map(|r| default_name(r, kind, cx.cursor, self.view)).unwrap_or_else(|| "recipe.json".into());
+        match &self.paths {
             PathSource::Fixed(dir) => {
                 let path = if kind == ExportKind::OpenRecipe { dir.join("recipe.json") } else { dir.join(name) };
-                self.path_chosen(kind, snapshot, path);
+                self.path_chosen(kind, snapshot, path, cx)
             }
             PathSource::Dialog => {
                 let ask = if kind == ExportKind::OpenRecipe {
@@ -274,7 +288,7 @@ impl StudioApp {
                 } else {
                     Ask::SaveFile { title: "Export".into(), name: name.clone(), extension: kind.extension() }
                 };
-                let rx = self.dialogs.ask(ask);
+                let rx = cx.dialogs.ask(ask);
                 let folder_name = kind.is_folder().then_some(name);
                 let (tx, joined) = bounded(1);
                 // Folder exports are created inside the chosen folder.
@@ -285,47 +299,54 @@ impl StudioApp {
                         (path, _) => path,
                     });
                 });
-                self.export.pick = Some((kind, snapshot, joined));
+                self.pick = Some((kind, snapshot, joined));
+                None
             }
         }
     }
 
-    fn poll_path(&mut self) {
-        if let Some((_, _, rx)) = &self.export.pick {
-            match rx.try_recv() {
-                Ok(choice) => {
-                    let (kind, snapshot, _) = self.export.pick.take().expect("checked");
-                    if let Some(path) = choice {
-                        self.path_chosen(kind, snapshot, path);
-                    }
-                }
-                Err(TryRecvError::Disconnected) => self.export.pick = None,
-                Err(TryRecvError::Empty) => {}
+    fn poll_path(&mut self, cx: &ExportContext<'_>) -> Option<ExportAction> {
+        let (_, _, rx) = self.pick.as_ref()?;
+        match rx.try_recv() {
+            Ok(choice) => {
+                let (kind, snapshot, _) = self.pick.take().expect("checked");
+                self.path_chosen(kind, snapshot, choice?, cx)
             }
+            Err(TryRecvError::Disconnected) => {
+                self.pick = None;
+                None
+            }
+            Err(TryRecvError::Empty) => None,
         }
     }
 
-    fn path_chosen(&mut self, kind: ExportKind, snapshot: Option<Snapshot>, path: PathBuf) {
+    fn path_chosen(
+        &mut self,
+        kind: ExportKind,
+        snapshot: Option<Snapshot>,
+        path: PathBuf,
+        cx: &ExportContext<'_>,
+    ) -> Option<ExportAction> {
         if kind == ExportKind::OpenRecipe {
-            match Recipe::read(&path) {
+            return Some(match Recipe::read(&path) {
                 Ok((recipe, warnings)) => {
-                    self.export.message = Some(format!("opened {}", path.display()));
-                    self.open_recipe(recipe, warnings);
+                    self.message = Some(format!("opened {}", path.display()));
+                    ExportAction::OpenRecipe(Box::new(recipe), warnings)
                 }
-                Err(e) => self.errors.push(e),
-            }
-            return;
+                Err(e) => ExportAction::Error(e),
+            });
         }
-        let Some(snapshot) = snapshot else { return };
+        let snapshot = snapshot?;
         if path.exists() {
-            self.export.confirm = Some((kind, Some(snapshot), path));
+            self.confirm = Some((kind, Some(snapshot), path));
         } else {
-            self.start_export(kind, snapshot, path, false);
+            self.start_export(kind, snapshot, path, false, cx.wake.clone());
         }
+        None
     }
 
-    fn confirm_overwrite(&mut self, ctx: &egui::Context) {
-        let Some((kind, _, path)) = &self.export.confirm else { return };
+    fn confirm_overwrite(&mut self, ctx: &egui::Context, cx: &ExportContext<'_>) {
+        let Some((kind, _, path)) = &self.confirm else { return };
         let (kind, path) = (*kind, path.clone());
         let mut answer = None;
         egui::Modal::new(egui::Id::unique("overwrite")).show(ctx, |ui| {
@@ -340,15 +361,22 @@ impl StudioApp {
             });
         });
         if let Some(yes) = answer {
-            let (_, snapshot, _) = self.export.confirm.take().expect("checked");
+            let (_, snapshot, _) = self.confirm.take().expect("checked");
             if yes && let Some(snapshot) = snapshot {
-                self.start_export(kind, snapshot, path, true);
+                self.start_export(kind, snapshot, path, true, cx.wake.clone());
             }
         }
     }
 
     /// Runs an export on its own thread. A panic in there becomes an error message.
-    pub fn start_export(&mut self, kind: ExportKind, snapshot: Snapshot, path: PathBuf, overwrite: bool) {
+    pub fn start_export(
+        &mut self,
+        kind: ExportKind,
+        snapshot: Snapshot,
+        path: PathBuf,
+        overwrite: bool,
+        wake: Option<egui::Context>,
+    ) {
         let Snapshot { traj, cursor, mut options } = snapshot;
         options.overwrite = overwrite;
         let done = Arc::new(AtomicUsize::new(0));
@@ -356,7 +384,6 @@ impl StudioApp {
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = bounded(1);
         let (d, t, c) = (done.clone(), total.clone(), cancel.clone());
-        let ctx_wake = self.export_wake.clone();
         std::thread::spawn(move || {
             let mut progress = |a: usize, b: usize| {
                 d.store(a, Ordering::Relaxed);
@@ -368,24 +395,71 @@ impl StudioApp {
             }))
             .unwrap_or_else(|panic| Err(format!("the export crashed: {}", crate::worker::panic_text(&panic))));
             let _ = tx.send(result);
-            if let Some(wake) = ctx_wake {
+            if let Some(wake) = wake {
                 wake.request_repaint();
             }
         });
-        self.export.message = None;
-        self.export.job = Some(Job { done, total, cancel, result: rx });
+        self.message = None;
+        self.job = Some(Job { done, total, cancel, result: rx });
     }
 
     /// Waits for a running export (tests use it; the UI polls instead).
     pub fn wait_for_export(&mut self) -> Option<String> {
-        let job = self.export.job.take()?;
-        let result = job.result.recv().unwrap_or_else(|_| Err("the export thread stopped".into()));
+        let job = self.job.take()?;
+        let result = job.result.recv().unwrap_or_else(|_| Err("the export stopped without finishing".into()));
         let message = match result {
             Ok(files) => format!("wrote {} file(s)", files.len()),
-            Err(e) => e,
+            Err(e) => format!("export failed: {e}"),
         };
-        self.export.message = Some(message.clone());
+        self.message = Some(message.clone());
         Some(message)
+    }
+}
+
+impl StudioApp {
+    /// The export panel's context: the run in view and the studio's dialogs.
+    fn export_context(&mut self) -> (&mut ExportPanel, ExportContext<'_>) {
+        let cx = ExportContext {
+            run: super::app::shown(&self.history, self.viewing),
+            cursor: self.time.cursor,
+            fps: self.settings.fps,
+            dialogs: &mut self.dialogs,
+            wake: self.export_wake.clone(),
+        };
+        (&mut self.export, cx)
+    }
+
+    fn export_actions(&mut self, actions: impl IntoIterator<Item = ExportAction>) {
+        for action in actions {
+            match action {
+                ExportAction::OpenRecipe(recipe, warnings) => self.open_recipe(*recipe, warnings),
+                ExportAction::Error(e) => self.errors.push(e),
+            }
+        }
+    }
+
+    pub(crate) fn export_ui(&mut self, ui: &mut Ui) {
+        let (panel, cx) = self.export_context();
+        let actions = panel.ui(ui, cx);
+        self.export_actions(actions);
+    }
+
+    /// Clicks an export button (tests use it).
+    pub fn ask_path(&mut self, kind: ExportKind) {
+        let (panel, mut cx) = self.export_context();
+        let action = panel.ask_path(kind, &mut cx);
+        self.export_actions(action);
+    }
+
+    /// Starts an export of `snapshot` (tests use it).
+    pub fn start_export(&mut self, kind: ExportKind, snapshot: Snapshot, path: PathBuf, overwrite: bool) {
+        let wake = self.export_wake.clone();
+        self.export.start_export(kind, snapshot, path, overwrite, wake);
+    }
+
+    /// Waits for a running export (tests use it).
+    pub fn wait_for_export(&mut self) -> Option<String> {
+        self.export.wait_for_export()
     }
 }
 

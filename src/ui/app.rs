@@ -10,7 +10,7 @@ use crate::worker::{Command, DatasetInfo, Event, RunId, WorkerHandle};
 
 use super::canvas::{self, CanvasState};
 use super::export_panel::ExportPanel;
-use super::history::{History, Run, Segment, StepView, color_image};
+use super::history::{History, Run, StepView, color_image};
 use super::inspector::{InspectView, Inspector};
 use super::live::{Decision, Frame, LiveEdit};
 use super::settings::Settings;
@@ -150,32 +150,23 @@ impl StudioApp {
         let run = self.next_run;
         self.next_run += 1;
         self.keep_stale_view();
-        let segments = recipe
-            .segments()
-            .iter()
-            .map(|(from_step, cfg)| Segment { from_step: *from_step, label: super::settings::segment_label(cfg) })
-            .collect();
-        self.history.start(Run {
-            id: run,
-            shape: self.dataset.as_ref().map(|d| d.shape).unwrap_or(crate::engine::ImageShape { c: 1, h: 1, w: 1 }),
-            total_steps: recipe.sampler.steps,
-            steps: Vec::new(),
-            segments,
-            finished: false,
-            recipe: recipe.clone(),
-            branch_state: None,
-        });
-        self.viewing = None;
+        let shape = self.dataset.as_ref().map(|d| d.shape).unwrap_or(crate::engine::ImageShape { c: 1, h: 1, w: 1 });
+        self.history.start_fresh(run, &recipe, shape);
         self.time = TimeControl::default();
+        self.run_started();
+        self.worker.send(Command::Start { run, recipe });
+    }
+
+    /// What every restart and branch resets: the view returns to the current run.
+    fn run_started(&mut self) {
+        self.viewing = None;
         self.progress = None;
         self.computing = true;
         self.inspector.view = None;
         self.live.mark_applied(&self.settings);
-        self.worker.send(Command::Start { run, recipe });
     }
 
-    /// Remembers the images on screen before a restart replaces them (unless a stale view is
-    /// already kept and the current run has nothing newer to show).
+    /// Remembers the images on screen before a restart replaces them.
     fn keep_stale_view(&mut self) {
         let Some(run) = self.shown_run() else { return };
         let Some(step) = run.steps.get(self.time.cursor).or(run.steps.last()) else { return };
@@ -186,39 +177,12 @@ impl StudioApp {
     /// Keeps the current run's steps before `from_step` and recomputes from there with the
     /// current settings (restarts when the run does not know the state at that step).
     pub fn branch(&mut self, from_step: usize) {
-        let Some(cur) = self.history.current() else { return self.restart() };
-        let Some(x_t) = cur.state_at(from_step).map(<[f32]>::to_vec) else { return self.restart() };
-        let shape = cur.shape;
-        let mut segments = cur.segments.clone();
-        segments.retain(|s| s.from_step < from_step);
-        segments.push(Segment { from_step, label: super::settings::segment_label(&self.settings.sampler()) });
         let run = self.next_run;
+        let recipe = self.settings.recipe(self.dataset_hash());
+        let Some((recipe, x_t)) = self.history.start_branch(run, from_step, recipe) else { return self.restart() };
         self.next_run += 1;
-        let mut recipe = self.settings.recipe(self.dataset_hash());
-        // The parent is the recipe that computed the kept steps: for a run that is itself an
-        // unstarted branch from the same step, that is its own parent.
-        let parent = match &cur.recipe.branched_from {
-            Some(b) if b.from_step == from_step && cur.computed_nothing() => b.recipe.clone(),
-            _ => cur.recipe.clone(),
-        };
-        recipe.branched_from = Some(Box::new(crate::recipe::Branch { from_step, recipe: parent }));
-        let steps = self.history.kept_steps(from_step);
-        self.history.start(Run {
-            id: run,
-            shape,
-            total_steps: self.settings.steps,
-            steps,
-            segments,
-            finished: false,
-            recipe: recipe.clone(),
-            branch_state: Some(x_t.clone()),
-        });
-        self.viewing = None;
         self.time.follow = true;
-        self.progress = None;
-        self.computing = true;
-        self.inspector.view = None;
-        self.live.mark_applied(&self.settings);
+        self.run_started();
         self.worker.send(Command::Branch { run, recipe, from_step, x_t });
     }
 

@@ -7,7 +7,10 @@ use egui::{ColorImage, Context, TextureHandle, TextureOptions};
 
 use crate::engine::{ImageShape, StepRecord};
 use crate::export::frame::to_byte;
+use crate::recipe::{Branch, Recipe};
 use crate::worker::RunId;
+
+use super::settings::segment_label;
 
 /// One computed step with its textures (cloning shares the textures).
 #[derive(Clone)]
@@ -34,7 +37,7 @@ pub struct Run {
     pub steps: Vec<StepView>,
     pub segments: Vec<Segment>,
     pub finished: bool,
-    pub recipe: crate::recipe::Recipe,
+    pub recipe: Recipe,
     /// For a branch: the state x_t its first own step starts from, so a later branch from
     /// the same step works before that step has been recomputed.
     pub branch_state: Option<Vec<f32>>,
@@ -129,9 +132,55 @@ impl History {
         self.enforce_cap();
     }
 
-    /// A run that shares the current run's first `from_step` steps (records and textures).
-    pub fn kept_steps(&self, from_step: usize) -> Vec<StepView> {
-        self.current().map(|cur| cur.steps.iter().take(from_step).cloned().collect()).unwrap_or_default()
+    /// Makes a fresh run of `recipe` (id `id`) the current run. A branched recipe (one opened
+    /// from a file) gets one segment per branch point.
+    pub fn start_fresh(&mut self, id: RunId, recipe: &Recipe, shape: ImageShape) {
+        let segments = recipe
+            .segments()
+            .iter()
+            .map(|(from_step, cfg)| Segment { from_step: *from_step, label: segment_label(cfg) })
+            .collect();
+        self.start(Run {
+            id,
+            shape,
+            total_steps: recipe.sampler.steps,
+            steps: Vec::new(),
+            segments,
+            finished: false,
+            recipe: recipe.clone(),
+            branch_state: None,
+        });
+    }
+
+    /// Makes a branch of the current run the current run: it shares the steps before
+    /// `from_step` (records and textures) and continues with `recipe`. Returns the recipe as
+    /// sent to the worker (with `branched_from` set) and the state x_t at `from_step`, or
+    /// `None` when the current run does not know that state.
+    pub fn start_branch(&mut self, id: RunId, from_step: usize, mut recipe: Recipe) -> Option<(Recipe, Vec<f32>)> {
+        let cur = self.current()?;
+        let x_t = cur.state_at(from_step)?.to_vec();
+        let mut segments = cur.segments.clone();
+        segments.retain(|s| s.from_step < from_step);
+        segments.push(Segment { from_step, label: segment_label(&recipe.sampler) });
+        // The parent is the recipe that computed the kept steps: for a run that is itself an
+        // unstarted branch from the same step, that is its own parent.
+        let parent = match &cur.recipe.branched_from {
+            Some(b) if b.from_step == from_step && cur.computed_nothing() => b.recipe.clone(),
+            _ => cur.recipe.clone(),
+        };
+        recipe.branched_from = Some(Box::new(Branch { from_step, recipe: parent }));
+        let run = Run {
+            id,
+            shape: cur.shape,
+            total_steps: recipe.sampler.steps,
+            steps: cur.steps.iter().take(from_step).cloned().collect(),
+            segments,
+            finished: false,
+            recipe: recipe.clone(),
+            branch_state: Some(x_t.clone()),
+        };
+        self.start(run);
+        Some((recipe, x_t))
     }
 
     pub fn total_bytes(&self) -> usize {
@@ -164,5 +213,71 @@ impl History {
         cur.steps.push(StepView { record, x_t, x0, delta, seconds });
         self.enforce_cap();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MachineKind;
+
+    const SHAPE: ImageShape = ImageShape { c: 1, h: 2, w: 2 };
+
+    fn record(k: usize) -> StepRecord {
+        StepRecord {
+            step: k,
+            t: 1.0,
+            alpha_bar: 0.5,
+            patch: 3,
+            x_t: vec![k as f32; 4],
+            x0_hat: vec![0.0; 4],
+            entropy: 0.0,
+            nearest: (0, 0.0),
+        }
+    }
+
+    fn with_steps(ctx: &Context, history: &mut History, id: RunId, recipe: &Recipe, n: usize) {
+        history.start_fresh(id, recipe, SHAPE);
+        for k in 0..n {
+            assert!(history.push_step(ctx, id, record(k), 0.1));
+        }
+    }
+
+    #[test]
+    fn a_restart_replaces_a_run_that_computed_nothing() {
+        let ctx = Context::default();
+        let mut h = History::default();
+        let recipe = Recipe::default();
+        with_steps(&ctx, &mut h, 1, &recipe, 2);
+        h.start_fresh(2, &recipe, SHAPE);
+        h.start_fresh(3, &recipe, SHAPE);
+        h.start_fresh(4, &recipe, SHAPE);
+        assert_eq!(h.runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 4]);
+    }
+
+    #[test]
+    fn branches_keep_their_steps_and_rebranching_before_computing_keeps_the_parent() {
+        let ctx = Context::default();
+        let mut h = History::default();
+        let parent = Recipe::default();
+        with_steps(&ctx, &mut h, 1, &parent, 5);
+        let mut local = Recipe::default();
+        local.sampler.machine = MachineKind::Local;
+        let (sent, x_t) = h.start_branch(2, 3, local.clone()).unwrap();
+        assert_eq!(x_t, vec![3.0; 4]);
+        assert_eq!(sent.branched_from.as_ref().unwrap().recipe, parent);
+        let cur = h.current().unwrap();
+        assert_eq!((cur.steps.len(), cur.first_own_step()), (3, 3));
+        assert!(cur.computed_nothing());
+        // Branching again from step 3 before the branch computed it: same state, same
+        // parent, and the unstarted branch is replaced rather than kept.
+        let mut ideal = Recipe::default();
+        ideal.sampler.machine = MachineKind::Ideal;
+        let (sent, x_t) = h.start_branch(3, 3, ideal).unwrap();
+        assert_eq!(x_t, vec![3.0; 4]);
+        assert_eq!(sent.branched_from.as_ref().unwrap().recipe, parent);
+        assert_eq!(h.runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 3]);
+        // A state the run does not know gives no branch.
+        assert!(h.start_branch(4, 4, local).is_none());
     }
 }

@@ -272,7 +272,8 @@ impl Denoiser {
         groups + banks + es
     }
 
-    /// Drops whatever is cached except `keep`'s pixel groups (and its bank of the other kind).
+    /// Drops every key bank, the equivariant tables and every geometry's pixel groups but
+    /// `keep`'s (the call in progress holds on to those).
     fn evict_all_but(&mut self, keep: GeometryKey) {
         self.groups.retain(|k, _| *k == keep);
         self.banks.clear();
@@ -280,11 +281,12 @@ impl Denoiser {
         self.es_index = None;
     }
 
-    /// Drops every key bank and pixel group (before the equivariant tables move in).
+    /// Drops everything cached (before new pixel groups or equivariant tables move in).
     pub(crate) fn evict_everything(&mut self) {
         self.groups.clear();
         self.banks.clear();
         self.host_banks.clear();
+        self.es_index = None;
     }
 
     /// Makes room under the one budget for a bank of `key`; false when the bank alone would
@@ -302,10 +304,9 @@ impl Denoiser {
     }
 
     /// Makes room for new pixel groups of `bytes` (they are always kept: every call needs them).
-    pub(crate) fn make_room_for_groups(&mut self, key: GeometryKey, bytes: usize) {
+    pub(crate) fn make_room_for_groups(&mut self, bytes: usize) {
         if self.cache_bytes() + bytes > self.cache_budget_bytes {
-            self.evict_all_but(key);
-            self.groups.clear();
+            self.evict_everything();
         }
     }
 }

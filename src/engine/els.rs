@@ -92,7 +92,7 @@ impl Denoiser {
                 }
             })
             .collect();
-        self.make_room_for_groups(key, Self::groups_bytes(&groups));
+        self.make_room_for_groups(Self::groups_bytes(&groups));
         let groups = Arc::new(groups);
         self.groups.insert(key, groups.clone());
         groups

@@ -11,30 +11,50 @@ use morphogen::engine::{Boundary, Call, CancelToken, Control, Denoiser, DeviceCh
 use morphogen::recipe::Recipe;
 use morphogen::worker::{Command, Event, WorkerHandle};
 
-#[test]
-fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
-    let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
-    let mut den = Denoiser::new(&mnist.images, mnist.len(), mnist.shape, &burn::tensor::Device::flex());
-    // P = 15 on 2000 images: a bank of about 1.4 GB, seconds to cut on this machine.
-    let call = Call::new(MachineKind::Els, Boundary::Zeros, 15, 0.5);
+/// Runs `call` on `den`, cancels it after `after`, and returns how long it took to stop.
+fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -> Duration {
     let token = CancelToken::new();
     let canceller = {
         let token = token.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(after);
             token.cancel();
             Instant::now()
         })
     };
     let started = Instant::now();
-    let result = den.denoise(mnist.image(0), &call, &mut Control::new(&token, None));
+    let result = den.denoise(x, call, &mut Control::new(&token, None));
     let returned = Instant::now();
     let cancelled_at = canceller.join().unwrap();
     assert!(result.is_err(), "the call should have been cancelled, not finished in {:?}", started.elapsed());
-    let latency = returned.duration_since(cancelled_at);
-    eprintln!("bank build stopped {latency:?} after the cancel (call ran {:?})", returned - started);
+    returned.duration_since(cancelled_at)
+}
+
+#[test]
+fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
+    let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
+    let mut den = Denoiser::new(&mnist.images, mnist.len(), mnist.shape, &burn::tensor::Device::flex());
+    // P = 15 on 2000 images: a bank of about 1.4 GB, seconds to cut on this machine. The
+    // pixel groups take milliseconds, so 300 ms in the call is inside the bank build.
+    let call = Call::new(MachineKind::Els, Boundary::Zeros, 15, 0.5);
+    let latency = cancel_latency(&mut den, mnist.image(0), &call, Duration::from_millis(300));
+    eprintln!("bank build stopped {latency:?} after the cancel");
     assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
     assert!(den.cache_bytes() < 1 << 30, "a cancelled bank is not kept");
+}
+
+#[test]
+fn building_the_pixel_groups_of_a_large_image_stops_within_100_ms_of_a_cancel() {
+    // 256×256 with circular windows of 31: 63 million patch indices, about 1 GB of tables.
+    let shape = morphogen::engine::ImageShape { c: 1, h: 256, w: 256 };
+    let images = common::random_set(2, shape, 3);
+    let mut den = Denoiser::new(&images, 2, shape, &burn::tensor::Device::flex());
+    let call = Call::new(MachineKind::Els, Boundary::Circular, 31, 0.5);
+    den.check_call(&call).expect("within the memory limit");
+    let latency = cancel_latency(&mut den, &images[..shape.len()], &call, Duration::from_millis(50));
+    eprintln!("pixel-group build stopped {latency:?} after the cancel");
+    assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
+    assert_eq!(den.cache_bytes(), 0, "nothing half-built is kept");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 
 use super::control::{Cancelled, Control};
 use super::denoiser::{Call, Denoised, Denoiser, DeviceGroup, GeometryKey, KeyChunk, to_host};
-use super::geometry::{centre_offsets, els_groups};
+use super::geometry::{centre_offsets, els_groups_cancellable};
 use super::softmax::OnlineSoftmax;
 
 impl Denoiser {
@@ -22,7 +22,7 @@ impl Denoiser {
         if self.fused_cpu {
             return self.els_fused(x, a, s2, key, call.entropy, ctl);
         }
-        let groups = self.device_groups(key);
+        let groups = self.device_groups(key, ctl)?;
         let total: usize = groups.iter().map(|g| self.n.div_ceil(g.images_per_chunk)).sum();
         ctl.begin(total)?;
         let bank = self.key_bank(key, &groups, ctl)?;
@@ -75,11 +75,20 @@ impl Denoiser {
         Ok(Denoised { x0, entropy: (entropy_sum / hw as f64) as f32 })
     }
 
-    pub(crate) fn device_groups(&mut self, key: GeometryKey) -> Arc<Vec<DeviceGroup>> {
+    /// The pixel groups of a geometry with their index tensors, built once (cancellable:
+    /// at large P on a large image the tables take a while).
+    pub(crate) fn device_groups(
+        &mut self,
+        key: GeometryKey,
+        ctl: &Control,
+    ) -> Result<Arc<Vec<DeviceGroup>>, Cancelled> {
         if let Some(g) = self.groups.get(&key) {
-            return g.clone();
+            return Ok(g.clone());
         }
-        let groups: Vec<DeviceGroup> = els_groups(self.shape, key.patch, key.boundary, key.equivariant)
+        let cancelled = || ctl.check().is_err();
+        let host = els_groups_cancellable(self.shape, key.patch, key.boundary, key.equivariant, &cancelled)
+            .ok_or(Cancelled)?;
+        let groups: Vec<DeviceGroup> = host
             .into_iter()
             .map(|host| {
                 let per_image = host.keys_per_image().max(1);
@@ -95,7 +104,7 @@ impl Denoiser {
         self.make_room_for_groups(Self::groups_bytes(&groups));
         let groups = Arc::new(groups);
         self.groups.insert(key, groups.clone());
-        groups
+        Ok(groups)
     }
 
     /// The keys of chunk `ci` of a group, cut from the training images on the device.
@@ -164,7 +173,7 @@ impl Denoiser {
         want_entropy: bool,
         ctl: &mut Control,
     ) -> Result<Denoised, Cancelled> {
-        let groups = self.device_groups(key);
+        let groups = self.device_groups(key, ctl)?;
         let n = self.n;
         let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
         let total: usize = groups.iter().map(|g| self.n.div_ceil(per_chunk(g))).sum();

@@ -85,6 +85,18 @@ impl PixelGroup {
 /// pixel is its own group, which is the LS machine. Circular boundary: one group of all
 /// pixels with wrapped windows, keyed by every fully interior training patch.
 pub fn els_groups(shape: ImageShape, p: usize, boundary: Boundary, equivariant: bool) -> Vec<PixelGroup> {
+    els_groups_cancellable(shape, p, boundary, equivariant, &|| false).expect("never cancelled")
+}
+
+/// [`els_groups`] that asks `cancelled` once per image row (circular) or group (zeros) and
+/// gives up with `None`: at large P on a large image the tables take a while to build.
+pub fn els_groups_cancellable(
+    shape: ImageShape,
+    p: usize,
+    boundary: Boundary,
+    equivariant: bool,
+    cancelled: &dyn Fn() -> bool,
+) -> Option<Vec<PixelGroup>> {
     let d = shape.c * p * p;
     match boundary {
         Boundary::Circular => {
@@ -96,19 +108,25 @@ pub fn els_groups(shape: ImageShape, p: usize, boundary: Boundary, equivariant: 
                 key_pixels: Vec::new(),
             };
             for i in 0..shape.h {
+                if cancelled() {
+                    return None;
+                }
                 for j in 0..shape.w {
                     patch_indices(shape, p, i, j, true, &mut group.query_idx);
                 }
             }
             if p <= shape.h && p <= shape.w {
                 for i in r..shape.h - r {
+                    if cancelled() {
+                        return None;
+                    }
                     for j in r..shape.w - r {
                         patch_indices(shape, p, i, j, false, &mut group.key_idx);
                         group.key_pixels.push(i * shape.w + j);
                     }
                 }
             }
-            vec![group]
+            Some(vec![group])
         }
         Boundary::Zeros => {
             let mut by_mask: std::collections::BTreeMap<[usize; 4], Vec<usize>> = Default::default();
@@ -121,11 +139,14 @@ pub fn els_groups(shape: ImageShape, p: usize, boundary: Boundary, equivariant: 
             by_mask
                 .into_values()
                 .map(|pixels| {
+                    if cancelled() {
+                        return None;
+                    }
                     let mut idx = Vec::with_capacity(pixels.len() * d);
                     for &px in &pixels {
                         patch_indices(shape, p, px / shape.w, px % shape.w, false, &mut idx);
                     }
-                    PixelGroup { key_pixels: pixels.clone(), pixels, key_idx: idx.clone(), query_idx: idx }
+                    Some(PixelGroup { key_pixels: pixels.clone(), pixels, key_idx: idx.clone(), query_idx: idx })
                 })
                 .collect()
         }

@@ -126,13 +126,17 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let rgb = synthetic(args.n_rgb, rgb_shape);
 
     let mut cases: Vec<(String, MachineKind, Boundary, usize, bool)> = Vec::new();
-    for p in [3, 7, 11, 15] {
+    // P = 27 and 45 are the large-patch end a locality scale of 3 reaches on MNIST, where
+    // almost every pixel's window overhang is its own: compare them with Local at the same P.
+    for p in [3, 7, 11, 15, 27, 45] {
         cases.push((format!("els-zeros-28x28-gray-P{p}"), MachineKind::Els, Boundary::Zeros, p, false));
     }
     for p in [5, 11] {
         cases.push((format!("els-zeros-32x32-rgb-P{p}"), MachineKind::Els, Boundary::Zeros, p, true));
     }
-    cases.push(("local-28x28-gray-P7".into(), MachineKind::Local, Boundary::Zeros, 7, false));
+    for p in [7, 27, 45] {
+        cases.push((format!("local-28x28-gray-P{p}"), MachineKind::Local, Boundary::Zeros, p, false));
+    }
     cases.push(("ideal-28x28-gray".into(), MachineKind::Ideal, Boundary::Zeros, 0, false));
 
     let mut gray_denoiser = Denoiser::new(&gray, args.n, gray_shape, &device.device);

@@ -72,6 +72,18 @@ pub(crate) struct DeviceGroup {
     pub key_idx: Tensor<1, Int>,
     /// Training images per key chunk, so a chunk's logits stay near `chunk_logits` entries.
     pub images_per_chunk: usize,
+    /// A pixel whose window overhang no other pixel shares: its only keys are the same
+    /// location in every training image, which is exactly the Local machine there. Such
+    /// pixels (almost all of them once P nears the image side) are computed by the Local
+    /// machine's window sums instead of cutting P²-long keys that are mostly zeros.
+    pub via_local: bool,
+}
+
+impl DeviceGroup {
+    /// Whether the group is computed by streaming its keys through the kernel.
+    pub fn streams(&self) -> bool {
+        !self.via_local && !self.host.key_pixels.is_empty()
+    }
 }
 
 /// The training set as the machines see it, plus everything cached between calls.
@@ -241,6 +253,35 @@ impl Denoiser {
     }
 }
 
+impl Denoiser {
+    /// Fills x̂₀ and sums the entropy of the groups computed by the Local machine (see
+    /// [`DeviceGroup::via_local`]); returns that entropy sum.
+    pub(crate) fn fill_via_local(
+        &mut self,
+        x: &[f32],
+        call: &Call,
+        patch: usize,
+        groups: &[DeviceGroup],
+        x0: &mut [f32],
+        ctl: &mut Control,
+    ) -> Result<f64, Cancelled> {
+        if !groups.iter().any(|g| g.via_local) {
+            return Ok(0.0);
+        }
+        let local = Call { machine: MachineKind::Local, patch, ..*call };
+        let (lx0, entropy) = self.local_parts(x, &local, ctl)?;
+        let (c, hw) = (self.shape.c, self.shape.pixels());
+        let mut entropy_sum = 0f64;
+        for px in groups.iter().filter(|g| g.via_local).map(|g| g.host.pixels[0]) {
+            for ch in 0..c {
+                x0[ch * hw + px] = lx0[ch * hw + px];
+            }
+            entropy_sum += entropy.as_ref().map(|e| e[px] as f64).unwrap_or(0.0);
+        }
+        Ok(entropy_sum)
+    }
+}
+
 /// Bytes per (C·(H·W)²) entry of the equivariant machine: two i64 index tables plus two f32
 /// temporaries of that size.
 const ES_BYTES_PER_ENTRY: f64 = 24.0;
@@ -260,7 +301,9 @@ impl Denoiser {
         let d = c * key.patch * key.patch;
         self.groups
             .get(&key)
-            .map(|gs| gs.iter().map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
+            .map(|gs| {
+                gs.iter().filter(|g| g.streams()).map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum()
+            })
             .unwrap_or(0)
     }
 

@@ -12,6 +12,7 @@ use burn::tensor::Tensor;
 use super::control::{Cancelled, Control};
 use super::denoiser::{Call, Denoised, Denoiser, DeviceGroup, GeometryKey, KeyChunk, to_host};
 use super::geometry::{centre_offsets, els_groups_cancellable};
+use super::machine::Boundary;
 use super::softmax::OnlineSoftmax;
 
 impl Denoiser {
@@ -20,22 +21,25 @@ impl Denoiser {
         let (a, s2) = call.scales();
         let key = GeometryKey { patch: call.effective_patch(self.shape), boundary: call.boundary, equivariant };
         if self.fused_cpu {
-            return self.els_fused(x, a, s2, key, call.entropy, ctl);
+            return self.els_fused(x, call, key, ctl);
         }
         let groups = self.device_groups(key, ctl)?;
-        let total: usize = groups.iter().map(|g| self.n.div_ceil(g.images_per_chunk)).sum();
+        let (c, hw) = (self.shape.c, self.shape.pixels());
+        let mut x0 = vec![0f32; c * hw];
+        let mut entropy_sum = self.fill_via_local(x, call, key.patch, &groups, &mut x0, ctl)?;
+        let total: usize = groups.iter().filter(|g| g.streams()).map(|g| self.n.div_ceil(g.images_per_chunk)).sum();
         ctl.begin(total)?;
         let bank = self.key_bank(key, &groups, ctl)?;
 
-        let (c, hw) = (self.shape.c, self.shape.pixels());
         let d = c * key.patch * key.patch;
         let centre = self.int_tensor(&centre_offsets(c, key.patch));
         let xq = self.centred_query(x, a); // [1, C·H·W + 1]
-        let mut x0 = vec![0f32; c * hw];
-        let mut entropy_sum = 0f64;
 
         for (gi, group) in groups.iter().enumerate() {
             let q = group.host.pixels.len();
+            if group.via_local {
+                continue;
+            }
             if group.host.key_pixels.is_empty() {
                 // No admissible training patch (circular windows larger than the image).
                 for &px in &group.host.pixels {
@@ -93,11 +97,16 @@ impl Denoiser {
             .map(|host| {
                 let per_image = host.keys_per_image().max(1);
                 let images_per_chunk = (self.chunk_logits / (host.pixels.len() * per_image)).clamp(1, self.n);
+                let via_local = key.equivariant
+                    && key.boundary == Boundary::Zeros
+                    && host.pixels.len() == 1
+                    && host.key_pixels == host.pixels;
                 DeviceGroup {
                     query_idx: self.int_tensor(&host.query_idx),
                     key_idx: self.int_tensor(&host.key_idx),
                     host,
                     images_per_chunk,
+                    via_local,
                 }
             })
             .collect();
@@ -145,7 +154,7 @@ impl Denoiser {
         let mut bank: Vec<Vec<KeyChunk>> = Vec::with_capacity(groups.len());
         for g in groups {
             let mut chunks = Vec::new();
-            if !g.host.key_pixels.is_empty() {
+            if g.streams() {
                 for ci in 0..self.n.div_ceil(g.images_per_chunk) {
                     ctl.check()?;
                     chunks.push(self.key_chunk(g, &centre, ci));
@@ -167,30 +176,33 @@ impl Denoiser {
     fn els_fused(
         &mut self,
         x: &[f32],
-        a: f64,
-        s2: f64,
+        call: &Call,
         key: GeometryKey,
-        want_entropy: bool,
         ctl: &mut Control,
     ) -> Result<Denoised, Cancelled> {
+        let (a, s2) = call.scales();
+        let want_entropy = call.entropy;
         let groups = self.device_groups(key, ctl)?;
+        let (c, hw, len) = (self.shape.c, self.shape.pixels(), self.shape.len());
+        let mut x0 = vec![0f32; len];
+        let mut entropy_sum = self.fill_via_local(x, call, key.patch, &groups, &mut x0, ctl)?;
         let n = self.n;
         let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
-        let total: usize = groups.iter().map(|g| self.n.div_ceil(per_chunk(g))).sum();
+        let total: usize = groups.iter().filter(|g| g.streams()).map(|g| self.n.div_ceil(per_chunk(g))).sum();
         ctl.begin(total)?;
         let bank = self.host_bank(key, &groups, &per_chunk, ctl)?;
-        let (c, hw, len) = (self.shape.c, self.shape.pixels(), self.shape.len());
         let d = c * key.patch * key.patch;
         let da = d + 1;
         // x − a·m with the zero slot, like the device path's query row.
         let xc: Vec<f32> =
             x.iter().enumerate().map(|(i, &v)| (v as f64 - a * self.mean[i / hw] as f64) as f32).chain([0.0]).collect();
         let (scale, tail) = ((a / s2) as f32, (-a * a / (2.0 * s2)) as f32);
-        let mut x0 = vec![0f32; len];
-        let mut entropy_sum = 0f64;
         for (gi, group) in groups.iter().enumerate() {
             let g = &group.host;
             let q = g.pixels.len();
+            if group.via_local {
+                continue;
+            }
             if g.key_pixels.is_empty() {
                 for &px in &g.pixels {
                     for ch in 0..c {
@@ -285,7 +297,7 @@ impl Denoiser {
         let mut bank: Vec<Vec<super::fused_cpu::HostChunk>> = Vec::with_capacity(groups.len());
         for g in groups {
             let mut chunks = Vec::new();
-            if !g.host.key_pixels.is_empty() {
+            if g.streams() {
                 let ipc = per_chunk(g);
                 for n0 in (0..self.n).step_by(ipc) {
                     ctl.check()?;

@@ -10,6 +10,19 @@ use super::softmax::OnlineSoftmax;
 
 impl Denoiser {
     pub(crate) fn local(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        let (x0, entropy) = self.local_parts(x, call, ctl)?;
+        let hw = self.shape.pixels();
+        let entropy = entropy.map(|e| e.iter().map(|&v| v as f64).sum::<f64>() / hw as f64);
+        Ok(Denoised { x0, entropy: entropy.unwrap_or(0.0) as f32 })
+    }
+
+    /// x̂₀ ([C, H, W]) and, when `call.entropy`, each pixel's softmax entropy ([H·W]).
+    pub(crate) fn local_parts(
+        &mut self,
+        x: &[f32],
+        call: &Call,
+        ctl: &mut Control,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), Cancelled> {
         let (a, s2) = call.scales();
         let p = call.patch.max(1) | 1;
         let (c, h, w) = (self.shape.c, self.shape.h, self.shape.w);
@@ -44,8 +57,7 @@ impl Denoiser {
                 x0[ch * hw + px] = out[px * c + ch] + self.mean[ch];
             }
         }
-        let entropy = ent.map(|e| to_host(e).iter().map(|&v| v as f64).sum::<f64>() / hw as f64);
-        Ok(Denoised { x0, entropy: entropy.unwrap_or(0.0) as f32 })
+        Ok((x0, ent.map(to_host)))
     }
 }
 

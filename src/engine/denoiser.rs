@@ -77,12 +77,19 @@ pub(crate) struct DeviceGroup {
     /// pixels (almost all of them once P nears the image side) are computed by the Local
     /// machine's window sums instead of cutting P²-long keys that are mostly zeros.
     pub via_local: bool,
+    /// A zeros-boundary group with few key positions: the fused CPU path computes it straight
+    /// from the training images ([`super::direct`]) instead of cutting a key bank.
+    pub direct: bool,
 }
 
 impl DeviceGroup {
     /// Whether the group is computed by streaming its keys through the kernel.
     pub fn streams(&self) -> bool {
         !self.via_local && !self.host.key_pixels.is_empty()
+    }
+    /// Whether the fused CPU path keeps a key bank for it.
+    pub fn banked_on_host(&self) -> bool {
+        self.streams() && !self.direct
     }
 }
 
@@ -295,15 +302,15 @@ impl Denoiser {
         groups.iter().map(|g| (g.host.query_idx.len() + g.host.key_idx.len()) * 8 * 2 + g.host.pixels.len() * 16).sum()
     }
 
-    /// Bytes of a geometry's key bank: every key with its norm, plus its values.
+    /// Bytes of a geometry's key bank: every key with its norm, plus its values (the fused
+    /// CPU path's bank leaves out the groups it computes directly).
     fn bank_bytes(&self, key: GeometryKey) -> usize {
         let c = self.shape.c;
         let d = c * key.patch * key.patch;
+        let kept = |g: &&DeviceGroup| if self.fused_cpu { g.banked_on_host() } else { g.streams() };
         self.groups
             .get(&key)
-            .map(|gs| {
-                gs.iter().filter(|g| g.streams()).map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum()
-            })
+            .map(|gs| gs.iter().filter(kept).map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
             .unwrap_or(0)
     }
 

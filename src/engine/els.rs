@@ -101,12 +101,16 @@ impl Denoiser {
                     && key.boundary == Boundary::Zeros
                     && host.pixels.len() == 1
                     && host.key_pixels == host.pixels;
+                let direct = !via_local
+                    && key.boundary == Boundary::Zeros
+                    && (1..=super::direct::MAX_KEYS).contains(&host.keys_per_image());
                 DeviceGroup {
                     query_idx: self.int_tensor(&host.query_idx),
                     key_idx: self.int_tensor(&host.key_idx),
                     host,
                     images_per_chunk,
                     via_local,
+                    direct,
                 }
             })
             .collect();
@@ -188,8 +192,8 @@ impl Denoiser {
         let mut entropy_sum = self.fill_via_local(x, call, key.patch, &groups, &mut x0, ctl)?;
         let n = self.n;
         let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
-        let total: usize = groups.iter().filter(|g| g.streams()).map(|g| self.n.div_ceil(per_chunk(g))).sum();
-        ctl.begin(total)?;
+        let total: usize = groups.iter().filter(|g| g.banked_on_host()).map(|g| self.n.div_ceil(per_chunk(g))).sum();
+        ctl.begin(total + 1)?;
         let bank = self.host_bank(key, &groups, &per_chunk, ctl)?;
         let d = c * key.patch * key.patch;
         let da = d + 1;
@@ -197,10 +201,32 @@ impl Denoiser {
         let xc: Vec<f32> =
             x.iter().enumerate().map(|(i, &v)| (v as f64 - a * self.mean[i / hw] as f64) as f32).chain([0.0]).collect();
         let (scale, tail) = ((a / s2) as f32, (-a * a / (2.0 * s2)) as f32);
+        // The small groups, in parallel over groups, straight from the images.
+        let direct = super::direct::solve(
+            self.shape,
+            key.patch,
+            &groups,
+            |g| g.direct && g.streams(),
+            &xc[..len],
+            &self.host_centred,
+            self.n,
+            a / s2,
+            -a * a / (2.0 * s2),
+        );
+        for (group, solved) in groups.iter().zip(&direct) {
+            let Some((out, ent)) = solved else { continue };
+            for (i, &px) in group.host.pixels.iter().enumerate() {
+                for ch in 0..c {
+                    x0[ch * hw + px] = out[i * c + ch] + self.mean[ch];
+                }
+            }
+            entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
+        }
+        ctl.chunk_done()?;
         for (gi, group) in groups.iter().enumerate() {
             let g = &group.host;
             let q = g.pixels.len();
-            if group.via_local {
+            if !group.banked_on_host() && !g.key_pixels.is_empty() {
                 continue;
             }
             if g.key_pixels.is_empty() {
@@ -297,7 +323,7 @@ impl Denoiser {
         let mut bank: Vec<Vec<super::fused_cpu::HostChunk>> = Vec::with_capacity(groups.len());
         for g in groups {
             let mut chunks = Vec::new();
-            if g.streams() {
+            if g.banked_on_host() {
                 let ipc = per_chunk(g);
                 for n0 in (0..self.n).step_by(ipc) {
                     ctl.check()?;

@@ -168,7 +168,7 @@ fn fold_row<'v>(
 
 /// Lane-parallel helpers written so LLVM vectorises them (8 independent accumulators, no
 /// branches), compiled twice: for AVX2+FMA when the CPU has it, and for the baseline.
-mod simd {
+pub(crate) mod simd {
     use std::sync::OnceLock;
 
     const LANES: usize = 8;

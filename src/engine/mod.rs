@@ -9,6 +9,7 @@
 pub mod control;
 pub mod denoiser;
 pub mod device;
+mod direct;
 mod els;
 mod equivariant;
 pub mod fused_cpu;

@@ -257,18 +257,14 @@ fn read_image_npy(path: &Path, dataset: &Dataset) -> Result<Vec<f32>, String> {
     data::read_image_npy(path, dataset.shape).map_err(|e| e.to_string())
 }
 
-/// The checks a single denoiser call gets from the command line: a time in (0, 1] and an
-/// odd patch size the machine can use on this image.
-fn check_call_args(
-    t: f64,
+/// The patch check a single denoiser call gets from the command line: odd, and no larger than
+/// the machine can use on this image.
+fn check_patch_arg(
     patch: usize,
     machine: MachineKind,
     boundary: engine::Boundary,
     shape: engine::ImageShape,
 ) -> Result<(), String> {
-    if !(t > 0.0 && t <= 1.0) {
-        return Err(format!("--t must be in (0, 1], not {t}"));
-    }
     if patch.is_multiple_of(2) {
         return Err(format!("--patch {patch} must be odd"));
     }
@@ -293,6 +289,7 @@ fn check_call_args(
 }
 
 fn denoise(args: DenoiseArgs) -> Result<(), String> {
+    // Before loading anything: a bad time needs no dataset to be refused.
     if !(args.t > 0.0 && args.t <= 1.0) {
         return Err(format!("--t must be in (0, 1], not {}", args.t));
     }
@@ -300,7 +297,7 @@ fn denoise(args: DenoiseArgs) -> Result<(), String> {
     let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
     let x = read_image_npy(&args.input, &dataset)?;
     let (in_shape, _) = data::read_npy_f32(&args.input).map_err(|e| e.to_string())?;
-    check_call_args(args.t, args.patch, args.machine, args.boundary, dataset.shape)?;
+    check_patch_arg(args.patch, args.machine, args.boundary, dataset.shape)?;
     if !args.force && args.out.exists() {
         return Err(format!("{} already exists (use --force to overwrite)", args.out.display()));
     }

@@ -11,8 +11,14 @@ use morphogen::engine::{Boundary, Call, CancelToken, Control, Denoiser, DeviceCh
 use morphogen::recipe::Recipe;
 use morphogen::worker::{Command, Event, WorkerHandle};
 
-/// Runs `call` on `den`, cancels it after `after`, and returns how long it took to stop.
-fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -> Duration {
+/// The latency tests take turns: each allocates up to a gigabyte, and run side by side on two
+/// cores they measure each other's page faults rather than the cancel.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `call` on `den`, cancels it after `after`, and returns how long it took to stop and
+/// how many key chunks the kernel had finished by then.
+fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -> (Duration, usize) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let token = CancelToken::new();
     let canceller = {
         let token = token.clone();
@@ -23,22 +29,27 @@ fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -
         })
     };
     let started = Instant::now();
-    let result = den.denoise(x, call, &mut Control::new(&token, None));
+    let mut chunks = 0;
+    let mut progress = |done: usize, _total: usize| chunks = done;
+    let result = den.denoise(x, call, &mut Control::new(&token, Some(&mut progress)));
     let returned = Instant::now();
     let cancelled_at = canceller.join().unwrap();
     assert!(result.is_err(), "the call should have been cancelled, not finished in {:?}", started.elapsed());
-    returned.duration_since(cancelled_at)
+    (returned.duration_since(cancelled_at), chunks)
 }
 
 #[test]
 fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
     let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
-    let mut den = Denoiser::new(&mnist.images, mnist.len(), mnist.shape, &burn::tensor::Device::flex());
-    // P = 15 on 2000 images: a bank of about 1.4 GB, seconds to cut on this machine. The
-    // pixel groups take milliseconds, so 300 ms in the call is inside the bank build.
-    let call = Call::new(MachineKind::Els, Boundary::Zeros, 15, 0.5);
-    let latency = cancel_latency(&mut den, mnist.image(0), &call, Duration::from_millis(300));
+    // MNIST five times over (N = 10000) with circular windows of 15: one group whose bank of
+    // 1.8 GB takes seconds to cut; the budget is raised so that it is built, not streamed.
+    let images = mnist.images.repeat(5);
+    let mut den = Denoiser::new(&images, 5 * mnist.len(), mnist.shape, &burn::tensor::Device::flex());
+    den.cache_budget_bytes = 4 << 30;
+    let call = Call::new(MachineKind::Els, Boundary::Circular, 15, 0.5);
+    let (latency, chunks) = cancel_latency(&mut den, mnist.image(0), &call, Duration::from_millis(300));
     eprintln!("bank build stopped {latency:?} after the cancel");
+    assert_eq!(chunks, 0, "the cancel landed in the bank build, before any kernel chunk");
     assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
     assert!(den.cache_bytes() < 1 << 30, "a cancelled bank is not kept");
 }
@@ -51,7 +62,7 @@ fn building_the_pixel_groups_of_a_large_image_stops_within_100_ms_of_a_cancel() 
     let mut den = Denoiser::new(&images, 2, shape, &burn::tensor::Device::flex());
     let call = Call::new(MachineKind::Els, Boundary::Circular, 31, 0.5);
     den.check_call(&call).expect("within the memory limit");
-    let latency = cancel_latency(&mut den, &images[..shape.len()], &call, Duration::from_millis(50));
+    let (latency, _) = cancel_latency(&mut den, &images[..shape.len()], &call, Duration::from_millis(50));
     eprintln!("pixel-group build stopped {latency:?} after the cancel");
     assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
     assert_eq!(den.cache_bytes(), 0, "nothing half-built is kept");

@@ -68,6 +68,12 @@ impl<'a> Control<'a> {
         self.check()
     }
 
+    /// The token itself, for work split over threads (a `Control` holds the progress sink
+    /// and so cannot be shared).
+    pub fn token(&self) -> Option<CancelToken> {
+        self.cancel.cloned()
+    }
+
     pub fn check(&self) -> Result<(), Cancelled> {
         match self.cancel {
             Some(token) if token.is_cancelled() => Err(Cancelled),

@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::control::{CancelToken, Cancelled};
 use super::denoiser::DeviceGroup;
 use super::fused_cpu::simd::dot;
 use super::geometry::ImageShape;
@@ -18,6 +19,9 @@ use super::geometry::ImageShape;
 /// Groups with at most this many key positions per image go this way; larger ones (the
 /// interior group at small P) are matrix products and stay on the gemm kernel.
 pub const MAX_KEYS: usize = 16;
+
+/// Per group: x̂₀ − m ([Q, C]) and each pixel's entropy, or `None` for groups not taken.
+type Solved = Vec<Option<(Vec<f32>, Vec<f32>)>>;
 
 /// The in-image part of a group's windows, relative to each pixel: rows dy0..=dy1 and
 /// columns dx0..=dx1 (the same for every pixel of a zeros-boundary group).
@@ -94,7 +98,8 @@ impl Row {
 
 /// x̂₀ − m (per channel, [Q, C] per group, in group order) and per-pixel entropy of every
 /// group `take(g)` selects. `xc` is x − a·m ([C, H, W]), `images` the centred training set
-/// ([N, C, H, W]); logits are (a/σ²)·q·k − (a²/2σ²)·‖k‖², as in the other paths.
+/// ([N, C, H, W]); logits are (a/σ²)·q·k − (a²/2σ²)·‖k‖², as in the other paths. `cancel`
+/// is checked every 16 images of every group.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn solve(
     shape: ImageShape,
@@ -106,13 +111,15 @@ pub(crate) fn solve(
     n: usize,
     scale: f64,
     tail: f64,
-) -> Vec<Option<(Vec<f32>, Vec<f32>)>> {
+    cancel: Option<CancelToken>,
+) -> Result<Solved, Cancelled> {
+    let cancelled = || cancel.as_ref().is_some_and(|t| t.is_cancelled());
     let (c, len, hw) = (shape.c, shape.len(), shape.pixels());
     groups
         .par_iter()
         .map(|g| {
             if !take(g) {
-                return None;
+                return Ok(None);
             }
             let pixels = &g.host.pixels;
             let keys = &g.host.key_pixels;
@@ -126,7 +133,10 @@ pub(crate) fn solve(
             }
             let mut rows: Vec<Row> = (0..pixels.len()).map(|_| Row::new(c)).collect();
             let mut key = Vec::with_capacity(d);
-            for img in images.chunks_exact(len).take(n) {
+            for (k, img) in images.chunks_exact(len).take(n).enumerate() {
+                if k % 16 == 0 && cancelled() {
+                    return Err(Cancelled);
+                }
                 for &kp in keys {
                     window.gather(shape, img, kp, &mut key);
                     let norm = dot(&key, &key) as f64;
@@ -142,7 +152,7 @@ pub(crate) fn solve(
                 out.extend(row.acc.iter().map(|a| (a / row.s) as f32));
                 entropy.push(row.entropy() as f32);
             }
-            Some((out, entropy))
+            Ok(Some((out, entropy)))
         })
         .collect()
 }

@@ -212,7 +212,8 @@ impl Denoiser {
             self.n,
             a / s2,
             -a * a / (2.0 * s2),
-        );
+            ctl.token(),
+        )?;
         for (group, solved) in groups.iter().zip(&direct) {
             let Some((out, ent)) = solved else { continue };
             for (i, &px) in group.host.pixels.iter().enumerate() {
@@ -251,7 +252,7 @@ impl Denoiser {
                 let chunk = match &bank {
                     Some(bank) => &bank[gi][ci],
                     None => {
-                        owned = self.host_chunk(g, key.patch, n0, ipc.min(self.n - n0));
+                        owned = self.host_chunk(g, key.patch, n0, ipc.min(self.n - n0), ctl)?;
                         &owned
                     }
                 };
@@ -270,13 +271,16 @@ impl Denoiser {
     }
 
     /// Keys of images n0..n0+nc at a group's key positions, with norms, on the host.
+    /// Checks `ctl` once per image: one chunk at P = 15 is ~15 MB of transposed (strided)
+    /// writes, which under load took longer than a slider move may wait.
     fn host_chunk(
         &self,
         g: &super::geometry::PixelGroup,
         p: usize,
         n0: usize,
         nc: usize,
-    ) -> super::fused_cpu::HostChunk {
+        ctl: &Control,
+    ) -> Result<super::fused_cpu::HostChunk, Cancelled> {
         let (c, len) = (self.shape.c, self.shape.len());
         let kg = g.keys_per_image();
         let d = g.key_idx.len() / kg;
@@ -286,6 +290,7 @@ impl Denoiser {
         let mut keys_t = vec![0f32; da * k]; // [D+1, K]
         let mut values_t = vec![0f32; c * k]; // [C, K]
         for n in 0..nc {
+            ctl.check()?;
             let img = &self.host_centred[(n0 + n) * len..(n0 + n + 1) * len];
             for j in 0..kg {
                 let col = n * kg + j;
@@ -301,7 +306,7 @@ impl Denoiser {
                 }
             }
         }
-        super::fused_cpu::HostChunk { keys_t, values_t, len: k }
+        Ok(super::fused_cpu::HostChunk { keys_t, values_t, len: k })
     }
 
     /// The host key bank of a geometry, kept between calls while it fits the budget
@@ -326,8 +331,16 @@ impl Denoiser {
             if g.banked_on_host() {
                 let ipc = per_chunk(g);
                 for n0 in (0..self.n).step_by(ipc) {
-                    ctl.check()?;
-                    chunks.push(self.host_chunk(&g.host, key.patch, n0, ipc.min(self.n - n0)));
+                    match self.host_chunk(&g.host, key.patch, n0, ipc.min(self.n - n0), ctl) {
+                        Ok(chunk) => chunks.push(chunk),
+                        Err(cancelled) => {
+                            // Handing hundreds of MB back to the OS takes ~0.3 ms a MB, longer
+                            // than a cancel may: free the half-built bank on another thread.
+                            bank.push(chunks);
+                            std::thread::spawn(move || drop(bank));
+                            return Err(cancelled);
+                        }
+                    }
                 }
             }
             bank.push(chunks);

@@ -383,14 +383,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let shape = dataset.shape;
     for (_, cfg) in recipe.segments() {
-        for k in 0..cfg.steps {
-            denoiser.check_call(&Call::new(
-                cfg.machine,
-                cfg.boundary,
-                cfg.patch_at(k, shape.h, shape.w) as usize,
-                0.5,
-            ))?;
-        }
+        denoiser.check_run(&cfg)?;
     }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: cannot create folder: {e}", out_dir.display()))?;
     let mut traj = Trajectory::new(recipe.clone(), dataset.shape);

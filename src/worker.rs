@@ -349,10 +349,7 @@ impl Worker {
         let shape = loaded.denoiser.shape();
         let mut segments: std::collections::VecDeque<_> = recipe.segments().into();
         for (_, cfg) in &segments {
-            for k in 0..cfg.steps {
-                let call = Call::new(cfg.machine, cfg.boundary, cfg.patch_at(k, shape.h, shape.w) as usize, 0.5);
-                loaded.denoiser.check_call(&call)?;
-            }
+            loaded.denoiser.check_run(cfg)?;
         }
         let device =
             self.devices.iter().find(|(c, _)| *c == recipe.device).map(|(_, d)| d.kind).unwrap_or(recipe.device);

@@ -20,30 +20,32 @@ fn declared_shape(bytes: &[u8]) -> Option<Vec<u64>> {
     tuple.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.trim_end_matches('L').parse().ok()).collect()
 }
 
+/// Refuses a declared shape whose element count overflows or needs more bytes than the file
+/// has (at least 4 per value), before anything is allocated for it.
+fn check_count(path: &Path, shape: &[u64], file_len: usize) -> Result<(), DataError> {
+    let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    if count.is_none_or(|n| n.saturating_mul(4) > file_len as u64) {
+        return Err(DataError::new(
+            path,
+            format!("the header claims shape {shape:?}, more values than the file holds"),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a float32 or float64 .npy into (shape, values as f32).
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
     // npyz multiplies the declared shape without checking for overflow (a panic in debug
     // builds, a wrapped count in release), so a hostile header is refused here first.
     if let Some(shape) = declared_shape(&bytes) {
-        let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-        if count.is_none_or(|n| n.saturating_mul(4) > bytes.len() as u64) {
-            return Err(DataError::new(
-                path,
-                format!("the header claims shape {shape:?}, more values than the file holds"),
-            ));
-        }
+        check_count(path, &shape, bytes.len())?;
     }
     let npy =
         npyz::NpyFile::new(&bytes[..]).map_err(|e| DataError::new(path, format!("not a valid .npy file: {e}")))?;
+    // Headers in a form `declared_shape` does not read are checked once npyz has parsed them.
+    check_count(path, npy.shape(), bytes.len())?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if count.is_none_or(|n| n.saturating_mul(4) > bytes.len()) {
-        return Err(DataError::new(
-            path,
-            format!("the header claims shape {shape:?}, more values than the file holds"),
-        ));
-    }
     if npy.order() == npyz::Order::Fortran {
         return Err(DataError::new(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
     }

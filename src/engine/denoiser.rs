@@ -206,6 +206,14 @@ impl Denoiser {
         Ok(())
     }
 
+    /// [`Denoiser::check_call`] for every step of a run: the patch size changes per step.
+    pub fn check_run(&self, cfg: &super::sampler::SamplerConfig) -> Result<(), String> {
+        let s = self.shape;
+        (0..cfg.steps).try_for_each(|k| {
+            self.check_call(&Call::new(cfg.machine, cfg.boundary, cfg.patch_at(k, s.h, s.w) as usize, 0.5))
+        })
+    }
+
     /// x̂₀(x, t) for the machine named in `call`. `x` is [C, H, W].
     ///
     /// Panics when `call` fails [`Denoiser::check_call`]: callers check first (the worker turns

@@ -75,11 +75,7 @@ impl Row {
     fn add(&mut self, logit: f64, value: impl Fn(usize) -> f64) {
         if logit > self.m {
             if self.m.is_finite() {
-                let shift = self.m - logit;
-                let correction = shift.exp();
-                self.u = correction * (self.u + shift * self.s);
-                self.s *= correction;
-                self.acc.iter_mut().for_each(|a| *a *= correction);
+                super::fused_cpu::rebase(&mut self.s, &mut self.u, &mut self.acc, self.m - logit);
             }
             self.m = logit;
         }

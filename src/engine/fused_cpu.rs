@@ -125,6 +125,16 @@ impl RowState {
     }
 }
 
+/// Moves a row's running sums from max m to a larger max m', given shift = m − m' ≤ 0:
+/// e^(l−m') = c·e^(l−m) with c = e^shift, and (l − m') = (l − m) + shift, so
+/// s' = c·s, acc' = c·acc and u' = c·(u + shift·s).
+pub(crate) fn rebase(s: &mut f64, u: &mut f64, acc: &mut [f64], shift: f64) {
+    let correction = shift.exp();
+    *u = correction * (*u + shift * *s);
+    *s *= correction;
+    acc.iter_mut().for_each(|a| *a *= correction);
+}
+
 /// One row of one tile: rescale the running state to the new max, then exponentiate the
 /// row in place and accumulate its sum, its values and (for the entropy) Σ p·logit.
 #[inline]
@@ -141,15 +151,7 @@ fn fold_row<'v>(
     let m_new = m.max(tile_max);
     if m_new > *m {
         if m.is_finite() {
-            // Re-base s, u and acc from m to m_new: e^(l−m_new) = c·e^(l−m) and
-            // (l − m_new) = (l − m) + (m − m_new), so u' = c·(u + (m − m_new)·s).
-            let shift = (*m - m_new) as f64;
-            let correction = shift.exp();
-            *u = correction * (*u + shift * *s);
-            *s *= correction;
-            for a in acc.iter_mut() {
-                *a *= correction;
-            }
+            rebase(s, u, acc, (*m - m_new) as f64);
         }
         *m = m_new;
     }

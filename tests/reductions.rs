@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use morphogen::engine::{Boundary, Call, Control, Denoiser, ImageShape, MachineKind, NoiseSchedule};
+use morphogen::engine::{Boundary, Call, Control, Denoiser, ElsPath, ImageShape, MachineKind, NoiseSchedule};
 
 fn set(n: usize, shape: ImageShape, seed: u64) -> Denoiser {
     Denoiser::new(&random_set(n, shape, seed), n, shape, &burn::tensor::Device::flex())
@@ -194,8 +194,8 @@ fn fused_cpu_kernel_matches_the_burn_ops_path() {
         let x = random_set(1, shape, 18);
         let mut fused = Denoiser::new(&train, n, shape, &burn::tensor::Device::flex());
         let mut ops = Denoiser::new(&train, n, shape, &burn::tensor::Device::flex());
-        assert!(fused.fused_cpu, "the CPU backend uses the fused kernel by default");
-        ops.fused_cpu = false;
+        assert_eq!(fused.els_path, ElsPath::HostKernel, "the CPU backend uses the fused kernel by default");
+        ops.els_path = ElsPath::BurnOps;
         // tiny chunks so both paths stream through several of them
         fused.cache_budget_bytes = 0;
         ops.chunk_logits = 512;

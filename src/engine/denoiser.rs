@@ -93,6 +93,37 @@ impl DeviceGroup {
     }
 }
 
+/// How the local machines are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElsPath {
+    /// The fused CPU kernel on host key banks ([`super::fused_cpu`]); the CPU default.
+    HostKernel,
+    /// The fused op ([`super::els_op`]): the cubecl kernel on a GPU, the fused CPU kernel on
+    /// flex; the GPU default. Keys are cut on the fly, no bank is kept.
+    Op,
+    /// Plain burn ops (matmul, then a streaming softmax): the reference the others are
+    /// tested against.
+    BurnOps,
+}
+
+/// The fused op's index tables for one geometry, on the device.
+pub(crate) struct OpTables {
+    /// [Q·D]: flat indices into x's row of every query patch, block by block.
+    pub query_idx: Tensor<1, Int>,
+    /// [Kpos, D]: flat indices into an image row of every key position.
+    pub key_idx: Tensor<2, Int>,
+    /// [B, 5]: the blocks (see [`super::els_op::Block`]).
+    pub blocks: Tensor<2, Int>,
+    /// Output pixel of each query row.
+    pub pixels: Vec<usize>,
+    /// Pixels with no admissible training patch (circular windows larger than the image).
+    pub empty: Vec<usize>,
+    pub n_blocks: usize,
+    /// Key positions in the largest block (its keys are N times that).
+    pub max_positions: usize,
+    pub bytes: usize,
+}
+
 /// The training set as the machines see it, plus everything cached between calls.
 pub struct Denoiser {
     pub(crate) device: Device,
@@ -116,9 +147,11 @@ pub struct Denoiser {
     pub(crate) groups: HashMap<GeometryKey, Arc<Vec<DeviceGroup>>>,
     pub(crate) banks: HashMap<GeometryKey, Arc<Vec<Vec<KeyChunk>>>>,
     pub(crate) es_index: Option<(Tensor<1, Int>, Tensor<3, Int>)>,
-    /// Run ELS through the fused CPU kernel instead of burn ops (on by default on the CPU
-    /// backend; tests turn it off to check one path against the other).
-    pub fused_cpu: bool,
+    /// Which implementation the local machines (ELS, LS, Local) run through; tests switch it
+    /// to check one path against another.
+    pub els_path: ElsPath,
+    /// The fused op's tables per geometry (see [`super::els_op`]).
+    pub(crate) op_tables: HashMap<GeometryKey, Arc<OpTables>>,
     pub(crate) host_banks: HashMap<GeometryKey, Arc<Vec<Vec<super::fused_cpu::HostChunk>>>>,
 }
 
@@ -158,7 +191,8 @@ impl Denoiser {
             groups: HashMap::new(),
             banks: HashMap::new(),
             es_index: None,
-            fused_cpu: *device == Device::flex(),
+            els_path: if *device == Device::flex() { ElsPath::HostKernel } else { ElsPath::Op },
+            op_tables: HashMap::new(),
             host_banks: HashMap::new(),
         }
     }
@@ -315,7 +349,8 @@ impl Denoiser {
     fn bank_bytes(&self, key: GeometryKey) -> usize {
         let c = self.shape.c;
         let d = c * key.patch * key.patch;
-        let kept = |g: &&DeviceGroup| if self.fused_cpu { g.banked_on_host() } else { g.streams() };
+        let kept =
+            |g: &&DeviceGroup| if self.els_path == ElsPath::HostKernel { g.banked_on_host() } else { g.streams() };
         self.groups
             .get(&key)
             .map(|gs| gs.iter().filter(kept).map(|g| self.n * g.host.keys_per_image() * (d + 1 + c) * 4).sum())
@@ -327,13 +362,15 @@ impl Denoiser {
         let groups: usize = self.groups.values().map(|g| Self::groups_bytes(g)).sum();
         let banks: usize = self.banks.keys().chain(self.host_banks.keys()).map(|&k| self.bank_bytes(k)).sum();
         let es = self.es_index.as_ref().map(|_| self.shape.c * self.shape.pixels().pow(2) * 16).unwrap_or(0);
-        groups + banks + es
+        let tables: usize = self.op_tables.values().map(|t| t.bytes).sum();
+        groups + banks + es + tables
     }
 
     /// Drops every key bank, the equivariant tables and every geometry's pixel groups but
     /// `keep`'s (the call in progress holds on to those).
     fn evict_all_but(&mut self, keep: GeometryKey) {
         self.groups.retain(|k, _| *k == keep);
+        self.op_tables.retain(|k, _| *k == keep);
         self.banks.clear();
         self.host_banks.clear();
         self.es_index = None;
@@ -342,6 +379,7 @@ impl Denoiser {
     /// Drops everything cached (before new pixel groups or equivariant tables move in).
     pub(crate) fn evict_everything(&mut self) {
         self.groups.clear();
+        self.op_tables.clear();
         self.banks.clear();
         self.host_banks.clear();
         self.es_index = None;

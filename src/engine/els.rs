@@ -10,7 +10,8 @@ use std::sync::Arc;
 use burn::tensor::Tensor;
 
 use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoised, Denoiser, DeviceGroup, GeometryKey, KeyChunk, to_host};
+use super::denoiser::{Call, Denoised, Denoiser, DeviceGroup, ElsPath, GeometryKey, KeyChunk, OpTables, to_host};
+use super::els_op::{BLOCK_QUERIES, Block, OpParams};
 use super::geometry::{centre_offsets, els_groups_cancellable};
 use super::machine::Boundary;
 use super::softmax::OnlineSoftmax;
@@ -20,8 +21,10 @@ impl Denoiser {
     pub fn els(&mut self, x: &[f32], call: &Call, equivariant: bool, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         let (a, s2) = call.scales();
         let key = GeometryKey { patch: call.effective_patch(self.shape), boundary: call.boundary, equivariant };
-        if self.fused_cpu {
-            return self.els_fused(x, call, key, ctl);
+        match self.els_path {
+            ElsPath::HostKernel => return self.els_fused(x, call, key, ctl),
+            ElsPath::Op => return self.els_op(x, call, key, ctl),
+            ElsPath::BurnOps => {}
         }
         let groups = self.device_groups(key, ctl)?;
         let (c, hw) = (self.shape.c, self.shape.pixels());
@@ -356,4 +359,116 @@ pub(crate) fn augment_query(queries: Tensor<2>, a: f64, s2: f64) -> Tensor<2> {
     let [q, _] = queries.dims();
     let tail = Tensor::<2>::full([q, 1], -a * a / (2.0 * s2), &queries.device()); // [Q, 1]
     Tensor::cat(vec![queries.mul_scalar(a / s2), tail], 1)
+}
+
+impl Denoiser {
+    /// ELS (or LS, with `key.equivariant` off) through the fused op: one launch for the whole
+    /// image, keys cut on the fly from the images.
+    pub(crate) fn els_op(
+        &mut self,
+        x: &[f32],
+        call: &Call,
+        key: GeometryKey,
+        ctl: &mut Control,
+    ) -> Result<Denoised, Cancelled> {
+        let (a, s2) = call.scales();
+        let tables = self.op_tables(key, ctl)?;
+        let (c, hw) = (self.shape.c, self.shape.pixels());
+        let d = c * key.patch * key.patch;
+        let mut x0 = vec![0f32; self.shape.len()];
+        for &px in &tables.empty {
+            for ch in 0..c {
+                x0[ch * hw + px] = self.mean[ch];
+            }
+        }
+        ctl.begin(1)?;
+        let mut entropy_sum = 0f64;
+        if !tables.pixels.is_empty() {
+            let q = tables.pixels.len();
+            let queries = self.centred_query(x, a).select(1, tables.query_idx.clone()).reshape([q, d]); // [Q, D]
+            let params = OpParams {
+                a: a as f32,
+                inv_two_s2: (0.5 / s2) as f32,
+                splits: super::els_op::choose_splits(tables.n_blocks, self.n * tables.max_positions),
+                channels: c,
+                patch: key.patch,
+            };
+            let partials = super::els_op::els_partials(
+                self.images.clone(),
+                queries,
+                tables.key_idx.clone(),
+                tables.blocks.clone(),
+                params,
+            ); // [S, Q, 3 + C]
+            let (out, ent) = super::els_op::merge(partials); // [Q, C], [Q, 1]
+            let out = to_host(out);
+            for (i, &px) in tables.pixels.iter().enumerate() {
+                for ch in 0..c {
+                    x0[ch * hw + px] = out[i * c + ch] + self.mean[ch];
+                }
+            }
+            if call.entropy {
+                entropy_sum = to_host(ent).iter().map(|&e| e as f64).sum();
+            }
+        }
+        ctl.chunk_done()?;
+        Ok(Denoised { x0, entropy: if call.entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 } })
+    }
+
+    /// The op's tables for a geometry, built from its pixel groups once and cached.
+    fn op_tables(&mut self, key: GeometryKey, ctl: &Control) -> Result<Arc<OpTables>, Cancelled> {
+        if let Some(t) = self.op_tables.get(&key) {
+            return Ok(t.clone());
+        }
+        let groups = self.device_groups(key, ctl)?;
+        let d = self.shape.c * key.patch * key.patch;
+        let (mut query_idx, mut key_idx, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut pixels, mut empty, mut max_positions) = (Vec::new(), Vec::new(), 0);
+        let mut singles = Vec::new();
+        for g in groups.iter().map(|g| &g.host) {
+            if g.key_pixels.is_empty() {
+                empty.extend_from_slice(&g.pixels);
+            } else if g.pixels.len() == 1 && g.keys_per_image() == 1 {
+                singles.push(g);
+            } else {
+                let k0 = key_idx.len() / d;
+                key_idx.extend_from_slice(&g.key_idx);
+                max_positions = max_positions.max(g.keys_per_image());
+                for (chunk, idx) in g.pixels.chunks(BLOCK_QUERIES).zip(g.query_idx.chunks(BLOCK_QUERIES * d)) {
+                    blocks.push(Block { q0: pixels.len(), qn: chunk.len(), k0, kn: g.keys_per_image(), kstride: 0 });
+                    pixels.extend_from_slice(chunk);
+                    query_idx.extend_from_slice(idx);
+                }
+            }
+        }
+        // Singleton groups (LS, and ELS pixels whose overhang no other pixel shares): query
+        // u of a block reads key row k0 + u, so 64 of them fill a block.
+        for chunk in singles.chunks(BLOCK_QUERIES) {
+            ctl.check()?;
+            blocks.push(Block { q0: pixels.len(), qn: chunk.len(), k0: key_idx.len() / d, kn: 1, kstride: 1 });
+            for g in chunk {
+                pixels.push(g.pixels[0]);
+                query_idx.extend_from_slice(&g.query_idx);
+                key_idx.extend_from_slice(&g.key_idx);
+            }
+            max_positions = max_positions.max(1);
+        }
+        let rows: Vec<i64> = blocks.iter().flat_map(Block::row).collect();
+        let bytes = (query_idx.len() + key_idx.len() + rows.len()) * 8 + pixels.len() * 8;
+        let kpos = key_idx.len() / d;
+        let tables = OpTables {
+            query_idx: self.int_tensor(&query_idx),
+            key_idx: self.int_tensor(&key_idx).reshape([kpos, d]),
+            blocks: self.int_tensor(&rows).reshape([blocks.len(), 5]),
+            pixels,
+            empty,
+            n_blocks: blocks.len(),
+            max_positions,
+            bytes,
+        };
+        self.make_room_for_groups(bytes);
+        let tables = Arc::new(tables);
+        self.op_tables.insert(key, tables.clone());
+        Ok(tables)
+    }
 }

@@ -107,6 +107,12 @@ impl RowState {
         });
     }
 
+    /// The raw running state (m, s, u, acc) of every row, for callers that merge partial
+    /// states themselves ([`super::els_op`]). A row that saw no key has m = −∞ and s = 0.
+    pub fn into_parts(self) -> (Vec<f32>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        (self.m, self.s, self.u, self.acc)
+    }
+
     /// Σ softmax·v per row ([Q, C]) and the entropy of each row's weights.
     pub fn finish(self) -> (Vec<f32>, Vec<f32>) {
         let mut out = vec![0f32; self.q * self.c];

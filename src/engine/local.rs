@@ -5,11 +5,18 @@ use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
 
 use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoised, Denoiser, to_host};
+use super::denoiser::{Call, Denoised, Denoiser, ElsPath, GeometryKey, to_host};
+use super::machine::Boundary;
 use super::softmax::OnlineSoftmax;
 
 impl Denoiser {
     pub(crate) fn local(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        if self.els_path == ElsPath::Op {
+            // Same math as LS: each pixel its own group, windows cut with zeros outside.
+            let key =
+                GeometryKey { patch: call.effective_patch(self.shape), boundary: Boundary::Zeros, equivariant: false };
+            return self.els_op(x, call, key, ctl);
+        }
         let (x0, entropy) = self.local_parts(x, call, ctl)?;
         let hw = self.shape.pixels();
         let entropy = entropy.map(|e| e.iter().map(|&v| v as f64).sum::<f64>() / hw as f64);

@@ -11,6 +11,8 @@ pub mod denoiser;
 pub mod device;
 mod direct;
 mod els;
+pub mod els_kernel;
+pub mod els_op;
 mod equivariant;
 pub mod fused_cpu;
 pub mod geometry;
@@ -25,7 +27,7 @@ pub mod schedule;
 pub mod softmax;
 
 pub use control::{CancelToken, Cancelled, Control};
-pub use denoiser::{Call, Denoised, Denoiser};
+pub use denoiser::{Call, Denoised, Denoiser, ElsPath};
 pub use device::{DeviceChoice, ResolvedDevice};
 pub use geometry::ImageShape;
 pub use inspect::{Inspection, Vote};

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use morphogen::data::read_npy_f32;
 use morphogen::engine::{Denoiser, ImageShape};
 
+/// The fixtures folder. Read from the environment `cargo test` sets at run time, not the
+/// compile-time path: a test binary reused from a shared target dir may have been built in
+/// another checkout that no longer exists.
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    root.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()).join("tests/fixtures")
 }
 
 pub fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {

@@ -1,0 +1,267 @@
+//! The fused ELS op: one entry point for the softmax-over-patches that every local machine
+//! (ELS, LS, and the Local machine) computes, with a body per backend.
+//!
+//! - On the GPU (any cubecl runtime, wgpu included) it is the kernel in [`super::els_kernel`]:
+//!   no logit ever leaves the chip.
+//! - On the CPU backend (flex) the same op runs through the fused CPU kernel
+//!   ([`super::fused_cpu::RowState`]), so CI exercises every test through this entry point
+//!   without a GPU.
+//!
+//! What the op computes. Queries are patches of x − a·m ([Q, D]); keys are patches of the
+//! centred training images, cut on the fly through an index table (no key bank is built).
+//! Queries come in *blocks* of up to [`BLOCK_QUERIES`]; a block row is
+//! `(q0, qn, k0, kn, kstride)`: query `q0 + u` (u < qn) sees key positions
+//! `k0 + u·kstride .. + kn` of every training image. `kstride = 0` is an ELS pixel group (all
+//! queries share the keys), `kstride = 1` packs singleton groups (the Local machine, and
+//! ELS pixels whose window overhang no other pixel shares) so they fill a block too.
+//! Each block's N·kn keys are split into `splits` ranges; each split writes a partial softmax
+//! state (m, l, t, acc[C]) relative to its own running max, with
+//! `l = Σ e^(x−m)`, `t = Σ e^(x−m)(x−m)`, `acc = Σ e^(x−m)·v`, and logit
+//! `x = −‖q − a·k‖² / 2σ²`. [`merge`] folds the splits with burn ops.
+
+use burn::backend::ops::{FloatTensorOps, IntTensorOps};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Flex, backend_extension};
+use burn::tensor::{Int, Shape, Tensor, TensorData};
+
+use super::fused_cpu::{HostChunk, RowState};
+
+/// Queries per block: one GPU unit each.
+pub const BLOCK_QUERIES: usize = 64;
+/// Columns of the partial state per query before the C value sums: m, l, t.
+pub const STATE_COLS: usize = 3;
+/// The running max's starting value: WGSL has no −∞ literal, and every real logit is far
+/// above this (|logit| ≤ D·4·(1/2σ²) with σ² ≥ 1e−12 stays under 1e18).
+pub const SENTINEL: f32 = -1.0e30;
+
+/// The scalars of one call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OpParams {
+    /// a = √ᾱ: keys are compared at a·k.
+    pub a: f32,
+    /// 1 / 2σ² with σ² = 1 − ᾱ.
+    pub inv_two_s2: f32,
+    /// Key splits per block (the grid's second axis on the GPU).
+    pub splits: usize,
+    pub channels: usize,
+    pub patch: usize,
+}
+
+/// Shape of the partial states: [splits, Q, 3 + C].
+pub fn partials_shape(queries: &Shape, splits: &usize, channels: &usize) -> Shape {
+    Shape::new([*splits, queries[0], STATE_COLS + *channels])
+}
+
+#[backend_extension(Cube, Fusion, Flex)]
+pub trait ElsOps: burn::backend::Backend {
+    /// Partial softmax states of every query over its block's keys, one per split:
+    /// images [N, L+1] (centred, trailing zero slot), queries [Q, D], key_idx [Kpos, D]
+    /// (flat indices into an image row), blocks [B, 5] → [splits, Q, 3 + C].
+    #[fusion(dtype = queries, shape = partials_shape(queries, splits, channels))]
+    #[allow(clippy::too_many_arguments)]
+    fn els_partials(
+        images: FloatTensor<Self>,
+        queries: FloatTensor<Self>,
+        key_idx: IntTensor<Self>,
+        blocks: IntTensor<Self>,
+        a: f32,
+        inv_two_s2: f32,
+        splits: usize,
+        channels: usize,
+        patch: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// The op on burn tensors: the partial states ([splits, Q, 3 + C]).
+pub fn els_partials(
+    images: Tensor<2>,
+    queries: Tensor<2>,
+    key_idx: Tensor<2, Int>,
+    blocks: Tensor<2, Int>,
+    p: OpParams,
+) -> Tensor<3> {
+    let out = burn::backend::Dispatch::els_partials(
+        images.into_dispatch(),
+        queries.into_dispatch(),
+        key_idx.into_dispatch(),
+        blocks.into_dispatch(),
+        p.a,
+        p.inv_two_s2,
+        p.splits,
+        p.channels,
+        p.patch,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// Folds the splits of [`els_partials`]: x̂₀ − m per query ([Q, C]) and each query's weight
+/// entropy in nats ([Q, 1]).
+pub fn merge(partials: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
+    let [_, q, cols] = partials.dims();
+    let c = cols - STATE_COLS;
+    let m = partials.clone().narrow(2, 0, 1); // [S, Q, 1]
+    let l = partials.clone().narrow(2, 1, 1);
+    let t = partials.clone().narrow(2, 2, 1);
+    let acc = partials.narrow(2, STATE_COLS, c); // [S, Q, C]
+    let top = m.clone().max_dim(0); // [1, Q, 1]
+    let shift = m.sub(top); // ≤ 0; an empty split sits at the sentinel and weighs e^(−1e30) = 0
+    let w = shift.clone().exp();
+    let l_tot = w.clone().mul(l.clone()).sum_dim(0); // [1, Q, 1]
+    let t_tot = w.clone().mul(t.add(shift.mul(l))).sum_dim(0);
+    // A query with no key at all (l = 0) reads as x̂₀ − m = 0 with zero entropy; any real
+    // key makes l ≥ 1 (the max's own term is e⁰).
+    let l_tot = l_tot.clamp_min(1e-30);
+    let acc = w.mul(acc).sum_dim(0).div(l_tot.clone()); // [1, Q, C]
+    let entropy = l_tot.clone().log().sub(t_tot.div(l_tot)).clamp_min(0.0);
+    (acc.reshape([q, c]), entropy.reshape([q, 1]))
+}
+
+/// One row of the block table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub q0: usize,
+    pub qn: usize,
+    pub k0: usize,
+    pub kn: usize,
+    pub kstride: usize,
+}
+
+impl Block {
+    pub fn row(&self) -> [i64; 5] {
+        [self.q0 as i64, self.qn as i64, self.k0 as i64, self.kn as i64, self.kstride as i64]
+    }
+}
+
+/// How many key splits to launch for `blocks` blocks whose largest holds `max_keys` keys:
+/// enough cubes to fill a large GPU (~4096), never splits under 64 keys.
+pub fn choose_splits(blocks: usize, max_keys: usize) -> usize {
+    let want = 4096usize.div_ceil(blocks.max(1));
+    want.min(max_keys.div_ceil(64)).clamp(1, 1024)
+}
+
+// ---------------------------------------------------------------------------------------
+// The CPU body: the fused CPU kernel over keys gathered per block.
+
+fn host_f32(t: FloatTensor<Flex>) -> Vec<f32> {
+    let data = pollster::block_on(Flex::float_into_data(t)).expect("flex reads back");
+    data.convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+}
+
+fn host_i64(t: IntTensor<Flex>) -> Vec<i64> {
+    let data = pollster::block_on(Flex::int_into_data(t)).expect("flex reads back");
+    data.convert::<i64>().try_into_vec::<i64>().expect("i64 data")
+}
+
+impl ElsOps for Flex {
+    fn els_partials(
+        images: FloatTensor<Self>,
+        queries: FloatTensor<Self>,
+        key_idx: IntTensor<Self>,
+        blocks: IntTensor<Self>,
+        a: f32,
+        inv_two_s2: f32,
+        splits: usize,
+        channels: usize,
+        patch: usize,
+    ) -> FloatTensor<Self> {
+        use burn::backend::TensorMetadata;
+        use rayon::prelude::*;
+        let device = Default::default();
+        let [n, row] = images.shape().dims::<2>();
+        let [q_total, d] = queries.shape().dims::<2>();
+        let (images, queries) = (host_f32(images), host_f32(queries));
+        let (key_idx, blocks) = (host_i64(key_idx), host_i64(blocks));
+        let c = channels;
+        let cols = STATE_COLS + c;
+        let centre = super::geometry::centre_offsets(c, patch);
+        // The fused kernel's logits are (2a/2σ²)·q·k − (a²/2σ²)·‖k‖²: the exact logit plus
+        // ‖q‖²/2σ², a per-query constant that cancels in the merge.
+        let (scale, tail) = (2.0 * a * inv_two_s2, -a * a * inv_two_s2);
+        let da = d + 1;
+        let splits = splits.max(1);
+        // (split, query) → state row, filled per (block, split, query group).
+        let jobs: Vec<(Block, usize)> = blocks
+            .chunks_exact(5)
+            .map(|r| Block {
+                q0: r[0] as usize,
+                qn: r[1] as usize,
+                k0: r[2] as usize,
+                kn: r[3] as usize,
+                kstride: r[4] as usize,
+            })
+            .flat_map(|b| (0..splits).map(move |s| (b, s)))
+            .collect();
+        let results: Vec<(usize, usize, Vec<f32>)> = jobs
+            .par_iter()
+            .flat_map_iter(|&(b, s)| {
+                // Queries that share keys: the whole block when kstride = 0, else one each.
+                let sets: Vec<(usize, usize)> =
+                    if b.kstride == 0 { vec![(0, b.qn)] } else { (0..b.qn).map(|u| (u, 1)).collect() };
+                let total = n * b.kn;
+                let per = total.div_ceil(splits);
+                let (f0, f1) = ((s * per).min(total), ((s + 1) * per).min(total));
+                let (images, queries, key_idx, centre) = (&images, &queries, &key_idx, &centre);
+                sets.into_iter().map(move |(u0, qn)| {
+                    let kbase = b.k0 + u0 * b.kstride;
+                    let k = f1 - f0;
+                    let mut keys_t = vec![0f32; da * k]; // [D+1, K]
+                    let mut values_t = vec![0f32; c * k]; // [C, K]
+                    for (col, f) in (f0..f1).enumerate() {
+                        let (img, j) = (f / b.kn, f % b.kn);
+                        let base = img * row;
+                        let idx = &key_idx[(kbase + j) * d..(kbase + j + 1) * d];
+                        let mut norm = 0f32;
+                        for (t, &i) in idx.iter().enumerate() {
+                            let v = images[base + i as usize];
+                            keys_t[t * k + col] = v;
+                            norm += v * v;
+                        }
+                        keys_t[d * k + col] = norm;
+                        for (ch, &off) in centre.iter().enumerate() {
+                            values_t[ch * k + col] = keys_t[off as usize * k + col];
+                        }
+                    }
+                    let mut qa = vec![0f32; qn * da]; // [qn, D+1]
+                    for i in 0..qn {
+                        let qrow = b.q0 + u0 + i;
+                        for t in 0..d {
+                            qa[i * da + t] = queries[qrow * d + t] * scale;
+                        }
+                        qa[i * da + d] = tail;
+                    }
+                    let mut state = RowState::new(qn, c, true);
+                    if k > 0 {
+                        state.update(&qa, da, &HostChunk { keys_t, values_t, len: k });
+                    }
+                    let (m, l, t, acc) = state.into_parts();
+                    let mut out = vec![0f32; qn * cols];
+                    for i in 0..qn {
+                        let o = &mut out[i * cols..(i + 1) * cols];
+                        o[0] = if m[i].is_finite() { m[i] } else { SENTINEL };
+                        o[1] = l[i] as f32;
+                        o[2] = t[i] as f32;
+                        for ch in 0..c {
+                            o[STATE_COLS + ch] = acc[i * c + ch] as f32;
+                        }
+                    }
+                    (s, b.q0 + u0, out)
+                })
+            })
+            .collect();
+        let mut out = vec![0f32; splits * q_total * cols];
+        for (s, q, vals) in results {
+            let at = (s * q_total + q) * cols;
+            out[at..at + vals.len()].copy_from_slice(&vals);
+        }
+        // Queries no block names (none in practice) keep an empty state.
+        for s in 0..splits {
+            for q in 0..q_total {
+                let at = (s * q_total + q) * cols;
+                if out[at + 1] == 0.0 {
+                    out[at] = SENTINEL;
+                }
+            }
+        }
+        Flex::float_from_data(TensorData::new(out, [splits, q_total, cols]), &device)
+    }
+}

@@ -1,0 +1,292 @@
+//! The fused ELS op (`engine::els_op`) against an exact f64 softmax, and the engine's op path
+//! against the burn-ops path. Every check runs on the CPU backend (the op's flex body) in CI;
+//! the `gpu_` variants run the same checks through the cubecl kernel on any wgpu adapter
+//! (`cargo test --test els_op -- --ignored`; Mesa's lavapipe will do).
+
+mod common;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use morphogen::engine::els_op::{self, Block, OpParams};
+use morphogen::engine::{Boundary, Call, Control, Denoiser, ElsPath, ImageShape, MachineKind};
+
+/// A hand-built op input: `n` images of `len` values (+ zero slot), `q` queries of width d,
+/// key rows of random flat indices (some pointing at the zero slot).
+#[derive(Clone)]
+struct Case {
+    n: usize,
+    len: usize,
+    c: usize,
+    p: usize,
+    images: Vec<f32>,
+    queries: Vec<f32>,
+    key_idx: Vec<i64>,
+    blocks: Vec<Block>,
+}
+
+impl Case {
+    fn d(&self) -> usize {
+        self.c * self.p * self.p
+    }
+    fn q(&self) -> usize {
+        self.queries.len() / self.d()
+    }
+
+    /// Random case: `q` queries over blocks of at most 64 sharing `kn` key positions, or
+    /// (`singles`) one key row per query.
+    fn random(n: usize, c: usize, p: usize, q: usize, kn: usize, singles: bool, seed: u64) -> Self {
+        let len = c * 40;
+        let d = c * p * p;
+        let g = morphogen::engine::noise::gaussian(seed, 3, n * (len + 1) + q * d + 1);
+        let mut images: Vec<f32> = g[..n * (len + 1)].iter().map(|v| v * 0.5).collect();
+        for k in 0..n {
+            images[k * (len + 1) + len] = 0.0; // the zero slot
+        }
+        let queries: Vec<f32> = g[n * (len + 1)..n * (len + 1) + q * d].iter().map(|v| v * 0.5).collect();
+        let rows = if singles { q } else { kn };
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        let key_idx: Vec<i64> = (0..rows * d).map(|_| (next() % (len + 1)) as i64).collect();
+        let mut blocks = Vec::new();
+        for q0 in (0..q).step_by(64) {
+            let qn = 64.min(q - q0);
+            blocks.push(if singles {
+                Block { q0, qn, k0: q0, kn: 1, kstride: 1 }
+            } else {
+                Block { q0, qn, k0: 0, kn, kstride: 0 }
+            });
+        }
+        Self { n, len, c, p, images, queries, key_idx, blocks }
+    }
+
+    /// (x̂₀ − m [Q, C], entropy [Q]) through the op on `device`.
+    fn run(&self, device: &Device, a: f64, s2: f64, splits: usize) -> (Vec<f32>, Vec<f32>) {
+        let (d, q) = (self.d(), self.q());
+        let images = Tensor::<2>::from_data(TensorData::new(self.images.clone(), [self.n, self.len + 1]), device);
+        let queries = Tensor::<2>::from_data(TensorData::new(self.queries.clone(), [q, d]), device);
+        let kpos = self.key_idx.len() / d;
+        let key_idx = Tensor::<2, Int>::from_data(TensorData::new(self.key_idx.clone(), [kpos, d]), device);
+        let rows: Vec<i64> = self.blocks.iter().flat_map(Block::row).collect();
+        let blocks = Tensor::<2, Int>::from_data(TensorData::new(rows, [self.blocks.len(), 5]), device);
+        let params = OpParams { a: a as f32, inv_two_s2: (0.5 / s2) as f32, splits, channels: self.c, patch: self.p };
+        let (out, ent) = els_op::merge(els_op::els_partials(images, queries, key_idx, blocks, params));
+        (out.try_into_vec_as::<f32>().unwrap(), ent.try_into_vec_as::<f32>().unwrap())
+    }
+
+    /// The same in f64, straight from the definition.
+    fn exact(&self, a: f64, s2: f64) -> (Vec<f64>, Vec<f64>) {
+        let (d, c, p) = (self.d(), self.c, self.p);
+        let r = p / 2;
+        let mut out = vec![0f64; self.q() * c];
+        let mut ent = vec![0f64; self.q()];
+        for b in &self.blocks {
+            for u in 0..b.qn {
+                let qi = b.q0 + u;
+                let q = &self.queries[qi * d..(qi + 1) * d];
+                let mut logits = Vec::new();
+                let mut values = Vec::new();
+                for img in 0..self.n {
+                    let row = &self.images[img * (self.len + 1)..(img + 1) * (self.len + 1)];
+                    for j in 0..b.kn {
+                        let krow = &self.key_idx[(b.k0 + u * b.kstride + j) * d..][..d];
+                        let dist: f64 =
+                            krow.iter().zip(q).map(|(&i, &qv)| (qv as f64 - a * row[i as usize] as f64).powi(2)).sum();
+                        logits.push(-dist / (2.0 * s2));
+                        values.push(
+                            (0..c).map(|ch| row[krow[ch * p * p + r * p + r] as usize] as f64).collect::<Vec<_>>(),
+                        );
+                    }
+                }
+                if logits.is_empty() {
+                    continue;
+                }
+                let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+                let z: f64 = w.iter().sum();
+                for ch in 0..c {
+                    out[qi * c + ch] = w.iter().zip(&values).map(|(w, v)| w * v[ch]).sum::<f64>() / z;
+                }
+                ent[qi] = -w.iter().map(|w| w / z).filter(|&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>();
+            }
+        }
+        (out, ent)
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f64], rel: f64, what: &str) {
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-3);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}[{i}] = {g}");
+        assert!((g as f64 - w).abs() <= rel * scale, "{what}[{i}]: {g} vs {w} (scale {scale})");
+    }
+}
+
+fn matches_exact_softmax(device: &Device) {
+    // 100 queries (64 + 36), 61 images × 17 positions = 1037 keys: no size a multiple of a tile.
+    for (c, p, seed) in [(1, 3, 1), (3, 3, 2), (1, 5, 3)] {
+        let case = Case::random(61, c, p, 100, 17, false, seed);
+        for (a, s2) in [(0.8, 0.36), (0.3, 0.91)] {
+            let (out, ent) = case.run(device, a, s2, 5);
+            let (want, went) = case.exact(a, s2);
+            assert_close(&out, &want, 1e-5, &format!("x0 C={c} P={p} a={a}"));
+            assert_close(&ent, &went, 1e-4, &format!("entropy C={c} P={p} a={a}"));
+        }
+    }
+    // Singleton rows: each query its own key position (the Local machine's layout).
+    let case = Case::random(50, 3, 3, 70, 1, true, 4);
+    let (out, _) = case.run(device, 0.7, 0.5, 3);
+    assert_close(&out, &case.exact(0.7, 0.5).0, 1e-5, "singletons");
+}
+
+fn tiny_and_huge_sigma(device: &Device) {
+    let case = Case::random(40, 1, 3, 30, 5, false, 5);
+    // σ² = 1e−9: the nearest key's centre, exactly, and no NaN.
+    let (out, ent) = case.run(device, 0.9, 1e-9, 4);
+    let (want, _) = case.exact(0.9, 1e-9);
+    for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
+        assert_eq!(g, w as f32, "query {i}: nearest neighbour's centre");
+    }
+    assert!(ent.iter().all(|e| e.is_finite() && *e < 1e-3), "{ent:?}");
+    // σ² = 1e9: the plain mean of the centres.
+    let (out, ent) = case.run(device, 0.9, 1e9, 4);
+    let kn = 5;
+    for (qi, &g) in out.iter().enumerate() {
+        let mut sum = 0f64;
+        for img in 0..case.n {
+            for j in 0..kn {
+                let krow = &case.key_idx[j * 9..][..9];
+                sum += case.images[img * (case.len + 1) + krow[4] as usize] as f64;
+            }
+        }
+        let mean = sum / (case.n * kn) as f64;
+        assert!((g as f64 - mean).abs() < 1e-5, "query {qi}: {g} vs mean {mean}");
+    }
+    let ln_k = ((case.n * kn) as f64).ln();
+    assert!(ent.iter().all(|&e| (e as f64 - ln_k).abs() < 1e-3), "entropy should be ln K = {ln_k}: {ent:?}");
+}
+
+fn splits_and_key_order_do_not_matter(device: &Device) {
+    let case = Case::random(37, 3, 3, 90, 11, false, 6);
+    let (base, base_e) = case.run(device, 0.6, 0.64, 1);
+    for splits in [2, 3, 7, 64, 500] {
+        let (out, ent) = case.run(device, 0.6, 0.64, splits);
+        assert_close(&out, &base.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5, &format!("splits {splits}"));
+        assert_close(&ent, &base_e.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5, "entropy");
+    }
+    // Reverse the images: the same keys in another order.
+    let mut reversed = case.clone();
+    reversed.images = case.images.chunks(case.len + 1).rev().flatten().copied().collect();
+    let (out, _) = reversed.run(device, 0.6, 0.64, 4);
+    assert_close(&out, &base.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5, "reversed key order");
+}
+
+fn one_key_and_empty_groups(device: &Device) {
+    // Block 0: 3 queries over one key position in one image; block 1: 2 queries, no keys.
+    let mut case = Case::random(1, 1, 3, 5, 1, false, 7);
+    case.blocks =
+        vec![Block { q0: 0, qn: 3, k0: 0, kn: 1, kstride: 0 }, Block { q0: 3, qn: 2, k0: 0, kn: 0, kstride: 0 }];
+    let (out, ent) = case.run(device, 0.5, 0.75, 3);
+    let centre = case.images[case.key_idx[4] as usize];
+    assert_eq!(&out[..3], &[centre; 3], "one key: its centre");
+    assert_eq!(&out[3..], &[0.0, 0.0], "no key: x̂₀ = the mean (0 once centred)");
+    assert!(ent.iter().all(|&e| e == 0.0), "{ent:?}");
+}
+
+/// The engine through the op against the burn-ops path: ELS (both boundaries, P small to
+/// beyond the image), LS and the Local machine.
+fn engine_op_path_matches_burn_ops(device: &Device) {
+    for shape in [ImageShape { c: 1, h: 9, w: 11 }, ImageShape { c: 3, h: 8, w: 8 }] {
+        let n = 23;
+        let train = random_set(n, shape, 21);
+        let x = random_set(1, shape, 22);
+        let mut op = Denoiser::new(&train, n, shape, device);
+        op.els_path = ElsPath::Op;
+        let mut ops = Denoiser::new(&train, n, shape, &Device::flex());
+        ops.els_path = ElsPath::BurnOps;
+        for (machine, boundary, p) in [
+            (MachineKind::Els, Boundary::Zeros, 3),
+            (MachineKind::Els, Boundary::Zeros, 7),
+            (MachineKind::Els, Boundary::Zeros, 15),
+            (MachineKind::Els, Boundary::Circular, 5),
+            (MachineKind::Els, Boundary::Circular, 9),
+            (MachineKind::Local, Boundary::Zeros, 5),
+        ] {
+            for ab in [0.05, 0.5, 0.95] {
+                let mut call = Call::new(machine, boundary, p, ab);
+                call.entropy = true;
+                let a = op.denoise(&x, &call, &mut Control::none()).unwrap();
+                let b = ops.denoise(&x, &call, &mut Control::none()).unwrap();
+                let what = format!("{machine:?} {boundary:?} P={p} ᾱ={ab} {shape:?}");
+                let err = max_abs_diff(&a.x0, &b.x0);
+                // Both sides here expand ‖q − a·k‖² (flex body and burn matmul alike), which
+                // costs some f32 digits at small σ; the op-level tests hold 1e-5 against f64.
+                assert!(err < 1e-4, "{what}: x0 differs by {err}");
+                assert!(
+                    (a.entropy - b.entropy).abs() < 1e-3 * b.entropy.max(1.0),
+                    "{what}: {} vs {}",
+                    a.entropy,
+                    b.entropy
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn op_matches_the_exact_softmax() {
+    matches_exact_softmax(&Device::flex());
+}
+#[test]
+fn op_tiny_and_huge_sigma() {
+    tiny_and_huge_sigma(&Device::flex());
+}
+#[test]
+fn op_result_does_not_depend_on_splits_or_key_order() {
+    splits_and_key_order_do_not_matter(&Device::flex());
+}
+#[test]
+fn op_one_key_and_empty_groups() {
+    one_key_and_empty_groups(&Device::flex());
+}
+#[test]
+fn engine_through_the_op_matches_burn_ops() {
+    engine_op_path_matches_burn_ops(&Device::flex());
+}
+
+/// One wgpu device for every test: a second initialisation is refused.
+fn gpu() -> Device {
+    static GPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU adapter").device
+    })
+    .clone()
+}
+
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_op_matches_the_exact_softmax() {
+    matches_exact_softmax(&gpu());
+}
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_op_tiny_and_huge_sigma() {
+    tiny_and_huge_sigma(&gpu());
+}
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_op_result_does_not_depend_on_splits_or_key_order() {
+    splits_and_key_order_do_not_matter(&gpu());
+}
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_op_one_key_and_empty_groups() {
+    one_key_and_empty_groups(&gpu());
+}
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_engine_through_the_op_matches_burn_ops() {
+    engine_op_path_matches_burn_ops(&gpu());
+}

@@ -7,6 +7,8 @@ use common::*;
 use morphogen::engine::{Boundary, Call, Control, MachineKind, NoiseSchedule, PatchSchedule, Sampler, SamplerConfig};
 use serde_json::Value;
 
+use burn::tensor::Device;
+
 fn manifest() -> Vec<Value> {
     let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
@@ -27,6 +29,10 @@ fn case(c: &Value) -> (Vec<f32>, Vec<f32>, Call) {
 
 #[test]
 fn every_single_call_case_is_within_tolerance() {
+    single_call_cases(&Device::flex());
+}
+
+fn single_call_cases(device: &Device) {
     let cases = manifest();
     let mut checked = 0;
     let mut worst = 0.0f64;
@@ -34,7 +40,7 @@ fn every_single_call_case_is_within_tolerance() {
     let mut sets: std::collections::HashMap<String, morphogen::engine::Denoiser> = Default::default();
     for c in cases.iter().filter(|c| c.get("kind").is_none()) {
         let train = c["train"].as_str().unwrap().to_string();
-        let den = sets.entry(train.clone()).or_insert_with(|| training(&train).0);
+        let den = sets.entry(train.clone()).or_insert_with(|| training_on(&train, device).0);
         let (x, expected, call) = case(c);
         let got = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
         let err = max_abs_diff(&got, &expected);
@@ -56,6 +62,10 @@ fn every_single_call_case_is_within_tolerance() {
 /// m + ln s − Σp·l/s in float32 was off by whole nats.
 #[test]
 fn both_ends_of_the_noise_range_match_the_reference_with_entropy() {
+    both_ends(&Device::flex());
+}
+
+fn both_ends(device: &Device) {
     let text = std::fs::read_to_string(fixtures().join("manifest_extremes.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     let mut sets: std::collections::HashMap<String, morphogen::engine::Denoiser> = Default::default();
@@ -64,7 +74,7 @@ fn both_ends_of_the_noise_range_match_the_reference_with_entropy() {
     let cases = v["cases"].as_array().unwrap();
     for c in cases {
         let train = c["train"].as_str().unwrap().to_string();
-        let den = sets.entry(train.clone()).or_insert_with(|| training(&train).0);
+        let den = sets.entry(train.clone()).or_insert_with(|| training_on(&train, device).0);
         let (x, expected, mut call) = case(c);
         call.entropy = true;
         let got = den.denoise(&x, &call, &mut Control::none()).unwrap();
@@ -187,12 +197,12 @@ fn cli_denoise_and_sample_match_the_fixtures() {
 #[test]
 #[ignore = "needs a GPU adapter; run with --ignored"]
 fn gpu_path_matches_the_fixtures() {
-    let device = morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU adapter");
+    let device = gpu();
     let mut checked = 0;
     for c in manifest().iter().filter(|c| c.get("kind").is_none() && c["train"] == "mnist12_train.npy") {
         let (shape, train) = npy("mnist12_train.npy");
         let s = morphogen::engine::ImageShape { c: shape[1], h: shape[2], w: shape[3] };
-        let mut den = morphogen::engine::Denoiser::new(&train, shape[0], s, &device.device);
+        let mut den = morphogen::engine::Denoiser::new(&train, shape[0], s, &device);
         let (x, expected, call) = case(c);
         let got = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
         let err = max_abs_diff(&got, &expected);
@@ -200,4 +210,27 @@ fn gpu_path_matches_the_fixtures() {
         checked += 1;
     }
     assert_eq!(checked, 66);
+}
+
+/// One wgpu device for every test: a second initialisation is refused.
+fn gpu() -> Device {
+    static GPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU adapter").device
+    })
+    .clone()
+}
+
+/// All 132 single-call cases (gray, RGB, non-square; every machine) through the GPU path.
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_every_single_call_case_is_within_tolerance() {
+    single_call_cases(&gpu());
+}
+
+/// The t = 0.05 / 0.95 cases with their entropies through the GPU path.
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_both_ends_of_the_noise_range_match_the_reference_with_entropy() {
+    both_ends(&gpu());
 }

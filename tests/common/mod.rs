@@ -20,6 +20,11 @@ pub fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// A training set from an (N,C,H,W) fixture on the CPU backend.
 pub fn training(name: &str) -> (Denoiser, ImageShape, usize) {
+    training_on(name, &burn::tensor::Device::flex())
+}
+
+/// A training set from an (N,C,H,W) fixture on `device`.
+pub fn training_on(name: &str, device: &burn::tensor::Device) -> (Denoiser, ImageShape, usize) {
     let (shape, values) = npy(name);
     let (n, c, h, w) = match shape[..] {
         [n, c, h, w] => (n, c, h, w),
@@ -27,7 +32,7 @@ pub fn training(name: &str) -> (Denoiser, ImageShape, usize) {
         _ => panic!("bad training shape {shape:?}"),
     };
     let s = ImageShape { c, h, w };
-    (Denoiser::new(&values, n, s, &burn::tensor::Device::flex()), s, n)
+    (Denoiser::new(&values, n, s, device), s, n)
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {

@@ -50,7 +50,40 @@ pub struct BenchResult {
     pub patch: usize,
     pub seconds: f64,
     pub gflops: f64,
+    /// The same rate in TFLOP/s, the unit GPU figures are quoted in.
+    pub tflops: f64,
     pub matmul_gflops: f64,
+}
+
+impl BenchResult {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        case: String,
+        machine: MachineKind,
+        boundary: Boundary,
+        n: usize,
+        shape: ImageShape,
+        patch: usize,
+        seconds: f64,
+        flops: f64,
+        matmul_gflops: f64,
+    ) -> Self {
+        let gflops = flops / seconds / 1e9;
+        Self {
+            case,
+            machine: machine.name().into(),
+            boundary: boundary.name().into(),
+            n,
+            c: shape.c,
+            h: shape.h,
+            w: shape.w,
+            patch,
+            seconds,
+            gflops,
+            tflops: gflops / 1e3,
+            matmul_gflops,
+        }
+    }
 }
 
 /// FLOPs of one call, from SCIENCE.md's cost table.
@@ -75,16 +108,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// GFLOP/s of a plain 1024³ burn matmul on `device` (median of 5 after a warm-up).
+///
+/// Each timed product has a left operand of new values (a + k), made and read before the
+/// clock starts, and the whole product is summed and read back: repeating one product on
+/// wgpu was answered from a cache (34 TFLOP/s on lavapipe), and reading one element let the
+/// lazy backend compute only that element.
 pub fn matmul_gflops(device: &burn::tensor::Device) -> f64 {
     let n = 1024;
     let a = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
     let b = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), device);
-    let run = || {
+    let mut k = 0.0;
+    let mut run = || {
+        k += 1e-3;
+        let ak = a.clone().add_scalar(k);
+        let _ = ak.clone().sum().into_scalar::<f32>();
         let t = Instant::now();
-        let c = a.clone().matmul(b.clone());
-        // Read back a sum over the whole product: reading one element let a lazy backend
-        // (wgpu with fusion) compute only that element, which reported 4.4 TFLOP/s on lavapipe.
-        let _ = c.sum().into_data();
+        let _ = ak.matmul(b.clone()).sum().into_scalar::<f32>();
         t.elapsed().as_secs_f64()
     };
     run();
@@ -94,6 +133,11 @@ pub fn matmul_gflops(device: &burn::tensor::Device) -> f64 {
 
 fn synthetic(n: usize, shape: ImageShape) -> Vec<f32> {
     engine::noise::gaussian(12345, 0, n * shape.len()).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect()
+}
+
+/// One synthetic x per seed.
+fn synthetic_seeded(seed: u64, shape: ImageShape) -> Vec<f32> {
+    engine::noise::gaussian(777, seed, shape.len()).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect()
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
@@ -158,9 +202,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         }
         let (den, n, shape) =
             if is_rgb { (&mut rgb_denoiser, args.n_rgb, rgb_shape) } else { (&mut gray_denoiser, args.n, gray_shape) };
-        let x = synthetic(1, shape);
         let call = Call::new(machine, boundary, p.max(1), 0.5);
+        // A new x for every call, so no backend can answer a repeated call from a cache.
+        let mut seed = 0;
         let mut time = || {
+            seed += 1;
+            let x = synthetic_seeded(seed, shape);
             let t = Instant::now();
             den.denoise(&x, &call, &mut Control::none()).expect("no cancel");
             t.elapsed().as_secs_f64()
@@ -168,58 +215,42 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         time();
         let secs = median((0..args.reps.max(1)).map(|_| time()).collect());
         let f = flops(machine, boundary, n, shape, p.max(1));
-        let r = BenchResult {
-            case: name,
-            machine: machine.name().into(),
-            boundary: boundary.name().into(),
-            n,
-            c: shape.c,
-            h: shape.h,
-            w: shape.w,
-            patch: p,
-            seconds: secs,
-            gflops: f / secs / 1e9,
-            matmul_gflops: matmul,
-        };
+        let r = BenchResult::new(name, machine, boundary, n, shape, p, secs, f, matmul);
         print_row(&r, args.json);
         results.push(r);
     }
 
-    let name = "sample-20-steps-mnist-resnet".to_string();
-    if wanted(&name) {
-        let cfg =
-            SamplerConfig { patch: PatchSchedule::Preset { name: "MNIST ResNet".into() }, ..SamplerConfig::default() };
+    // 20-step samples: MNIST with the paper's MNIST ResNet schedule; RGB 32×32 with the CIFAR10
+    // one (on a GPU, or when `--only` names it: on a CPU it takes minutes).
+    let on_gpu = device.kind == DeviceChoice::Gpu;
+    let samples = [
+        ("sample-20-steps-28x28-gray", "MNIST ResNet", false, true),
+        (
+            "sample-20-steps-32x32-rgb",
+            "CIFAR10 ResNet",
+            true,
+            on_gpu || args.only.as_deref().is_some_and(|o| o.contains("sample")),
+        ),
+    ];
+    for (name, preset, is_rgb, by_default) in samples {
+        if !wanted(name) || !by_default {
+            continue;
+        }
+        let (den, n, shape) =
+            if is_rgb { (&mut rgb_denoiser, args.n_rgb, rgb_shape) } else { (&mut gray_denoiser, args.n, gray_shape) };
+        let cfg = SamplerConfig { patch: PatchSchedule::Preset { name: preset.into() }, ..SamplerConfig::default() };
         let total_flops: f64 = (0..cfg.steps)
-            .map(|k| {
-                flops(
-                    cfg.machine,
-                    cfg.boundary,
-                    args.n,
-                    gray_shape,
-                    cfg.patch_at(k, gray_shape.h, gray_shape.w) as usize,
-                )
-            })
+            .map(|k| flops(cfg.machine, cfg.boundary, n, shape, cfg.patch_at(k, shape.h, shape.w) as usize))
             .sum();
         let cancel = CancelToken::new();
         let t = Instant::now();
-        let mut sampler = engine::Sampler::new(cfg.clone(), gray_shape.len(), None);
-        while let Some(step) = sampler.step(&mut gray_denoiser, &mut Control::new(&cancel, None)) {
+        let mut sampler = engine::Sampler::new(cfg.clone(), shape.len(), None);
+        while let Some(step) = sampler.step(den, &mut Control::new(&cancel, None)) {
             step.map_err(|e| e.to_string())?;
         }
         let secs = t.elapsed().as_secs_f64();
-        let r = BenchResult {
-            case: name,
-            machine: "els".into(),
-            boundary: "zeros".into(),
-            n: args.n,
-            c: 1,
-            h: gray_shape.h,
-            w: gray_shape.w,
-            patch: 0,
-            seconds: secs,
-            gflops: total_flops / secs / 1e9,
-            matmul_gflops: matmul,
-        };
+        let r =
+            BenchResult::new(name.into(), MachineKind::Els, Boundary::Zeros, n, shape, 0, secs, total_flops, matmul);
         print_row(&r, args.json);
         results.push(r);
     }

@@ -71,6 +71,9 @@ impl Case {
         let key_idx = Tensor::<2, Int>::from_data(TensorData::new(self.key_idx.clone(), [kpos, d]), device);
         let rows: Vec<i64> = self.blocks.iter().flat_map(Block::row).collect();
         let blocks = Tensor::<2, Int>::from_data(TensorData::new(rows, [self.blocks.len(), 5]), device);
+        // No fewer splits than lavapipe's loop limit needs (see `els_op::MAX_UNIT_TERMS`).
+        let max_keys = self.blocks.iter().map(|b| self.n * b.kn).max().unwrap_or(0);
+        let splits = splits.max(els_op::min_splits(max_keys, d));
         let params = OpParams { a: a as f32, inv_two_s2: (0.5 / s2) as f32, splits, channels: self.c, patch: self.p };
         let (out, ent) = els_op::merge(els_op::els_partials(images, queries, key_idx, blocks, params));
         (out.try_into_vec_as::<f32>().unwrap(), ent.try_into_vec_as::<f32>().unwrap())
@@ -135,6 +138,23 @@ fn matches_exact_softmax(device: &Device) {
             assert_close(&ent, &went, 1e-4, &format!("entropy C={c} P={p} a={a}"));
         }
     }
+    // Keys too wide for a shared-memory tile (C·P² = 3267 > 3072 floats): read from global.
+    // Tolerance 5e-4: a distance summed over 3267 squares in f32 carries ~4e-3 of rounding
+    // (and the flex body's ‖k‖² expansion a little more).
+    let case = Case::random(20, 3, 33, 70, 3, false, 8);
+    assert_eq!(morphogen::engine::els_kernel::tile_keys(case.d()), 0);
+    let (out, _) = case.run(device, 0.6, 0.64, 2);
+    assert_close(&out, &case.exact(0.6, 0.64).0, 5e-4, "wide keys");
+    // 600 keys × 147 in one split would pass lavapipe's 65535-iteration loop limit: the
+    // split count is raised so no unit sums more than MAX_UNIT_TERMS terms.
+    let case = Case::random(200, 3, 7, 20, 3, false, 10);
+    let (out, _) = case.run(device, 0.6, 0.64, 1);
+    assert_close(&out, &case.exact(0.6, 0.64).0, 1e-5, "long key ranges");
+    // An index table over 8192 entries (60 × 147): wgpu pads the rows of such 2-D uploads,
+    // which reading it as flat rows of D got wrong.
+    let case = Case::random(9, 3, 7, 80, 60, false, 9);
+    let (out, _) = case.run(device, 0.6, 0.64, 3);
+    assert_close(&out, &case.exact(0.6, 0.64).0, 1e-5, "padded rows");
     // Singleton rows: each query its own key position (the Local machine's layout).
     let case = Case::random(50, 3, 3, 70, 1, true, 4);
     let (out, _) = case.run(device, 0.7, 0.5, 3);

@@ -389,7 +389,7 @@ impl Denoiser {
             let params = OpParams {
                 a: a as f32,
                 inv_two_s2: (0.5 / s2) as f32,
-                splits: super::els_op::choose_splits(tables.n_blocks, self.n * tables.max_positions),
+                splits: super::els_op::choose_splits(tables.n_blocks, self.n * tables.max_positions, d),
                 channels: c,
                 patch: key.patch,
             };

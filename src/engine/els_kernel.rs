@@ -19,6 +19,83 @@ use cubecl::prelude::*;
 
 use super::els_op::{BLOCK_QUERIES, ElsOps, SENTINEL, STATE_COLS};
 
+/// Shared-memory key tile, in floats: 12 KB, under WebGPU's 16 KB default per workgroup.
+const TILE_FLOATS: usize = 3072;
+
+/// Keys staged per tile for patch width `d`; 0 when one key does not fit (RGB P ≥ 33), in
+/// which case units read keys straight from global memory.
+pub fn tile_keys(d: usize) -> usize {
+    (TILE_FLOATS / d).min(64)
+}
+
+/// Folds one logit into a running state st = (m, l, t) with value sums acc, and returns its
+/// weight e^(x−m); the caller adds weight·value per channel (it knows where values live).
+#[cube]
+fn fold(x: f32, st: &mut Array<f32>, acc: &mut Array<f32>, #[comptime] c: usize) -> f32 {
+    let m = st[0];
+    if x > m {
+        // Re-base the sums on the new max: e^(x'−m') = e^(m−m')·e^(x'−m).
+        let shift = m - x;
+        let r = f32::exp(shift);
+        st[2] = r * (st[2] + shift * st[1]);
+        st[1] *= r;
+        #[unroll]
+        for ch in 0..c {
+            acc[ch] *= r;
+        }
+        st[0] = x;
+    }
+    let rel = x - st[0];
+    let p = f32::exp(rel);
+    st[1] += p;
+    st[2] += p * rel;
+    p
+}
+
+/// One unit's own keys (singleton rows), or keys too wide for a tile: read through the index
+/// table straight from the images, the query from global memory too (a register array of
+/// thousands of floats would only spill).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn keys_from_global<I: Numeric>(
+    images: &Tensor<f32>,
+    queries: &Tensor<f32>,
+    key_idx: &Tensor<I>,
+    q: usize,
+    kbase: usize,
+    kn: usize,
+    f0: usize,
+    f1: usize,
+    a: f32,
+    inv_two_s2: f32,
+    st: &mut Array<f32>,
+    acc: &mut Array<f32>,
+    width: usize,
+    #[comptime] c: usize,
+    #[comptime] centre0: usize,
+    #[comptime] plane: usize,
+) {
+    let row = images.stride(0);
+    let d = width;
+    let qrow = q * queries.stride(0);
+    for f in f0..f1 {
+        let img = (f / kn) * row;
+        let krow = (kbase + f % kn) * key_idx.stride(0);
+        let mut dist = 0.0f32;
+        for t in 0..d {
+            let idx = u32::cast_from(key_idx[krow + t]) as usize;
+            let diff = queries[qrow + t] - a * images[img + idx];
+            dist += diff * diff;
+        }
+        let p = fold(-dist * inv_two_s2, st, acc, c);
+        #[unroll]
+        for ch in 0..c {
+            let idx = u32::cast_from(key_idx[krow + centre0 + ch * plane]) as usize;
+            acc[ch] += p * images[img + idx];
+        }
+    }
+}
+
 #[cube(launch)]
 fn els_partials_kernel<I: Numeric>(
     images: &Tensor<f32>,  // [N, L+1]
@@ -29,42 +106,46 @@ fn els_partials_kernel<I: Numeric>(
     a: f32,
     inv_two_s2: f32,
     n_images: u32,
+    width: u32,
     #[comptime] d: usize,
     #[comptime] c: usize,
     #[comptime] centre0: usize,
     #[comptime] plane: usize,
+    #[comptime] tile: usize,
     #[define(I)] _int: ElemType,
 ) {
     let b = CUBE_POS_X as usize;
     let s = CUBE_POS_Y as usize;
     let splits = CUBE_COUNT_Y as usize;
     let u = UNIT_POS_X as usize;
-    let q0 = u32::cast_from(blocks[b * 5]) as usize;
-    let qn = u32::cast_from(blocks[b * 5 + 1]) as usize;
-    let k0 = u32::cast_from(blocks[b * 5 + 2]) as usize;
-    let kn = u32::cast_from(blocks[b * 5 + 3]) as usize;
-    let kstride = u32::cast_from(blocks[b * 5 + 4]) as usize;
-    if u >= qn {
-        terminate!();
+    let units = CUBE_DIM_X as usize;
+    // Every tensor is read through its strides: wgpu may pad the rows of a 2-D upload.
+    let br = b * blocks.stride(0);
+    let q0 = u32::cast_from(blocks[br]) as usize;
+    let qn = u32::cast_from(blocks[br + 1]) as usize;
+    let k0 = u32::cast_from(blocks[br + 2]) as usize;
+    let kn = u32::cast_from(blocks[br + 3]) as usize;
+    let kstride = u32::cast_from(blocks[br + 4]) as usize;
+    // Idle units of a short block still help stage keys, so none may leave early.
+    let active = u < qn;
+    let mut q = q0;
+    if active {
+        q = q0 + u;
     }
-    let q = q0 + u;
-    let n_queries = queries.shape(0);
     let row = images.stride(0);
 
-    let mut qreg = Array::<f32>::new(d);
-    for t in 0..d {
-        qreg[t] = queries[q * d + t];
-    }
     let mut acc = Array::<f32>::new(c);
     #[unroll]
     for ch in 0..c {
         acc[ch] = 0.0;
     }
-    let mut m = f32::new(SENTINEL);
-    let mut l = 0.0f32;
-    let mut ent = 0.0f32;
+    let mut st = Array::<f32>::new(STATE_COLS); // m, l, t
+    st[0] = f32::new(SENTINEL);
+    st[1] = 0.0;
+    st[2] = 0.0;
 
     let total = n_images as usize * kn;
+    #[allow(clippy::manual_div_ceil)] // cubecl has no div_ceil on usize
     let per = (total + splits - 1) / splits;
     let mut f0 = s * per;
     if f0 > total {
@@ -74,46 +155,98 @@ fn els_partials_kernel<I: Numeric>(
     if f1 > total {
         f1 = total;
     }
-    let kbase = k0 + u * kstride;
-    for f in f0..f1 {
-        let img = (f / kn) * row;
-        let krow = (kbase + f % kn) * d;
-        let mut dist = 0.0f32;
-        for t in 0..d {
-            let idx = u32::cast_from(key_idx[krow + t]) as usize;
-            let diff = qreg[t] - a * images[img + idx];
-            dist += diff * diff;
-        }
-        let x = -dist * inv_two_s2;
-        if x > m {
-            // Re-base the sums on the new max: e^(x'−m') = e^(m−m')·e^(x'−m).
-            let shift = m - x;
-            let r = f32::exp(shift);
-            ent = r * (ent + shift * l);
-            l *= r;
-            #[unroll]
-            for ch in 0..c {
-                acc[ch] *= r;
+    if comptime![tile > 0] {
+        if kstride == 0 {
+            // The block's queries share their keys: stage `tile` keys at a time in shared
+            // memory, each gathered from the images once for all 64 units; the query sits
+            // in registers.
+            let mut qreg = Array::<f32>::new(d);
+            let qrow = q * queries.stride(0);
+            for t in 0..d {
+                qreg[t] = queries[qrow + t];
             }
-            m = x;
+            let mut sh = Shared::<[f32]>::new_slice(tile * d);
+            let mut f = f0;
+            while f < f1 {
+                let mut cnt = f1 - f;
+                if cnt > tile {
+                    cnt = tile;
+                }
+                let mut e = u;
+                while e < cnt * d {
+                    let ff = f + e / d;
+                    let idx = u32::cast_from(key_idx[(k0 + ff % kn) * key_idx.stride(0) + e % d]) as usize;
+                    sh[e] = images[(ff / kn) * row + idx];
+                    e += units;
+                }
+                sync_cube();
+                if active {
+                    for kk in 0..cnt {
+                        let base = kk * d;
+                        let mut dist = 0.0f32;
+                        for t in 0..d {
+                            let diff = qreg[t] - a * sh[base + t];
+                            dist += diff * diff;
+                        }
+                        let p = fold(-dist * inv_two_s2, &mut st, &mut acc, c);
+                        #[unroll]
+                        for ch in 0..c {
+                            acc[ch] += p * sh[base + centre0 + ch * plane];
+                        }
+                    }
+                }
+                sync_cube();
+                f += tile;
+            }
+        } else if active {
+            keys_from_global(
+                images,
+                queries,
+                key_idx,
+                q,
+                k0 + u * kstride,
+                kn,
+                f0,
+                f1,
+                a,
+                inv_two_s2,
+                &mut st,
+                &mut acc,
+                width as usize,
+                c,
+                centre0,
+                plane,
+            );
         }
-        let rel = x - m;
-        let p = f32::exp(rel);
-        l += p;
-        ent += p * rel;
+    } else if active {
+        keys_from_global(
+            images,
+            queries,
+            key_idx,
+            q,
+            k0 + u * kstride,
+            kn,
+            f0,
+            f1,
+            a,
+            inv_two_s2,
+            &mut st,
+            &mut acc,
+            width as usize,
+            c,
+            centre0,
+            plane,
+        );
+    }
+    if active {
+        let o = s * out.stride(0) + q * out.stride(1);
+        out[o] = st[0];
+        out[o + 1] = st[1];
+        out[o + 2] = st[2];
         #[unroll]
         for ch in 0..c {
-            let idx = u32::cast_from(key_idx[krow + centre0 + ch * plane]) as usize;
-            acc[ch] += p * images[img + idx];
+            out[o + STATE_COLS + ch] = acc[ch];
         }
-    }
-    let o = (s * n_queries + q) * (STATE_COLS + c);
-    out[o] = m;
-    out[o + 1] = l;
-    out[o + 2] = ent;
-    #[unroll]
-    for ch in 0..c {
-        out[o + STATE_COLS + ch] = acc[ch];
     }
 }
 
@@ -162,10 +295,12 @@ impl ElsOps for CubeBackend {
             a,
             inv_two_s2,
             n as u32,
+            d as u32,
             d,
             channels,
             r * patch + r,
             patch * patch,
+            tile_keys(d),
             int_type,
         );
         out

@@ -132,11 +132,23 @@ impl Block {
     }
 }
 
-/// How many key splits to launch for `blocks` blocks whose largest holds `max_keys` keys:
-/// enough cubes to fill a large GPU (~4096), never splits under 64 keys.
-pub fn choose_splits(blocks: usize, max_keys: usize) -> usize {
-    let want = 4096usize.div_ceil(blocks.max(1));
-    want.min(max_keys.div_ceil(64)).clamp(1, 1024)
+/// The most distance terms (keys × D) one unit may sum in one split. Mesa's llvmpipe (the
+/// lavapipe Vulkan driver CI-less machines test on) stops any loop after 65535 iterations
+/// in one invocation, nested iterations counted together, and silently returns what it has:
+/// a 600-key × 147 split came back wrong. Splits keep every unit under it on every adapter.
+pub const MAX_UNIT_TERMS: usize = 60_000;
+
+/// The fewest splits that keep a block of `keys` keys of width `d` under [`MAX_UNIT_TERMS`].
+pub fn min_splits(keys: usize, d: usize) -> usize {
+    (keys * d).div_ceil(MAX_UNIT_TERMS).max(1)
+}
+
+/// How many key splits to launch for `blocks` blocks whose largest holds `max_keys` keys of
+/// width `d`: enough cubes to fill a large GPU (~4096) without splits under 64 keys, and
+/// never fewer than [`min_splits`]. At most 65535 (the grid's second axis).
+pub fn choose_splits(blocks: usize, max_keys: usize, d: usize) -> usize {
+    let fill = 4096usize.div_ceil(blocks.max(1)).min(max_keys.div_ceil(64));
+    fill.max(min_splits(max_keys, d)).clamp(1, 65_535)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! The headless command line: `morphogen denoise | sample | export | bench`.
+//! The headless command line: `morphogen denoise | sample | inspect | export | bench`.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,8 @@ pub enum Command {
     Sample(Box<SampleArgs>),
     /// Frames, animations and contact sheets from a `sample` output folder.
     Export(ExportArgs),
+    /// Which training patches vote for one pixel of x̂₀, and how much (JSON on stdout).
+    Inspect(InspectArgs),
     /// Times each machine and compares with the device's own matmul rate.
     Bench(crate::bench::BenchArgs),
     /// Packs a folder of same-sized images into an embedded-dataset atlas (for maintainers).
@@ -110,6 +112,37 @@ pub struct DenoiseArgs {
     /// Overwrite --out if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub data: DatasetArgs,
+    /// Noisy image, (C,H,W) or (H,W) float32 .npy.
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub t: f64,
+    #[arg(long, value_parser = MachineKind::parse)]
+    pub machine: MachineKind,
+    #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
+    pub boundary: engine::Boundary,
+    #[arg(long, default_value_t = 3)]
+    pub patch: usize,
+    /// The pixel, as ROW,COL (0-based).
+    #[arg(long, value_parser = parse_pixel)]
+    pub pixel: (usize, usize),
+    /// How many of the largest weights to list.
+    #[arg(long, default_value_t = 12)]
+    pub top: usize,
+    #[arg(long, default_value = "cosine", value_parser = NoiseSchedule::by_name)]
+    pub schedule: NoiseSchedule,
+}
+
+fn parse_pixel(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("--pixel takes ROW,COL (two whole numbers), not '{s}'");
+    let (r, c) = s.split_once(',').ok_or_else(bad)?;
+    Ok((r.trim().parse().map_err(|_| bad())?, c.trim().parse().map_err(|_| bad())?))
 }
 
 #[derive(Args, Debug)]
@@ -235,6 +268,7 @@ pub fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Inspect(args) => inspect(args),
         Command::Bench(args) => crate::bench::run(&args),
         Command::PackDataset { folder, name, out } => {
             let n = data::pack_atlas(&folder, &name, &out).map_err(|e| e.to_string())?;
@@ -307,6 +341,57 @@ fn denoise(args: DenoiseArgs) -> Result<(), String> {
     denoiser.check_call(&call)?;
     let out = denoiser.denoise(&x, &call, &mut Control::none()).map_err(|e| e.to_string())?;
     data::write_npy_f32(&args.out, &in_shape, &out.x0).map_err(|e| e.to_string())
+}
+
+fn inspect(args: InspectArgs) -> Result<(), String> {
+    if !(args.t > 0.0 && args.t <= 1.0) {
+        return Err(format!("--t must be in (0, 1], not {}", args.t));
+    }
+    if args.top == 0 || args.top > 1_000_000 {
+        return Err(format!("--top must be between 1 and 1000000, not {}", args.top));
+    }
+    let source = DatasetSource::parse(&args.data.dataset);
+    let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
+    let x = read_image_npy(&args.input, &dataset)?;
+    let s = dataset.shape;
+    let (row, col) = args.pixel;
+    if row >= s.h || col >= s.w {
+        return Err(format!(
+            "--pixel {row},{col} is outside the {}×{} image (rows 0–{}, columns 0–{})",
+            s.h,
+            s.w,
+            s.h - 1,
+            s.w - 1
+        ));
+    }
+    check_patch_arg(args.patch, args.machine, args.boundary, s)?;
+    // One pixel is ranked on the host in float64: no device needed.
+    let denoiser = Denoiser::new(&dataset.images, dataset.len(), s, &burn::tensor::Device::flex());
+    let call = Call::new(args.machine, args.boundary, args.patch, args.schedule.alpha_bar(args.t));
+    denoiser.check_call(&call)?;
+    let ins = denoiser.inspect(&x, &call, row, col, args.top, &Control::none()).map_err(|e| e.to_string())?;
+    // Ideal votes are whole images: they come from no particular place.
+    let located = args.machine != MachineKind::Ideal;
+    let weights: Vec<serde_json::Value> = ins
+        .votes
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "image": v.image,
+                "row": located.then_some(v.y),
+                "col": located.then_some(v.x),
+                "weight": v.weight,
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "x0": ins.x0,
+        "entropy": ins.entropy,
+        "candidates": ins.candidates,
+        "weights": weights,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
+    Ok(())
 }
 
 fn sample(args: SampleArgs) -> Result<(), String> {

@@ -28,6 +28,8 @@ pub struct Inspection {
     pub weight_sum: f64,
     /// Entropy of the weights in nats.
     pub entropy: f64,
+    /// x̂₀ at the pixel (C values): every candidate's value weighted, not only the top ones.
+    pub x0: Vec<f64>,
 }
 
 impl Denoiser {
@@ -120,10 +122,18 @@ impl Denoiser {
                 entropy -= vote.weight * vote.weight.ln();
             }
         }
+        // Each vote's value is training image `image` at (y, x): its patch centre, the pixel
+        // itself (ideal, local) or the shifted source (equivariant).
+        let mut x0: Vec<f64> = self.mean.iter().map(|&m| m as f64).collect();
+        for (vote, _) in &cands {
+            for (ch, v) in x0.iter_mut().enumerate() {
+                *v += vote.weight * img(vote.image, ch * hw + vote.y * s.w + vote.x);
+            }
+        }
         let candidates = cands.len();
         let mut votes: Vec<Vote> = cands.into_iter().map(|c| c.0).collect();
         votes.sort_by(|a, b| b.weight.total_cmp(&a.weight));
         votes.truncate(top);
-        Ok(Inspection { votes, candidates, weight_sum: sum, entropy })
+        Ok(Inspection { votes, candidates, weight_sum: sum, entropy, x0 })
     }
 }

@@ -133,6 +133,7 @@ impl Trajectory {
                 x0_hat: x0[k * len..(k + 1) * len].to_vec(),
                 entropy: m.entropy,
                 nearest: (m.nearest_index, m.nearest_rms),
+                maps: None,
             })
             .collect();
         Ok(Self { recipe, shape, steps })

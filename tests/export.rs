@@ -205,6 +205,7 @@ fn library_export_reports_progress_and_cancels() {
             x0_hat: vec![-(k as f32) / 5.0; 16],
             entropy: 0.0,
             nearest: (0, 0.0),
+            maps: None,
         })
         .collect();
     let t = Trajectory { recipe: Default::default(), shape, steps };

@@ -60,6 +60,7 @@ fn step(run: u64, k: usize) -> Event {
             x0_hat: vec![-(k as f32) / 20.0; 64],
             entropy: 1.0,
             nearest: (0, 0.5),
+            maps: None,
         }),
         seconds: 0.01,
     }

@@ -21,11 +21,13 @@ pub struct Call {
     pub alpha_bar: f64,
     /// Also compute the mean entropy of the softmax weights (costs one more pass per chunk).
     pub entropy: bool,
+    /// Also return the per-pixel provenance maps ([`PixelMaps`]; implies `entropy`).
+    pub maps: bool,
 }
 
 impl Call {
     pub fn new(machine: MachineKind, boundary: Boundary, patch: usize, alpha_bar: f64) -> Self {
-        Self { machine, boundary, patch, alpha_bar, entropy: false }
+        Self { machine, boundary, patch, alpha_bar, entropy: false, maps: false }
     }
     /// The odd patch size this call really uses on `shape`: beyond the machine's largest
     /// meaningful P (see [`max_patch`]) a window changes nothing but the cost, and an absurd P
@@ -49,6 +51,54 @@ pub struct Denoised {
     /// Mean over pixels of the softmax weights' entropy in nats (0 when not asked for):
     /// e^H is roughly how many training candidates vote.
     pub entropy: f32,
+    /// Per-pixel provenance, when the call asked for it.
+    pub maps: Option<PixelMaps>,
+}
+
+/// Where each pixel of x̂₀ came from: the largest of its softmax weights, and how spread the
+/// weights are. One value per pixel, [H·W] each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PixelMaps {
+    /// The training image whose patch has the pixel's largest weight.
+    pub winner: Vec<u32>,
+    /// Centre of that patch in its image, as y·W + x (for the ideal and local machines, the
+    /// pixel itself; for the equivariant machine, the shifted source).
+    pub source: Vec<u32>,
+    /// Entropy of the pixel's weights in nats (the ideal and equivariant machines share one
+    /// softmax over the whole image, so every pixel holds the same value).
+    pub entropy: Vec<f32>,
+}
+
+impl PixelMaps {
+    /// Maps for `hw` pixels before any is filled: no winner (`u32::MAX`, also what a pixel
+    /// with no admissible training patch keeps), each pixel its own source.
+    pub(crate) fn empty(hw: usize) -> Self {
+        Self { winner: vec![u32::MAX; hw], source: (0..hw as u32).collect(), entropy: vec![0.0; hw] }
+    }
+
+    /// Fills a pixel group's entries from each query's winning column (image-major over the
+    /// group's key positions: column = image·K + position) and entropy.
+    pub(crate) fn set_group(&mut self, g: &PixelGroup, cols: &[u64], entropy: &[f32]) {
+        let kg = g.keys_per_image().max(1) as u64;
+        for (i, &px) in g.pixels.iter().enumerate() {
+            self.winner[px] = (cols[i] / kg) as u32;
+            self.source[px] = g.key_pixels[(cols[i] % kg) as usize] as u32;
+            self.entropy[px] = entropy[i];
+        }
+    }
+
+    /// How far, in pixels, each winning patch was taken from: |source − pixel| (Euclidean).
+    pub fn offset(&self, w: usize) -> Vec<f32> {
+        self.source
+            .iter()
+            .enumerate()
+            .map(|(px, &src)| {
+                let (dy, dx) =
+                    ((px / w) as f32 - (src as usize / w) as f32, (px % w) as f32 - (src as usize % w) as f32);
+                (dy * dy + dx * dx).sqrt()
+            })
+            .collect()
+    }
 }
 
 /// Precomputed keys of one pixel group, one entry per chunk of training images.
@@ -119,6 +169,10 @@ pub(crate) struct OpTables {
     /// Pixels with no admissible training patch (circular windows larger than the image).
     pub empty: Vec<usize>,
     pub n_blocks: usize,
+    /// Per query row: its first key row and how many it has (for decoding winners).
+    pub query_keys: Vec<(u32, u32)>,
+    /// Training-image pixel (patch centre) of each key row.
+    pub key_row_pixel: Vec<u32>,
     /// Key positions in the largest block (its keys are N times that).
     pub max_positions: usize,
     pub bytes: usize,
@@ -305,6 +359,7 @@ impl Denoiser {
 impl Denoiser {
     /// Fills x̂₀ and sums the entropy of the groups computed by the Local machine (see
     /// [`DeviceGroup::via_local`]); returns that entropy sum.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn fill_via_local(
         &mut self,
         x: &[f32],
@@ -312,13 +367,14 @@ impl Denoiser {
         patch: usize,
         groups: &[DeviceGroup],
         x0: &mut [f32],
+        maps: &mut Option<PixelMaps>,
         ctl: &mut Control,
     ) -> Result<f64, Cancelled> {
         if !groups.iter().any(|g| g.via_local) {
             return Ok(0.0);
         }
         let local = Call { machine: MachineKind::Local, patch, ..*call };
-        let (lx0, entropy) = self.local_parts(x, &local, ctl)?;
+        let (lx0, entropy, winner) = self.local_parts(x, &local, ctl)?;
         let (c, hw) = (self.shape.c, self.shape.pixels());
         let mut entropy_sum = 0f64;
         for px in groups.iter().filter(|g| g.via_local).map(|g| g.host.pixels[0]) {
@@ -326,6 +382,9 @@ impl Denoiser {
                 x0[ch * hw + px] = lx0[ch * hw + px];
             }
             entropy_sum += entropy.as_ref().map(|e| e[px] as f64).unwrap_or(0.0);
+            if let (Some(m), Some(w), Some(e)) = (maps.as_mut(), &winner, &entropy) {
+                (m.winner[px], m.source[px], m.entropy[px]) = (w[px] as u32, px as u32, e[px]);
+            }
         }
         Ok(entropy_sum)
     }

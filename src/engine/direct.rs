@@ -20,8 +20,14 @@ use super::geometry::ImageShape;
 /// interior group at small P) are matrix products and stay on the gemm kernel.
 pub const MAX_KEYS: usize = 16;
 
-/// Per group: x̂₀ − m ([Q, C]) and each pixel's entropy, or `None` for groups not taken.
-type Solved = Vec<Option<(Vec<f32>, Vec<f32>)>>;
+/// Per group: x̂₀ − m ([Q, C]), each pixel's entropy and winning (image, key pixel), or
+/// `None` for groups not taken.
+pub(crate) struct GroupResult {
+    pub out: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub winner: Vec<(u32, u32)>,
+}
+type Solved = Vec<Option<GroupResult>>;
 
 /// The in-image part of a group's windows, relative to each pixel: rows dy0..=dy1 and
 /// columns dx0..=dx1 (the same for every pixel of a zeros-boundary group).
@@ -66,14 +72,17 @@ struct Row {
     s: f64,
     u: f64,
     acc: Vec<f64>,
+    /// (image, key pixel) of the largest logit so far.
+    best: (u32, u32),
 }
 
 impl Row {
     fn new(c: usize) -> Self {
-        Self { m: f64::NEG_INFINITY, s: 0.0, u: 0.0, acc: vec![0.0; c] }
+        Self { m: f64::NEG_INFINITY, s: 0.0, u: 0.0, acc: vec![0.0; c], best: (0, 0) }
     }
-    fn add(&mut self, logit: f64, value: impl Fn(usize) -> f64) {
+    fn add(&mut self, logit: f64, source: (u32, u32), value: impl Fn(usize) -> f64) {
         if logit > self.m {
+            self.best = source;
             if self.m.is_finite() {
                 super::fused_cpu::rebase(&mut self.s, &mut self.u, &mut self.acc, self.m - logit);
             }
@@ -138,7 +147,7 @@ pub(crate) fn solve(
                     let norm = dot(&key, &key) as f64;
                     for (q, row) in queries.chunks_exact(d).zip(rows.iter_mut()) {
                         let logit = scale * dot(q, &key) as f64 + tail * norm;
-                        row.add(logit, |ch| img[ch * hw + kp] as f64);
+                        row.add(logit, (k as u32, kp as u32), |ch| img[ch * hw + kp] as f64);
                     }
                 }
             }
@@ -148,7 +157,8 @@ pub(crate) fn solve(
                 out.extend(row.acc.iter().map(|a| (a / row.s) as f32));
                 entropy.push(row.entropy() as f32);
             }
-            Ok(Some((out, entropy)))
+            let winner = rows.iter().map(|r| r.best).collect();
+            Ok(Some(GroupResult { out, entropy, winner }))
         })
         .collect()
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use burn::tensor::Tensor;
 
 use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoised, Denoiser, DeviceGroup, ElsPath, GeometryKey, KeyChunk, OpTables, to_host};
+use super::denoiser::{
+    Call, Denoised, Denoiser, DeviceGroup, ElsPath, GeometryKey, KeyChunk, OpTables, PixelMaps, to_host,
+};
 use super::els_op::{BLOCK_QUERIES, Block, OpParams};
 use super::geometry::{centre_offsets, els_groups_cancellable};
 use super::machine::Boundary;
@@ -29,7 +31,8 @@ impl Denoiser {
         let groups = self.device_groups(key, ctl)?;
         let (c, hw) = (self.shape.c, self.shape.pixels());
         let mut x0 = vec![0f32; c * hw];
-        let mut entropy_sum = self.fill_via_local(x, call, key.patch, &groups, &mut x0, ctl)?;
+        let mut maps = call.maps.then(|| PixelMaps::empty(hw));
+        let mut entropy_sum = self.fill_via_local(x, call, key.patch, &groups, &mut x0, &mut maps, ctl)?;
         let total: usize = groups.iter().filter(|g| g.streams()).map(|g| self.n.div_ceil(g.images_per_chunk)).sum();
         ctl.begin(total)?;
         let bank = self.key_bank(key, &groups, ctl)?;
@@ -54,7 +57,7 @@ impl Denoiser {
             }
             let queries = xq.clone().select(1, group.query_idx.clone()).reshape([q, d]); // [Q, D]
             let q_aug = augment_query(queries, a, s2); // [Q, D+1]
-            let mut sm = OnlineSoftmax::new(call.entropy);
+            let mut sm = OnlineSoftmax::new(call.entropy || call.maps).with_argmax(call.maps);
             for ci in 0..self.n.div_ceil(group.images_per_chunk) {
                 let owned;
                 let chunk = match &bank {
@@ -68,6 +71,7 @@ impl Denoiser {
                 sm.update(logits, |p| p.matmul(chunk.values.clone())); // [Q, C]
                 ctl.chunk_done()?;
             }
+            let winner = sm.argmax();
             let (out, ent) = sm.finish().expect("every group has at least one chunk");
             let out = to_host(out); // [Q, C]
             for (qi, &px) in group.host.pixels.iter().enumerate() {
@@ -75,11 +79,16 @@ impl Denoiser {
                     x0[ch * hw + px] = out[qi * c + ch] + self.mean[ch];
                 }
             }
-            if let Some(ent) = ent {
-                entropy_sum += to_host(ent).iter().map(|&e| e as f64).sum::<f64>();
+            let ent = ent.map(to_host);
+            if let Some(ent) = &ent {
+                entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
+            }
+            if let (Some(m), Some(w), Some(e)) = (maps.as_mut(), winner, ent) {
+                let cols: Vec<u64> = w.iter().map(|&v| v as u64).collect();
+                m.set_group(&group.host, &cols, &e);
             }
         }
-        Ok(Denoised { x0, entropy: (entropy_sum / hw as f64) as f32 })
+        Ok(Denoised { x0, entropy: (entropy_sum / hw as f64) as f32, maps })
     }
 
     /// The pixel groups of a geometry with their index tensors, built once (cancellable:
@@ -188,11 +197,12 @@ impl Denoiser {
         ctl: &mut Control,
     ) -> Result<Denoised, Cancelled> {
         let (a, s2) = call.scales();
-        let want_entropy = call.entropy;
+        let want_entropy = call.entropy || call.maps;
         let groups = self.device_groups(key, ctl)?;
         let (c, hw, len) = (self.shape.c, self.shape.pixels(), self.shape.len());
         let mut x0 = vec![0f32; len];
-        let mut entropy_sum = self.fill_via_local(x, call, key.patch, &groups, &mut x0, ctl)?;
+        let mut maps = call.maps.then(|| PixelMaps::empty(hw));
+        let mut entropy_sum = self.fill_via_local(x, call, key.patch, &groups, &mut x0, &mut maps, ctl)?;
         let n = self.n;
         let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
         let total: usize = groups.iter().filter(|g| g.banked_on_host()).map(|g| self.n.div_ceil(per_chunk(g))).sum();
@@ -218,13 +228,17 @@ impl Denoiser {
             ctl.token(),
         )?;
         for (group, solved) in groups.iter().zip(&direct) {
-            let Some((out, ent)) = solved else { continue };
+            let Some(solved) = solved else { continue };
             for (i, &px) in group.host.pixels.iter().enumerate() {
                 for ch in 0..c {
-                    x0[ch * hw + px] = out[i * c + ch] + self.mean[ch];
+                    x0[ch * hw + px] = solved.out[i * c + ch] + self.mean[ch];
+                }
+                if let Some(m) = maps.as_mut() {
+                    (m.winner[px], m.source[px]) = solved.winner[i];
+                    m.entropy[px] = solved.entropy[i];
                 }
             }
-            entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
+            entropy_sum += solved.entropy.iter().map(|&e| e as f64).sum::<f64>();
         }
         ctl.chunk_done()?;
         for (gi, group) in groups.iter().enumerate() {
@@ -262,6 +276,7 @@ impl Denoiser {
                 state.update(&queries, da, chunk);
                 ctl.chunk_done()?;
             }
+            let cols = state.argmax().to_vec();
             let (out, ent) = state.finish();
             for (i, &px) in g.pixels.iter().enumerate() {
                 for ch in 0..c {
@@ -269,8 +284,11 @@ impl Denoiser {
                 }
             }
             entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
+            if let Some(m) = maps.as_mut() {
+                m.set_group(g, &cols, &ent);
+            }
         }
-        Ok(Denoised { x0, entropy: if want_entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 } })
+        Ok(Denoised { x0, entropy: if call.entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 }, maps })
     }
 
     /// Keys of images n0..n0+nc at a group's key positions, with norms, on the host.
@@ -376,6 +394,7 @@ impl Denoiser {
         let (c, hw) = (self.shape.c, self.shape.pixels());
         let d = c * key.patch * key.patch;
         let mut x0 = vec![0f32; self.shape.len()];
+        let mut maps = call.maps.then(|| PixelMaps::empty(hw));
         for &px in &tables.empty {
             for ch in 0..c {
                 x0[ch * hw + px] = self.mean[ch];
@@ -399,7 +418,8 @@ impl Denoiser {
                 tables.key_idx.clone(),
                 tables.blocks.clone(),
                 params,
-            ); // [S, Q, 3 + C]
+            ); // [S, Q, 3 + C + 1]
+            let won = call.maps.then(|| super::els_op::winners(partials.clone()));
             let (out, ent) = super::els_op::merge(partials); // [Q, C], [Q, 1]
             let out = to_host(out);
             for (i, &px) in tables.pixels.iter().enumerate() {
@@ -407,12 +427,21 @@ impl Denoiser {
                     x0[ch * hw + px] = out[i * c + ch] + self.mean[ch];
                 }
             }
-            if call.entropy {
-                entropy_sum = to_host(ent).iter().map(|&e| e as f64).sum();
+            let ent = to_host(ent);
+            entropy_sum = ent.iter().map(|&e| e as f64).sum();
+            if let (Some(m), Some(won)) = (maps.as_mut(), won) {
+                for (i, &px) in tables.pixels.iter().enumerate() {
+                    // Split s of a query with N·kn keys starts at key s·⌈N·kn/S⌉.
+                    let (k_row0, kn) = (tables.query_keys[i].0 as usize, tables.query_keys[i].1 as usize);
+                    let f = won[i].0 * (self.n * kn).div_ceil(params.splits) + won[i].1;
+                    m.winner[px] = (f / kn) as u32;
+                    m.source[px] = tables.key_row_pixel[k_row0 + f % kn];
+                    m.entropy[px] = ent[i];
+                }
             }
         }
         ctl.chunk_done()?;
-        Ok(Denoised { x0, entropy: if call.entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 } })
+        Ok(Denoised { x0, entropy: if call.entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 }, maps })
     }
 
     /// The op's tables for a geometry, built from its pixel groups once and cached.
@@ -425,6 +454,7 @@ impl Denoiser {
         let (mut query_idx, mut key_idx, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
         let (mut pixels, mut empty, mut max_positions) = (Vec::new(), Vec::new(), 0);
         let mut singles = Vec::new();
+        let (mut query_keys, mut key_row_pixel) = (Vec::new(), Vec::new());
         for g in groups.iter().map(|g| &g.host) {
             if g.key_pixels.is_empty() {
                 empty.extend_from_slice(&g.pixels);
@@ -433,11 +463,13 @@ impl Denoiser {
             } else {
                 let k0 = key_idx.len() / d;
                 key_idx.extend_from_slice(&g.key_idx);
+                key_row_pixel.extend(g.key_pixels.iter().map(|&p| p as u32));
                 max_positions = max_positions.max(g.keys_per_image());
                 for (chunk, idx) in g.pixels.chunks(BLOCK_QUERIES).zip(g.query_idx.chunks(BLOCK_QUERIES * d)) {
                     blocks.push(Block { q0: pixels.len(), qn: chunk.len(), k0, kn: g.keys_per_image(), kstride: 0 });
                     pixels.extend_from_slice(chunk);
                     query_idx.extend_from_slice(idx);
+                    query_keys.extend(chunk.iter().map(|_| (k0 as u32, g.keys_per_image() as u32)));
                 }
             }
         }
@@ -447,6 +479,8 @@ impl Denoiser {
             ctl.check()?;
             blocks.push(Block { q0: pixels.len(), qn: chunk.len(), k0: key_idx.len() / d, kn: 1, kstride: 1 });
             for g in chunk {
+                query_keys.push(((key_idx.len() / d) as u32, 1));
+                key_row_pixel.push(g.key_pixels[0] as u32);
                 pixels.push(g.pixels[0]);
                 query_idx.extend_from_slice(&g.query_idx);
                 key_idx.extend_from_slice(&g.key_idx);
@@ -463,6 +497,8 @@ impl Denoiser {
             pixels,
             empty,
             n_blocks: blocks.len(),
+            query_keys,
+            key_row_pixel,
             max_positions,
             bytes,
         };

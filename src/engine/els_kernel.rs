@@ -28,12 +28,14 @@ pub fn tile_keys(d: usize) -> usize {
     (TILE_FLOATS / d).min(64)
 }
 
-/// Folds one logit into a running state st = (m, l, t) with value sums acc, and returns its
+/// Folds one logit (of key `idx` within the split) into a running state st = (m, l, t,
+/// winner) with value sums acc, and returns its
 /// weight e^(x−m); the caller adds weight·value per channel (it knows where values live).
 #[cube]
-fn fold(x: f32, st: &mut Array<f32>, acc: &mut Array<f32>, #[comptime] c: usize) -> f32 {
+fn fold(x: f32, idx: f32, st: &mut Array<f32>, acc: &mut Array<f32>, #[comptime] c: usize) -> f32 {
     let m = st[0];
     if x > m {
+        st[3] = idx; // the new winner
         // Re-base the sums on the new max: e^(x'−m') = e^(m−m')·e^(x'−m).
         let shift = m - x;
         let r = f32::exp(shift);
@@ -87,7 +89,7 @@ fn keys_from_global<I: Numeric>(
             let diff = queries[qrow + t] - a * images[img + idx];
             dist += diff * diff;
         }
-        let p = fold(-dist * inv_two_s2, st, acc, c);
+        let p = fold(-dist * inv_two_s2, f32::cast_from(f - f0), st, acc, c);
         #[unroll]
         for ch in 0..c {
             let idx = u32::cast_from(key_idx[krow + centre0 + ch * plane]) as usize;
@@ -139,10 +141,11 @@ fn els_partials_kernel<I: Numeric>(
     for ch in 0..c {
         acc[ch] = 0.0;
     }
-    let mut st = Array::<f32>::new(STATE_COLS); // m, l, t
+    let mut st = Array::<f32>::new(STATE_COLS + 1); // m, l, t, winner
     st[0] = f32::new(SENTINEL);
     st[1] = 0.0;
     st[2] = 0.0;
+    st[3] = 0.0;
 
     let total = n_images as usize * kn;
     #[allow(clippy::manual_div_ceil)] // cubecl has no div_ceil on usize
@@ -188,7 +191,7 @@ fn els_partials_kernel<I: Numeric>(
                             let diff = qreg[t] - a * sh[base + t];
                             dist += diff * diff;
                         }
-                        let p = fold(-dist * inv_two_s2, &mut st, &mut acc, c);
+                        let p = fold(-dist * inv_two_s2, f32::cast_from(f + kk - f0), &mut st, &mut acc, c);
                         #[unroll]
                         for ch in 0..c {
                             acc[ch] += p * sh[base + centre0 + ch * plane];
@@ -247,6 +250,7 @@ fn els_partials_kernel<I: Numeric>(
         for ch in 0..c {
             out[o + STATE_COLS + ch] = acc[ch];
         }
+        out[o + STATE_COLS + c] = st[3];
     }
 }
 
@@ -278,7 +282,7 @@ impl ElsOps for CubeBackend {
         let out = empty_device_dtype(
             client.clone(),
             queries.device.clone(),
-            Shape::new([splits, q, STATE_COLS + channels]),
+            Shape::new([splits, q, STATE_COLS + channels + 1]),
             DType::F32,
         );
         let r = patch / 2;

@@ -15,9 +15,11 @@
 //! queries share the keys), `kstride = 1` packs singleton groups (the Local machine, and
 //! ELS pixels whose window overhang no other pixel shares) so they fill a block too.
 //! Each block's N·kn keys are split into `splits` ranges; each split writes a partial softmax
-//! state (m, l, t, acc[C]) relative to its own running max, with
-//! `l = Σ e^(x−m)`, `t = Σ e^(x−m)(x−m)`, `acc = Σ e^(x−m)·v`, and logit
-//! `x = −‖q − a·k‖² / 2σ²`. [`merge`] folds the splits with burn ops.
+//! state (m, l, t, acc[C], winner) relative to its own running max, with
+//! `l = Σ e^(x−m)`, `t = Σ e^(x−m)(x−m)`, `acc = Σ e^(x−m)·v`, logit
+//! `x = −‖q − a·k‖² / 2σ²`, and `winner` the index within the split of the key whose logit is
+//! m (exact in f32: a split holds at most [`MAX_UNIT_TERMS`] keys). [`merge`] folds the splits
+//! with burn ops; [`winners`] finds each query's largest weight for the provenance maps.
 
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -47,16 +49,16 @@ pub struct OpParams {
     pub patch: usize,
 }
 
-/// Shape of the partial states: [splits, Q, 3 + C].
+/// Shape of the partial states: [splits, Q, 3 + C + 1].
 pub fn partials_shape(queries: &Shape, splits: &usize, channels: &usize) -> Shape {
-    Shape::new([*splits, queries[0], STATE_COLS + *channels])
+    Shape::new([*splits, queries[0], STATE_COLS + *channels + 1])
 }
 
 #[backend_extension(Cube, Fusion, Flex)]
 pub trait ElsOps: burn::backend::Backend {
     /// Partial softmax states of every query over its block's keys, one per split:
     /// images [N, L+1] (centred, trailing zero slot), queries [Q, D], key_idx [Kpos, D]
-    /// (flat indices into an image row), blocks [B, 5] → [splits, Q, 3 + C].
+    /// (flat indices into an image row), blocks [B, 5] → [splits, Q, 3 + C + 1].
     #[fusion(dtype = queries, shape = partials_shape(queries, splits, channels))]
     #[allow(clippy::too_many_arguments)]
     fn els_partials(
@@ -72,7 +74,7 @@ pub trait ElsOps: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The op on burn tensors: the partial states ([splits, Q, 3 + C]).
+/// The op on burn tensors: the partial states ([splits, Q, 3 + C + 1]).
 pub fn els_partials(
     images: Tensor<2>,
     queries: Tensor<2>,
@@ -98,7 +100,7 @@ pub fn els_partials(
 /// entropy in nats ([Q, 1]).
 pub fn merge(partials: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
     let [_, q, cols] = partials.dims();
-    let c = cols - STATE_COLS;
+    let c = cols - STATE_COLS - 1;
     let m = partials.clone().narrow(2, 0, 1); // [S, Q, 1]
     let l = partials.clone().narrow(2, 1, 1);
     let t = partials.clone().narrow(2, 2, 1);
@@ -114,6 +116,20 @@ pub fn merge(partials: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
     let acc = w.mul(acc).sum_dim(0).div(l_tot.clone()); // [1, Q, C]
     let entropy = l_tot.clone().log().sub(t_tot.div(l_tot)).clamp_min(0.0);
     (acc.reshape([q, c]), entropy.reshape([q, 1]))
+}
+
+/// Each query's winning key: (split, index within the split) of its largest logit, read
+/// back to the host ([Q] pairs).
+pub fn winners(partials: Tensor<3>) -> Vec<(usize, usize)> {
+    let [s, q, cols] = partials.dims();
+    let m = partials.clone().narrow(2, 0, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
+    let w = partials.narrow(2, cols - 1, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
+    (0..q)
+        .map(|qi| {
+            let best = (0..s).fold(0, |b, si| if m[si * q + qi] > m[b * q + qi] { si } else { b });
+            (best, w[best * q + qi] as usize)
+        })
+        .collect()
 }
 
 /// One row of the block table.
@@ -184,7 +200,7 @@ impl ElsOps for Flex {
         let (images, queries) = (host_f32(images), host_f32(queries));
         let (key_idx, blocks) = (host_i64(key_idx), host_i64(blocks));
         let c = channels;
-        let cols = STATE_COLS + c;
+        let cols = STATE_COLS + c + 1;
         let centre = super::geometry::centre_offsets(c, patch);
         // The fused kernel's logits are (2a/2σ²)·q·k − (a²/2σ²)·‖k‖²: the exact logit plus
         // ‖q‖²/2σ², a per-query constant that cancels in the merge.
@@ -245,7 +261,7 @@ impl ElsOps for Flex {
                     if k > 0 {
                         state.update(&qa, da, &HostChunk { keys_t, values_t, len: k });
                     }
-                    let (m, l, t, acc) = state.into_parts();
+                    let (m, l, t, acc, arg) = state.into_parts();
                     let mut out = vec![0f32; qn * cols];
                     for i in 0..qn {
                         let o = &mut out[i * cols..(i + 1) * cols];
@@ -255,6 +271,7 @@ impl ElsOps for Flex {
                         for ch in 0..c {
                             o[STATE_COLS + ch] = acc[i * c + ch] as f32;
                         }
+                        o[STATE_COLS + c] = arg[i] as f32;
                     }
                     (s, b.q0 + u0, out)
                 })

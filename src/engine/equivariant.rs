@@ -6,7 +6,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoised, Denoiser, to_host};
+use super::denoiser::{Call, Denoised, Denoiser, PixelMaps, to_host};
 use super::softmax::OnlineSoftmax;
 
 impl Denoiser {
@@ -24,7 +24,7 @@ impl Denoiser {
             .select(0, shift_idx)
             .reshape([hw, len])
             .transpose(); // [len, HW]
-        let mut sm = OnlineSoftmax::new(call.entropy);
+        let mut sm = OnlineSoftmax::new(call.entropy || call.maps).with_argmax(call.maps);
         for n0 in (0..self.n).step_by(per_chunk) {
             let nc = per_chunk.min(self.n - n0);
             let phi = self.images.clone().narrow(0, n0, nc).narrow(1, 0, len); // [nc, len]
@@ -41,8 +41,21 @@ impl Denoiser {
             });
             ctl.chunk_done()?;
         }
+        let winner = sm.argmax();
         let (out, ent) = sm.finish().expect("at least one image");
-        Ok(Denoised { x0: self.uncentre(to_host(out)), entropy: ent.map(|e| to_host(e)[0]).unwrap_or(0.0) })
+        let entropy = ent.map(|e| to_host(e)[0]).unwrap_or(0.0);
+        // One softmax over (image, shift): column n·HW + s. Shift s puts φ_n[p − s] at p.
+        let (h, w) = (self.shape.h, self.shape.w);
+        let maps = winner.map(|win| {
+            let (n, s) = (win[0] as usize / hw, win[0] as usize % hw);
+            let (sy, sx) = (s / w, s % w);
+            PixelMaps {
+                winner: vec![n as u32; hw],
+                source: (0..hw).map(|p| (((p / w + h - sy) % h) * w + (p % w + w - sx) % w) as u32).collect(),
+                entropy: vec![entropy; hw],
+            }
+        });
+        Ok(Denoised { x0: self.uncentre(to_host(out)), entropy, maps })
     }
 
     /// (shift, unshift) index tables for this image shape, built once.

@@ -38,6 +38,10 @@ pub struct RowState {
     q: usize,
     c: usize,
     m: Vec<f32>,
+    /// Column (over all chunks so far) of each row's largest logit: its winning key.
+    arg: Vec<u64>,
+    /// Columns folded in so far.
+    seen: u64,
     s: Vec<f64>,
     u: Vec<f64>,
     acc: Vec<f64>,
@@ -50,6 +54,8 @@ impl RowState {
             q,
             c,
             m: vec![f32::NEG_INFINITY; q],
+            arg: vec![0; q],
+            seen: 0,
             s: vec![0.0; q],
             u: vec![0.0; q],
             acc: vec![0.0; q * c],
@@ -59,15 +65,17 @@ impl RowState {
 
     /// Folds one chunk in. `queries` is [Q, Da] (already scaled, with the −a/2 column).
     pub fn update(&mut self, queries: &[f32], da: usize, chunk: &HostChunk) {
-        let (c, k, want_entropy) = (self.c, chunk.len, self.want_entropy);
+        let (c, k, want_entropy, seen) = (self.c, chunk.len, self.want_entropy, self.seen);
+        self.seen += k as u64;
         let blocks = self
             .m
             .par_chunks_mut(QUERY_BLOCK)
+            .zip(self.arg.par_chunks_mut(QUERY_BLOCK))
             .zip(self.s.par_chunks_mut(QUERY_BLOCK))
             .zip(self.u.par_chunks_mut(QUERY_BLOCK))
             .zip(self.acc.par_chunks_mut(QUERY_BLOCK * c))
             .zip(queries.par_chunks(QUERY_BLOCK * da));
-        blocks.for_each(|((((m, s), u), acc), q)| {
+        blocks.for_each(|(((((m, arg), s), u), acc), q)| {
             let rows = m.len();
             let mut scores = vec![0f32; rows * TILE];
             for k0 in (0..k).step_by(TILE) {
@@ -101,16 +109,26 @@ impl RowState {
                 for i in 0..rows {
                     let row = &mut scores[i * tk..(i + 1) * tk];
                     let vals = |ch: usize| &chunk.values_t[ch * k + k0..ch * k + k0 + tk];
-                    fold_row(row, &mut m[i], &mut s[i], &mut u[i], &mut acc[i * c..(i + 1) * c], vals, want_entropy);
+                    let col0 = seen + k0 as u64;
+                    let best = (&mut m[i], &mut arg[i], col0);
+                    fold_row(row, best, &mut s[i], &mut u[i], &mut acc[i * c..(i + 1) * c], vals, want_entropy);
                 }
             }
         });
     }
 
     /// The raw running state (m, s, u, acc) of every row, for callers that merge partial
-    /// states themselves ([`super::els_op`]). A row that saw no key has m = −∞ and s = 0.
-    pub fn into_parts(self) -> (Vec<f32>, Vec<f64>, Vec<f64>, Vec<f64>) {
-        (self.m, self.s, self.u, self.acc)
+    /// states themselves ([`super::els_op`]), and each row's winning column. A row that saw
+    /// no key has m = −∞ and s = 0.
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(self) -> (Vec<f32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>) {
+        (self.m, self.s, self.u, self.acc, self.arg)
+    }
+
+    /// Each row's winning column: the key with its largest weight, counted over all chunks in
+    /// the order they were folded in.
+    pub fn argmax(&self) -> &[u64] {
+        &self.arg
     }
 
     /// Σ softmax·v per row ([Q, C]) and the entropy of each row's weights.
@@ -146,7 +164,7 @@ pub(crate) fn rebase(s: &mut f64, u: &mut f64, acc: &mut [f64], shift: f64) {
 #[inline]
 fn fold_row<'v>(
     row: &mut [f32],
-    m: &mut f32,
+    (m, arg, col0): (&mut f32, &mut u64, u64),
     s: &mut f64,
     u: &mut f64,
     acc: &mut [f64],
@@ -156,6 +174,8 @@ fn fold_row<'v>(
     let tile_max = simd::max(row);
     let m_new = m.max(tile_max);
     if m_new > *m {
+        // A new winner: rare after the first tiles, so the search costs nothing.
+        *arg = col0 + row.iter().position(|&v| v == tile_max).unwrap_or(0) as u64;
         if m.is_finite() {
             rebase(s, u, acc, (*m - m_new) as f64);
         }

@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
 
 use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoised, Denoiser, ElsPath, GeometryKey, to_host};
+use super::denoiser::{Call, Denoised, Denoiser, ElsPath, GeometryKey, PixelMaps, to_host};
 use super::machine::Boundary;
 use super::softmax::OnlineSoftmax;
 
@@ -17,19 +17,26 @@ impl Denoiser {
                 GeometryKey { patch: call.effective_patch(self.shape), boundary: Boundary::Zeros, equivariant: false };
             return self.els_op(x, call, key, ctl);
         }
-        let (x0, entropy) = self.local_parts(x, call, ctl)?;
+        let (x0, entropy, winner) = self.local_parts(x, call, ctl)?;
         let hw = self.shape.pixels();
-        let entropy = entropy.map(|e| e.iter().map(|&v| v as f64).sum::<f64>() / hw as f64);
-        Ok(Denoised { x0, entropy: entropy.unwrap_or(0.0) as f32 })
+        let mean = entropy.as_ref().map(|e| e.iter().map(|&v| v as f64).sum::<f64>() / hw as f64);
+        let maps = winner.map(|w| PixelMaps {
+            winner: w.iter().map(|&n| n as u32).collect(),
+            source: (0..hw as u32).collect(),
+            entropy: entropy.unwrap_or_default(),
+        });
+        Ok(Denoised { x0, entropy: mean.unwrap_or(0.0) as f32, maps })
     }
 
-    /// x̂₀ ([C, H, W]) and, when `call.entropy`, each pixel's softmax entropy ([H·W]).
+    /// x̂₀ ([C, H, W]) and, when `call.entropy` (or `call.maps`), each pixel's softmax
+    /// entropy ([H·W]); with `call.maps`, each pixel's winning training image ([H·W]).
+    #[allow(clippy::type_complexity)]
     pub(crate) fn local_parts(
         &mut self,
         x: &[f32],
         call: &Call,
         ctl: &mut Control,
-    ) -> Result<(Vec<f32>, Option<Vec<f32>>), Cancelled> {
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>, Option<Vec<i64>>), Cancelled> {
         let (a, s2) = call.scales();
         let p = call.patch.max(1) | 1;
         let (c, h, w) = (self.shape.c, self.shape.h, self.shape.w);
@@ -39,7 +46,7 @@ impl Denoiser {
         let per_chunk = (self.chunk_logits / per_image).clamp(1, self.n);
         ctl.begin(self.n.div_ceil(per_chunk))?;
         let xq = self.centred_query(x, a).narrow(1, 0, len).reshape([1, c, h, w]); // [1, C, H, W]
-        let mut sm = OnlineSoftmax::new(call.entropy);
+        let mut sm = OnlineSoftmax::new(call.entropy || call.maps).with_argmax(call.maps);
         for n0 in (0..self.n).step_by(per_chunk) {
             let nc = per_chunk.min(self.n - n0);
             let phi = self.images.clone().narrow(0, n0, nc).narrow(1, 0, len).reshape([nc, c, h, w]);
@@ -56,6 +63,7 @@ impl Denoiser {
             });
             ctl.chunk_done()?;
         }
+        let winner = sm.argmax(); // columns are images, in order
         let (out, ent) = sm.finish().expect("at least one image");
         let out = to_host(out); // [HW, C]
         let mut x0 = vec![0f32; len];
@@ -64,7 +72,7 @@ impl Denoiser {
                 x0[ch * hw + px] = out[px * c + ch] + self.mean[ch];
             }
         }
-        Ok((x0, ent.map(to_host)))
+        Ok((x0, ent.map(to_host), winner))
     }
 }
 

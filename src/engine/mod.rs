@@ -27,7 +27,7 @@ pub mod schedule;
 pub mod softmax;
 
 pub use control::{CancelToken, Cancelled, Control};
-pub use denoiser::{Call, Denoised, Denoiser, ElsPath};
+pub use denoiser::{Call, Denoised, Denoiser, ElsPath, PixelMaps};
 pub use device::{DeviceChoice, ResolvedDevice};
 pub use geometry::ImageShape;
 pub use inspect::{Inspection, Vote};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoiser};
+use super::denoiser::{Call, Denoiser, PixelMaps};
 use super::machine::{Boundary, MachineKind, max_patch};
 use super::noise::gaussian;
 use super::patch::PatchSchedule;
@@ -97,6 +97,8 @@ pub struct StepRecord {
     pub entropy: f32,
     /// Nearest training image to x̂₀ and the RMS distance to it.
     pub nearest: (usize, f32),
+    /// Where each pixel of x̂₀ came from (when the sampler was asked for maps).
+    pub maps: Option<PixelMaps>,
 }
 
 /// A DDIM run in progress. Call [`Sampler::step`] until it returns `None`.
@@ -104,19 +106,26 @@ pub struct Sampler {
     cfg: SamplerConfig,
     x: Vec<f32>,
     next: usize,
+    maps: bool,
 }
 
 impl Sampler {
     /// Starts at step 0 from `init` (x at t_start) or from seeded Gaussian noise.
     pub fn new(cfg: SamplerConfig, len: usize, init: Option<Vec<f32>>) -> Self {
         let x = init.unwrap_or_else(|| gaussian(cfg.seed, 0, len));
-        Self { cfg, x, next: 0 }
+        Self { cfg, x, next: 0, maps: false }
+    }
+
+    /// Also record each step's provenance maps ([`PixelMaps`]).
+    pub fn with_maps(mut self, maps: bool) -> Self {
+        self.maps = maps;
+        self
     }
 
     /// Resumes at step `step` from the state x_t that step starts from: branching keeps
     /// every earlier step and recomputes only from here.
     pub fn resume(cfg: SamplerConfig, step: usize, x_t: Vec<f32>) -> Self {
-        Self { cfg, x: x_t, next: step }
+        Self { cfg, x: x_t, next: step, maps: false }
     }
 
     pub fn config(&self) -> &SamplerConfig {
@@ -145,7 +154,11 @@ impl Sampler {
         let ab = self.cfg.schedule.alpha_bar(t);
         let ab_prev = if k + 1 == self.cfg.steps { 1.0 } else { self.cfg.schedule.alpha_bar(t_prev) };
         let patch = self.cfg.patch_at(k, shape.h, shape.w);
-        let call = Call { entropy: true, ..Call::new(self.cfg.machine, self.cfg.boundary, patch as usize, ab) };
+        let call = Call {
+            entropy: true,
+            maps: self.maps,
+            ..Call::new(self.cfg.machine, self.cfg.boundary, patch as usize, ab)
+        };
         let out = match denoiser.denoise(&self.x, &call, ctl) {
             Ok(out) => out,
             Err(c) => return Some(Err(c)),
@@ -176,6 +189,16 @@ impl Sampler {
             .collect();
         self.next += 1;
         let nearest = denoiser.nearest_training(&out.x0);
-        Some(Ok(StepRecord { step: k, t, alpha_bar: ab, patch, x_t, x0_hat: out.x0, entropy: out.entropy, nearest }))
+        Some(Ok(StepRecord {
+            step: k,
+            t,
+            alpha_bar: ab,
+            patch,
+            x_t,
+            x0_hat: out.x0,
+            entropy: out.entropy,
+            nearest,
+            maps: out.maps,
+        }))
     }
 }

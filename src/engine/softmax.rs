@@ -1,7 +1,7 @@
 //! Streaming (online) softmax: the flash-attention recurrence that lets a machine visit its
 //! candidates chunk by chunk with memory bounded by one chunk.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
 /// Running state of `softmax(logits) · values` over chunks of candidates, per query row.
 ///
@@ -12,6 +12,16 @@ use burn::tensor::Tensor;
 pub struct OnlineSoftmax {
     want_entropy: bool,
     state: Option<State>,
+    /// Per row, the largest logit so far and its column over all chunks (for the maps).
+    argmax: Option<Best>,
+    /// Columns folded in so far.
+    seen: usize,
+}
+
+struct Best {
+    track: bool,
+    max: Option<Tensor<2>>,      // [Q, 1]
+    idx: Option<Tensor<2, Int>>, // [Q, 1]
 }
 
 struct State {
@@ -23,13 +33,40 @@ struct State {
 
 impl OnlineSoftmax {
     pub fn new(want_entropy: bool) -> Self {
-        Self { want_entropy, state: None }
+        Self { want_entropy, state: None, argmax: None, seen: 0 }
+    }
+
+    /// Also track each row's largest weight and which column (over all chunks, in the order
+    /// they came) holds it: the provenance maps' winner.
+    pub fn with_argmax(mut self, track: bool) -> Self {
+        self.argmax = Some(Best { track, max: None, idx: None });
+        self
     }
 
     /// Folds one chunk in. `logits` is [Q, K]; `weighted(p)` must return p·values, [Q, V], for
     /// the unnormalised weights p = e^(l − m) of this chunk.
     pub fn update(&mut self, logits: Tensor<2>, weighted: impl FnOnce(Tensor<2>) -> Tensor<2>) {
-        let chunk_max = logits.clone().max_dim(1); // [Q, 1]
+        let k = logits.dims()[1];
+        let chunk_max = match self.argmax.as_mut().filter(|b| b.track) {
+            Some(best) => {
+                let (chunk_max, idx) = logits.clone().max_dim_with_indices(1); // [Q, 1] each
+                let idx = idx.add_scalar(self.seen as i64);
+                match (best.max.take(), best.idx.take()) {
+                    (Some(m), Some(i)) => {
+                        let better = chunk_max.clone().greater(m.clone());
+                        best.idx = Some(i.mask_where(better, idx));
+                        best.max = Some(m.max_pair(chunk_max.clone()));
+                    }
+                    _ => {
+                        best.idx = Some(idx);
+                        best.max = Some(chunk_max.clone());
+                    }
+                }
+                chunk_max
+            }
+            None => logits.clone().max_dim(1), // [Q, 1]
+        };
+        self.seen += k;
         match self.state.take() {
             None => {
                 let shifted = logits.sub(chunk_max.clone()); // [Q, K], ≤ 0
@@ -54,6 +91,13 @@ impl OnlineSoftmax {
                 self.state = Some(State { m: m_new, s, acc, u });
             }
         }
+    }
+
+    /// Each row's winning column (see [`OnlineSoftmax::with_argmax`]), [Q]; `None` when not
+    /// tracked. Call before [`OnlineSoftmax::finish`].
+    pub fn argmax(&self) -> Option<Vec<i64>> {
+        let idx = self.argmax.as_ref()?.idx.clone()?;
+        Some(idx.into_data().convert::<i64>().try_to_vec::<i64>().expect("int data"))
     }
 
     /// The normalised result Σ softmax(l)·v, [Q, V], and the per-row entropy in nats when asked.

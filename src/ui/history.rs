@@ -233,6 +233,7 @@ mod tests {
             x0_hat: vec![0.0; 4],
             entropy: 0.0,
             nearest: (0, 0.0),
+            maps: None,
         }
     }
 

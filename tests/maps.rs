@@ -1,0 +1,118 @@
+//! The provenance maps (`Call::maps`): each pixel's winning training patch and weight entropy,
+//! from every path that computes a machine, against the float64 inspector and each other.
+
+mod common;
+
+use burn::tensor::Device;
+use common::*;
+use morphogen::engine::{
+    Boundary, Call, CancelToken, Control, Denoiser, ElsPath, ImageShape, MachineKind, PixelMaps, Sampler, SamplerConfig,
+};
+
+fn maps_of(den: &mut Denoiser, x: &[f32], call: &Call) -> (PixelMaps, f32) {
+    let out = den.denoise(x, call, &mut Control::none()).unwrap();
+    (out.maps.expect("maps were asked for"), out.entropy)
+}
+
+/// Every pixel's map entry is the inspector's top vote (image and patch centre), and the
+/// entropy map is the inspector's entropy; on every path that computes the machine.
+#[test]
+fn maps_name_the_inspectors_top_vote_on_every_path() {
+    check_paths(&Device::flex(), &[ElsPath::HostKernel, ElsPath::Op, ElsPath::BurnOps]);
+}
+
+/// The same through the cubecl kernel (and burn's argmax on wgpu for Ideal and
+/// Equivariant): `cargo test --test maps -- --ignored` on any adapter.
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_maps_name_the_inspectors_top_vote() {
+    let device = morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU").device;
+    check_paths(&device, &[ElsPath::Op]);
+}
+
+fn check_paths(device: &Device, paths: &[ElsPath]) {
+    for shape in [ImageShape { c: 1, h: 9, w: 10 }, ImageShape { c: 3, h: 8, w: 8 }] {
+        let n = 13;
+        let train = random_set(n, shape, 31);
+        let x = random_set(1, shape, 32);
+        for &path in paths {
+            let mut den = Denoiser::new(&train, n, shape, device);
+            den.els_path = path;
+            for (machine, boundary, p) in [
+                (MachineKind::Els, Boundary::Zeros, 3),
+                (MachineKind::Els, Boundary::Zeros, 7),
+                (MachineKind::Els, Boundary::Zeros, 15),
+                (MachineKind::Els, Boundary::Circular, 5),
+                (MachineKind::Local, Boundary::Zeros, 5),
+                (MachineKind::Ideal, Boundary::Zeros, 3),
+                (MachineKind::Equivariant, Boundary::Zeros, 3),
+            ] {
+                let call = Call { entropy: true, maps: true, ..Call::new(machine, boundary, p, 0.6) };
+                let (maps, mean_entropy) = maps_of(&mut den, &x, &call);
+                let what = format!("{path:?} {machine:?} {boundary:?} P={p} {shape:?}");
+                let hw = shape.pixels();
+                let avg = maps.entropy.iter().map(|&e| e as f64).sum::<f64>() / hw as f64;
+                assert!((avg - mean_entropy as f64).abs() < 1e-4, "{what}: map mean {avg} vs {mean_entropy}");
+                for px in 0..hw {
+                    let ins = den.inspect(&x, &call, px / shape.w, px % shape.w, 2, &Control::none()).unwrap();
+                    let top = &ins.votes[0];
+                    // A near-tie may go either way in f32; only a clear winner must match.
+                    if ins.votes.len() > 1 && ins.votes[1].weight > 0.98 * top.weight {
+                        continue;
+                    }
+                    let src = (top.y * shape.w + top.x) as u32;
+                    assert_eq!(
+                        (maps.winner[px], maps.source[px]),
+                        (top.image as u32, src),
+                        "{what}: pixel {px} (weight {})",
+                        top.weight
+                    );
+                    assert!((maps.entropy[px] as f64 - ins.entropy).abs() < 1e-3, "{what}: pixel {px} entropy");
+                }
+            }
+        }
+    }
+}
+
+/// At small t the ideal machine returns its nearest training image, so its mosaic is that one
+/// image everywhere, each pixel taken in place.
+#[test]
+fn the_ideal_mosaic_at_small_t_is_one_image() {
+    let (mut den, shape, _) = training("mnist12_train.npy");
+    let (_, x) = npy("mnist12_t0.2_P3_near_x.npy");
+    let call = Call { maps: true, ..Call::new(MachineKind::Ideal, Boundary::Zeros, 3, 0.99) };
+    let (maps, _) = maps_of(&mut den, &x, &call);
+    let (nearest, _) = den.nearest_training(&x);
+    assert!(maps.winner.iter().all(|&w| w == nearest as u32), "{:?}", &maps.winner[..8]);
+    assert!(maps.offset(shape.w).iter().all(|&o| o == 0.0));
+}
+
+/// An ELS sample on the bundled MNIST is a mosaic: its last step draws on many training
+/// images, from patches moved across the image.
+#[test]
+fn an_els_sample_draws_on_many_images() {
+    let data = morphogen::data::Dataset::load(
+        &morphogen::data::DatasetSource::Bundled("mnist".into()),
+        &morphogen::data::LoadOptions { subset: Some(300), ..Default::default() },
+    )
+    .unwrap();
+    let mut den = Denoiser::new(&data.images, data.len(), data.shape, &Device::flex());
+    let cfg = SamplerConfig { steps: 10, seed: 3, ..SamplerConfig::default() };
+    let mut sampler = Sampler::new(cfg, data.shape.len(), None).with_maps(true);
+    let cancel = CancelToken::new();
+    let mut last = None;
+    while let Some(step) = sampler.step(&mut den, &mut Control::new(&cancel, None)) {
+        let step = step.unwrap();
+        let maps = step.maps.as_ref().expect("maps every step");
+        let avg = maps.entropy.iter().map(|&e| e as f64).sum::<f64>() / maps.entropy.len() as f64;
+        assert!((avg - step.entropy as f64).abs() < 1e-4, "step {}: {avg} vs {}", step.step, step.entropy);
+        last = Some(step);
+    }
+    let maps = last.unwrap().maps.unwrap();
+    let mut images: Vec<u32> = maps.winner.clone();
+    images.sort();
+    images.dedup();
+    assert!(images.len() >= 10, "the final x̂₀ draws on only {} training images", images.len());
+    let moved = maps.offset(data.shape.w).iter().filter(|&&o| o > 0.0).count();
+    assert!(moved > 50, "only {moved} pixels come from patches at another place");
+}

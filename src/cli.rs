@@ -180,6 +180,10 @@ pub struct SampleArgs {
     pub recipe: Option<PathBuf>,
     #[arg(long)]
     pub out_dir: PathBuf,
+    /// Also write the provenance maps per step: maps_{winner,offset,entropy}.npy (steps, H, W)
+    /// and maps/{mosaic,offset,entropy}_NNN.png.
+    #[arg(long)]
+    pub maps: bool,
     #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
     pub device: DeviceChoice,
     #[command(flatten)]
@@ -495,6 +499,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
             bar.set_position(k as u64 * 1000 + (done * 1000 / total.max(1)) as u64);
         };
         let mut ctl = Control::new(&cancel, Some(&mut progress));
+        sampler.set_maps(args.maps);
         sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string())
     };
     let mut sampler = recipe.start_sampler(shape.len(), init, &mut run_step, &mut |r| traj.push(r))?;
@@ -503,6 +508,9 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     }
     bar.finish_and_clear();
     export::write_run(&traj, out_dir, args.export.force)?;
+    if args.maps {
+        export::maps::write_maps(&traj, out_dir, dataset.len(), args.export.force)?;
+    }
     eprintln!("{} steps in {:.2}s; wrote {}", steps, started.elapsed().as_secs_f64(), args.out_dir.display());
     let flags = &args.export;
     if flags.gif.is_some() || flags.apng.is_some() || flags.sheet.is_some() || flags.frames.is_some() {

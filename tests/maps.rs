@@ -116,3 +116,36 @@ fn an_els_sample_draws_on_many_images() {
     let moved = maps.offset(data.shape.w).iter().filter(|&&o| o > 0.0).count();
     assert!(moved > 50, "only {moved} pixels come from patches at another place");
 }
+
+/// `sample --maps` writes the three maps per step as (steps, H, W) arrays and PNGs, and the
+/// entropy map of each step averages to the entropy in steps.json.
+#[test]
+fn sample_writes_the_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let train = fixtures().join("mnist12_train.npy");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_morphogen"))
+        .args(["sample", "--dataset", train.to_str().unwrap(), "--steps", "4", "--maps", "--device", "cpu"])
+        .args(["--out-dir", out.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (shape, winner) = morphogen::data::read_npy_f32(&out.join("maps_winner.npy")).unwrap();
+    assert_eq!(shape, vec![4, 28, 28]);
+    assert!(winner.iter().all(|&w| (0.0..12.0).contains(&w) && w.fract() == 0.0));
+    let (_, offset) = morphogen::data::read_npy_f32(&out.join("maps_offset.npy")).unwrap();
+    assert!(offset.iter().all(|&o| (0.0..=40.0).contains(&o)));
+    let (_, entropy) = morphogen::data::read_npy_f32(&out.join("maps_entropy.npy")).unwrap();
+    let steps: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("steps.json")).unwrap()).unwrap();
+    for (k, step) in steps.as_array().unwrap().iter().enumerate() {
+        let mean = entropy[k * 784..(k + 1) * 784].iter().map(|&e| e as f64).sum::<f64>() / 784.0;
+        assert!((mean - step["entropy"].as_f64().unwrap()).abs() < 1e-4, "step {k}");
+    }
+    for kind in ["mosaic", "offset", "entropy"] {
+        for k in 0..4 {
+            let png = image::open(out.join(format!("maps/{kind}_{k:03}.png"))).unwrap();
+            assert_eq!((png.width(), png.height()), (28, 28));
+        }
+    }
+}

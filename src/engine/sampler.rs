@@ -122,6 +122,11 @@ impl Sampler {
         self
     }
 
+    /// [`Sampler::with_maps`] on a sampler already made (a replayed branch builds its own).
+    pub fn set_maps(&mut self, maps: bool) {
+        self.maps = maps;
+    }
+
     /// Resumes at step `step` from the state x_t that step starts from: branching keeps
     /// every earlier step and recomputes only from here.
     pub fn resume(cfg: SamplerConfig, step: usize, x_t: Vec<f32>) -> Self {

@@ -5,6 +5,7 @@
 pub mod animation;
 mod font;
 pub mod frame;
+pub mod maps;
 pub mod sheet;
 
 use crate::files as atomic;

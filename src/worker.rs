@@ -57,7 +57,14 @@ pub struct DatasetInfo {
     pub hash: String,
     /// Up to 24 images for a thumbnail strip, [C, H, W] each.
     pub thumbnails: Vec<Vec<f32>>,
+    /// Every training image ([N, C, H, W]) when the set is small enough to copy (at most
+    /// [`UI_IMAGES_MAX`] values; every bundled set is), so the provenance maps can show the
+    /// image a pixel came from without asking the worker.
+    pub images: Option<std::sync::Arc<Vec<f32>>>,
 }
+
+/// The most training-image values sent to the UI (16 MB of f32).
+pub const UI_IMAGES_MAX: usize = 4 << 20;
 
 /// Worker → UI.
 #[derive(Clone, Debug)]
@@ -306,6 +313,7 @@ impl Worker {
             skipped: dataset.report.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect(),
             hash: dataset.content_hash(),
             thumbnails: (0..dataset.len()).step_by(step).take(24).map(|k| dataset.image(k).to_vec()).collect(),
+            images: (dataset.images.len() <= UI_IMAGES_MAX).then(|| std::sync::Arc::new(dataset.images.clone())),
         };
         let denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
         let hash = info.hash.clone();
@@ -398,6 +406,8 @@ impl Worker {
         };
         let started = Instant::now();
         let mut ctl = Control::new(&token, Some(&mut progress));
+        // The studio shows provenance maps: the kernels track them at almost no cost.
+        active.sampler.set_maps(true);
         match active.sampler.step(&mut loaded.denoiser, &mut ctl) {
             None => {
                 self.active = None;

@@ -45,6 +45,7 @@ fn dataset_event() -> Event {
         skipped: vec![],
         hash: "abc".into(),
         thumbnails: vec![vec![0.0; 64]; 3],
+        images: Some(std::sync::Arc::new(vec![0.25; 10 * 64])),
     }))
 }
 
@@ -459,4 +460,45 @@ fn opening_a_recipe_runs_it_exactly_or_says_why_not() {
     assert!(drain(&rx).is_empty());
     h.get_by_label_contains("sampler.steps = 5000 is outside the studio's range");
     assert_eq!(h.state().settings.steps, 6);
+}
+
+/// A step with provenance maps shows the selected map beside x̂₀ with its legend, and hovering
+/// a pixel of the map names the training image and the place its winning patch came from.
+#[test]
+fn the_mosaic_panel_names_the_hovered_pixels_source() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    let id = started_with_steps(&mut h, &rx, &tx, 0);
+    tx.send(Event::Started { run: id, device: morphogen::engine::DeviceChoice::Cpu, dataset_hash: "abc".into() })
+        .unwrap();
+    let mut ev = step(id, 0);
+    if let Event::Step { record, .. } = &mut ev {
+        // Pixel p's winner is image p % 3, taken from the pixel one row up (row 0 in place).
+        record.maps = Some(morphogen::engine::PixelMaps {
+            winner: (0..64).map(|p| p % 3).collect(),
+            source: (0..64).map(|p| if p >= 8 { p - 8 } else { p }).collect(),
+            entropy: vec![0.5; 64],
+        });
+    }
+    tx.send(ev).unwrap();
+    h.run_steps(3);
+    h.get_by_label_contains("this step draws on 3 of the 10 images");
+    // Hover the map panel: its image is centred in the area under its title, so walk down
+    // and across from the title until the pointer is over a pixel of it.
+    let title = h.get_by_label("mosaic").rect();
+    'search: for dy in (20..600).step_by(20) {
+        for dx in (0..300).step_by(20) {
+            h.hover_at(egui::pos2(title.left() + dx as f32, title.bottom() + dy as f32));
+            h.run_steps(1);
+            if h.state().maps_view.hovered.is_some() {
+                break 'search;
+            }
+        }
+    }
+    h.run_steps(2);
+    let (y, x) = h.state().maps_view.hovered.expect("a pixel under the pointer");
+    let p = y * 8 + x;
+    h.get_by_label_contains(&format!("largest weight from training image #{}", p % 3));
+    if y > 0 {
+        h.get_by_label_contains("moved 1.0 px");
+    }
 }

@@ -95,6 +95,8 @@ pub struct StudioApp {
     pub(crate) dialogs: super::dialogs::Dialogs,
     /// Lets export threads wake the UI when they finish.
     pub(crate) export_wake: Option<egui::Context>,
+    /// The provenance-map panel's textures and hover.
+    pub maps_view: super::maps_view::MapsView,
 }
 
 impl StudioApp {
@@ -123,6 +125,7 @@ impl StudioApp {
             folder_pick: None,
             dialogs: Default::default(),
             export_wake: None,
+            maps_view: Default::default(),
         }
     }
 
@@ -438,7 +441,8 @@ impl StudioApp {
         let grid = self.settings.show_grid;
         let show_delta = self.settings.show_delta;
         let marker = self.inspector.marker(cursor);
-        let Some(run) = self.shown_run() else {
+        // Borrow the history alone, so the map view (another field) can be updated below.
+        let Some(run) = shown(&self.history, self.viewing) else {
             ui.centered_and_justified(|ui| ui.label("Loading the dataset and starting the first run…"));
             return;
         };
@@ -465,14 +469,37 @@ impl StudioApp {
         let (x_t, x0, delta) = (step.x_t.clone(), step.x0.clone(), step.delta.clone());
         let (xv, x0v) = (step.record.x_t.clone(), step.record.x0_hat.clone());
         let tint = if stale.is_some() { egui::Color32::from_gray(90) } else { egui::Color32::WHITE };
+        // The map of the step under the cursor, and the hovered pixel's source as an arrow.
+        let run_id = run.id;
+        let same_set = self.dataset.as_ref().filter(|d| run.recipe.dataset_hash.as_deref() == Some(d.hash.as_str()));
+        let n_train = self.dataset.as_ref().map_or(1, |d| d.len);
+        let maps = step.record.maps.clone().filter(|_| stale.is_none());
+        let map = self.settings.map_view.zip(maps.as_ref()).map(|(kind, m)| {
+            let tex = self.maps_view.texture(ui.ctx(), (run_id, step.record.step, kind), m, shape, n_train);
+            (kind, tex)
+        });
+        let arrow = maps.as_ref().and_then(|m| self.maps_view.arrow(m, shape)).filter(|_| map.is_some());
         let mut panels = vec![
-            canvas::Panel { title: "x_t (noisy state)", texture: &x_t, values: Some(&xv), tint },
-            canvas::Panel { title: "x̂₀ (denoiser's estimate)", texture: &x0, values: Some(&x0v), tint },
+            canvas::Panel { title: "x_t (noisy state)", texture: &x_t, values: Some(&xv), tint, arrow: None },
+            canvas::Panel { title: "x̂₀ (denoiser's estimate)", texture: &x0, values: Some(&x0v), tint, arrow },
         ];
         if show_delta {
-            panels.push(canvas::Panel { title: "|Δx̂₀| since previous step", texture: &delta, values: None, tint });
+            panels.push(canvas::Panel {
+                title: "|Δx̂₀| since previous step",
+                texture: &delta,
+                values: None,
+                tint,
+                arrow: None,
+            });
+        }
+        if let Some((kind, tex)) = &map {
+            panels.push(canvas::Panel { title: kind.name(), texture: tex, values: None, tint, arrow });
         }
         let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker);
+        self.maps_view.hovered = out.hovered;
+        if let (Some((kind, _)), Some(m)) = (map, maps.as_ref()) {
+            self.maps_view.legend(ui, kind, m, shape, n_train, same_set);
+        }
         if let Some((y, x)) = out.clicked
             && stale.is_none()
         {

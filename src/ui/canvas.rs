@@ -28,6 +28,9 @@ pub struct Panel<'a> {
     pub values: Option<&'a [f32]>,
     /// Multiplies the image's colours: white as is, grey to dim an out-of-date view.
     pub tint: Color32,
+    /// An arrow drawn over the image, from one pixel's centre to another's ((y, x) each):
+    /// where the hovered pixel's winning patch was taken from.
+    pub arrow: Option<((usize, usize), (usize, usize))>,
 }
 
 #[derive(Default)]
@@ -94,6 +97,16 @@ pub fn show(
                         Stroke::new(2.0, Color32::from_rgb(255, 80, 80)),
                         egui::StrokeKind::Outside,
                     );
+                }
+                if let Some(((fy, fx), (ty, tx))) = panel.arrow {
+                    let at = |y: usize, x: usize| img_rect.min + vec2(x as f32 + 0.5, y as f32 + 0.5) * scale;
+                    let (from, to) = (at(fy, fx), at(ty, tx));
+                    let stroke = Stroke::new(2.0, Color32::from_rgb(255, 80, 80));
+                    if from == to {
+                        painter.circle_stroke(to, (scale * 0.4).max(3.0), stroke);
+                    } else {
+                        painter.arrow(from, to - from, stroke);
+                    }
                 }
                 // zoom about the pointer, pan by dragging
                 if response.hovered() {

@@ -248,6 +248,19 @@ impl StudioApp {
             ui.checkbox(&mut self.settings.show_grid, "Pixel grid");
             ui.checkbox(&mut self.settings.show_delta, "|Δx̂₀| view");
         });
+        ui.horizontal(|ui| {
+            use crate::export::maps::MapKind;
+            ui.label("Provenance map");
+            let name = |m: Option<MapKind>| m.map_or("none", |k| k.name());
+            egui::ComboBox::from_id_salt("map_view").selected_text(name(self.settings.map_view)).show_ui(ui, |ui| {
+                ui.selectable_value(&mut self.settings.map_view, None, "none");
+                for k in MapKind::ALL {
+                    ui.selectable_value(&mut self.settings.map_view, Some(k), k.name()).on_hover_text(k.title());
+                }
+            });
+        })
+        .response
+        .on_hover_text("Beside x̂₀: where each pixel's largest weight comes from (mosaic), how far that patch moved (offset), or how many patches vote (entropy).");
         if ui.button("Restart").clicked() {
             self.restart();
         }

@@ -11,6 +11,7 @@ pub mod export_panel;
 pub mod history;
 pub mod inspector;
 pub mod live;
+pub mod maps_view;
 pub mod plots;
 pub mod settings;
 pub mod timeline;

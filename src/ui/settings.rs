@@ -60,6 +60,8 @@ pub struct Settings {
     pub looping: bool,
     pub show_grid: bool,
     pub show_delta: bool,
+    /// The provenance map shown beside the images, if any.
+    pub map_view: Option<crate::export::maps::MapKind>,
 }
 
 impl Default for Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
             looping: false,
             show_grid: true,
             show_delta: true,
+            map_view: Some(crate::export::maps::MapKind::Mosaic),
         }
     }
 }

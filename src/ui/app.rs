@@ -495,7 +495,8 @@ impl StudioApp {
         if let Some((kind, tex)) = &map {
             panels.push(canvas::Panel { title: kind.name(), texture: tex, values: None, tint, arrow });
         }
-        let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker);
+        let legend_lines = if map.is_some() { 3 } else { 0 };
+        let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker, legend_lines);
         self.maps_view.hovered = out.hovered;
         if let (Some((kind, _)), Some(m)) = (map, maps.as_ref()) {
             self.maps_view.legend(ui, kind, m, shape, n_train, same_set);

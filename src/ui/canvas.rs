@@ -39,7 +39,7 @@ pub struct CanvasOutput {
     pub clicked: Option<(usize, usize)>,
 }
 
-/// Draws `panels` filling the available space.
+/// Draws `panels` filling the available space, leaving `footer_lines` lines below them.
 pub fn show(
     ui: &mut Ui,
     state: &mut CanvasState,
@@ -47,6 +47,7 @@ pub fn show(
     panels: &[Panel],
     grid: bool,
     marker: Option<(usize, usize)>,
+    footer_lines: usize,
 ) -> CanvasOutput {
     let mut out = CanvasOutput::default();
     let avail = ui.available_size();
@@ -54,7 +55,8 @@ pub fn show(
     let gap = 8.0;
     let title_h = 18.0;
     let panel_w = ((avail.x - gap * (n - 1.0)) / n).max(32.0);
-    let panel_h = (avail.y - title_h - 24.0).max(32.0);
+    // Room under the panels for the hover line and `footer_lines` more (a map's legend).
+    let panel_h = (avail.y - title_h - 24.0 * (1 + footer_lines) as f32).max(32.0);
     let fit = (panel_w / shape.w as f32).min(panel_h / shape.h as f32).max(0.1);
     let scale = fit * state.zoom;
     let mut hover_text = None;

@@ -37,7 +37,17 @@ pub enum Command {
     Cancel,
     /// Rank the training candidates behind pixel (y, x) of step `step`'s x̂₀. `dataset_hash`
     /// names the training set the run used: a different loaded set is never ranked instead.
-    Inspect { run: RunId, dataset_hash: Option<String>, step: usize, x_t: Vec<f32>, call: Call, y: usize, x: usize },
+    /// The `top` largest votes for pixel (y, x) of x̂₀(x_t).
+    Inspect {
+        run: RunId,
+        dataset_hash: Option<String>,
+        step: usize,
+        x_t: Vec<f32>,
+        call: Call,
+        y: usize,
+        x: usize,
+        top: usize,
+    },
     /// Panic on purpose inside the worker (debug builds only: the tests use it).
     #[cfg(debug_assertions)]
     Crash,
@@ -103,7 +113,12 @@ pub enum Event {
         y: usize,
         x: usize,
         result: Box<Inspection>,
+        /// Each vote's patch (or image, for the whole-image machines).
         crops: Vec<(ImageShape, Vec<f32>)>,
+        /// Each vote's whole training image, to show where its patch sits.
+        images: Vec<Vec<f32>>,
+        /// The query: x_t's window around the pixel (its whole image for whole-image machines).
+        query: (ImageShape, Vec<f32>),
     },
     Error {
         run: Option<RunId>,
@@ -239,7 +254,7 @@ impl Worker {
                 self.active = None;
                 self.fresh_token();
             }
-            Command::Inspect { run, dataset_hash, step, x_t, call, y, x } => {
+            Command::Inspect { run, dataset_hash, step, x_t, call, y, x, top } => {
                 let token = self.fresh_token();
                 let Some(loaded) = &self.loaded else {
                     return self
@@ -261,9 +276,14 @@ impl Worker {
                     });
                 }
                 let ctl = Control::new(&token, None);
-                let Ok(result) = loaded.denoiser.inspect(&x_t, &call, y, x, 24, &ctl) else { return };
-                let crops = result.votes.iter().map(|v| crop(&loaded.denoiser, v, &call)).collect();
-                self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops });
+                let top = top.clamp(1, MAX_INSPECT_TOP);
+                let Ok(result) = loaded.denoiser.inspect(&x_t, &call, y, x, top, &ctl) else { return };
+                let den = &loaded.denoiser;
+                let crops =
+                    result.votes.iter().map(|v| crop(den, &den.training_image(v.image), v.y, v.x, &call)).collect();
+                let images = result.votes.iter().map(|v| den.training_image(v.image)).collect();
+                let query = crop(den, &x_t, y, x, &call);
+                self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query });
             }
             #[cfg(debug_assertions)]
             Command::Crash => panic!("crash requested"),
@@ -437,11 +457,15 @@ pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// The part of a training image a vote refers to: the P×P patch around its centre for the
 /// local machines, the whole image otherwise.
-fn crop(denoiser: &Denoiser, vote: &engine::Vote, call: &Call) -> (ImageShape, Vec<f32>) {
+/// The most votes one inspection returns.
+pub const MAX_INSPECT_TOP: usize = 200;
+
+/// The P×P window of `img` centred at (y, x) (outside the image: −1, black), or the whole
+/// image for the machines that see whole images.
+fn crop(denoiser: &Denoiser, img: &[f32], y: usize, x: usize, call: &Call) -> (ImageShape, Vec<f32>) {
     let shape = denoiser.shape();
-    let img = denoiser.training_image(vote.image);
     if !call.machine.uses_patch() {
-        return (shape, img);
+        return (shape, img.to_vec());
     }
     let p = call.patch.max(1) | 1;
     let r = (p / 2) as isize;
@@ -450,9 +474,9 @@ fn crop(denoiser: &Denoiser, vote: &engine::Vote, call: &Call) -> (ImageShape, V
     for c in 0..shape.c {
         for dy in -r..=r {
             for dx in -r..=r {
-                let (y, x) = (vote.y as isize + dy, vote.x as isize + dx);
-                let inside = y >= 0 && x >= 0 && (y as usize) < shape.h && (x as usize) < shape.w;
-                out.push(if inside { img[c * hw + y as usize * shape.w + x as usize] } else { -1.0 });
+                let (py, px) = (y as isize + dy, x as isize + dx);
+                let inside = py >= 0 && px >= 0 && (py as usize) < shape.h && (px as usize) < shape.w;
+                out.push(if inside { img[c * hw + py as usize * shape.w + px as usize] } else { -1.0 });
             }
         }
     }

@@ -96,6 +96,7 @@ fn a_thousand_random_commands_leave_the_worker_correct_and_lean() {
                 call: Call::new(r.sampler.machine, r.sampler.boundary, 1 + 2 * rand(5) as usize, 0.5),
                 y: rand(10) as usize,
                 x: rand(10) as usize,
+                top: rand(30) as usize,
             },
             _ => Command::Start { run, recipe: base(b.clone()) },
         };

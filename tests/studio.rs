@@ -502,3 +502,37 @@ fn the_mosaic_panel_names_the_hovered_pixels_source() {
         h.get_by_label_contains("moved 1.0 px");
     }
 }
+
+/// The inspector lists the top K votes (K from the settings, sent with the request), each with
+/// its patch and its training image, and says how many votes carry 90% of the weight.
+#[test]
+fn the_inspector_lists_the_top_k_with_the_ninety_percent_count() {
+    use morphogen::engine::{Inspection, Vote};
+    let (mut h, rx, tx) = harness(Settings { inspect_top: 5, ..Settings::default() });
+    let id = started_with_steps(&mut h, &rx, &tx, 2);
+    h.state_mut().request_inspect(3, 4);
+    let cmds = drain(&rx);
+    let Some(Command::Inspect { top, y, x, .. }) = cmds.iter().find(|c| matches!(c, Command::Inspect { .. })) else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!((*top, *y, *x), (5, 3, 4));
+    let votes: Vec<Vote> =
+        (0..8).map(|k| Vote { image: 100 + k, y: 3, x: 4, weight: 0.5f64.powi(k as i32 + 1) }).collect();
+    let result = Inspection { votes, candidates: 80, weight_sum: 1.0, entropy: 1.2, x0: vec![0.1], count_90: 4 };
+    let patch = (ImageShape { c: 1, h: 3, w: 3 }, vec![0.0; 9]);
+    tx.send(Event::Inspected {
+        run: id,
+        step: 1,
+        y: 3,
+        x: 4,
+        result: Box::new(result),
+        crops: vec![patch.clone(); 8],
+        images: vec![vec![0.0; 64]; 8],
+        query: patch,
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label_contains("4 carry 90% of the weight");
+    h.get_by_label("#104");
+    assert!(h.query_by_label("#105").is_none(), "only the top 5 are listed");
+}

@@ -137,6 +137,7 @@ fn inspecting_a_run_of_another_dataset_says_so() {
         call,
         y: 4,
         x: 4,
+        top: 24,
     };
     worker.send(inspect(&hash_a));
     let Event::Inspected { result, .. } = wait_for(&worker.events, |e| matches!(e, Event::Inspected { .. })) else {

@@ -30,6 +30,8 @@ pub struct Inspection {
     pub entropy: f64,
     /// x̂₀ at the pixel (C values): every candidate's value weighted, not only the top ones.
     pub x0: Vec<f64>,
+    /// How many of the largest weights it takes to reach 90% of the total.
+    pub count_90: usize,
 }
 
 impl Denoiser {
@@ -133,7 +135,9 @@ impl Denoiser {
         let candidates = cands.len();
         let mut votes: Vec<Vote> = cands.into_iter().map(|c| c.0).collect();
         votes.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        let mut acc = 0.0;
+        let count_90 = votes.iter().take_while(|v| (acc < 0.9 * sum, acc += v.weight).0).count().max(1);
         votes.truncate(top);
-        Ok(Inspection { votes, candidates, weight_sum: sum, entropy, x0 })
+        Ok(Inspection { votes, candidates, weight_sum: sum, entropy, x0, count_90 })
     }
 }

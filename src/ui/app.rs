@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use egui::{Key, TextureHandle, TextureOptions, Ui};
 
-use crate::engine::Call;
+use crate::engine::{Call, ImageShape};
 use crate::worker::{Command, DatasetInfo, Event, RunId, WorkerHandle};
 
 use super::canvas::{self, CanvasState};
@@ -267,15 +267,19 @@ impl StudioApp {
                 self.computing = false;
                 self.progress = None;
             }
-            Event::Inspected { run, step, y, x, result, crops } => {
-                let crops = crops
-                    .iter()
-                    .enumerate()
-                    .map(|(k, (shape, img))| {
-                        ctx.load_texture(format!("vote{k}"), color_image(img, *shape), TextureOptions::NEAREST)
-                    })
-                    .collect();
-                self.inspector.view = Some(InspectView { run, step, y, x, result: *result, crops });
+            Event::Inspected { run, step, y, x, result, crops, images, query } => {
+                let tex = |name: String, shape: ImageShape, img: &[f32]| {
+                    ctx.load_texture(name, color_image(img, shape), TextureOptions::NEAREST)
+                };
+                let crops =
+                    crops.iter().enumerate().map(|(k, (shape, img))| tex(format!("vote{k}"), *shape, img)).collect();
+                let shape = self.history.runs.iter().find(|r| r.id == run).map(|r| r.shape).unwrap_or(query.0);
+                let images = images.iter().enumerate().map(|(k, img)| tex(format!("voteimg{k}"), shape, img)).collect();
+                // A whole-image query means a whole-image machine: no window to outline.
+                let patch = if query.0 == shape { 0 } else { query.0.w };
+                let query = Some(tex("query".into(), query.0, &query.1));
+                self.inspector.view =
+                    Some(InspectView { run, step, y, x, result: *result, crops, images, query, shape, patch });
             }
             Event::Error { run, message } => {
                 if run.is_none() || run == current {
@@ -334,7 +338,8 @@ impl StudioApp {
             Call::new(run.recipe.sampler.machine, run.recipe.sampler.boundary, r.patch as usize, r.alpha_bar);
         call.entropy = false;
         let dataset_hash = run.recipe.dataset_hash.clone();
-        let cmd = Command::Inspect { run: run.id, dataset_hash, step: r.step, x_t: r.x_t.clone(), call, y, x };
+        let top = self.settings.inspect_top;
+        let cmd = Command::Inspect { run: run.id, dataset_hash, step: r.step, x_t: r.x_t.clone(), call, y, x, top };
         self.worker.send(cmd);
     }
 
@@ -356,7 +361,12 @@ impl StudioApp {
         });
         egui::Panel::right("inspector").resizable(true).default_size(280.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
-                self.inspector.ui(ui);
+                if self.inspector.ui(ui, &mut self.settings.inspect_top)
+                    && let Some(v) = &self.inspector.view
+                {
+                    let (y, x) = (v.y, v.x);
+                    self.request_inspect(y, x);
+                }
                 ui.separator();
                 self.export_ui(ui);
             });

@@ -1,8 +1,8 @@
 //! The pixel inspector: which training patches voted for the clicked pixel, and how much.
 
-use egui::{TextureHandle, Ui};
+use egui::{Color32, Rect, Sense, Stroke, TextureHandle, Ui, pos2, vec2};
 
-use crate::engine::Inspection;
+use crate::engine::{ImageShape, Inspection};
 use crate::worker::RunId;
 
 /// A pixel's votes as the inspector shows them.
@@ -14,6 +14,13 @@ pub struct InspectView {
     pub result: Inspection,
     /// The voting patches (or images), uploaded once.
     pub crops: Vec<TextureHandle>,
+    /// Each vote's whole training image.
+    pub images: Vec<TextureHandle>,
+    /// x_t's window around the pixel: what the votes were compared with.
+    pub query: Option<TextureHandle>,
+    /// Image shape and the patch size the votes were cut at (0: whole images).
+    pub shape: ImageShape,
+    pub patch: usize,
 }
 
 #[derive(Default)]
@@ -27,30 +34,56 @@ impl Inspector {
         self.view.as_ref().filter(|v| v.step == step).map(|v| (v.y, v.x))
     }
 
-    pub fn ui(&self, ui: &mut Ui) {
+    /// The inspector panel. `top` is how many votes to list (the user can change it); returns
+    /// true when it changed, so the pixel is asked for again.
+    pub fn ui(&self, ui: &mut Ui, top: &mut usize) -> bool {
         ui.heading("Pixel inspector");
+        let changed = ui
+            .horizontal(|ui| {
+                ui.label("show the top");
+                let r = ui.add(egui::DragValue::new(top).range(1..=crate::worker::MAX_INSPECT_TOP));
+                ui.label("votes");
+                r.changed()
+            })
+            .inner;
         let Some(iv) = &self.view else {
             ui.label("Click a pixel of x̂₀ to see which training patches voted for it.");
-            return;
+            return changed;
         };
-        ui.label(format!(
-            "pixel ({}, {}) at step {}: {} candidates, entropy {:.2} nats (≈{:.0} effective voters), weights sum to {:.6}",
-            iv.x,
-            iv.y,
-            iv.step,
-            iv.result.candidates,
-            iv.result.entropy,
-            iv.result.entropy.exp(),
-            iv.result.weight_sum
-        ));
+        let r = &iv.result;
+        ui.horizontal(|ui| {
+            if let Some(q) = &iv.query {
+                ui.add(egui::Image::new(q).fit_to_exact_size(vec2(48.0, 48.0)))
+                    .on_hover_text("the query: x_t around the pixel, which every candidate is compared with");
+            }
+            ui.label(format!(
+                "pixel ({}, {}) at step {}: {} candidates; {} carry 90% of the weight; entropy {:.2} nats \
+                 (≈{:.0} effective voters); weights sum to {:.6}",
+                iv.x,
+                iv.y,
+                iv.step,
+                r.candidates,
+                r.count_90,
+                r.entropy,
+                r.entropy.exp(),
+                r.weight_sum
+            ));
+        });
         egui::Grid::new("votes").striped(true).show(ui, |ui| {
             ui.strong("patch");
+            ui.strong("from");
             ui.strong("image");
             ui.strong("at");
             ui.strong("weight");
             ui.end_row();
-            for (vote, tex) in iv.result.votes.iter().zip(&iv.crops).take(12) {
-                ui.add(egui::Image::new(tex).fit_to_exact_size(egui::vec2(40.0, 40.0)));
+            for (k, (vote, tex)) in r.votes.iter().zip(&iv.crops).enumerate().take(*top) {
+                ui.add(egui::Image::new(tex).fit_to_exact_size(vec2(40.0, 40.0)));
+                match iv.images.get(k) {
+                    Some(img) => self.image_with_patch(ui, img, iv, vote.y, vote.x),
+                    None => {
+                        ui.label("");
+                    }
+                }
                 ui.label(format!("#{}", vote.image));
                 ui.label(format!("({}, {})", vote.x, vote.y));
                 ui.add(
@@ -59,5 +92,28 @@ impl Inspector {
                 ui.end_row();
             }
         });
+        changed
+    }
+
+    /// A training image with the voting patch's window outlined (the window may hang over
+    /// the edge: the outline is clipped to the image).
+    fn image_with_patch(&self, ui: &mut Ui, tex: &TextureHandle, iv: &InspectView, y: usize, x: usize) {
+        let s = iv.shape;
+        let size = vec2(40.0, 40.0 * s.h as f32 / s.w.max(1) as f32);
+        let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
+        ui.painter().image(tex.id(), rect, Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), Color32::WHITE);
+        if iv.patch == 0 {
+            return;
+        }
+        let cell = rect.width() / s.w as f32;
+        let r = (iv.patch / 2) as f32;
+        let min = rect.min + vec2((x as f32 - r) * cell, (y as f32 - r) * cell);
+        let window = Rect::from_min_size(min, vec2(iv.patch as f32 * cell, iv.patch as f32 * cell));
+        ui.painter().with_clip_rect(rect).rect_stroke(
+            window,
+            0.0,
+            Stroke::new(1.5, Color32::from_rgb(255, 80, 80)),
+            egui::StrokeKind::Inside,
+        );
     }
 }

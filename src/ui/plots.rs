@@ -54,43 +54,63 @@ pub fn noise_plot(ui: &mut Ui, schedule: &NoiseSchedule, cursor_t: Option<f64>) 
         });
 }
 
-/// Per-step ᾱ, P, entropy and distance to the nearest training image. Returns a step to
-/// jump to when the user hovers a point or clicks the plot.
+/// One per-step quantity: its title, unit and value.
+struct Stat {
+    id: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    value: fn(&super::history::StepView) -> f64,
+}
+
+const STATS: [Stat; 4] = [
+    Stat { id: "stat_p", title: "patch size P", unit: "pixels", value: |s| s.record.patch as f64 },
+    Stat { id: "stat_h", title: "weight entropy", unit: "nats", value: |s| s.record.entropy as f64 },
+    Stat {
+        id: "stat_d",
+        title: "RMS to nearest training image",
+        unit: "images in [−1, 1]",
+        value: |s| s.record.nearest.1 as f64,
+    },
+    Stat { id: "stat_a", title: "ᾱ (signal fraction)", unit: "0 to 1", value: |s| s.record.alpha_bar },
+];
+
+/// Per-step P, weight entropy, distance to the nearest training image and ᾱ, each in a small
+/// plot with its own axis and unit (on one axis all but P lay flat near zero); the x axes are
+/// linked. Returns a step to jump to when the user hovers a point or clicks a plot.
 pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize) -> Option<usize> {
-    let series = |f: &dyn Fn(&super::history::StepView) -> f64| -> Vec<[f64; 2]> {
-        run.steps.iter().map(|s| [s.record.step as f64, f(s)]).collect()
-    };
-    let max_p = run.steps.iter().map(|s| s.record.patch).max().unwrap_or(1).max(1) as f64;
-    let alpha = series(&|s| s.record.alpha_bar);
-    let patch = series(&|s| s.record.patch as f64 / max_p);
-    let entropy = series(&|s| s.record.entropy as f64);
-    let nearest = series(&|s| s.record.nearest.1 as f64);
-    let response = Plot::new("run_stats")
-        .height(150.0)
-        .allow_zoom(false)
-        .allow_drag(false)
-        .allow_scroll(false)
-        .include_x(0.0)
-        .include_x(run.total_steps.saturating_sub(1) as f64)
-        .include_y(0.0)
-        .legend(Legend::default())
-        .x_axis_label("step")
-        .show(ui, |p| {
-            p.line(Line::new("ᾱ", PlotPoints::from(alpha)));
-            p.line(Line::new(format!("P / {max_p}"), PlotPoints::from(patch)));
-            p.line(Line::new("weight entropy (nats)", PlotPoints::from(entropy.clone())));
-            p.points(Points::new("weight entropy (nats)", PlotPoints::from(entropy)).radius(2.5));
-            p.line(Line::new("RMS to nearest training image", PlotPoints::from(nearest)));
-            p.vline(VLine::new("current step", cursor as f64));
-            p.pointer_coordinate()
-        });
-    // Hovering a point (or clicking anywhere) jumps to that step.
-    let pos = response.inner?;
-    let k = pos.x.round();
-    let near_point = response.response.hovered() && (pos.x - k).abs() < 0.25;
-    if (near_point || response.response.clicked()) && !run.steps.is_empty() {
-        let k = (k.max(0.0) as usize).min(run.steps.len() - 1);
-        return (k != cursor).then_some(k);
-    }
-    None
+    let mut jump = None;
+    let link = ui.scope_id().with("run_stats");
+    ui.columns(STATS.len(), |cols| {
+        for (col, stat) in cols.iter_mut().zip(&STATS) {
+            let pts: Vec<[f64; 2]> = run.steps.iter().map(|s| [s.record.step as f64, (stat.value)(s)]).collect();
+            col.label(egui::RichText::new(format!("{} ({})", stat.title, stat.unit)).small());
+            let response = Plot::new(stat.id)
+                .height(120.0)
+                .allow_zoom(false)
+                .allow_drag(false)
+                .allow_scroll(false)
+                .link_axis(link, [true, false])
+                .include_x(0.0)
+                .include_x(run.total_steps.saturating_sub(1) as f64)
+                .include_y(0.0)
+                .x_axis_label("step")
+                .show(col, |p| {
+                    p.line(Line::new(stat.title, PlotPoints::from(pts.clone())));
+                    p.points(Points::new(stat.title, PlotPoints::from(pts)).radius(2.5));
+                    p.vline(VLine::new("current step", cursor as f64));
+                    p.pointer_coordinate()
+                });
+            // Hovering a point (or clicking anywhere) jumps to that step.
+            let Some(pos) = response.inner else { continue };
+            let k = pos.x.round();
+            let near_point = response.response.hovered() && (pos.x - k).abs() < 0.25;
+            if (near_point || response.response.clicked()) && !run.steps.is_empty() {
+                let k = (k.max(0.0) as usize).min(run.steps.len() - 1);
+                if k != cursor {
+                    jump = Some(k);
+                }
+            }
+        }
+    });
+    jump
 }

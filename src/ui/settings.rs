@@ -62,6 +62,8 @@ pub struct Settings {
     pub show_delta: bool,
     /// The provenance map shown beside the images, if any.
     pub map_view: Option<crate::export::maps::MapKind>,
+    /// Votes the pixel inspector lists.
+    pub inspect_top: usize,
 }
 
 impl Default for Settings {
@@ -92,6 +94,7 @@ impl Default for Settings {
             show_grid: true,
             show_delta: true,
             map_view: Some(crate::export::maps::MapKind::Mosaic),
+            inspect_top: 12,
         }
     }
 }

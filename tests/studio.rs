@@ -14,8 +14,17 @@ use morphogen::worker::{Command, DatasetInfo, Event, WorkerHandle};
 const SHAPE: ImageShape = ImageShape { c: 1, h: 8, w: 8 };
 
 fn harness(settings: Settings) -> (Harness<'static, StudioApp>, Receiver<Command>, Sender<Event>) {
+    harness_with(settings, |_| {})
+}
+
+/// [`harness`] with a hook on the app before its first frame (which the builder runs).
+fn harness_with(
+    settings: Settings,
+    setup: impl FnOnce(&mut StudioApp),
+) -> (Harness<'static, StudioApp>, Receiver<Command>, Sender<Event>) {
     let (handle, commands, events) = WorkerHandle::detached();
-    let app = StudioApp::new(settings, handle);
+    let mut app = StudioApp::new(settings, handle);
+    setup(&mut app);
     let h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .with_accessibility_check(false)
@@ -535,4 +544,45 @@ fn the_inspector_lists_the_top_k_with_the_ninety_percent_count() {
     h.get_by_label_contains("4 carry 90% of the weight");
     h.get_by_label("#104");
     assert!(h.query_by_label("#105").is_none(), "only the top 5 are listed");
+}
+
+/// Compare mode: a fresh start also starts the second column on its own worker with the
+/// same seed and grid but the other machine; its x̂₀ shows beside the main one at the same
+/// step, with the Pearson r of the two, per step in a plot of its own.
+#[test]
+fn compare_mode_runs_a_second_column_and_plots_r() {
+    use morphogen::ui::compare::CompareSettings;
+    let settings = Settings {
+        compare_on: true,
+        compare: CompareSettings { machine: MachineKind::Ideal, preset: None, dataset: None },
+        ..Settings::default()
+    };
+    let (cmp_handle, cmp_rx, cmp_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(settings, |app| app.compare.worker = Some(cmp_handle));
+    let id = started_with_steps(&mut h, &rx, &tx, 3);
+    let cmds: Vec<Command> = cmp_rx.try_iter().collect();
+    let Some(Command::Start { run: cmp_id, recipe }) = cmds.iter().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("the second column did not start: {cmds:?}")
+    };
+    let main = h.state().history.current().unwrap().recipe.clone();
+    assert_eq!(recipe.sampler.machine, MachineKind::Ideal);
+    assert_eq!((recipe.sampler.seed, recipe.sampler.steps), (main.sampler.seed, main.sampler.steps));
+    assert_eq!(recipe.sampler.schedule, main.sampler.schedule);
+    let _ = id;
+    cmp_tx.send(dataset_event()).unwrap();
+    for k in 0..3 {
+        // The second column's x̂₀ is an affine copy of the main one's: r = 1.
+        let Event::Step { mut record, .. } = step(*cmp_id, k) else { unreachable!() };
+        record.x0_hat = record.x0_hat.iter().enumerate().map(|(i, v)| 2.0 * (v + i as f32 * 0.01) + 0.5).collect();
+        cmp_tx.send(Event::Step { run: *cmp_id, record, seconds: 0.01 }).unwrap();
+    }
+    h.run_steps(3);
+    h.get_by_label("x̂₀, Ideal");
+    h.get_by_label("r of the two columns' x̂₀ (Pearson)");
+    h.get_by_label_contains("compare: r(x̂₀, Ideal) =");
+    assert_eq!(h.state().compare.steps.len(), 3);
+    let app = h.state();
+    let main: Vec<&StepRecord> = app.history.current().unwrap().steps.iter().map(|s| &s.record).collect();
+    let r = app.compare.correlations(&main);
+    assert_eq!(r.iter().map(|p| p[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0], "one r per step both columns have");
 }

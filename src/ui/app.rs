@@ -97,6 +97,8 @@ pub struct StudioApp {
     pub(crate) export_wake: Option<egui::Context>,
     /// The provenance-map panel's textures and hover.
     pub maps_view: super::maps_view::MapsView,
+    /// Compare mode's second column.
+    pub compare: super::compare::Compare,
 }
 
 impl StudioApp {
@@ -126,6 +128,7 @@ impl StudioApp {
             dialogs: Default::default(),
             export_wake: None,
             maps_view: Default::default(),
+            compare: Default::default(),
         }
     }
 
@@ -158,6 +161,17 @@ impl StudioApp {
         self.time = TimeControl::default();
         self.run_started();
         self.worker.send(Command::Start { run, recipe });
+        if let Some(ctx) = self.export_wake.clone() {
+            self.restart_compare(&ctx);
+        }
+    }
+
+    /// Starts (or stops) the second column for the current run's recipe: same seed and grid.
+    pub fn restart_compare(&mut self, ctx: &egui::Context) {
+        match (self.settings.compare_on, self.history.current().map(|r| r.recipe.clone())) {
+            (true, Some(main)) => self.compare.start(ctx, &self.settings.compare, &main),
+            _ => self.compare.stop(),
+        }
     }
 
     /// What every restart and branch resets: the view returns to the current run.
@@ -349,6 +363,7 @@ impl StudioApp {
         self.export_wake.get_or_insert_with(|| ctx.clone());
         let dt = self.frames.tick();
         self.drain_events(&ctx);
+        self.compare.drain(&ctx);
         self.poll_folder_pick();
         self.handle_drops(&ctx);
 
@@ -431,9 +446,12 @@ impl StudioApp {
             ui.label("Waiting for the first step…");
             return;
         };
+        let records: Vec<&crate::engine::StepRecord> = run.steps.iter().map(|s| &s.record).collect();
+        let compare_r = self.compare.is_on().then(|| self.compare.correlations(&records));
         let view = TimelineView {
             run,
             live,
+            compare_r,
             progress: self.progress,
             looping: &mut self.settings.looping,
             fps: &mut self.settings.fps,
@@ -502,12 +520,38 @@ impl StudioApp {
                 arrow: None,
             });
         }
+        // Compare mode: the second column's x̂₀ at the same step (same seed and time grid).
+        let k = step.record.step;
+        let cmp_title = format!("x̂₀, {}", self.compare.label);
+        let cmp = self
+            .compare
+            .step(k)
+            .filter(|c| self.compare.is_on() && c.record.x0_hat.len() == x0v.len() && stale.is_none())
+            .map(|c| (c.x0.clone(), c.record.x0_hat.clone()));
+        if let Some((tex, values)) = &cmp {
+            panels
+                .insert(2, canvas::Panel { title: &cmp_title, texture: tex, values: Some(values), tint, arrow: None });
+        }
         if let Some((kind, tex)) = &map {
             panels.push(canvas::Panel { title: kind.name(), texture: tex, values: None, tint, arrow });
         }
-        let legend_lines = if map.is_some() { 3 } else { 0 };
+        let legend_lines = if map.is_some() { 3 } else { 0 } + usize::from(self.compare.is_on());
         let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker, legend_lines);
         self.maps_view.hovered = out.hovered;
+        if self.compare.is_on() {
+            let text = match (&self.compare.error, &cmp) {
+                (Some(e), _) => format!("compare column: {e}"),
+                (None, Some((_, values))) => {
+                    let r = super::compare::pearson(&x0v, values);
+                    format!("compare: r(x̂₀, {}) = {r:.3} at this step (r² = {:.3})", self.compare.label, r * r)
+                }
+                (None, None) if self.compare.shape.is_some_and(|s| s != shape) => {
+                    "compare column: its images are another size, so they are not shown side by side".into()
+                }
+                (None, None) => format!("compare column ({}): computing step {k}…", self.compare.label),
+            };
+            ui.label(text);
+        }
         if let (Some((kind, _)), Some(m)) = (map, maps.as_ref()) {
             self.maps_view.legend(ui, kind, m, shape, n_train, same_set);
         }

@@ -25,6 +25,11 @@ impl StudioApp {
         ui.separator();
         self.run_controls(ui);
         ui.separator();
+        ui.heading("Compare");
+        if super::compare::Compare::controls(ui, &mut self.settings.compare_on, &mut self.settings.compare) {
+            self.restart_compare(ui.ctx());
+        }
+        ui.separator();
         self.history_list(ui);
     }
 

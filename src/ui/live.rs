@@ -53,7 +53,19 @@ pub struct LiveEdit {
 impl LiveEdit {
     /// The settings that a run depends on: display and playback settings blanked out.
     fn run_part(s: &Settings) -> Settings {
-        Settings { fps: 0.0, looping: false, show_grid: false, show_delta: false, branch: false, ..s.clone() }
+        Settings {
+            fps: 0.0,
+            looping: false,
+            show_grid: false,
+            show_delta: false,
+            branch: false,
+            map_view: None,
+            inspect_top: 0,
+            // The compare column restarts itself; it never restarts the main run.
+            compare_on: false,
+            compare: Default::default(),
+            ..s.clone()
+        }
     }
 
     /// Whether a change is waiting to be applied (the UI says "applying when you let go").

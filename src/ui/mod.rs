@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod canvas;
+pub mod compare;
 mod controls;
 pub mod dialogs;
 pub mod export_panel;

@@ -77,14 +77,24 @@ const STATS: [Stat; 4] = [
 /// Per-step P, weight entropy, distance to the nearest training image and ᾱ, each in a small
 /// plot with its own axis and unit (on one axis all but P lay flat near zero); the x axes are
 /// linked. Returns a step to jump to when the user hovers a point or clicks a plot.
-pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize) -> Option<usize> {
+/// With `compare_r` (compare mode), a fifth plot: the Pearson r of the two columns' x̂₀.
+pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize, compare_r: Option<&[[f64; 2]]>) -> Option<usize> {
     let mut jump = None;
     let link = ui.scope_id().with("run_stats");
-    ui.columns(STATS.len(), |cols| {
-        for (col, stat) in cols.iter_mut().zip(&STATS) {
-            let pts: Vec<[f64; 2]> = run.steps.iter().map(|s| [s.record.step as f64, (stat.value)(s)]).collect();
-            col.label(egui::RichText::new(format!("{} ({})", stat.title, stat.unit)).small());
-            let response = Plot::new(stat.id)
+    let mut series: Vec<(&str, String, Vec<[f64; 2]>)> = STATS
+        .iter()
+        .map(|stat| {
+            let pts = run.steps.iter().map(|s| [s.record.step as f64, (stat.value)(s)]).collect();
+            (stat.id, format!("{} ({})", stat.title, stat.unit), pts)
+        })
+        .collect();
+    if let Some(r) = compare_r {
+        series.push(("stat_r", "r of the two columns' x̂₀ (Pearson)".into(), r.to_vec()));
+    }
+    ui.columns(series.len(), |cols| {
+        for (col, (id, title, pts)) in cols.iter_mut().zip(series) {
+            col.label(egui::RichText::new(&title).small());
+            let response = Plot::new(id)
                 .height(120.0)
                 .allow_zoom(false)
                 .allow_drag(false)
@@ -95,8 +105,8 @@ pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize) -> Option<usize> {
                 .include_y(0.0)
                 .x_axis_label("step")
                 .show(col, |p| {
-                    p.line(Line::new(stat.title, PlotPoints::from(pts.clone())));
-                    p.points(Points::new(stat.title, PlotPoints::from(pts)).radius(2.5));
+                    p.line(Line::new(title.as_str(), PlotPoints::from(pts.clone())));
+                    p.points(Points::new(title.as_str(), PlotPoints::from(pts)).radius(2.5));
                     p.vline(VLine::new("current step", cursor as f64));
                     p.pointer_coordinate()
                 });

@@ -64,6 +64,9 @@ pub struct Settings {
     pub map_view: Option<crate::export::maps::MapKind>,
     /// Votes the pixel inspector lists.
     pub inspect_top: usize,
+    /// Compare mode: whether the second column runs, and what it changes.
+    pub compare_on: bool,
+    pub compare: super::compare::CompareSettings,
 }
 
 impl Default for Settings {
@@ -95,6 +98,8 @@ impl Default for Settings {
             show_delta: true,
             map_view: Some(crate::export::maps::MapKind::Mosaic),
             inspect_top: 12,
+            compare_on: false,
+            compare: Default::default(),
         }
     }
 }

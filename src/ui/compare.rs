@@ -1,0 +1,243 @@
+//! Compare mode: a second column that runs another machine, patch schedule or dataset from
+//! the same seed (so the same initial noise) and the same time grid, on a worker of its own,
+//! shown beside the main run at the same step, with the Pearson r of the two x̂₀ per step.
+//!
+//! Its worker is a second [`WorkerHandle`]: the two runs compute side by side and neither
+//! waits for the other. Compare settings live in [`CompareSettings`]; a fresh start of the
+//! main run restarts the comparison with the same seed and grid.
+
+use egui::{Context, TextureHandle, TextureOptions, Ui};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DatasetSource, LoadOptions};
+use crate::engine::{MachineKind, StepRecord};
+use crate::recipe::Recipe;
+use crate::worker::{Command, Event, RunId, WorkerHandle};
+
+use super::history::color_image;
+
+/// What the second column changes; `None` keeps the main run's value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompareSettings {
+    pub machine: MachineKind,
+    /// A patch-schedule preset name.
+    pub preset: Option<String>,
+    /// A bundled dataset name.
+    pub dataset: Option<String>,
+}
+
+impl Default for CompareSettings {
+    /// The paper's contrast: the ideal machine memorises where ELS creates.
+    fn default() -> Self {
+        Self { machine: MachineKind::Ideal, preset: None, dataset: None }
+    }
+}
+
+impl CompareSettings {
+    /// The main recipe with this column's changes: same seed, steps, schedule and t grid.
+    pub fn recipe(&self, main: &Recipe) -> Recipe {
+        let mut r = main.clone();
+        r.branched_from = None;
+        r.sampler.machine = self.machine;
+        if let Some(p) = &self.preset {
+            r.sampler.patch = crate::engine::PatchSchedule::Preset { name: p.clone() };
+        }
+        if let Some(d) = &self.dataset {
+            r.dataset = DatasetSource::Bundled(d.clone());
+            r.dataset_hash = None;
+            r.load = LoadOptions { subset_seed: r.load.subset_seed, ..LoadOptions::default() };
+        }
+        r
+    }
+
+    /// A short label for the column's title.
+    pub fn label(&self) -> String {
+        let mut parts = vec![self.machine.title().to_string()];
+        if let Some(p) = &self.preset {
+            parts.push(p.clone());
+        }
+        if let Some(d) = &self.dataset {
+            parts.push(d.clone());
+        }
+        parts.join(", ")
+    }
+}
+
+/// One step of the second column.
+pub struct CompareStep {
+    pub record: StepRecord,
+    pub x0: TextureHandle,
+}
+
+/// The second column's worker and what it has computed.
+#[derive(Default)]
+pub struct Compare {
+    /// Spawned on first use (tests put a detached handle here).
+    pub worker: Option<WorkerHandle>,
+    pub run: Option<RunId>,
+    pub label: String,
+    pub steps: Vec<CompareStep>,
+    pub error: Option<String>,
+    /// The column's image shape (its dataset may differ from the main run's).
+    pub shape: Option<crate::engine::ImageShape>,
+    next_run: RunId,
+}
+
+impl Compare {
+    /// Starts the column for the main run `main` (cancelling whatever it was computing).
+    pub fn start(&mut self, ctx: &Context, settings: &CompareSettings, main: &Recipe) {
+        let worker = self.worker.get_or_insert_with(|| {
+            let ctx = ctx.clone();
+            WorkerHandle::spawn(move || ctx.request_repaint())
+        });
+        self.next_run += 1;
+        let run = self.next_run;
+        self.run = Some(run);
+        self.label = settings.label();
+        self.steps.clear();
+        self.error = None;
+        worker.send(Command::Start { run, recipe: settings.recipe(main) });
+    }
+
+    /// Stops the column.
+    pub fn stop(&mut self) {
+        if let Some(w) = &self.worker {
+            w.send(Command::Cancel);
+        }
+        self.run = None;
+        self.steps.clear();
+        self.error = None;
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// Takes the worker's events: steps become textures once, errors a message.
+    pub fn drain(&mut self, ctx: &Context) {
+        let Some(worker) = &self.worker else { return };
+        while let Ok(event) = worker.events.try_recv() {
+            match event {
+                Event::Step { run, record, .. } if Some(run) == self.run => {
+                    let k = record.step;
+                    self.steps.truncate(k);
+                    // The worker names its dataset (and so the shape) before any step.
+                    if let Some(shape) = self.shape.filter(|s| s.len() == record.x0_hat.len())
+                        && self.steps.len() == k
+                    {
+                        let x0 = ctx.load_texture(
+                            format!("cmp{run}-{k}"),
+                            color_image(&record.x0_hat, shape),
+                            TextureOptions::NEAREST,
+                        );
+                        self.steps.push(CompareStep { record: *record, x0 });
+                    }
+                }
+                Event::Error { run, message } if run.is_none() || run == self.run => {
+                    self.error = Some(message);
+                }
+                Event::Dataset(info) => self.shape = Some(info.shape),
+                _ => {}
+            }
+        }
+    }
+
+    /// The step at `k`, if computed.
+    pub fn step(&self, k: usize) -> Option<&CompareStep> {
+        self.steps.get(k)
+    }
+
+    /// Pearson r of the two x̂₀ at every step both columns have (same length only).
+    pub fn correlations(&self, main: &[&StepRecord]) -> Vec<[f64; 2]> {
+        main.iter()
+            .zip(&self.steps)
+            .filter(|(a, b)| a.x0_hat.len() == b.record.x0_hat.len())
+            .map(|(a, b)| [a.step as f64, pearson(&a.x0_hat, &b.record.x0_hat)])
+            .collect()
+    }
+
+    /// The controls of the comparison: returns true when the user changed them.
+    pub fn controls(ui: &mut Ui, on: &mut bool, s: &mut CompareSettings) -> bool {
+        let before = (*on, s.clone());
+        ui.checkbox(on, "Compare with a second column").on_hover_text(
+            "Runs another machine, patch schedule or dataset from the same seed and time grid, beside this run, \
+             with the Pearson r of the two x̂₀ at every step.",
+        );
+        if *on {
+            ui.horizontal(|ui| {
+                ui.label("machine");
+                for m in [MachineKind::Ideal, MachineKind::Equivariant, MachineKind::Local, MachineKind::Els] {
+                    ui.radio_value(&mut s.machine, m, m.title());
+                }
+            });
+            ui.horizontal(|ui| {
+                ui.label("patch schedule");
+                egui::ComboBox::from_id_salt("cmp_preset")
+                    .selected_text(s.preset.clone().unwrap_or_else(|| "same".into()))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut s.preset, None, "same");
+                        for (name, _) in crate::engine::patch::PRESETS {
+                            ui.selectable_value(&mut s.preset, Some(name.to_string()), name);
+                        }
+                    });
+            });
+            ui.horizontal(|ui| {
+                ui.label("dataset");
+                egui::ComboBox::from_id_salt("cmp_dataset")
+                    .selected_text(s.dataset.clone().unwrap_or_else(|| "same".into()))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut s.dataset, None, "same");
+                        for b in crate::data::BUNDLED {
+                            ui.selectable_value(&mut s.dataset, Some(b.name.to_string()), b.name);
+                        }
+                    });
+            });
+        }
+        before != (*on, s.clone())
+    }
+}
+
+/// Pearson correlation of two images (mean-centred, unit-normalised dot product): the
+/// paper's comparison statistic.
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len()).max(1) as f64;
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        ab += dx * dy;
+        aa += dx * dx;
+        bb += dy * dy;
+    }
+    if aa == 0.0 || bb == 0.0 { 0.0 } else { ab / (aa * bb).sqrt() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pearson_is_one_for_affine_copies_and_minus_one_for_negatives() {
+        let a = [0.1f32, 0.5, -0.3, 0.9];
+        let b: Vec<f32> = a.iter().map(|v| 2.0 * v + 1.0).collect();
+        let c: Vec<f32> = a.iter().map(|v| -v).collect();
+        assert!((pearson(&a, &b) - 1.0).abs() < 1e-12);
+        assert!((pearson(&a, &c) + 1.0).abs() < 1e-12);
+        assert_eq!(pearson(&a, &[0.0; 4]), 0.0);
+    }
+
+    #[test]
+    fn the_second_recipe_keeps_seed_and_grid_and_changes_what_was_asked() {
+        let main = Recipe::default();
+        let s = CompareSettings { machine: MachineKind::Ideal, preset: Some("MNIST UNet".into()), dataset: None };
+        let r = s.recipe(&main);
+        assert_eq!(r.sampler.seed, main.sampler.seed);
+        assert_eq!(r.sampler.steps, main.sampler.steps);
+        assert_eq!(r.sampler.schedule, main.sampler.schedule);
+        assert_eq!(r.sampler.machine, MachineKind::Ideal);
+        assert_eq!(r.sampler.patch.label(), "MNIST UNet");
+        assert_eq!(r.dataset, main.dataset);
+    }
+}

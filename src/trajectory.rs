@@ -19,6 +19,10 @@ pub struct StepMeta {
     pub entropy: f32,
     pub nearest_index: usize,
     pub nearest_rms: f32,
+    /// Last step only: (image, RMS, (dy, dx)) of the nearest training image under any
+    /// circular shift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest_shifted: Option<(usize, f32, (usize, usize))>,
 }
 
 #[derive(Clone, Debug)]
@@ -77,6 +81,7 @@ impl Trajectory {
                 entropy: r.entropy,
                 nearest_index: r.nearest.0,
                 nearest_rms: r.nearest.1,
+                nearest_shifted: r.nearest_shifted,
             })
             .collect();
         let p = dir.join("steps.json");
@@ -133,6 +138,7 @@ impl Trajectory {
                 x0_hat: x0[k * len..(k + 1) * len].to_vec(),
                 entropy: m.entropy,
                 nearest: (m.nearest_index, m.nearest_rms),
+                nearest_shifted: m.nearest_shifted,
                 maps: None,
             })
             .collect();

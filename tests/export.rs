@@ -206,6 +206,7 @@ fn library_export_reports_progress_and_cancels() {
             entropy: 0.0,
             nearest: (0, 0.0),
             maps: None,
+            nearest_shifted: None,
         })
         .collect();
     let t = Trajectory { recipe: Default::default(), shape, steps };

@@ -164,3 +164,25 @@ fn the_ninety_percent_count_spans_uniform_to_one_winner() {
     let sharp = Call::new(MachineKind::Ideal, Boundary::Zeros, 3, 1.0 - 1e-9);
     assert_eq!(den.inspect(&x, &sharp, 2, 2, 5, &Control::none()).unwrap().count_90, 1);
 }
+
+/// The shift-invariant nearest image finds a training image that was only translated: the
+/// rolled copy is at distance 0 under the right shift, though far from it in plain L2.
+#[test]
+fn a_rolled_training_image_is_found_with_its_shift() {
+    let (den, shape, n) = training("mnist12_train.npy");
+    let (dy, dx) = (2usize, 3usize);
+    let k = 7;
+    let img = den.training_image(k);
+    let mut rolled = vec![0f32; img.len()];
+    for y in 0..shape.h {
+        for x in 0..shape.w {
+            rolled[((y + dy) % shape.h) * shape.w + (x + dx) % shape.w] = img[y * shape.w + x];
+        }
+    }
+    let (best, rms, shift) = den.nearest_training_shifted(&rolled).expect("small enough");
+    assert_eq!((best, shift), (k, (dy, dx)));
+    assert!(rms < 1e-3, "{rms}");
+    let (_, plain) = den.nearest_training(&rolled);
+    assert!(plain > 0.1, "a plain L2 nearest is far: {plain}");
+    assert!(n == 12);
+}

@@ -71,6 +71,7 @@ fn step(run: u64, k: usize) -> Event {
             entropy: 1.0,
             nearest: (0, 0.5),
             maps: None,
+            nearest_shifted: None,
         }),
         seconds: 0.01,
     }
@@ -585,4 +586,23 @@ fn compare_mode_runs_a_second_column_and_plots_r() {
     let main: Vec<&StepRecord> = app.history.current().unwrap().steps.iter().map(|s| &s.record).collect();
     let r = app.compare.correlations(&main);
     assert_eq!(r.iter().map(|p| p[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0], "one r per step both columns have");
+}
+
+/// Novelty at a glance: x̂₀'s nearest training image beside it with its distance, and on the
+/// last step the nearest under circular shifts.
+#[test]
+fn the_nearest_training_image_shows_beside_x0() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    let id = started_with_steps(&mut h, &rx, &tx, 0);
+    tx.send(Event::Started { run: id, device: morphogen::engine::DeviceChoice::Cpu, dataset_hash: "abc".into() })
+        .unwrap();
+    let Event::Step { mut record, .. } = step(id, 0) else { unreachable!() };
+    record.nearest = (4, 0.25);
+    record.nearest_shifted = Some((6, 0.125, (2, 1)));
+    tx.send(Event::Step { run: id, record, seconds: 0.01 }).unwrap();
+    h.run_steps(3);
+    h.get_by_label("nearest training image #4");
+    h.get_by_label_contains(
+        "nearest training image #4: RMS 0.250; under circular shifts: #6 moved by (1, 2) px, RMS 0.125",
+    );
 }

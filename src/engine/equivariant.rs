@@ -9,6 +9,10 @@ use super::control::{Cancelled, Control};
 use super::denoiser::{Call, Denoised, Denoiser, PixelMaps, to_host};
 use super::softmax::OnlineSoftmax;
 
+/// The largest shift matrix (H·W × C·H·W entries) the shift-invariant nearest-image search
+/// builds: 16M entries, 64 MB.
+pub const MAX_SHIFT_ENTRIES: usize = 16 << 20;
+
 impl Denoiser {
     pub(crate) fn equivariant(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         let (a, s2) = call.scales();
@@ -56,6 +60,55 @@ impl Denoiser {
             }
         });
         Ok(Denoised { x0: self.uncentre(to_host(out)), entropy, maps })
+    }
+
+    /// The training image and circular shift nearest to `y` ([C, H, W]): (image, RMS
+    /// distance, (dy, dx)) where image rolled by (dy, dx) is closest: the novelty check that
+    /// does not count a translated copy as new. `None` above [`MAX_SHIFT_ENTRIES`] (64×64
+    /// RGB would need a 200 MB shift matrix). One matmul of the images against every shift of
+    /// y, in chunks of images.
+    pub fn nearest_training_shifted(&self, y: &[f32]) -> Option<(usize, f32, (usize, usize))> {
+        let (c, h, w) = (self.shape.c, self.shape.h, self.shape.w);
+        let (hw, len) = (h * w, self.shape.len());
+        if hw * len > MAX_SHIFT_ENTRIES {
+            return None;
+        }
+        let yc: Vec<f32> = y.iter().enumerate().map(|(i, &v)| v - self.mean[i / hw]).collect();
+        // shifted[q, s] = y[q + s] (wrapping): y rolled back by s.
+        let mut shifted = vec![0f32; len * hw]; // [len, HW]
+        for sy in 0..h {
+            for sx in 0..w {
+                let s = sy * w + sx;
+                for ch in 0..c {
+                    for qy in 0..h {
+                        for qx in 0..w {
+                            let src = ch * hw + ((qy + sy) % h) * w + (qx + sx) % w;
+                            shifted[(ch * hw + qy * w + qx) * hw + s] = yc[src];
+                        }
+                    }
+                }
+            }
+        }
+        let shifted = Tensor::<2>::from_data(TensorData::new(shifted, [len, hw]), &self.device);
+        let y2: f64 = yc.iter().map(|&v| (v as f64).powi(2)).sum();
+        let per_chunk = (self.chunk_logits / hw).clamp(1, self.n);
+        let mut best = (0, f64::INFINITY, 0);
+        for n0 in (0..self.n).step_by(per_chunk) {
+            let nc = per_chunk.min(self.n - n0);
+            let phi = self.images.clone().narrow(0, n0, nc).narrow(1, 0, len); // [nc, len]
+            let norms = phi.clone().square().sum_dim(1); // [nc, 1]
+            let d2 = norms.sub(phi.matmul(shifted.clone()).mul_scalar(2.0)); // [nc, HW], + ‖y‖²
+            let d2 = d2.try_into_vec_as::<f32>().expect("f32");
+            for (i, &d) in d2.iter().enumerate() {
+                if (d as f64) < best.1 {
+                    best = (n0 + i / hw, d as f64, i % hw);
+                }
+            }
+        }
+        let rms = ((best.1 + y2).max(0.0) / len as f64).sqrt() as f32;
+        // Column s holds y[q + s], so ⟨φ, column s⟩ = ⟨roll(φ, s), y⟩ with roll(φ, s)[p] = φ[p − s].
+        let (dy, dx) = (best.2 / w, best.2 % w);
+        Some((best.0, rms, (dy, dx)))
     }
 
     /// (shift, unshift) index tables for this image shape, built once.

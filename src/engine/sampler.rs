@@ -97,6 +97,9 @@ pub struct StepRecord {
     pub entropy: f32,
     /// Nearest training image to x̂₀ and the RMS distance to it.
     pub nearest: (usize, f32),
+    /// On the last step: the nearest training image under any circular shift, the RMS
+    /// distance and the shift (dy, dx) (see [`Denoiser::nearest_training_shifted`]).
+    pub nearest_shifted: Option<(usize, f32, (usize, usize))>,
     /// Where each pixel of x̂₀ came from (when the sampler was asked for maps).
     pub maps: Option<PixelMaps>,
 }
@@ -194,6 +197,9 @@ impl Sampler {
             .collect();
         self.next += 1;
         let nearest = denoiser.nearest_training(&out.x0);
+        // The final image's novelty up to translation (one matmul; the last step only).
+        let nearest_shifted =
+            if self.next == self.cfg.steps { denoiser.nearest_training_shifted(&out.x0) } else { None };
         Some(Ok(StepRecord {
             step: k,
             t,
@@ -203,6 +209,7 @@ impl Sampler {
             x0_hat: out.x0,
             entropy: out.entropy,
             nearest,
+            nearest_shifted,
             maps: out.maps,
         }))
     }

@@ -532,12 +532,32 @@ impl StudioApp {
             panels
                 .insert(2, canvas::Panel { title: &cmp_title, texture: tex, values: Some(values), tint, arrow: None });
         }
+        // Novelty: the training image nearest to this x̂₀ (from the loaded set only).
+        let (nearest, nearest_rms) = step.record.nearest;
+        let nearest_title = format!("nearest training image #{nearest}");
+        let nearest_tex = same_set
+            .filter(|_| self.settings.show_nearest && stale.is_none())
+            .and_then(|info| self.maps_view.image(ui.ctx(), info, nearest));
+        if let Some(tex) = &nearest_tex {
+            let at = if cmp.is_some() { 3 } else { 2 };
+            panels.insert(at, canvas::Panel { title: &nearest_title, texture: tex, values: None, tint, arrow: None });
+        }
+        let novelty = nearest_tex.as_ref().map(|_| {
+            let shifted = step.record.nearest_shifted.map(|(m, rms, (dy, dx))| {
+                format!("; under circular shifts: #{m} moved by ({dx}, {dy}) px, RMS {rms:.3}")
+            });
+            format!("x̂₀ to its nearest training image #{nearest}: RMS {nearest_rms:.3}{}", shifted.unwrap_or_default())
+        });
         if let Some((kind, tex)) = &map {
             panels.push(canvas::Panel { title: kind.name(), texture: tex, values: None, tint, arrow });
         }
-        let legend_lines = if map.is_some() { 3 } else { 0 } + usize::from(self.compare.is_on());
+        let legend_lines =
+            if map.is_some() { 3 } else { 0 } + usize::from(self.compare.is_on()) + usize::from(novelty.is_some());
         let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker, legend_lines);
         self.maps_view.hovered = out.hovered;
+        if let Some(text) = novelty {
+            ui.label(text);
+        }
         if self.compare.is_on() {
             let text = match (&self.compare.error, &cmp) {
                 (Some(e), _) => format!("compare column: {e}"),

@@ -252,6 +252,8 @@ impl StudioApp {
         ui.horizontal(|ui| {
             ui.checkbox(&mut self.settings.show_grid, "Pixel grid");
             ui.checkbox(&mut self.settings.show_delta, "|Δx̂₀| view");
+            ui.checkbox(&mut self.settings.show_nearest, "nearest image")
+                .on_hover_text("Beside x̂₀, the training image nearest to it: is this step's estimate new, or a copy?");
         });
         ui.horizontal(|ui| {
             use crate::export::maps::MapKind;

@@ -234,6 +234,7 @@ mod tests {
             entropy: 0.0,
             nearest: (0, 0.0),
             maps: None,
+            nearest_shifted: None,
         }
     }
 

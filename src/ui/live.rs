@@ -61,6 +61,7 @@ impl LiveEdit {
             branch: false,
             map_view: None,
             inspect_top: 0,
+            show_nearest: false,
             // The compare column restarts itself; it never restarts the main run.
             compare_on: false,
             compare: Default::default(),

@@ -48,7 +48,7 @@ impl MapsView {
     }
 
     /// Training image `n` as a texture, when the dataset shipped its images to the UI.
-    fn image(&mut self, ctx: &egui::Context, info: &DatasetInfo, n: usize) -> Option<TextureHandle> {
+    pub fn image(&mut self, ctx: &egui::Context, info: &DatasetInfo, n: usize) -> Option<TextureHandle> {
         let images = info.images.as_ref()?;
         let len = info.shape.len();
         let img = images.get(n * len..(n + 1) * len)?;

@@ -64,6 +64,8 @@ pub struct Settings {
     pub map_view: Option<crate::export::maps::MapKind>,
     /// Votes the pixel inspector lists.
     pub inspect_top: usize,
+    /// Show x̂₀'s nearest training image beside it (novelty at a glance).
+    pub show_nearest: bool,
     /// Compare mode: whether the second column runs, and what it changes.
     pub compare_on: bool,
     pub compare: super::compare::CompareSettings,
@@ -98,6 +100,7 @@ impl Default for Settings {
             show_delta: true,
             map_view: Some(crate::export::maps::MapKind::Mosaic),
             inspect_top: 12,
+            show_nearest: true,
             compare_on: false,
             compare: Default::default(),
         }

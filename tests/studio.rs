@@ -606,3 +606,46 @@ fn the_nearest_training_image_shows_beside_x0() {
         "nearest training image #4: RMS 0.250; under circular shifts: #6 moved by (1, 2) px, RMS 0.125",
     );
 }
+
+/// The seed grid runs the current settings once per seed on its own worker, fills in as each
+/// sample finishes, opens a clicked sample's seed in the main view, and exports one sheet.
+#[test]
+fn the_seed_grid_fills_in_opens_a_sample_and_exports_a_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (grid_handle, grid_rx, grid_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(Settings { seed: 5, ..Settings::default() }, |app| {
+        app.seed_grid.worker = Some(grid_handle);
+        app.seed_grid.open = true;
+        (app.seed_grid.rows, app.seed_grid.cols) = (1, 2);
+        app.export.paths = PathSource::Fixed(dir.path().to_path_buf());
+    });
+    started_with_steps(&mut h, &rx, &tx, 1);
+    h.get_by_label("Run grid").click();
+    h.run_steps(2);
+    grid_tx.send(dataset_event()).unwrap();
+    for seed in [5u64, 6] {
+        let cmds: Vec<Command> = grid_rx.try_iter().collect();
+        let Some(Command::Start { run, recipe }) = cmds.iter().find(|c| matches!(c, Command::Start { .. })) else {
+            panic!("no start for seed {seed}: {cmds:?}")
+        };
+        assert_eq!(recipe.sampler.seed, seed);
+        let Event::Step { mut record, .. } = step(*run, 19) else { unreachable!() };
+        record.x0_hat = vec![seed as f32 / 10.0; 64];
+        grid_tx.send(Event::Step { run: *run, record, seconds: 0.1 }).unwrap();
+        grid_tx.send(Event::Finished { run: *run }).unwrap();
+        h.run_steps(2);
+    }
+    h.get_by_label("2 / 2 done");
+    drain(&rx);
+    h.get_by_label("seed 6").click();
+    h.run_steps(2);
+    let cmds = drain(&rx);
+    let Some(Command::Start { recipe, .. }) = cmds.iter().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("opening a sample starts it in the main view: {cmds:?}")
+    };
+    assert_eq!(recipe.sampler.seed, 6);
+    h.get_by_label("Export sheet…").click();
+    h.run_steps(2);
+    let sheet = image::open(dir.path().join("seed-grid.png")).expect("the sheet was written");
+    assert!(sheet.width() > 2 * 32 && sheet.height() > 32, "{}×{}", sheet.width(), sheet.height());
+}

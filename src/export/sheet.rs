@@ -22,11 +22,16 @@ pub fn evenly_spaced(first: usize, last: usize, count: usize) -> Vec<usize> {
 
 /// Lays `tiles` out in a grid (at most 8 columns) with a label strip above each.
 pub fn contact_sheet(tiles: &[(RgbaImage, String)]) -> RgbaImage {
+    contact_sheet_with_columns(tiles, tiles.len().clamp(1, 8))
+}
+
+/// [`contact_sheet`] with `cols` columns (a seed grid keeps its own shape).
+pub fn contact_sheet_with_columns(tiles: &[(RgbaImage, String)], cols: usize) -> RgbaImage {
     let Some((first, _)) = tiles.first() else {
         return RgbaImage::new(1, 1);
     };
     let (tw, th) = (first.width(), first.height());
-    let cols = tiles.len().clamp(1, 8) as u32;
+    let cols = cols.clamp(1, tiles.len()) as u32;
     let rows = (tiles.len() as u32).div_ceil(cols);
     // Label size grows with the tile so it stays readable at any scale.
     let size = (tw / 40).clamp(1, 4);

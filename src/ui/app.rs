@@ -99,6 +99,8 @@ pub struct StudioApp {
     pub maps_view: super::maps_view::MapsView,
     /// Compare mode's second column.
     pub compare: super::compare::Compare,
+    /// The seed grid window.
+    pub seed_grid: super::seed_grid::SeedGrid,
 }
 
 impl StudioApp {
@@ -129,6 +131,7 @@ impl StudioApp {
             export_wake: None,
             maps_view: Default::default(),
             compare: Default::default(),
+            seed_grid: Default::default(),
         }
     }
 
@@ -164,6 +167,61 @@ impl StudioApp {
         if let Some(ctx) = self.export_wake.clone() {
             self.restart_compare(&ctx);
         }
+    }
+
+    /// The seed grid's window, its clicks (open a seed, export the sheet) and its save dialog.
+    fn seed_grid_window(&mut self, ctx: &egui::Context) {
+        let mut open = self.seed_grid.open;
+        let base = self.settings.recipe(self.dataset_hash());
+        let mut action = None;
+        egui::Window::new("Seed grid").open(&mut open).resizable(true).show(ctx, |ui| {
+            action = self.seed_grid.ui(ui, Some(&base));
+        });
+        self.seed_grid.open = open;
+        match action {
+            Some(super::seed_grid::GridAction::Open(seed)) => {
+                self.settings.seed = seed;
+                self.restart();
+            }
+            Some(super::seed_grid::GridAction::Export) => match &self.export.paths {
+                super::export_panel::PathSource::Fixed(dir) => {
+                    let path = dir.join("seed-grid.png");
+                    self.write_seed_grid(path, false);
+                }
+                super::export_panel::PathSource::Dialog => {
+                    let ask = super::dialogs::Ask::SaveFile {
+                        title: "Export the seed grid".into(),
+                        name: "seed-grid.png".into(),
+                        extension: Some("png"),
+                    };
+                    self.seed_grid.save = Some(self.dialogs.ask(ask));
+                }
+            },
+            None => {}
+        }
+        if let Some(rx) = &self.seed_grid.save
+            && let Ok(answer) = rx.try_recv()
+        {
+            self.seed_grid.save = None;
+            // The native save dialog has already asked before replacing a file.
+            if let Some(path) = answer {
+                self.write_seed_grid(path, true);
+            }
+        }
+    }
+
+    fn write_seed_grid(&mut self, path: std::path::PathBuf, overwrite: bool) {
+        let scale = self.seed_grid.cells.first().map(|_| 4).unwrap_or(1);
+        let result = match self.seed_grid.sheet_png(scale) {
+            Some(png) => {
+                crate::files::write_bytes(&path, overwrite, &png).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            None => Err("the seed grid has no finished sample to export yet".into()),
+        };
+        self.seed_grid.message = Some(match result {
+            Ok(()) => format!("wrote {}", path.display()),
+            Err(e) => e,
+        });
     }
 
     /// Starts (or stops) the second column for the current run's recipe: same seed and grid.
@@ -364,6 +422,8 @@ impl StudioApp {
         let dt = self.frames.tick();
         self.drain_events(&ctx);
         self.compare.drain(&ctx);
+        self.seed_grid.drain(&ctx);
+        self.seed_grid_window(&ctx);
         self.poll_folder_pick();
         self.handle_drops(&ctx);
 

@@ -268,9 +268,14 @@ impl StudioApp {
         })
         .response
         .on_hover_text("Beside x̂₀: where each pixel's largest weight comes from (mosaic), how far that patch moved (offset), or how many patches vote (entropy).");
-        if ui.button("Restart").clicked() {
-            self.restart();
-        }
+        ui.horizontal(|ui| {
+            if ui.button("Restart").clicked() {
+                self.restart();
+            }
+            if ui.button("Seed grid…").on_hover_text("many samples of these settings, one per seed").clicked() {
+                self.seed_grid.open = !self.seed_grid.open;
+            }
+        });
     }
 
     fn history_list(&mut self, ui: &mut Ui) {

@@ -14,6 +14,7 @@ pub mod inspector;
 pub mod live;
 pub mod maps_view;
 pub mod plots;
+pub mod seed_grid;
 pub mod settings;
 pub mod timeline;
 

@@ -1,0 +1,199 @@
+//! The seed grid: rows × columns of samples with the current settings and consecutive seeds,
+//! filled in as each finishes (on a worker of its own, one sample after another). Clicking a
+//! sample opens its seed in the main view; the grid exports as one labelled PNG sheet.
+
+use std::path::PathBuf;
+
+use crossbeam_channel::Receiver;
+use egui::{Context, TextureHandle, TextureOptions, Ui};
+
+use crate::engine::ImageShape;
+use crate::export::{frame, sheet};
+use crate::recipe::Recipe;
+use crate::worker::{Command, Event, RunId, WorkerHandle};
+
+use super::history::color_image;
+
+/// One sample of the grid.
+pub struct Cell {
+    pub seed: u64,
+    /// The final x̂₀ once computed, and its texture.
+    pub image: Option<(Vec<f32>, TextureHandle)>,
+}
+
+/// What the grid asks of the app this frame.
+#[derive(Debug, PartialEq)]
+pub enum GridAction {
+    /// Open this seed in the main view.
+    Open(u64),
+    /// Ask where to save the sheet.
+    Export,
+}
+
+pub struct SeedGrid {
+    pub open: bool,
+    pub rows: usize,
+    pub cols: usize,
+    /// Spawned on first use (tests put a detached handle here).
+    pub worker: Option<WorkerHandle>,
+    pub cells: Vec<Cell>,
+    base: Option<Recipe>,
+    /// The run in flight and the cell it fills.
+    running: Option<(RunId, usize)>,
+    next_run: RunId,
+    shape: Option<ImageShape>,
+    /// A pending save dialog's answer.
+    pub save: Option<Receiver<Option<PathBuf>>>,
+    pub message: Option<String>,
+}
+
+impl Default for SeedGrid {
+    fn default() -> Self {
+        Self {
+            open: false,
+            rows: 3,
+            cols: 3,
+            worker: None,
+            cells: Vec::new(),
+            base: None,
+            running: None,
+            next_run: 0,
+            shape: None,
+            save: None,
+            message: None,
+        }
+    }
+}
+
+impl SeedGrid {
+    /// Starts the grid: `base` with seeds base.seed, base.seed + 1, …
+    pub fn start(&mut self, ctx: &Context, base: Recipe) {
+        let first = base.sampler.seed;
+        self.cells =
+            (0..self.rows * self.cols).map(|i| Cell { seed: first.wrapping_add(i as u64), image: None }).collect();
+        self.base = Some(base);
+        self.message = None;
+        self.worker.get_or_insert_with(|| {
+            let ctx = ctx.clone();
+            WorkerHandle::spawn(move || ctx.request_repaint())
+        });
+        self.run_cell(0);
+    }
+
+    fn run_cell(&mut self, i: usize) {
+        let (Some(worker), Some(base)) = (&self.worker, &self.base) else { return };
+        let Some(cell) = self.cells.get(i) else {
+            self.running = None;
+            return;
+        };
+        self.next_run += 1;
+        let mut recipe = base.clone();
+        recipe.sampler.seed = cell.seed;
+        recipe.branched_from = None;
+        self.running = Some((self.next_run, i));
+        worker.send(Command::Start { run: self.next_run, recipe });
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Takes the worker's events: a run's last step fills its cell and starts the next.
+    pub fn drain(&mut self, ctx: &Context) {
+        let Some(worker) = &self.worker else { return };
+        let events: Vec<Event> = worker.events.try_iter().collect();
+        for event in events {
+            let Some((run, i)) = self.running else { break };
+            match event {
+                Event::Dataset(info) => self.shape = Some(info.shape),
+                Event::Step { run: r, record, .. } if r == run => {
+                    let steps = self.base.as_ref().map_or(0, |b| b.sampler.steps);
+                    if let Some(shape) = self.shape.filter(|s| s.len() == record.x0_hat.len())
+                        && record.step + 1 == steps
+                    {
+                        let tex = ctx.load_texture(
+                            format!("grid{run}"),
+                            color_image(&record.x0_hat, shape),
+                            TextureOptions::NEAREST,
+                        );
+                        self.cells[i].image = Some((record.x0_hat, tex));
+                    }
+                }
+                Event::Finished { run: r } if r == run => self.run_cell(i + 1),
+                Event::Error { run: r, message } if r.is_none() || r == Some(run) => {
+                    self.message = Some(message);
+                    self.running = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The grid window's contents.
+    pub fn ui(&mut self, ui: &mut Ui, can_start: Option<&Recipe>) -> Option<GridAction> {
+        let mut action = None;
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut self.rows).range(1..=6));
+            ui.label("rows ×");
+            ui.add(egui::DragValue::new(&mut self.cols).range(1..=8));
+            ui.label("columns");
+            if let Some(base) = can_start
+                && ui
+                    .button("Run grid")
+                    .on_hover_text("the current settings, seeds counting up from the seed")
+                    .clicked()
+            {
+                self.start(ui.ctx(), base.clone());
+            }
+            let done = self.cells.iter().filter(|c| c.image.is_some()).count();
+            if !self.cells.is_empty() {
+                ui.label(format!("{done} / {} done", self.cells.len()));
+            }
+            if done > 0 && ui.button("Export sheet…").clicked() {
+                action = Some(GridAction::Export);
+            }
+        });
+        if let Some(m) = &self.message {
+            ui.colored_label(ui.visuals().error_fg_color, m);
+        }
+        let cols = self.cols.max(1);
+        egui::Grid::new("seed_grid").spacing([6.0, 6.0]).show(ui, |ui| {
+            for (i, cell) in self.cells.iter().enumerate() {
+                ui.vertical(|ui| {
+                    let label = format!("seed {}", cell.seed);
+                    match &cell.image {
+                        Some((_, tex)) => {
+                            let img = egui::Image::new(tex).fit_to_exact_size(egui::vec2(72.0, 72.0));
+                            if ui.add(egui::Button::image(img)).on_hover_text("open in the main view").clicked() {
+                                action = Some(GridAction::Open(cell.seed));
+                            }
+                        }
+                        None => {
+                            ui.add_sized([72.0, 72.0], egui::Spinner::new());
+                        }
+                    }
+                    if ui.small_button(&label).clicked() && cell.image.is_some() {
+                        action = Some(GridAction::Open(cell.seed));
+                    }
+                });
+                if (i + 1) % cols == 0 {
+                    ui.end_row();
+                }
+            }
+        });
+        action
+    }
+
+    /// The finished samples as one labelled PNG (columns as in the grid).
+    pub fn sheet_png(&self, scale: u32) -> Option<Vec<u8>> {
+        let shape = self.shape?;
+        let tiles: Vec<_> = self
+            .cells
+            .iter()
+            .filter_map(|c| {
+                c.image.as_ref().map(|(img, _)| (frame::render(img, shape, scale), format!("seed {}", c.seed)))
+            })
+            .collect();
+        (!tiles.is_empty()).then(|| frame::encode_png(&sheet::contact_sheet_with_columns(&tiles, self.cols)))
+    }
+}

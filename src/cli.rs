@@ -88,10 +88,9 @@ pub struct StudioArgs {
     pub fresh: bool,
 }
 
+/// What one denoiser call needs: the noisy image, the time and the machine.
 #[derive(Args, Debug)]
-pub struct DenoiseArgs {
-    #[command(flatten)]
-    pub data: DatasetArgs,
+pub struct CallArgs {
     /// Noisy image, (C,H,W) or (H,W) float32 .npy.
     #[arg(long)]
     pub input: PathBuf,
@@ -105,6 +104,24 @@ pub struct DenoiseArgs {
     pub patch: usize,
     #[arg(long, default_value = "cosine", value_parser = NoiseSchedule::by_name)]
     pub schedule: NoiseSchedule,
+}
+
+impl CallArgs {
+    /// Refuses a time outside (0, 1] before anything is loaded.
+    fn check_time(&self) -> Result<(), String> {
+        if self.t > 0.0 && self.t <= 1.0 { Ok(()) } else { Err(format!("--t must be in (0, 1], not {}", self.t)) }
+    }
+    fn call(&self) -> Call {
+        Call::new(self.machine, self.boundary, self.patch, self.schedule.alpha_bar(self.t))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DenoiseArgs {
+    #[command(flatten)]
+    pub data: DatasetArgs,
+    #[command(flatten)]
+    pub call: CallArgs,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
@@ -118,25 +135,14 @@ pub struct DenoiseArgs {
 pub struct InspectArgs {
     #[command(flatten)]
     pub data: DatasetArgs,
-    /// Noisy image, (C,H,W) or (H,W) float32 .npy.
-    #[arg(long)]
-    pub input: PathBuf,
-    #[arg(long)]
-    pub t: f64,
-    #[arg(long, value_parser = MachineKind::parse)]
-    pub machine: MachineKind,
-    #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
-    pub boundary: engine::Boundary,
-    #[arg(long, default_value_t = 3)]
-    pub patch: usize,
+    #[command(flatten)]
+    pub call: CallArgs,
     /// The pixel, as ROW,COL (0-based).
     #[arg(long, value_parser = parse_pixel)]
     pub pixel: (usize, usize),
     /// How many of the largest weights to list.
     #[arg(long, default_value_t = 12)]
     pub top: usize,
-    #[arg(long, default_value = "cosine", value_parser = NoiseSchedule::by_name)]
-    pub schedule: NoiseSchedule,
 }
 
 fn parse_pixel(s: &str) -> Result<(usize, usize), String> {
@@ -328,35 +334,31 @@ fn check_patch_arg(
 
 fn denoise(args: DenoiseArgs) -> Result<(), String> {
     // Before loading anything: a bad time needs no dataset to be refused.
-    if !(args.t > 0.0 && args.t <= 1.0) {
-        return Err(format!("--t must be in (0, 1], not {}", args.t));
-    }
+    args.call.check_time()?;
     let source = DatasetSource::parse(&args.data.dataset);
     let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
-    let x = read_image_npy(&args.input, &dataset)?;
-    let (in_shape, _) = data::read_npy_f32(&args.input).map_err(|e| e.to_string())?;
-    check_patch_arg(args.patch, args.machine, args.boundary, dataset.shape)?;
+    let x = read_image_npy(&args.call.input, &dataset)?;
+    let (in_shape, _) = data::read_npy_f32(&args.call.input).map_err(|e| e.to_string())?;
+    check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, dataset.shape)?;
     if !args.force && args.out.exists() {
         return Err(format!("{} already exists (use --force to overwrite)", args.out.display()));
     }
     let device = resolve_device(args.device)?;
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
-    let call = Call::new(args.machine, args.boundary, args.patch, args.schedule.alpha_bar(args.t));
+    let call = args.call.call();
     denoiser.check_call(&call)?;
     let out = denoiser.denoise(&x, &call, &mut Control::none()).map_err(|e| e.to_string())?;
     data::write_npy_f32(&args.out, &in_shape, &out.x0).map_err(|e| e.to_string())
 }
 
 fn inspect(args: InspectArgs) -> Result<(), String> {
-    if !(args.t > 0.0 && args.t <= 1.0) {
-        return Err(format!("--t must be in (0, 1], not {}", args.t));
-    }
+    args.call.check_time()?;
     if args.top == 0 || args.top > 1_000_000 {
         return Err(format!("--top must be between 1 and 1000000, not {}", args.top));
     }
     let source = DatasetSource::parse(&args.data.dataset);
     let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
-    let x = read_image_npy(&args.input, &dataset)?;
+    let x = read_image_npy(&args.call.input, &dataset)?;
     let s = dataset.shape;
     let (row, col) = args.pixel;
     if row >= s.h || col >= s.w {
@@ -368,14 +370,14 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
             s.w - 1
         ));
     }
-    check_patch_arg(args.patch, args.machine, args.boundary, s)?;
+    check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, s)?;
     // One pixel is ranked on the host in float64: no device needed.
     let denoiser = Denoiser::new(&dataset.images, dataset.len(), s, &burn::tensor::Device::flex());
-    let call = Call::new(args.machine, args.boundary, args.patch, args.schedule.alpha_bar(args.t));
+    let call = args.call.call();
     denoiser.check_call(&call)?;
     let ins = denoiser.inspect(&x, &call, row, col, args.top, &Control::none()).map_err(|e| e.to_string())?;
     // Ideal votes are whole images: they come from no particular place.
-    let located = args.machine != MachineKind::Ideal;
+    let located = args.call.machine != MachineKind::Ideal;
     let weights: Vec<serde_json::Value> = ins
         .votes
         .iter()

@@ -276,15 +276,6 @@ fn engine_through_the_op_matches_burn_ops() {
     engine_op_path_matches_burn_ops(&Device::flex());
 }
 
-/// One wgpu device for every test: a second initialisation is refused.
-fn gpu() -> Device {
-    static GPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
-    GPU.get_or_init(|| {
-        morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU adapter").device
-    })
-    .clone()
-}
-
 #[test]
 #[ignore = "needs a GPU adapter; run with --ignored"]
 fn gpu_op_matches_the_exact_softmax() {

@@ -212,15 +212,6 @@ fn gpu_path_matches_the_fixtures() {
     assert_eq!(checked, 66);
 }
 
-/// One wgpu device for every test: a second initialisation is refused.
-fn gpu() -> Device {
-    static GPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
-    GPU.get_or_init(|| {
-        morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU adapter").device
-    })
-    .clone()
-}
-
 /// All 132 single-call cases (gray, RGB, non-square; every machine) through the GPU path.
 #[test]
 #[ignore = "needs a GPU adapter; run with --ignored"]

@@ -26,8 +26,7 @@ fn maps_name_the_inspectors_top_vote_on_every_path() {
 #[test]
 #[ignore = "needs a GPU adapter; run with --ignored"]
 fn gpu_maps_name_the_inspectors_top_vote() {
-    let device = morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU").device;
-    check_paths(&device, &[ElsPath::Op]);
+    check_paths(&gpu(), &[ElsPath::Op]);
 }
 
 fn check_paths(device: &Device, paths: &[ElsPath]) {

@@ -158,6 +158,11 @@ fn els_partials_kernel<I: Numeric>(
     if f1 > total {
         f1 = total;
     }
+    // Whether the block's keys went through shared memory (uniform across the cube). The
+    // comptime test stays an `if` of its own: it removes the shared path from the kernel
+    // entirely when a key does not fit a tile.
+    let mut staged = false;
+    #[allow(clippy::collapsible_if)]
     if comptime![tile > 0] {
         if kstride == 0 {
             // The block's queries share their keys: stage `tile` keys at a time in shared
@@ -201,27 +206,10 @@ fn els_partials_kernel<I: Numeric>(
                 sync_cube();
                 f += tile;
             }
-        } else if active {
-            keys_from_global(
-                images,
-                queries,
-                key_idx,
-                q,
-                k0 + u * kstride,
-                kn,
-                f0,
-                f1,
-                a,
-                inv_two_s2,
-                &mut st,
-                &mut acc,
-                width as usize,
-                c,
-                centre0,
-                plane,
-            );
+            staged = true;
         }
-    } else if active {
+    }
+    if !staged && active {
         keys_from_global(
             images,
             queries,

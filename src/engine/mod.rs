@@ -25,6 +25,7 @@ pub mod patch;
 pub mod sampler;
 pub mod schedule;
 pub mod softmax;
+pub mod stats;
 
 pub use control::{CancelToken, Cancelled, Control};
 pub use denoiser::{Call, Denoised, Denoiser, ElsPath, PixelMaps};

@@ -14,6 +14,16 @@ pub fn fixtures() -> PathBuf {
     root.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()).join("tests/fixtures")
 }
 
+/// One wgpu device for every GPU test (the `--ignored` ones): a second initialisation in
+/// the same process is refused.
+pub fn gpu() -> burn::tensor::Device {
+    static GPU: std::sync::OnceLock<burn::tensor::Device> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        morphogen::engine::device::resolve(morphogen::engine::DeviceChoice::Gpu).expect("a GPU adapter").device
+    })
+    .clone()
+}
+
 pub fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
     read_npy_f32(&fixtures().join(name)).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -41,17 +51,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 pub fn corr(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa * sbb).sqrt()
+    morphogen::engine::stats::pearson(a, b)
 }
 
 /// A small seeded training set in [−1, 1].

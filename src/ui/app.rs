@@ -603,7 +603,10 @@ impl StudioApp {
             panels.insert(at, canvas::Panel { title: &nearest_title, texture: tex, values: None, tint, arrow: None });
         }
         let novelty = nearest_tex.as_ref().map(|_| {
+            // A shift of 26 on a 28-pixel side reads better as −2.
+            let signed = |d: usize, n: usize| if d > n / 2 { d as isize - n as isize } else { d as isize };
             let shifted = step.record.nearest_shifted.map(|(m, rms, (dy, dx))| {
+                let (dy, dx) = (signed(dy, shape.h), signed(dx, shape.w));
                 format!("; under circular shifts: #{m} moved by ({dx}, {dy}) px, RMS {rms:.3}")
             });
             format!("x̂₀ to its nearest training image #{nearest}: RMS {nearest_rms:.3}{}", shifted.unwrap_or_default())

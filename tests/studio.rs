@@ -584,7 +584,7 @@ fn compare_mode_runs_a_second_column_and_plots_r() {
     assert_eq!(h.state().compare.steps.len(), 3);
     let app = h.state();
     let main: Vec<&StepRecord> = app.history.current().unwrap().steps.iter().map(|s| &s.record).collect();
-    let r = app.compare.correlations(&main);
+    let r = app.compare.correlations(app.history.current().unwrap().id, &main);
     assert_eq!(r.iter().map(|p| p[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0], "one r per step both columns have");
 }
 

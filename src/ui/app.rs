@@ -507,7 +507,7 @@ impl StudioApp {
             return;
         };
         let records: Vec<&crate::engine::StepRecord> = run.steps.iter().map(|s| &s.record).collect();
-        let compare_r = self.compare.is_on().then(|| self.compare.correlations(&records));
+        let compare_r = self.compare.is_on().then(|| self.compare.correlations(run.id, &records));
         let view = TimelineView {
             run,
             live,
@@ -624,8 +624,8 @@ impl StudioApp {
         if self.compare.is_on() {
             let text = match (&self.compare.error, &cmp) {
                 (Some(e), _) => format!("compare column: {e}"),
-                (None, Some((_, values))) => {
-                    let r = super::compare::pearson(&x0v, values);
+                (None, Some(_)) => {
+                    let r = self.compare.r_at(run_id, &step.record).unwrap_or(0.0);
                     format!("compare: r(x̂₀, {}) = {r:.3} at this step (r² = {:.3})", self.compare.label, r * r)
                 }
                 (None, None) if self.compare.shape.is_some_and(|s| s != shape) => {
@@ -636,7 +636,7 @@ impl StudioApp {
             ui.label(text);
         }
         if let (Some((kind, _)), Some(m)) = (map, maps.as_ref()) {
-            self.maps_view.legend(ui, kind, m, shape, n_train, same_set);
+            self.maps_view.legend(ui, (run_id, k, kind), m, shape, n_train, same_set);
         }
         if let Some((y, x)) = out.clicked
             && stale.is_none()

@@ -83,6 +83,8 @@ pub struct Compare {
     /// The column's image shape (its dataset may differ from the main run's).
     pub shape: Option<crate::engine::ImageShape>,
     next_run: RunId,
+    /// r per (main run, step), computed once when both columns have that step.
+    r_cache: std::cell::RefCell<std::collections::HashMap<(RunId, usize), f64>>,
 }
 
 impl Compare {
@@ -98,6 +100,7 @@ impl Compare {
         self.label = settings.label();
         self.steps.clear();
         self.error = None;
+        self.r_cache.get_mut().clear();
         worker.send(Command::Start { run, recipe: settings.recipe(main) });
     }
 
@@ -149,13 +152,17 @@ impl Compare {
         self.steps.get(k)
     }
 
-    /// Pearson r of the two x̂₀ at every step both columns have (same length only).
-    pub fn correlations(&self, main: &[&StepRecord]) -> Vec<[f64; 2]> {
-        main.iter()
-            .zip(&self.steps)
-            .filter(|(a, b)| a.x0_hat.len() == b.record.x0_hat.len())
-            .map(|(a, b)| [a.step as f64, pearson(&a.x0_hat, &b.record.x0_hat)])
-            .collect()
+    /// Pearson r of main run `run`'s step against this column's step of the same index, when
+    /// both exist and have the same size (computed once, then remembered).
+    pub fn r_at(&self, run: RunId, main: &StepRecord) -> Option<f64> {
+        let other = self.steps.get(main.step).filter(|c| c.record.x0_hat.len() == main.x0_hat.len())?;
+        let mut cache = self.r_cache.borrow_mut();
+        Some(*cache.entry((run, main.step)).or_insert_with(|| pearson(&main.x0_hat, &other.record.x0_hat)))
+    }
+
+    /// [`Compare::r_at`] at every step of the main run that has one: ([step, r]).
+    pub fn correlations(&self, run: RunId, main: &[&StepRecord]) -> Vec<[f64; 2]> {
+        main.iter().filter_map(|m| self.r_at(run, m).map(|r| [m.step as f64, r])).collect()
     }
 
     /// The controls of the comparison: returns true when the user changed them.

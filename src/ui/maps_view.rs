@@ -17,6 +17,8 @@ use super::history::color_image;
 pub struct MapsView {
     maps: HashMap<(RunId, usize, MapKind), TextureHandle>,
     images: HashMap<usize, TextureHandle>,
+    /// Per (run, step, map): the legend's summary (distinct images, or the mean value).
+    summaries: HashMap<(RunId, usize, MapKind), f32>,
     /// The pixel hovered last frame (the arrow and readout follow it).
     pub hovered: Option<(usize, usize)>,
 }
@@ -77,22 +79,33 @@ impl MapsView {
     pub fn legend(
         &mut self,
         ui: &mut Ui,
-        kind: MapKind,
+        key: (RunId, usize, MapKind),
         maps: &PixelMaps,
         shape: ImageShape,
         n_train: usize,
         dataset: Option<&DatasetInfo>,
     ) {
+        let kind = key.2;
+        if self.summaries.len() > CACHE {
+            self.summaries.clear();
+        }
+        // Computed once per step and map, not every frame.
+        let summary = *self.summaries.entry(key).or_insert_with(|| match kind {
+            MapKind::Mosaic => {
+                let mut distinct: Vec<u32> = maps.winner.iter().copied().filter(|&w| w != u32::MAX).collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                distinct.len() as f32
+            }
+            MapKind::Offset => maps.offset(shape.w).iter().sum::<f32>() / shape.pixels() as f32,
+            MapKind::Entropy => maps.entropy.iter().sum::<f32>() / shape.pixels() as f32,
+        });
         ui.horizontal(|ui| {
             ui.label(egui::RichText::new(kind.title()).strong());
             match kind {
                 MapKind::Mosaic => {
-                    let mut distinct: Vec<u32> = maps.winner.iter().copied().filter(|&w| w != u32::MAX).collect();
-                    distinct.sort_unstable();
-                    distinct.dedup();
                     ui.label(format!(
-                        "one colour per training image: this step draws on {} of the {n_train} images",
-                        distinct.len()
+                        "one colour per training image: this step draws on {summary} of the {n_train} images"
                     ));
                 }
                 MapKind::Offset | MapKind::Entropy => {
@@ -112,11 +125,7 @@ impl MapsView {
                         painter.rect_filled(r, 0.0, Color32::from_rgb(c[0], c[1], c[2]));
                     }
                     ui.label(format!("{max:.1} {unit}"));
-                    let mean = match kind {
-                        MapKind::Offset => maps.offset(shape.w).iter().sum::<f32>() / shape.pixels() as f32,
-                        _ => maps.entropy.iter().sum::<f32>() / shape.pixels() as f32,
-                    };
-                    ui.label(format!("(mean {mean:.2} {unit})"));
+                    ui.label(format!("(mean {summary:.2} {unit})"));
                 }
             }
         });

@@ -137,13 +137,28 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Spawns the worker; `wake` is called after every event (the UI passes `request_repaint`).
     pub fn spawn(wake: impl Fn() + Send + 'static) -> Self {
+        Self::spawn_with(wake, None)
+    }
+
+    /// A worker for a second view (compare column, seed grid): its caches are held to
+    /// [`SECONDARY_CACHE_BYTES`], so three workers cannot each keep 1.5 GB of key banks; past
+    /// that it cuts keys per call (slower, bounded).
+    pub fn spawn_secondary(wake: impl Fn() + Send + 'static) -> Self {
+        Self::spawn_with(wake, Some(SECONDARY_CACHE_BYTES))
+    }
+
+    fn spawn_with(wake: impl Fn() + Send + 'static, cache_budget: Option<usize>) -> Self {
         let (tx, rx) = unbounded();
         let (etx, events) = unbounded();
         let cancel = Arc::new(Mutex::new(CancelToken::new()));
         let shared = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("morphogen-worker".into())
-            .spawn(move || Worker::new(rx, etx, shared, Box::new(wake)).run())
+            .spawn(move || {
+                let mut worker = Worker::new(rx, etx, shared, Box::new(wake));
+                worker.cache_budget = cache_budget;
+                worker.run()
+            })
             .expect("cannot spawn the worker thread");
         Self { tx, events, cancel, thread: Some(thread) }
     }
@@ -194,7 +209,12 @@ struct Worker {
     devices: Vec<(DeviceChoice, engine::ResolvedDevice)>,
     loaded: Option<Loaded>,
     active: Option<Active>,
+    /// Overrides the denoiser's cache budget (secondary workers).
+    cache_budget: Option<usize>,
 }
+
+/// Cache budget of a secondary worker: 256 MB.
+pub const SECONDARY_CACHE_BYTES: usize = 256 << 20;
 
 impl Worker {
     fn new(
@@ -203,7 +223,7 @@ impl Worker {
         cancel: Arc<Mutex<CancelToken>>,
         wake: Box<dyn Fn() + Send>,
     ) -> Self {
-        Self { rx, tx, cancel, wake, devices: Vec::new(), loaded: None, active: None }
+        Self { rx, tx, cancel, wake, devices: Vec::new(), loaded: None, active: None, cache_budget: None }
     }
 
     fn emit(&self, event: Event) {
@@ -335,7 +355,10 @@ impl Worker {
             thumbnails: (0..dataset.len()).step_by(step).take(24).map(|k| dataset.image(k).to_vec()).collect(),
             images: (dataset.images.len() <= UI_IMAGES_MAX).then(|| std::sync::Arc::new(dataset.images.clone())),
         };
-        let denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
+        let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
+        if let Some(budget) = self.cache_budget {
+            denoiser.cache_budget_bytes = budget;
+        }
         let hash = info.hash.clone();
         self.loaded = Some(Loaded { source: source.clone(), options: options.clone(), device, hash, denoiser });
         self.emit(Event::Dataset(Box::new(info)));

@@ -92,7 +92,7 @@ impl Compare {
     pub fn start(&mut self, ctx: &Context, settings: &CompareSettings, main: &Recipe) {
         let worker = self.worker.get_or_insert_with(|| {
             let ctx = ctx.clone();
-            WorkerHandle::spawn(move || ctx.request_repaint())
+            WorkerHandle::spawn_secondary(move || ctx.request_repaint())
         });
         self.next_run += 1;
         let run = self.next_run;

@@ -75,7 +75,7 @@ impl SeedGrid {
         self.message = None;
         self.worker.get_or_insert_with(|| {
             let ctx = ctx.clone();
-            WorkerHandle::spawn(move || ctx.request_repaint())
+            WorkerHandle::spawn_secondary(move || ctx.request_repaint())
         });
         self.run_cell(0);
     }

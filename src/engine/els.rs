@@ -47,12 +47,7 @@ impl Denoiser {
                 continue;
             }
             if group.host.key_pixels.is_empty() {
-                // No admissible training patch (circular windows larger than the image).
-                for &px in &group.host.pixels {
-                    for ch in 0..c {
-                        x0[ch * hw + px] = self.mean[ch];
-                    }
-                }
+                self.fill_mean(&mut x0, &group.host.pixels);
                 continue;
             }
             let queries = xq.clone().select(1, group.query_idx.clone()).reshape([q, d]); // [Q, D]
@@ -188,6 +183,17 @@ impl Denoiser {
 const HOST_CHUNK_KEYS: usize = 16_384;
 
 impl Denoiser {
+    /// x̂₀ = the mean at `pixels`: they have no admissible training patch (circular windows
+    /// larger than the image), so every path answers with the training set's mean there.
+    fn fill_mean(&self, x0: &mut [f32], pixels: &[usize]) {
+        let hw = self.shape.pixels();
+        for &px in pixels {
+            for (ch, &m) in self.mean.iter().enumerate() {
+                x0[ch * hw + px] = m;
+            }
+        }
+    }
+
     /// ELS through [`super::fused_cpu`]: same groups, same math, one fused pass per tile.
     fn els_fused(
         &mut self,
@@ -248,11 +254,7 @@ impl Denoiser {
                 continue;
             }
             if g.key_pixels.is_empty() {
-                for &px in &g.pixels {
-                    for ch in 0..c {
-                        x0[ch * hw + px] = self.mean[ch];
-                    }
-                }
+                self.fill_mean(&mut x0, &g.pixels);
                 continue;
             }
             let mut queries = vec![0f32; q * da]; // [Q, D+1]
@@ -395,11 +397,7 @@ impl Denoiser {
         let d = c * key.patch * key.patch;
         let mut x0 = vec![0f32; self.shape.len()];
         let mut maps = call.maps.then(|| PixelMaps::empty(hw));
-        for &px in &tables.empty {
-            for ch in 0..c {
-                x0[ch * hw + px] = self.mean[ch];
-            }
-        }
+        self.fill_mean(&mut x0, &tables.empty);
         ctl.begin(1)?;
         let mut entropy_sum = 0f64;
         if !tables.pixels.is_empty() {

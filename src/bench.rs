@@ -99,6 +99,13 @@ pub fn flops(machine: MachineKind, boundary: Boundary, n: usize, s: ImageShape, 
         (MachineKind::Els, Boundary::Zeros) => {
             2.0 * c * (p * p + 1.0) * n * ((h1 * w1).powi(2) + 2.0 * r * w1 * w1 + 2.0 * r * h1 * h1 + 4.0 * r * r)
         }
+        // Two products with the D×r eigenbasis (r ≤ D).
+        (MachineKind::Gaussian, _) => 4.0 * (c * h * w).powi(2),
+        // Two passes, each: differences, window sums (2P adds), exp; the second also spreads
+        // weights back (2P adds) and accumulates C values.
+        (MachineKind::Pspc, _) => n * h * w * (8.0 * c + 8.0 * p + 10.0),
+        // The masked distances are one [N, D] × [D, D] product.
+        (MachineKind::PcaLocality, _) => 2.0 * n * (c * h * w).powi(2) + 8.0 * n * c * h * w,
     }
 }
 
@@ -184,6 +191,14 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         cases.push((format!("local-28x28-gray-P{p}"), MachineKind::Local, Boundary::Zeros, p, false));
     }
     cases.push(("ideal-28x28-gray".into(), MachineKind::Ideal, Boundary::Zeros, 0, false));
+    // The later machines (their one-off float64 fit is timed on its own below).
+    cases.push(("gaussian-28x28-gray".into(), MachineKind::Gaussian, Boundary::Zeros, 0, false));
+    cases.push(("gaussian-32x32-rgb".into(), MachineKind::Gaussian, Boundary::Zeros, 0, true));
+    for p in [3, 7] {
+        cases.push((format!("pspc-28x28-gray-P{p}"), MachineKind::Pspc, Boundary::Zeros, p, false));
+    }
+    cases.push(("pca-locality-28x28-gray".into(), MachineKind::PcaLocality, Boundary::Zeros, 0, false));
+    cases.push(("pca-locality-32x32-rgb".into(), MachineKind::PcaLocality, Boundary::Zeros, 0, true));
 
     let mut gray_denoiser = Denoiser::new(&gray, args.n, gray_shape, &device.device);
     let mut rgb_denoiser = Denoiser::new(&rgb, args.n_rgb, rgb_shape, &device.device);
@@ -216,6 +231,26 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         let secs = median((0..args.reps.max(1)).map(|_| time()).collect());
         let f = flops(machine, boundary, n, shape, p.max(1));
         let r = BenchResult::new(name, machine, boundary, n, shape, p, secs, f, matmul);
+        print_row(&r, args.json);
+        results.push(r);
+    }
+
+    // The Gaussian machines' fit: mean, covariance (or Gram matrix) and its eigendecomposition,
+    // once per dataset, in float64 on the host.
+    for (name, is_rgb) in [("gaussian-fit-28x28-gray", false), ("gaussian-fit-32x32-rgb", true)] {
+        if !wanted(name) {
+            continue;
+        }
+        let (images, n, shape) = if is_rgb { (&rgb, args.n_rgb, rgb_shape) } else { (&gray, args.n, gray_shape) };
+        let d = shape.len();
+        let t = Instant::now();
+        let model = engine::gaussian::GaussianModel::fit(images, n, d, &Control::none()).expect("no cancel");
+        let secs = t.elapsed().as_secs_f64();
+        // Covariance or Gram product, then ~9 m³ for tred2 + tql2 with vectors (m = its side).
+        let m = n.min(d) as f64;
+        let f = 2.0 * (n * d) as f64 * m + 9.0 * m.powi(3);
+        let r = BenchResult::new(name.into(), MachineKind::Gaussian, Boundary::Zeros, n, shape, 0, secs, f, matmul);
+        eprintln!("{name}: rank {}", model.lambda.len());
         print_row(&r, args.json);
         results.push(r);
     }

@@ -96,6 +96,7 @@ pub struct CallArgs {
     pub input: PathBuf,
     #[arg(long)]
     pub t: f64,
+    /// ideal, equivariant, local, els, gaussian, pspc or pca-locality.
     #[arg(long, value_parser = MachineKind::parse)]
     pub machine: MachineKind,
     #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
@@ -155,6 +156,7 @@ fn parse_pixel(s: &str) -> Result<(usize, usize), String> {
 pub struct SampleArgs {
     #[command(flatten)]
     pub data: DatasetArgs,
+    /// ideal, equivariant, local, els, gaussian, pspc or pca-locality.
     #[arg(long, default_value = "els", value_parser = MachineKind::parse)]
     pub machine: MachineKind,
     #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
@@ -372,7 +374,7 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
     }
     check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, s)?;
     // One pixel is ranked on the host in float64: no device needed.
-    let denoiser = Denoiser::new(&dataset.images, dataset.len(), s, &burn::tensor::Device::flex());
+    let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), s, &burn::tensor::Device::flex());
     let call = args.call.call();
     denoiser.check_call(&call)?;
     let ins = denoiser.inspect(&x, &call, row, col, args.top, &Control::none()).map_err(|e| e.to_string())?;
@@ -390,12 +392,20 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
             })
         })
         .collect();
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "x0": ins.x0,
         "entropy": ins.entropy,
         "candidates": ins.candidates,
         "weights": weights,
     });
+    // The Gaussian machine reads z − μ through one row of its Wiener filter (no votes); the
+    // PCA-locality machine compares over a learned window, listed as (row, col) pairs.
+    if let Some(filter) = &ins.filter {
+        out["filter"] = serde_json::json!(filter.chunks(s.w).collect::<Vec<_>>());
+    }
+    if let Some(window) = &ins.window {
+        out["window"] = serde_json::json!(window.iter().map(|&p| [p / s.w, p % s.w]).collect::<Vec<_>>());
+    }
     println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     Ok(())
 }

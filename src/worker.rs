@@ -297,8 +297,9 @@ impl Worker {
                 }
                 let ctl = Control::new(&token, None);
                 let top = top.clamp(1, MAX_INSPECT_TOP);
-                let Ok(result) = loaded.denoiser.inspect(&x_t, &call, y, x, top, &ctl) else { return };
-                let den = &loaded.denoiser;
+                let den = &mut self.loaded.as_mut().expect("checked above").denoiser;
+                let Ok(result) = den.inspect(&x_t, &call, y, x, top, &ctl) else { return };
+                let den = &*den;
                 let crops =
                     result.votes.iter().map(|v| crop(den, &den.training_image(v.image), v.y, v.x, &call)).collect();
                 let images = result.votes.iter().map(|v| den.training_image(v.image)).collect();
@@ -478,8 +479,6 @@ pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// The part of a training image a vote refers to: the P×P patch around its centre for the
-/// local machines, the whole image otherwise.
 /// The most votes one inspection returns.
 pub const MAX_INSPECT_TOP: usize = 200;
 

@@ -156,7 +156,7 @@ fn the_ninety_percent_count_spans_uniform_to_one_winner() {
     let shape = ImageShape { c: 1, h: 6, w: 6 };
     let n = 13;
     let train = random_set(n, shape, 41);
-    let den = Denoiser::new(&train, n, shape, &Device::flex());
+    let mut den = Denoiser::new(&train, n, shape, &Device::flex());
     let x = random_set(1, shape, 42);
     let wide = Call::new(MachineKind::Ideal, Boundary::Zeros, 3, 1e-9);
     assert_eq!(den.inspect(&x, &wide, 2, 2, 5, &Control::none()).unwrap().count_90, 12);

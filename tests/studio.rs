@@ -487,6 +487,7 @@ fn the_mosaic_panel_names_the_hovered_pixels_source() {
             winner: (0..64).map(|p| p % 3).collect(),
             source: (0..64).map(|p| if p >= 8 { p - 8 } else { p }).collect(),
             entropy: vec![0.5; 64],
+            windows: None,
         });
     }
     tx.send(ev).unwrap();
@@ -528,7 +529,16 @@ fn the_inspector_lists_the_top_k_with_the_ninety_percent_count() {
     assert_eq!((*top, *y, *x), (5, 3, 4));
     let votes: Vec<Vote> =
         (0..8).map(|k| Vote { image: 100 + k, y: 3, x: 4, weight: 0.5f64.powi(k as i32 + 1) }).collect();
-    let result = Inspection { votes, candidates: 80, weight_sum: 1.0, entropy: 1.2, x0: vec![0.1], count_90: 4 };
+    let result = Inspection {
+        votes,
+        candidates: 80,
+        weight_sum: 1.0,
+        entropy: 1.2,
+        x0: vec![0.1],
+        count_90: 4,
+        filter: None,
+        window: None,
+    };
     let patch = (ImageShape { c: 1, h: 3, w: 3 }, vec![0.0; 9]);
     tx.send(Event::Inspected {
         run: id,
@@ -648,4 +658,146 @@ fn the_seed_grid_fills_in_opens_a_sample_and_exports_a_sheet() {
     h.run_steps(2);
     let sheet = image::open(dir.path().join("seed-grid.png")).expect("the sheet was written");
     assert!(sheet.width() > 2 * 32 && sheet.height() > 32, "{}×{}", sheet.width(), sheet.height());
+}
+
+/// The machine zoo: all seven machines from one seed, one column each, labelled; a machine
+/// that refuses these images marks its cell and the zoo goes on; the sheet exports.
+#[test]
+fn the_machine_zoo_runs_every_machine_from_one_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (grid_handle, grid_rx, grid_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(Settings { seed: 9, ..Settings::default() }, |app| {
+        app.seed_grid.worker = Some(grid_handle);
+        app.export.paths = PathSource::Fixed(dir.path().to_path_buf());
+    });
+    started_with_steps(&mut h, &rx, &tx, 1);
+    // The button sits at the foot of the settings panel: scroll to it as a person would.
+    h.get_by_label("Machine zoo…").scroll_to_me();
+    h.run_steps(3);
+    h.get_by_label("Machine zoo…").click();
+    h.run_steps(3);
+    h.get_by_label("seed × 7 machines");
+    h.get_by_label("Run grid").click();
+    h.run_steps(2);
+    grid_tx.send(dataset_event()).unwrap();
+    let mut machines = Vec::new();
+    for (i, want) in MachineKind::ALL.into_iter().enumerate() {
+        let cmds: Vec<Command> = grid_rx.try_iter().collect();
+        let Some(Command::Start { run, recipe }) = cmds.iter().find(|c| matches!(c, Command::Start { .. })) else {
+            panic!("no start for {want:?}: {cmds:?}")
+        };
+        assert_eq!(recipe.sampler.seed, 9, "every machine starts from the same seed");
+        assert_eq!(recipe.sampler.machine, want);
+        machines.push(recipe.sampler.machine);
+        if want == MachineKind::Gaussian {
+            grid_tx.send(Event::Error { run: Some(*run), message: "Gaussian is limited to D ≤ 4096".into() }).unwrap();
+        } else {
+            let Event::Step { mut record, .. } = step(*run, 19) else { unreachable!() };
+            record.x0_hat = vec![i as f32 / 10.0; 64];
+            grid_tx.send(Event::Step { run: *run, record, seconds: 0.1 }).unwrap();
+            grid_tx.send(Event::Finished { run: *run }).unwrap();
+        }
+        h.run_steps(2);
+    }
+    assert_eq!(machines.len(), 7);
+    h.get_by_label("7 / 7 done");
+    h.get_by_label("refused");
+    h.get_by_label("PSPC-Square · seed 9");
+    drain(&rx);
+    h.get_by_label("PCA-locality · seed 9").click();
+    h.run_steps(2);
+    let cmds = drain(&rx);
+    let Some(Command::Start { recipe, .. }) = cmds.iter().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("opening a zoo cell starts it in the main view: {cmds:?}")
+    };
+    assert_eq!((recipe.sampler.seed, recipe.sampler.machine), (9, MachineKind::PcaLocality));
+    h.get_by_label("Export sheet…").click();
+    h.run_steps(2);
+    let sheet = image::open(dir.path().join("machine-zoo.png")).expect("the sheet was written");
+    // Six finished tiles in one row of seven columns.
+    assert!(sheet.width() > 5 * 32, "{}×{}", sheet.width(), sheet.height());
+}
+
+/// PCA-locality: hovering a pixel shades its learned window and says how large it is.
+#[test]
+fn hovering_a_pca_locality_pixel_shows_its_learned_window() {
+    use morphogen::engine::pca_locality::PixelWindows;
+    let (mut h, rx, tx) = harness(Settings::default());
+    let id = started_with_steps(&mut h, &rx, &tx, 0);
+    tx.send(Event::Started { run: id, device: morphogen::engine::DeviceChoice::Cpu, dataset_hash: "abc".into() })
+        .unwrap();
+    // Pixel p's window: p and the pixel after it, and for odd p also the first pixel.
+    let mut windows = PixelWindows::new(64);
+    for p in 0..64 {
+        windows.set(p, p);
+        windows.set(p, (p + 1) % 64);
+        if p % 2 == 1 {
+            windows.set(p, 0);
+        }
+    }
+    let mut ev = step(id, 0);
+    if let Event::Step { record, .. } = &mut ev {
+        let mut maps = morphogen::engine::PixelMaps {
+            winner: vec![1; 64],
+            source: (0..64).collect(),
+            entropy: vec![0.5; 64],
+            windows: None,
+        };
+        maps.windows = Some(std::sync::Arc::new(windows));
+        record.maps = Some(maps);
+    }
+    tx.send(ev).unwrap();
+    h.run_steps(3);
+    let title = h.get_by_label("mosaic").rect();
+    'search: for dy in (20..600).step_by(20) {
+        for dx in (0..300).step_by(20) {
+            h.hover_at(egui::pos2(title.left() + dx as f32, title.bottom() + dy as f32));
+            h.run_steps(1);
+            if h.state().maps_view.hovered.is_some() {
+                break 'search;
+            }
+        }
+    }
+    h.run_steps(2);
+    let (y, x) = h.state().maps_view.hovered.expect("a pixel under the pointer");
+    let p = y * 8 + x;
+    let size = if p % 2 == 1 && p != 63 { 3 } else { 2 };
+    h.get_by_label_contains(&format!("compares over a learned window of {size} pixels"));
+}
+
+/// The Gaussian machine has no votes: the inspector shows the pixel's Wiener-filter row.
+#[test]
+fn the_inspector_shows_the_gaussian_filter_row() {
+    use morphogen::engine::Inspection;
+    let (mut h, rx, tx) = harness(Settings::default());
+    let id = started_with_steps(&mut h, &rx, &tx, 2);
+    h.state_mut().request_inspect(2, 2);
+    drain(&rx);
+    let mut filter = vec![0.0; 64];
+    (filter[18], filter[19], filter[26]) = (0.6, -0.2, 0.1);
+    let result = Inspection {
+        votes: Vec::new(),
+        candidates: 64,
+        weight_sum: 0.5,
+        entropy: 0.0,
+        x0: vec![0.25],
+        count_90: 3,
+        filter: Some(filter),
+        window: None,
+    };
+    let whole = (ImageShape { c: 1, h: 8, w: 8 }, vec![0.0; 64]);
+    tx.send(Event::Inspected {
+        run: id,
+        step: 1,
+        y: 2,
+        x: 2,
+        result: Box::new(result),
+        crops: Vec::new(),
+        images: Vec::new(),
+        query: whole,
+    })
+    .unwrap();
+    h.run_steps(2);
+    h.get_by_label_contains("this is the pixel's row of W (its Wiener filter). It reads 3 pixels");
+    h.get_by_label_contains("its own weight is 0.600; the row sums to 0.500");
 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::control::{Cancelled, Control};
+use super::gaussian::{GaussianModel, MAX_GAUSSIAN_VALUES};
 use super::geometry::{ImageShape, PixelGroup};
 use super::machine::{Boundary, MachineKind, max_patch};
+use super::pca_locality::{LocalityMasks, PCA_THRESHOLD, PixelWindows};
 
 /// One denoiser evaluation: which machine, where in time, how local.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,13 +69,16 @@ pub struct PixelMaps {
     /// Entropy of the pixel's weights in nats (the ideal and equivariant machines share one
     /// softmax over the whole image, so every pixel holds the same value).
     pub entropy: Vec<f32>,
+    /// The PCA-locality machine's learned window of every pixel (None for the others, whose
+    /// windows are squares).
+    pub windows: Option<Arc<PixelWindows>>,
 }
 
 impl PixelMaps {
     /// Maps for `hw` pixels before any is filled: no winner (`u32::MAX`, also what a pixel
     /// with no admissible training patch keeps), each pixel its own source.
     pub(crate) fn empty(hw: usize) -> Self {
-        Self { winner: vec![u32::MAX; hw], source: (0..hw as u32).collect(), entropy: vec![0.0; hw] }
+        Self { winner: vec![u32::MAX; hw], source: (0..hw as u32).collect(), entropy: vec![0.0; hw], windows: None }
     }
 
     /// Fills a pixel group's entries from each query's winning column (image-major over the
@@ -190,6 +195,17 @@ pub struct Denoiser {
     pub(crate) images: Tensor<2>,
     /// Host copy of the centred images, for stats and inspection.
     pub(crate) host_centred: Arc<Vec<f32>>,
+    /// The images as given ([N, C·H·W]): the Gaussian machines fit their float64 covariance
+    /// to these, not to a float32 re-centring of them.
+    pub(crate) host_images: Arc<Vec<f32>>,
+    /// The Gaussian machines' model of the training set, fitted on first use and kept for the
+    /// dataset's lifetime (its eigendecomposition is the expensive part).
+    pub(crate) gaussian: Option<Arc<GaussianModel>>,
+    /// PCA-locality masks per (ᾱ, threshold), oldest first.
+    pub(crate) pca_masks: Vec<((u64, u64), Arc<LocalityMasks>)>,
+    /// The PCA-locality machine's mask threshold τ ([`PCA_THRESHOLD`]; tests set 0, which
+    /// makes every window the whole image and the machine the Ideal one).
+    pub pca_threshold: f64,
     /// Logit entries one chunk may hold; bounds memory whatever N is. 2¹⁸ (1 MB of f32)
     /// keeps each temporary in L2 and under the allocator's mmap threshold: with 16 MB
     /// chunks a third of a call went to page faults on fresh buffers.
@@ -232,6 +248,7 @@ impl Denoiser {
                 host.push(cv);
             }
         }
+        let host_images = Arc::new(images.to_vec());
         let images = Tensor::<2>::from_data(TensorData::new(centred, [n, stride]), device);
         Self {
             device: device.clone(),
@@ -240,6 +257,10 @@ impl Denoiser {
             mean,
             images,
             host_centred: Arc::new(host),
+            host_images,
+            gaussian: None,
+            pca_masks: Vec::new(),
+            pca_threshold: PCA_THRESHOLD,
             chunk_logits: 1 << 18,
             cache_budget_bytes: 3 << 29,
             groups: HashMap::new(),
@@ -276,6 +297,18 @@ impl Denoiser {
             MachineKind::Local | MachineKind::Els => {
                 let p = call.effective_patch(s) as f64;
                 (2.0 * 8.0 * hw * s.c as f64 * p * p, "the patch index tables")
+            }
+            MachineKind::Pspc => return Ok(()),
+            MachineKind::Gaussian | MachineKind::PcaLocality => {
+                if s.len() > MAX_GAUSSIAN_VALUES {
+                    return Err(format!(
+                        "{} works on the D×D covariance of all C·H·W = {} values of an image in float64; \
+                         it is limited to D ≤ {MAX_GAUSSIAN_VALUES} (64×64 gray, 36×36 RGB); use smaller images",
+                        call.machine.title(),
+                        s.len()
+                    ));
+                }
+                return Ok(());
             }
         };
         let limit = self.cache_budget_bytes.max(MIN_CALL_BYTES) as f64;
@@ -316,6 +349,9 @@ impl Denoiser {
             MachineKind::Equivariant => self.equivariant(x, call, ctl),
             MachineKind::Local => self.local(x, call, ctl),
             MachineKind::Els => self.els(x, call, true, ctl),
+            MachineKind::Gaussian => self.gaussian_machine(x, call, ctl),
+            MachineKind::Pspc => self.pspc(x, call, ctl),
+            MachineKind::PcaLocality => self.pca_locality(x, call, ctl),
         }
     }
 
@@ -422,12 +458,15 @@ impl Denoiser {
         let banks: usize = self.banks.keys().chain(self.host_banks.keys()).map(|&k| self.bank_bytes(k)).sum();
         let es = self.es_index.as_ref().map(|_| self.shape.c * self.shape.pixels().pow(2) * 16).unwrap_or(0);
         let tables: usize = self.op_tables.values().map(|t| t.bytes).sum();
-        groups + banks + es + tables
+        let gaussian = self.gaussian.as_ref().map(|g| g.bytes()).unwrap_or(0);
+        let masks = self.pca_masks.len() * self.shape.len().pow(2) * 4;
+        groups + banks + es + tables + gaussian + masks
     }
 
     /// Drops every key bank, the equivariant tables and every geometry's pixel groups but
     /// `keep`'s (the call in progress holds on to those).
     fn evict_all_but(&mut self, keep: GeometryKey) {
+        self.pca_masks.clear();
         self.groups.retain(|k, _| *k == keep);
         self.op_tables.retain(|k, _| *k == keep);
         self.banks.clear();
@@ -437,6 +476,7 @@ impl Denoiser {
 
     /// Drops everything cached (before new pixel groups or equivariant tables move in).
     pub(crate) fn evict_everything(&mut self) {
+        self.pca_masks.clear();
         self.groups.clear();
         self.op_tables.clear();
         self.banks.clear();

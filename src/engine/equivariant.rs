@@ -57,6 +57,7 @@ impl Denoiser {
                 winner: vec![n as u32; hw],
                 source: (0..hw).map(|p| (((p / w + h - sy) % h) * w + (p % w + w - sx) % w) as u32).collect(),
                 entropy: vec![entropy; hw],
+                windows: None,
             }
         });
         Ok(Denoised { x0: self.uncentre(to_host(out)), entropy, maps })

@@ -32,6 +32,7 @@ impl Denoiser {
             winner: vec![w[0] as u32; hw],
             source: (0..hw as u32).collect(),
             entropy: vec![entropy; hw],
+            windows: None,
         });
         Ok(Denoised { x0: self.uncentre(to_host(out)), entropy, maps })
     }

@@ -24,6 +24,7 @@ impl Denoiser {
             winner: w.iter().map(|&n| n as u32).collect(),
             source: (0..hw as u32).collect(),
             entropy: entropy.unwrap_or_default(),
+            windows: None,
         });
         Ok(Denoised { x0, entropy: mean.unwrap_or(0.0) as f32, maps })
     }

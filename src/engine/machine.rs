@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 /// The four optimal denoisers of Kamb & Ganguli, from least to most constrained by
-/// locality and equivariance.
+/// locality and equivariance, and three later training-free ones that explain
+/// convolutional diffusion models in other ways.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum MachineKind {
     /// Softmax over whole training images: memorises.
     Ideal,
@@ -15,10 +16,17 @@ pub enum MachineKind {
     Local,
     /// Per pixel, softmax over training patches from any admissible place (the ELS machine).
     Els,
+    /// The posterior mean under a Gaussian fit of the training set (a Wiener filter).
+    Gaussian,
+    /// PSPC-Square: each in-image P×P window's Ideal posterior at its own place, averaged.
+    Pspc,
+    /// The Local machine with windows read off the Wiener filter instead of squares.
+    PcaLocality,
 }
 
 impl MachineKind {
-    pub const ALL: [MachineKind; 4] = [Self::Ideal, Self::Equivariant, Self::Local, Self::Els];
+    pub const ALL: [MachineKind; 7] =
+        [Self::Ideal, Self::Equivariant, Self::Local, Self::Els, Self::Gaussian, Self::Pspc, Self::PcaLocality];
 
     pub fn parse(name: &str) -> Result<Self, String> {
         match name.to_ascii_lowercase().as_str() {
@@ -26,7 +34,12 @@ impl MachineKind {
             "equivariant" | "es" => Ok(Self::Equivariant),
             "local" | "ls" => Ok(Self::Local),
             "els" => Ok(Self::Els),
-            other => Err(format!("unknown machine '{other}' (expected ideal, equivariant, local or els)")),
+            "gaussian" | "wiener" => Ok(Self::Gaussian),
+            "pspc" | "pspc-square" => Ok(Self::Pspc),
+            "pca-locality" | "pca_locality" | "pca" => Ok(Self::PcaLocality),
+            other => Err(format!(
+                "unknown machine '{other}' (expected ideal, equivariant, local, els, gaussian, pspc or pca-locality)"
+            )),
         }
     }
 
@@ -36,6 +49,9 @@ impl MachineKind {
             Self::Equivariant => "equivariant",
             Self::Local => "local",
             Self::Els => "els",
+            Self::Gaussian => "gaussian",
+            Self::Pspc => "pspc",
+            Self::PcaLocality => "pca-locality",
         }
     }
 
@@ -45,6 +61,9 @@ impl MachineKind {
             Self::Equivariant => "Equivariant",
             Self::Local => "Local",
             Self::Els => "ELS",
+            Self::Gaussian => "Gaussian",
+            Self::Pspc => "PSPC-Square",
+            Self::PcaLocality => "PCA-locality",
         }
     }
 
@@ -61,12 +80,21 @@ impl MachineKind {
             Self::Els => {
                 "Each pixel votes over training patches from every admissible place: new images from old patches. Cost ≈ N·(H·W)²·C·P²."
             }
+            Self::Gaussian => {
+                "Wiener filter: the posterior mean if the data were Gaussian with the training set's mean and covariance. Linear; blurry. Cost ≈ D² per call after one D³ fit (D = C·H·W)."
+            }
+            Self::Pspc => {
+                "PSPC-Square (Niedoba et al. 2025): each in-image P×P window's Ideal posterior at its own place, averaged over the windows covering a pixel. Cost ≈ N·H·W·(C + P)."
+            }
+            Self::PcaLocality => {
+                "Data-driven locality (Lukoianov et al. 2025): Local with each pixel's window read off the Wiener filter instead of a square. Cost ≈ N·D² per call."
+            }
         }
     }
 
     /// Whether the patch size matters for this machine.
     pub fn uses_patch(&self) -> bool {
-        matches!(self, Self::Local | Self::Els)
+        matches!(self, Self::Local | Self::Els | Self::Pspc)
     }
 }
 
@@ -107,6 +135,8 @@ pub fn max_patch(kind: MachineKind, boundary: Boundary, h: usize, w: usize) -> u
             let m = h.min(w) as u32;
             if m % 2 == 1 { m } else { m - 1 }
         }
+        // The largest square window that fits; at that size PSPC is the Ideal machine.
+        (MachineKind::Pspc, _) => h.min(w) as u32,
         _ => (2 * h.max(w) - 1) as u32,
     }
 }

@@ -4,7 +4,9 @@
 //! so it runs the same under the studio, the CLI and the tests.
 //!
 //! Where things are: the ELS kernel is [`els`], the streaming softmax [`softmax`], the sampler
-//! loop [`sampler`], patch-size schedules [`patch`], noise schedules [`schedule`].
+//! loop [`sampler`], patch-size schedules [`patch`], noise schedules [`schedule`]. The machines
+//! beyond Kamb & Ganguli's four: [`gaussian`] (Wiener), [`pspc`] (PSPC-Square) and
+//! [`pca_locality`] (data-driven windows).
 
 pub mod control;
 pub mod denoiser;
@@ -15,13 +17,17 @@ pub mod els_kernel;
 pub mod els_op;
 mod equivariant;
 pub mod fused_cpu;
+pub mod gaussian;
 pub mod geometry;
 mod ideal;
 pub mod inspect;
+pub mod linalg;
 mod local;
 pub mod machine;
 pub mod noise;
 pub mod patch;
+pub mod pca_locality;
+mod pspc;
 pub mod sampler;
 pub mod schedule;
 pub mod softmax;

@@ -174,24 +174,32 @@ impl StudioApp {
         let mut open = self.seed_grid.open;
         let base = self.settings.recipe(self.dataset_hash());
         let mut action = None;
-        egui::Window::new("Seed grid").open(&mut open).resizable(true).show(ctx, |ui| {
-            action = self.seed_grid.ui(ui, Some(&base));
-        });
+        let title = match self.seed_grid.mode {
+            super::seed_grid::GridMode::Seeds => "Seed grid",
+            super::seed_grid::GridMode::Zoo => "Machine zoo",
+        };
+        egui::Window::new(title).id(egui::Id::unique("seed_grid_window")).open(&mut open).resizable(true).show(
+            ctx,
+            |ui| {
+                action = self.seed_grid.ui(ui, Some(&base));
+            },
+        );
         self.seed_grid.open = open;
         match action {
-            Some(super::seed_grid::GridAction::Open(seed)) => {
+            Some(super::seed_grid::GridAction::Open(seed, machine)) => {
                 self.settings.seed = seed;
+                self.settings.machine = machine;
                 self.restart();
             }
             Some(super::seed_grid::GridAction::Export) => match &self.export.paths {
                 super::export_panel::PathSource::Fixed(dir) => {
-                    let path = dir.join("seed-grid.png");
+                    let path = dir.join(self.seed_grid.sheet_name());
                     self.write_seed_grid(path, false);
                 }
                 super::export_panel::PathSource::Dialog => {
                     let ask = super::dialogs::Ask::SaveFile {
                         title: "Export the seed grid".into(),
-                        name: "seed-grid.png".into(),
+                        name: self.seed_grid.sheet_name().into(),
                         extension: Some("png"),
                     };
                     self.seed_grid.save = Some(self.dialogs.ask(ask));
@@ -349,9 +357,28 @@ impl StudioApp {
                 let images = images.iter().enumerate().map(|(k, img)| tex(format!("voteimg{k}"), shape, img)).collect();
                 // A whole-image query means a whole-image machine: no window to outline.
                 let patch = if query.0 == shape { 0 } else { query.0.w };
+                let filter = result.filter.as_ref().map(|f| {
+                    ctx.load_texture("filter", super::inspector::filter_image(f, shape), TextureOptions::NEAREST)
+                });
+                let window = result.window.as_ref().filter(|_| query.0 == shape).map(|w| {
+                    let img = super::inspector::window_image(&query.1, shape, w);
+                    ctx.load_texture("window", img, TextureOptions::NEAREST)
+                });
                 let query = Some(tex("query".into(), query.0, &query.1));
-                self.inspector.view =
-                    Some(InspectView { run, step, y, x, result: *result, crops, images, query, shape, patch });
+                self.inspector.view = Some(InspectView {
+                    run,
+                    step,
+                    y,
+                    x,
+                    result: *result,
+                    crops,
+                    images,
+                    query,
+                    shape,
+                    patch,
+                    filter,
+                    window,
+                });
             }
             Event::Error { run, message } => {
                 if run.is_none() || run == current {
@@ -559,6 +586,7 @@ impl StudioApp {
         let tint = if stale.is_some() { egui::Color32::from_gray(90) } else { egui::Color32::WHITE };
         // The map of the step under the cursor, and the hovered pixel's source as an arrow.
         let run_id = run.id;
+        let run_machine = run.recipe.sampler.machine;
         let same_set = self.dataset.as_ref().filter(|d| run.recipe.dataset_hash.as_deref() == Some(d.hash.as_str()));
         let n_train = self.dataset.as_ref().map_or(1, |d| d.len);
         let maps = step.record.maps.clone().filter(|_| stale.is_none());
@@ -567,9 +595,14 @@ impl StudioApp {
             (kind, tex)
         });
         let arrow = maps.as_ref().and_then(|m| self.maps_view.arrow(m, shape)).filter(|_| map.is_some());
+        // PCA-locality: the hovered pixel's learned window, shaded on x_t and x̂₀.
+        let window = maps.as_ref().and_then(|m| self.maps_view.window(m, shape));
+        let window = window.as_deref();
         let mut panels = vec![
-            canvas::Panel { title: "x_t (noisy state)", texture: &x_t, values: Some(&xv), tint, arrow: None },
-            canvas::Panel { title: "x̂₀ (denoiser's estimate)", texture: &x0, values: Some(&x0v), tint, arrow },
+            canvas::Panel { title: "x_t (noisy state)", texture: &x_t, values: Some(&xv), tint, arrow: None, window },
+            canvas::Panel {
+                title: "x̂₀ (denoiser's estimate)", texture: &x0, values: Some(&x0v), tint, arrow, window
+            },
         ];
         if show_delta {
             panels.push(canvas::Panel {
@@ -578,6 +611,7 @@ impl StudioApp {
                 values: None,
                 tint,
                 arrow: None,
+                window: None,
             });
         }
         // Compare mode: the second column's x̂₀ at the same step (same seed and time grid).
@@ -589,8 +623,17 @@ impl StudioApp {
             .filter(|c| self.compare.is_on() && c.record.x0_hat.len() == x0v.len() && stale.is_none())
             .map(|c| (c.x0.clone(), c.record.x0_hat.clone()));
         if let Some((tex, values)) = &cmp {
-            panels
-                .insert(2, canvas::Panel { title: &cmp_title, texture: tex, values: Some(values), tint, arrow: None });
+            panels.insert(
+                2,
+                canvas::Panel {
+                    title: &cmp_title,
+                    texture: tex,
+                    values: Some(values),
+                    tint,
+                    arrow: None,
+                    window: None,
+                },
+            );
         }
         // Novelty: the training image nearest to this x̂₀ (from the loaded set only).
         let (nearest, nearest_rms) = step.record.nearest;
@@ -600,7 +643,10 @@ impl StudioApp {
             .and_then(|info| self.maps_view.image(ui.ctx(), info, nearest));
         if let Some(tex) = &nearest_tex {
             let at = if cmp.is_some() { 3 } else { 2 };
-            panels.insert(at, canvas::Panel { title: &nearest_title, texture: tex, values: None, tint, arrow: None });
+            panels.insert(
+                at,
+                canvas::Panel { title: &nearest_title, texture: tex, values: None, tint, arrow: None, window: None },
+            );
         }
         let novelty = nearest_tex.as_ref().map(|_| {
             // A shift of 26 on a 28-pixel side reads better as −2.
@@ -612,10 +658,12 @@ impl StudioApp {
             format!("x̂₀ to its nearest training image #{nearest}: RMS {nearest_rms:.3}{}", shifted.unwrap_or_default())
         });
         if let Some((kind, tex)) = &map {
-            panels.push(canvas::Panel { title: kind.name(), texture: tex, values: None, tint, arrow });
+            panels.push(canvas::Panel { title: kind.name(), texture: tex, values: None, tint, arrow, window });
         }
-        let legend_lines =
-            if map.is_some() { 3 } else { 0 } + usize::from(self.compare.is_on()) + usize::from(novelty.is_some());
+        let legend_lines = if map.is_some() { 3 } else { 0 }
+            + usize::from(self.compare.is_on())
+            + usize::from(novelty.is_some())
+            + usize::from(map.is_some() && window.is_some());
         let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker, legend_lines);
         self.maps_view.hovered = out.hovered;
         if let Some(text) = novelty {
@@ -636,7 +684,7 @@ impl StudioApp {
             ui.label(text);
         }
         if let (Some((kind, _)), Some(m)) = (map, maps.as_ref()) {
-            self.maps_view.legend(ui, (run_id, k, kind), m, shape, n_train, same_set);
+            self.maps_view.legend(ui, (run_id, k, kind), m, shape, n_train, same_set, run_machine);
         }
         if let Some((y, x)) = out.clicked
             && stale.is_none()

@@ -31,6 +31,8 @@ pub struct Panel<'a> {
     /// An arrow drawn over the image, from one pixel's centre to another's ((y, x) each):
     /// where the hovered pixel's winning patch was taken from.
     pub arrow: Option<((usize, usize), (usize, usize))>,
+    /// Pixels (y·W + x) to shade: the hovered pixel's learned window (PCA-locality).
+    pub window: Option<&'a [usize]>,
 }
 
 #[derive(Default)]
@@ -99,6 +101,14 @@ pub fn show(
                         Stroke::new(2.0, Color32::from_rgb(255, 80, 80)),
                         egui::StrokeKind::Outside,
                     );
+                }
+                if let Some(window) = panel.window {
+                    let fill = Color32::from_rgba_unmultiplied(0, 200, 255, 90);
+                    for &p in window {
+                        let (y, x) = ((p / shape.w) as f32, (p % shape.w) as f32);
+                        let r = Rect::from_min_size(img_rect.min + vec2(x, y) * scale, Vec2::splat(scale));
+                        painter.rect_filled(r, 0.0, fill);
+                    }
                 }
                 if let Some(((fy, fx), (ty, tx))) = panel.arrow {
                     let at = |y: usize, x: usize| img_rect.min + vec2(x as f32 + 0.5, y as f32 + 0.5) * scale;

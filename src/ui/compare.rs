@@ -173,10 +173,10 @@ impl Compare {
              with the Pearson r of the two x̂₀ at every step.",
         );
         if *on {
-            ui.horizontal(|ui| {
+            ui.horizontal_wrapped(|ui| {
                 ui.label("machine");
-                for m in [MachineKind::Ideal, MachineKind::Equivariant, MachineKind::Local, MachineKind::Els] {
-                    ui.radio_value(&mut s.machine, m, m.title());
+                for m in MachineKind::ALL {
+                    ui.radio_value(&mut s.machine, m, m.title()).on_hover_text(m.describe());
                 }
             });
             ui.horizontal(|ui| {

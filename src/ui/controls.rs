@@ -273,6 +273,16 @@ impl StudioApp {
                 self.restart();
             }
             if ui.button("Seed grid…").on_hover_text("many samples of these settings, one per seed").clicked() {
+                self.seed_grid.mode = super::seed_grid::GridMode::Seeds;
+                self.seed_grid.open = !self.seed_grid.open;
+            }
+            if ui.button("Machine zoo…").on_hover_text("all seven machines from the same seed, side by side").clicked()
+            {
+                if self.seed_grid.mode != super::seed_grid::GridMode::Zoo {
+                    // Seven samples a row: one seed is the usual zoo.
+                    self.seed_grid.rows = 1;
+                }
+                self.seed_grid.mode = super::seed_grid::GridMode::Zoo;
                 self.seed_grid.open = !self.seed_grid.open;
             }
         });

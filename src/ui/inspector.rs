@@ -1,6 +1,6 @@
 //! The pixel inspector: which training patches voted for the clicked pixel, and how much.
 
-use egui::{Color32, Rect, Sense, Stroke, TextureHandle, Ui, pos2, vec2};
+use egui::{Color32, ColorImage, Rect, Sense, Stroke, TextureHandle, Ui, pos2, vec2};
 
 use crate::engine::{ImageShape, Inspection};
 use crate::worker::RunId;
@@ -21,6 +21,41 @@ pub struct InspectView {
     /// Image shape and the patch size the votes were cut at (0: whole images).
     pub shape: ImageShape,
     pub patch: usize,
+    /// The Gaussian machine's Wiener-filter row as a red/blue image ([`filter_image`]).
+    pub filter: Option<TextureHandle>,
+    /// The PCA-locality machine's learned window over x_t ([`window_image`]).
+    pub window: Option<TextureHandle>,
+}
+
+/// A filter row ([H·W]) as an image: red where the pixel adds to x̂₀, blue where it
+/// subtracts, black where it is not read; scaled to the largest |weight|. The inspected
+/// pixel's own weight is usually the largest.
+pub fn filter_image(f: &[f64], shape: ImageShape) -> ColorImage {
+    let max = f.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+    let pixels = f
+        .iter()
+        .map(|&v| {
+            // A square root lifts the faint tails into view without changing the sign.
+            let t = ((v.abs() / max).sqrt() * 255.0) as u8;
+            if v >= 0.0 { Color32::from_rgb(t, t / 5, t / 8) } else { Color32::from_rgb(t / 8, t / 3, t) }
+        })
+        .collect();
+    ColorImage::new([shape.w, shape.h], pixels)
+}
+
+/// x_t in gray with the pixels of a learned window shaded cyan.
+pub fn window_image(x: &[f32], shape: ImageShape, window: &[usize]) -> ColorImage {
+    let hw = shape.pixels();
+    let mut inside = vec![false; hw];
+    window.iter().filter(|&&p| p < hw).for_each(|&p| inside[p] = true);
+    let pixels = (0..hw)
+        .map(|i| {
+            let g = (0..shape.c).map(|c| x[c * hw + i]).sum::<f32>() / shape.c as f32;
+            let g = (((g.clamp(-1.0, 1.0) + 1.0) * 0.5) * 160.0) as u8;
+            if inside[i] { Color32::from_rgb(g / 3, 120 + g / 2, 160 + g / 3) } else { Color32::from_gray(g) }
+        })
+        .collect();
+    ColorImage::new([shape.w, shape.h], pixels)
 }
 
 #[derive(Default)]
@@ -51,6 +86,41 @@ impl Inspector {
             return changed;
         };
         let r = &iv.result;
+        if let Some(tex) = &iv.filter {
+            // The Gaussian machine: no votes, one linear filter.
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::Image::new(tex).fit_to_exact_size(vec2(120.0, 120.0 * iv.shape.h as f32 / iv.shape.w as f32)),
+                )
+                .on_hover_text("red: adds to x̂₀, blue: subtracts; brightness ∝ √|weight|");
+                let own = r.filter.as_ref().map_or(0.0, |f| f[iv.y * iv.shape.w + iv.x]);
+                ui.label(format!(
+                    "pixel ({}, {}) at step {}: the Gaussian machine computes x̂₀ = μ + W(z − μ), one fixed linear \
+                     filter; this is the pixel's row of W (its Wiener filter). It reads {} pixels for 90% of its \
+                     absolute weight; its own weight is {own:.3}; the row sums to {:.3}. x̂₀ here = {}",
+                    iv.x,
+                    iv.y,
+                    iv.step,
+                    r.count_90,
+                    r.weight_sum,
+                    r.x0.iter().map(|v| format!("{v:+.3}")).collect::<Vec<_>>().join(" ")
+                ));
+            });
+            return changed;
+        }
+        if let (Some(tex), Some(w)) = (&iv.window, &r.window) {
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::Image::new(tex).fit_to_exact_size(vec2(96.0, 96.0 * iv.shape.h as f32 / iv.shape.w as f32)),
+                )
+                .on_hover_text("x_t with the pixel's learned window shaded: the values every image is compared on");
+                ui.label(format!(
+                    "PCA-locality compares each training image with x_t over this learned window of {} pixels \
+                     (|W[j, p]/W[j, j]| ≥ 2% of its largest), not a square.",
+                    w.len()
+                ));
+            });
+        }
         ui.horizontal(|ui| {
             if let Some(q) = &iv.query {
                 ui.add(egui::Image::new(q).fit_to_exact_size(vec2(48.0, 48.0)))

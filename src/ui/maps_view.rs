@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use egui::{Color32, ColorImage, Rect, Sense, TextureHandle, TextureOptions, Ui, pos2, vec2};
 
-use crate::engine::{ImageShape, PixelMaps};
+use crate::engine::{ImageShape, MachineKind, PixelMaps};
 use crate::export::maps::{MapKind, heat, render, scale_max};
 use crate::worker::{DatasetInfo, RunId};
 
@@ -74,8 +74,15 @@ impl MapsView {
         (maps.winner[y * shape.w + x] != u32::MAX).then_some(((src / shape.w, src % shape.w), (y, x)))
     }
 
+    /// The hovered pixel's learned window, when the machine learns them (PCA-locality).
+    pub fn window(&self, maps: &PixelMaps, shape: ImageShape) -> Option<Vec<usize>> {
+        let (y, x) = self.hovered?;
+        Some(maps.windows.as_ref()?.window(y * shape.w + x))
+    }
+
     /// The legend and the hovered pixel's provenance, under the canvas. `dataset` is given
     /// only when the run's training set is the one loaded (so image numbers mean the same).
+    #[allow(clippy::too_many_arguments)]
     pub fn legend(
         &mut self,
         ui: &mut Ui,
@@ -84,7 +91,15 @@ impl MapsView {
         shape: ImageShape,
         n_train: usize,
         dataset: Option<&DatasetInfo>,
+        machine: MachineKind,
     ) {
+        if machine == MachineKind::Gaussian {
+            ui.label(
+                "The Gaussian machine has no vote: each pixel of x̂₀ is a fixed weighted sum of the noisy image \
+                 (click a pixel to see its Wiener-filter row). There is nothing to map.",
+            );
+            return;
+        }
         let kind = key.2;
         if self.summaries.len() > CACHE {
             self.summaries.clear();
@@ -136,6 +151,13 @@ impl MapsView {
             return;
         };
         let px = y * shape.w + x;
+        if let Some(w) = &maps.windows {
+            ui.label(format!(
+                "({x}, {y}) compares over a learned window of {} pixels (shaded), read off the Wiener filter \
+                 at this noise level — ELS and Local use a square instead",
+                w.size(px)
+            ));
+        }
         let (Some(&n), Some(&src)) = (maps.winner.get(px), maps.source.get(px)) else { return };
         ui.horizontal(|ui| {
             if n == u32::MAX {

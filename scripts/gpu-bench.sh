@@ -59,6 +59,7 @@ if [ "$quick" = "--quick" ]; then
 else
   python3 scripts/check_fixtures.py "$bin" tests/fixtures gpu 2>&1 | tee "$out/golden.txt" || status=1
   python3 scripts/check_fixtures.py "$bin" tests/fixtures gpu manifest_extremes.json 2>&1 | tee -a "$out/golden.txt" || status=1
+  python3 scripts/check_fixtures.py "$bin" tests/fixtures gpu manifest_machines.json 2>&1 | tee -a "$out/golden.txt" || status=1
   # MNIST N = 2000 and RGB 32×32 N = 5000, then MNIST at the paper's N = 10000.
   "$bin" bench --device gpu --json --n 2000 --n-rgb 5000 > "$out/bench.json" 2> "$out/bench.log" || status=1
   "$bin" bench --device gpu --json --n 10000 --only 28x28-gray > "$out/bench-n10000.json" 2>> "$out/bench.log" || status=1

@@ -314,7 +314,17 @@ fn check_patch_arg(
     if patch.is_multiple_of(2) {
         return Err(format!("--patch {patch} must be odd"));
     }
-    if machine.uses_patch() {
+    if machine == MachineKind::Pspc {
+        // PSPC is defined for any P: beyond the image it uses the largest square that fits
+        // (where it is the Ideal machine), as the reference does.
+        let max = engine::machine::max_patch(machine, boundary, shape.h, shape.w) as usize;
+        if patch > max {
+            eprintln!(
+                "note: --patch {patch} is larger than the {}×{} image; PSPC uses {max}×{max} windows",
+                shape.w, shape.h
+            );
+        }
+    } else if machine.uses_patch() {
         let max = engine::machine::max_patch(machine, boundary, shape.h, shape.w) as usize;
         if patch > max {
             let why = if machine == MachineKind::Els && boundary == engine::Boundary::Circular {

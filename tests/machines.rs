@@ -212,3 +212,85 @@ fn the_gaussian_filter_row_reproduces_the_pixel() {
         assert!(f[i] > 0.0 && f[i] <= 1.0 + 1e-9, "a pixel keeps part of itself: {}", f[i]);
     }
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_morphogen");
+
+fn morphogen(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+}
+
+/// `sample --machine gaussian|pspc|pca-locality` runs headless, records the machine in its
+/// recipe, and the recipe reproduces the run exactly.
+#[test]
+fn the_later_machines_sample_from_the_cli_and_their_recipes_reproduce_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for m in ["gaussian", "pspc", "pca-locality"] {
+        let a = dir.path().join(format!("{m}-a"));
+        let b = dir.path().join(format!("{m}-b"));
+        let out = morphogen(&[
+            "sample",
+            "--dataset",
+            "digits8",
+            "--machine",
+            m,
+            "--steps",
+            "6",
+            "--seed",
+            "4",
+            "--device",
+            "cpu",
+            "--out-dir",
+            a.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{m}: {}", String::from_utf8_lossy(&out.stderr));
+        let recipe: Value = serde_json::from_str(&std::fs::read_to_string(a.join("recipe.json")).unwrap()).unwrap();
+        assert_eq!(recipe["sampler"]["machine"], m, "{recipe}");
+        let out = morphogen(&[
+            "sample",
+            "--recipe",
+            a.join("recipe.json").to_str().unwrap(),
+            "--out-dir",
+            b.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{m}: {}", String::from_utf8_lossy(&out.stderr));
+        let first = std::fs::read(a.join("trajectory_x0.npy")).unwrap();
+        assert_eq!(first, std::fs::read(b.join("trajectory_x0.npy")).unwrap(), "{m}: the recipe reproduces the run");
+    }
+}
+
+/// `inspect` on the Gaussian machine prints the pixel's Wiener-filter row (H rows of W
+/// values), and on PCA-locality the learned window, with votes that sum to one.
+#[test]
+fn inspect_prints_the_filter_row_and_the_learned_window() {
+    let train = fixtures().join("machines_blobs9x6_train.npy");
+    let x = fixtures().join("machines_blobs9x6_t0.3_near_x.npy");
+    let run = |m: &str| -> Value {
+        let out = morphogen(&[
+            "inspect",
+            "--dataset",
+            train.to_str().unwrap(),
+            "--input",
+            x.to_str().unwrap(),
+            "--t",
+            "0.3",
+            "--machine",
+            m,
+            "--pixel",
+            "4,2",
+            "--top",
+            "500",
+        ]);
+        assert!(out.status.success(), "{m}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let g = run("gaussian");
+    let rows = g["filter"].as_array().expect("a filter row");
+    assert_eq!((rows.len(), rows[0].as_array().unwrap().len()), (9, 6));
+    assert!(g["weights"].as_array().unwrap().is_empty(), "the Gaussian machine has no votes");
+    let p = run("pca-locality");
+    let window = p["window"].as_array().expect("a window");
+    assert!(!window.is_empty() && window.len() < 54, "a window is part of the image: {}", window.len());
+    let total: f64 = p["weights"].as_array().unwrap().iter().map(|w| w["weight"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-9, "all 80 votes listed sum to 1: {total}");
+    assert!(run("pspc")["window"].is_null(), "PSPC's windows are squares");
+}

@@ -87,39 +87,32 @@ impl Inspector {
         };
         let r = &iv.result;
         if let Some(tex) = &iv.filter {
-            // The Gaussian machine: no votes, one linear filter.
-            ui.horizontal(|ui| {
-                ui.add(
-                    egui::Image::new(tex).fit_to_exact_size(vec2(120.0, 120.0 * iv.shape.h as f32 / iv.shape.w as f32)),
-                )
+            // The Gaussian machine: no votes, one linear filter. Image above, text below, so the
+            // text wraps to the panel instead of widening it.
+            ui.add(egui::Image::new(tex).fit_to_exact_size(vec2(120.0, 120.0 * iv.shape.h as f32 / iv.shape.w as f32)))
                 .on_hover_text("red: adds to x̂₀, blue: subtracts; brightness ∝ √|weight|");
-                let own = r.filter.as_ref().map_or(0.0, |f| f[iv.y * iv.shape.w + iv.x]);
-                ui.label(format!(
-                    "pixel ({}, {}) at step {}: the Gaussian machine computes x̂₀ = μ + W(z − μ), one fixed linear \
-                     filter; this is the pixel's row of W (its Wiener filter). It reads {} pixels for 90% of its \
-                     absolute weight; its own weight is {own:.3}; the row sums to {:.3}. x̂₀ here = {}",
-                    iv.x,
-                    iv.y,
-                    iv.step,
-                    r.count_90,
-                    r.weight_sum,
-                    r.x0.iter().map(|v| format!("{v:+.3}")).collect::<Vec<_>>().join(" ")
-                ));
-            });
+            let own = r.filter.as_ref().map_or(0.0, |f| f[iv.y * iv.shape.w + iv.x]);
+            ui.label(format!(
+                "pixel ({}, {}) at step {}: the Gaussian machine computes x̂₀ = μ + W(z − μ), one fixed linear \
+                 filter; this is the pixel's row of W (its Wiener filter). It reads {} pixels for 90% of its \
+                 absolute weight; its own weight is {own:.3}; the row sums to {:.3}. x̂₀ here = {}",
+                iv.x,
+                iv.y,
+                iv.step,
+                r.count_90,
+                r.weight_sum,
+                r.x0.iter().map(|v| format!("{v:+.3}")).collect::<Vec<_>>().join(" ")
+            ));
             return changed;
         }
         if let (Some(tex), Some(w)) = (&iv.window, &r.window) {
-            ui.horizontal(|ui| {
-                ui.add(
-                    egui::Image::new(tex).fit_to_exact_size(vec2(96.0, 96.0 * iv.shape.h as f32 / iv.shape.w as f32)),
-                )
+            ui.add(egui::Image::new(tex).fit_to_exact_size(vec2(96.0, 96.0 * iv.shape.h as f32 / iv.shape.w as f32)))
                 .on_hover_text("x_t with the pixel's learned window shaded: the values every image is compared on");
-                ui.label(format!(
-                    "PCA-locality compares each training image with x_t over this learned window of {} pixels \
-                     (|W[j, p]/W[j, j]| ≥ 2% of its largest), not a square.",
-                    w.len()
-                ));
-            });
+            ui.label(format!(
+                "PCA-locality compares each training image with x_t over this learned window of {} pixels \
+                 (|W[j, p]/W[j, j]| ≥ 2% of its largest), not a square.",
+                w.len()
+            ));
         }
         ui.horizontal(|ui| {
             if let Some(q) = &iv.query {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use egui::{Color32, ColorImage, Rect, Sense, TextureHandle, TextureOptions, Ui, pos2, vec2};
 
-use crate::engine::{ImageShape, MachineKind, PixelMaps};
+use crate::engine::{ImageShape, PixelMaps};
 use crate::export::maps::{MapKind, heat, render, scale_max};
 use crate::worker::{DatasetInfo, RunId};
 
@@ -82,7 +82,6 @@ impl MapsView {
 
     /// The legend and the hovered pixel's provenance, under the canvas. `dataset` is given
     /// only when the run's training set is the one loaded (so image numbers mean the same).
-    #[allow(clippy::too_many_arguments)]
     pub fn legend(
         &mut self,
         ui: &mut Ui,
@@ -91,15 +90,7 @@ impl MapsView {
         shape: ImageShape,
         n_train: usize,
         dataset: Option<&DatasetInfo>,
-        machine: MachineKind,
     ) {
-        if machine == MachineKind::Gaussian {
-            ui.label(
-                "The Gaussian machine has no vote: each pixel of x̂₀ is a fixed weighted sum of the noisy image \
-                 (click a pixel to see its Wiener-filter row). There is nothing to map.",
-            );
-            return;
-        }
         let kind = key.2;
         if self.summaries.len() > CACHE {
             self.summaries.clear();
@@ -153,9 +144,12 @@ impl MapsView {
         let px = y * shape.w + x;
         if let Some(w) = &maps.windows {
             ui.label(format!(
-                "({x}, {y}) compares over a learned window of {} pixels (shaded), read off the Wiener filter \
+                "({x}, {y}) compares over a learned window of {} (shaded), read off the Wiener filter \
                  at this noise level — ELS and Local use a square instead",
-                w.size(px)
+                match w.size(px) {
+                    1 => "1 pixel".to_string(),
+                    n => format!("{n} pixels"),
+                }
             ));
         }
         let (Some(&n), Some(&src)) = (maps.winner.get(px), maps.source.get(px)) else { return };

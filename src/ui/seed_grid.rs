@@ -233,7 +233,10 @@ impl SeedGrid {
                             ui.add_sized([72.0, 72.0], egui::Spinner::new());
                         }
                     }
-                    let caption = ui.small_button(&label);
+                    // One line per caption: a wrapped "PSPC-Square · seed 0" reads as three.
+                    let caption = ui.add(
+                        egui::Button::new(egui::RichText::new(&label).small()).wrap_mode(egui::TextWrapMode::Extend),
+                    );
                     let caption = if self.mode == GridMode::Zoo {
                         caption.on_hover_text(cell.machine.describe())
                     } else {

@@ -70,6 +70,8 @@ impl TimeControl {
         let total = run.total_steps.max(1);
         let cfg = &run.recipe.sampler;
         let shape = run.shape;
+        // P only means something to the machines with windows.
+        let patch_text = |p: u32| if cfg.machine.uses_patch() { format!("  P = {p}") } else { String::new() };
         let marks: Vec<StepMark> = (0..total)
             .map(|k| {
                 let computed = k < run.steps.len();
@@ -82,7 +84,7 @@ impl TimeControl {
                 StepMark {
                     computed,
                     segment: seg,
-                    hover: format!("step {k}  t = {t:.3}  P = {p}  ({state})\n{}", run.segments[seg].label),
+                    hover: format!("step {k}  t = {t:.3}{}  ({state})\n{}", patch_text(p), run.segments[seg].label),
                 }
             })
             .collect();
@@ -90,12 +92,12 @@ impl TimeControl {
         let total_seconds: f64 = run.steps.iter().map(|s| s.seconds).sum();
         let readout = run.steps.get(self.cursor).map(|s| {
             format!(
-                "step {} / {}   t = {:.3}   ᾱ = {:.4}   P = {}",
+                "step {} / {}   t = {:.3}   ᾱ = {:.4}{}",
                 s.record.step,
                 total - 1,
                 s.record.t,
                 s.record.alpha_bar,
-                s.record.patch
+                patch_text(s.record.patch).replace("  ", "   ")
             )
         });
         let computing =

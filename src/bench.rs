@@ -106,6 +106,8 @@ pub fn flops(machine: MachineKind, boundary: Boundary, n: usize, s: ImageShape, 
         (MachineKind::Pspc, _) => n * h * w * (8.0 * c + 8.0 * p + 10.0),
         // The masked distances are one [N, D] × [D, D] product.
         (MachineKind::PcaLocality, _) => 2.0 * n * (c * h * w).powi(2) + 8.0 * n * c * h * w,
+        // One forward pass of the shipped network: 2 FLOPs per weight per pixel.
+        (MachineKind::Cnn, _) => 2.0 * crate::engine::cnn::CnnShape::SMALL.parameters() as f64 * h * w,
     }
 }
 

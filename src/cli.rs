@@ -37,6 +37,12 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Times each machine and compares with the device's own matmul rate.
     Bench(crate::bench::BenchArgs),
+    /// Trains the convolutional ε-predictor (the CNN machine) on a dataset, on the CPU.
+    Train(crate::train::TrainArgs),
+    /// The paper's experiment: median Pearson r of ELS, Local and Ideal samples with the CNN's.
+    Compare(crate::experiment::CompareArgs),
+    /// Fits the patch size per step to the CNN (as the paper calibrated its presets).
+    Calibrate(crate::experiment::CalibrateArgs),
     /// Packs a folder of same-sized images into an embedded-dataset atlas (for maintainers).
     #[command(hide = true)]
     PackDataset {
@@ -64,9 +70,21 @@ pub struct DatasetArgs {
     /// Colour handling: auto, gray or rgb.
     #[arg(long, default_value = "auto", value_parser = parse_color)]
     pub color: data::ColorMode,
+    /// Weights for the CNN machine (default: the shipped ones of a bundled dataset).
+    #[arg(long)]
+    pub cnn: Option<PathBuf>,
 }
 
 impl DatasetArgs {
+    /// Gives `denoiser` its CNN: `--cnn`, or the shipped weights of a bundled set.
+    fn attach_cnn(&self, denoiser: &mut Denoiser) {
+        let source = DatasetSource::parse(&self.dataset);
+        let bundled = match &source {
+            DatasetSource::Bundled(name) => Some(name.as_str()),
+            _ => None,
+        };
+        engine::cnn::attach(denoiser, bundled, self.cnn.as_deref());
+    }
     fn options(&self, seed: u64) -> LoadOptions {
         LoadOptions {
             class: self.class.clone(),
@@ -282,6 +300,9 @@ pub fn run(command: Command) -> Result<(), String> {
         }
         Command::Inspect(args) => inspect(args),
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Train(args) => crate::train::run(&args),
+        Command::Compare(args) => crate::experiment::run(&args),
+        Command::Calibrate(args) => crate::experiment::calibrate(&args),
         Command::PackDataset { folder, name, out } => {
             let n = data::pack_atlas(&folder, &name, &out).map_err(|e| e.to_string())?;
             eprintln!("packed {n} images into {}", out.join(format!("{name}.png")).display());
@@ -357,6 +378,7 @@ fn denoise(args: DenoiseArgs) -> Result<(), String> {
     }
     let device = resolve_device(args.device)?;
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
+    args.data.attach_cnn(&mut denoiser);
     let call = args.call.call();
     denoiser.check_call(&call)?;
     let out = denoiser.denoise(&x, &call, &mut Control::none()).map_err(|e| e.to_string())?;
@@ -385,6 +407,7 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
     check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, s)?;
     // One pixel is ranked on the host in float64: no device needed.
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), s, &burn::tensor::Device::flex());
+    args.data.attach_cnn(&mut denoiser);
     let call = args.call.call();
     denoiser.check_call(&call)?;
     let ins = denoiser.inspect(&x, &call, row, col, args.top, &Control::none()).map_err(|e| e.to_string())?;
@@ -492,6 +515,11 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     let recipe = Recipe { dataset_hash: Some(hash), device: device.kind, ..recipe };
 
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
+    let bundled = match &recipe.dataset {
+        DatasetSource::Bundled(name) => Some(name.as_str()),
+        _ => None,
+    };
+    engine::cnn::attach(&mut denoiser, bundled, args.data.cnn.as_deref());
     let shape = dataset.shape;
     for (_, cfg) in recipe.segments() {
         denoiser.check_run(&cfg)?;

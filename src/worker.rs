@@ -48,6 +48,10 @@ pub enum Command {
         x: usize,
         top: usize,
     },
+    /// Fit P per step to the CNN along its own runs from seeds 0..`seeds`
+    /// ([`crate::engine::calibrate`]): `recipe` names the dataset and the CNN's sampler
+    /// settings (its machine is taken to be the CNN); candidates are odd P up to `max_p`.
+    Calibrate { run: RunId, recipe: Recipe, seeds: u64, max_p: u32 },
     /// Panic on purpose inside the worker (debug builds only: the tests use it).
     #[cfg(debug_assertions)]
     Crash,
@@ -107,6 +111,11 @@ pub enum Event {
         run: RunId,
     },
     /// The ranked votes of a pixel, with each candidate's patch ([C, P, P]) or image.
+    /// A calibration's fitted P per step, with every seed's choice and cosines.
+    Calibrated {
+        run: RunId,
+        fits: Vec<crate::engine::calibrate::StepFit>,
+    },
     Inspected {
         run: RunId,
         step: usize,
@@ -306,6 +315,7 @@ impl Worker {
                 let query = crop(den, &x_t, y, x, &call);
                 self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query });
             }
+            Command::Calibrate { run, recipe, seeds, max_p } => self.calibrate(run, recipe, seeds, max_p),
             #[cfg(debug_assertions)]
             Command::Crash => panic!("crash requested"),
         }
@@ -357,6 +367,11 @@ impl Worker {
             images: (dataset.images.len() <= UI_IMAGES_MAX).then(|| std::sync::Arc::new(dataset.images.clone())),
         };
         let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
+        let bundled = match &source {
+            DatasetSource::Bundled(name) => Some(name.as_str()),
+            _ => None,
+        };
+        crate::engine::cnn::attach(&mut denoiser, bundled, None);
         if let Some(budget) = self.cache_budget {
             denoiser.cache_budget_bytes = budget;
         }
@@ -364,6 +379,46 @@ impl Worker {
         self.loaded = Some(Loaded { source: source.clone(), options: options.clone(), device, hash, denoiser });
         self.emit(Event::Dataset(Box::new(info)));
         Ok(true)
+    }
+
+    /// Runs a calibration to the end (or a cancel), reporting progress as denoiser calls.
+    fn calibrate(&mut self, run: RunId, recipe: Recipe, seeds: u64, max_p: u32) {
+        self.active = None;
+        let token = self.fresh_token();
+        let result = (|| -> Result<Option<Vec<crate::engine::calibrate::StepFit>>, String> {
+            recipe.validate()?;
+            if !self.ensure_loaded(&recipe.dataset, &recipe.load, recipe.device, &token)? {
+                return Ok(None);
+            }
+            let reference = SamplerConfig { machine: crate::engine::MachineKind::Cnn, ..recipe.sampler.clone() };
+            let loaded = self.loaded.as_mut().expect("just loaded");
+            loaded.denoiser.check_run(&reference)?;
+            let s = loaded.denoiser.shape();
+            let boundary = reference.boundary;
+            let max = crate::engine::machine::max_patch(crate::engine::MachineKind::Els, boundary, s.h, s.w).min(max_p);
+            let candidates: Vec<u32> = (1..=max.max(1)).step_by(2).collect();
+            let seed_list: Vec<u64> = (0..seeds.max(1)).collect();
+            let (tx, wake) = (self.tx.clone(), &self.wake);
+            let mut progress = |done: usize, total: usize| {
+                let _ = tx.send(Event::Progress { run, step: 0, done, total });
+                wake();
+            };
+            let fits = crate::engine::calibrate::calibrate(
+                &mut loaded.denoiser,
+                &reference,
+                &seed_list,
+                &candidates,
+                boundary,
+                &mut Control::new(&token, None),
+                &mut progress,
+            );
+            Ok(fits.ok())
+        })();
+        match result {
+            Ok(Some(fits)) => self.emit(Event::Calibrated { run, fits }),
+            Ok(None) => {}
+            Err(message) => self.emit(Event::Error { run: Some(run), message }),
+        }
     }
 
     fn begin(&mut self, run: RunId, recipe: Recipe, branch: Option<(usize, Vec<f32>)>) {

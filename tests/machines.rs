@@ -216,7 +216,7 @@ fn the_gaussian_filter_row_reproduces_the_pixel() {
 const BIN: &str = env!("CARGO_BIN_EXE_morphogen");
 
 fn morphogen(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+    morphogen_at(BIN, args)
 }
 
 /// `sample --machine gaussian|pspc|pca-locality` runs headless, records the machine in its

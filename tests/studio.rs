@@ -493,8 +493,17 @@ fn the_mosaic_panel_names_the_hovered_pixels_source() {
     tx.send(ev).unwrap();
     h.run_steps(3);
     h.get_by_label_contains("this step draws on 3 of the 10 images");
-    // Hover the map panel: its image is centred in the area under its title, so walk down
-    // and across from the title until the pointer is over a pixel of it.
+    let (y, x) = hover_a_map_pixel(&mut h);
+    let p = y * 8 + x;
+    h.get_by_label_contains(&format!("largest weight from training image #{}", p % 3));
+    if y > 0 {
+        h.get_by_label_contains("moved 1.0 px");
+    }
+}
+
+/// Hovers the map panel: its image is centred in the area under its title, so walk down and
+/// across from the title until the pointer is over a pixel of it; returns that pixel.
+fn hover_a_map_pixel(h: &mut Harness<'static, StudioApp>) -> (usize, usize) {
     let title = h.get_by_label("mosaic").rect();
     'search: for dy in (20..600).step_by(20) {
         for dx in (0..300).step_by(20) {
@@ -506,12 +515,7 @@ fn the_mosaic_panel_names_the_hovered_pixels_source() {
         }
     }
     h.run_steps(2);
-    let (y, x) = h.state().maps_view.hovered.expect("a pixel under the pointer");
-    let p = y * 8 + x;
-    h.get_by_label_contains(&format!("largest weight from training image #{}", p % 3));
-    if y > 0 {
-        h.get_by_label_contains("moved 1.0 px");
-    }
+    h.state().maps_view.hovered.expect("a pixel under the pointer")
 }
 
 /// The inspector lists the top K votes (K from the settings, sent with the request), each with
@@ -748,18 +752,7 @@ fn hovering_a_pca_locality_pixel_shows_its_learned_window() {
     }
     tx.send(ev).unwrap();
     h.run_steps(3);
-    let title = h.get_by_label("mosaic").rect();
-    'search: for dy in (20..600).step_by(20) {
-        for dx in (0..300).step_by(20) {
-            h.hover_at(egui::pos2(title.left() + dx as f32, title.bottom() + dy as f32));
-            h.run_steps(1);
-            if h.state().maps_view.hovered.is_some() {
-                break 'search;
-            }
-        }
-    }
-    h.run_steps(2);
-    let (y, x) = h.state().maps_view.hovered.expect("a pixel under the pointer");
+    let (y, x) = hover_a_map_pixel(&mut h);
     let p = y * 8 + x;
     let size = if p % 2 == 1 && p != 63 { 3 } else { 2 };
     h.get_by_label_contains(&format!("compares over a learned window of {size} pixels"));
@@ -800,4 +793,44 @@ fn the_inspector_shows_the_gaussian_filter_row() {
     h.run_steps(2);
     h.get_by_label_contains("this is the pixel's row of W (its Wiener filter). It reads 3 pixels");
     h.get_by_label_contains("its own weight is 0.600; the row sums to 0.500");
+}
+
+/// The calibration window asks its own worker to fit P(t) to the CNN with the current
+/// dataset and grid, shows progress, plots the fit, and makes it the patch schedule on request.
+#[test]
+fn calibration_fits_p_to_the_cnn_and_can_become_the_schedule() {
+    use morphogen::engine::calibrate::StepFit;
+    let (cal_handle, cal_rx, cal_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(Settings { steps: 4, ..Settings::default() }, |app| {
+        app.calibration.worker = Some(cal_handle);
+        app.calibration.open = true;
+    });
+    started_with_steps(&mut h, &rx, &tx, 1);
+    h.get_by_label("Run calibration").click();
+    h.run_steps(2);
+    let cmds: Vec<Command> = cal_rx.try_iter().collect();
+    let Some(Command::Calibrate { run, recipe, seeds, max_p }) =
+        cmds.iter().find(|c| matches!(c, Command::Calibrate { .. }))
+    else {
+        panic!("no calibration asked for: {cmds:?}")
+    };
+    assert_eq!((*seeds, *max_p, recipe.sampler.machine, recipe.sampler.steps), (3, 27, MachineKind::Cnn, 4));
+    cal_tx.send(Event::Progress { run: *run, step: 0, done: 5, total: 10 }).unwrap();
+    h.run_steps(2);
+    h.get_by_label("5 / 10 calls");
+    let fits: Vec<StepFit> = [(1.0, 13), (0.75, 9), (0.5, 7), (0.25, 3)]
+        .iter()
+        .map(|&(t, p)| StepFit { t, best: vec![p; 3], cosine: vec![vec![0.9]; 3], median: p })
+        .collect();
+    cal_tx.send(Event::Calibrated { run: *run, fits }).unwrap();
+    h.run_steps(2);
+    h.get_by_label("fitted P(t), noisiest step first: 13, 9, 7, 3");
+    drain(&rx);
+    h.get_by_label("Use as patch schedule").click();
+    h.run_steps(3);
+    let cmds = drain(&rx);
+    let Some(Command::Start { recipe, .. }) = cmds.iter().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("using the fit restarts the run: {cmds:?}")
+    };
+    assert_eq!(recipe.sampler.patch, morphogen::engine::PatchSchedule::List { per_step: vec![13, 9, 7, 3] });
 }

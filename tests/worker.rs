@@ -204,3 +204,38 @@ fn a_branched_recipe_is_replayed_whole_by_the_worker() {
     assert_eq!(branched[3].x_t, plain[3].x_t, "the branch resumes from the parent's state");
     assert_ne!(branched[3].x0_hat, plain[3].x0_hat, "and computes with its own machine");
 }
+
+/// Calibration through the worker: on a set with no trained CNN it says how to train one; on
+/// MNIST (whose weights ship) it reports progress and one fitted P per step.
+#[test]
+fn the_worker_calibrates_to_the_shipped_cnn_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = WorkerHandle::spawn(|| {});
+    let r = recipe(tiny(dir.path(), "a.npy", 12, 1), 2);
+    worker.send(Command::Calibrate { run: 1, recipe: r, seeds: 1, max_p: 3 });
+    let e = wait_for(&worker.events, |e| matches!(e, Event::Error { .. } | Event::Calibrated { .. }));
+    assert!(matches!(&e, Event::Error { message, .. } if message.contains("morphogen train")), "{e:?}");
+
+    let mut r = Recipe::default();
+    r.sampler.steps = 2;
+    r.load.subset = Some(50);
+    worker.send(Command::Calibrate { run: 2, recipe: r, seeds: 1, max_p: 3 });
+    let mut progress = 0;
+    loop {
+        match wait_for(&worker.events, |e| {
+            matches!(e, Event::Error { .. } | Event::Calibrated { .. } | Event::Progress { .. })
+        }) {
+            Event::Progress { run: 2, done, total, .. } => {
+                assert_eq!(total, 2 * (1 + 2), "two steps, each the CNN and P = 1, 3");
+                progress = done;
+            }
+            Event::Calibrated { run: 2, fits } => {
+                assert_eq!(progress, 6);
+                assert_eq!(fits.len(), 2);
+                assert!(fits.iter().all(|f| [1, 3].contains(&f.median) && f.cosine[0].len() == 2), "{fits:?}");
+                break;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}

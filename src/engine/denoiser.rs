@@ -206,6 +206,8 @@ pub struct Denoiser {
     /// The PCA-locality machine's mask threshold τ ([`PCA_THRESHOLD`]; tests set 0, which
     /// makes every window the whole image and the machine the Ideal one).
     pub pca_threshold: f64,
+    /// The trained network the CNN machine runs, or why there is none for this training set.
+    pub(crate) cnn: Result<Arc<super::cnn::Cnn>, String>,
     /// Logit entries one chunk may hold; bounds memory whatever N is. 2¹⁸ (1 MB of f32)
     /// keeps each temporary in L2 and under the allocator's mmap threshold: with 16 MB
     /// chunks a third of a call went to page faults on fresh buffers.
@@ -261,6 +263,7 @@ impl Denoiser {
             gaussian: None,
             pca_masks: Vec::new(),
             pca_threshold: PCA_THRESHOLD,
+            cnn: Err("no trained CNN is loaded for this training set (train one with `morphogen train`)".into()),
             chunk_logits: 1 << 18,
             cache_budget_bytes: 3 << 29,
             groups: HashMap::new(),
@@ -299,6 +302,9 @@ impl Denoiser {
                 (2.0 * 8.0 * hw * s.c as f64 * p * p, "the patch index tables")
             }
             MachineKind::Pspc => return Ok(()),
+            MachineKind::Cnn => {
+                return self.cnn.as_ref().map(|_| ()).map_err(|e| format!("the CNN machine cannot run: {e}"));
+            }
             MachineKind::Gaussian | MachineKind::PcaLocality => {
                 if s.len() > MAX_GAUSSIAN_VALUES {
                     return Err(format!(
@@ -352,6 +358,7 @@ impl Denoiser {
             MachineKind::Gaussian => self.gaussian_machine(x, call, ctl),
             MachineKind::Pspc => self.pspc(x, call, ctl),
             MachineKind::PcaLocality => self.pca_locality(x, call, ctl),
+            MachineKind::Cnn => self.cnn_machine(x, call, ctl),
         }
     }
 

@@ -60,14 +60,14 @@ impl Denoiser {
         let (a, s2) = call.scales();
         let hw = s.pixels();
         let len = s.len();
-        let xc: Vec<f64> =
-            x.iter().enumerate().map(|(i, &v)| v as f64 - a * self.mean[i / hw] as f64).chain([0.0]).collect();
+        let xc = self.centred_x(x, a);
         let img = |n: usize, i: usize| -> f64 { if i == len { 0.0 } else { self.host_centred[n * len + i] as f64 } };
         let mut cands: Vec<(Vote, f64)> = Vec::new();
         match call.machine {
             MachineKind::Gaussian => return self.inspect_gaussian(x, call, y, px, ctl),
             MachineKind::Pspc => return self.inspect_pspc(x, call, y, px, top, ctl),
             MachineKind::PcaLocality => return self.inspect_pca(x, call, y, px, top, ctl),
+            MachineKind::Cnn => return Ok(self.inspect_cnn(x, call, y, px)),
             MachineKind::Ideal => {
                 for n in 0..self.n {
                     ctl.check()?;
@@ -182,6 +182,28 @@ impl Denoiser {
             filter: Some(filter),
             window: None,
         })
+    }
+
+    /// The CNN has no votes: only its x̂₀ at the pixel.
+    fn inspect_cnn(&self, x: &[f32], call: &Call, y: usize, px: usize) -> Inspection {
+        let s = self.shape;
+        let x0 = match self.cnn() {
+            Some(cnn) => {
+                let (all, _) = cnn.x0_hat(x, super::cnn::cosine_time(call.alpha_bar), call.alpha_bar, self.device());
+                (0..s.c).map(|ch| all[ch * s.pixels() + y * s.w + px] as f64).collect()
+            }
+            None => Vec::new(),
+        };
+        Inspection {
+            votes: Vec::new(),
+            candidates: 0,
+            weight_sum: 0.0,
+            entropy: 0.0,
+            x0,
+            count_90: 0,
+            filter: None,
+            window: None,
+        }
     }
 
     /// PSPC: the pixel's weight on image n is the mean, over the in-image windows covering

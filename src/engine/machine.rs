@@ -22,11 +22,24 @@ pub enum MachineKind {
     Pspc,
     /// The Local machine with windows read off the Wiener filter instead of squares.
     PcaLocality,
+    /// The trained convolutional ε-predictor (not closed-form: the network the others explain).
+    Cnn,
 }
 
 impl MachineKind {
     pub const ALL: [MachineKind; 7] =
         [Self::Ideal, Self::Equivariant, Self::Local, Self::Els, Self::Gaussian, Self::Pspc, Self::PcaLocality];
+    /// Every machine a run can use: the seven closed-form ones ([`MachineKind::ALL`]) and the CNN.
+    pub const WITH_CNN: [MachineKind; 8] = [
+        Self::Ideal,
+        Self::Equivariant,
+        Self::Local,
+        Self::Els,
+        Self::Gaussian,
+        Self::Pspc,
+        Self::PcaLocality,
+        Self::Cnn,
+    ];
 
     pub fn parse(name: &str) -> Result<Self, String> {
         match name.to_ascii_lowercase().as_str() {
@@ -37,8 +50,9 @@ impl MachineKind {
             "gaussian" | "wiener" => Ok(Self::Gaussian),
             "pspc" | "pspc-square" => Ok(Self::Pspc),
             "pca-locality" | "pca_locality" | "pca" => Ok(Self::PcaLocality),
+            "cnn" => Ok(Self::Cnn),
             other => Err(format!(
-                "unknown machine '{other}' (expected ideal, equivariant, local, els, gaussian, pspc or pca-locality)"
+                "unknown machine '{other}' (expected ideal, equivariant, local, els, gaussian, pspc, pca-locality or cnn)"
             )),
         }
     }
@@ -52,6 +66,7 @@ impl MachineKind {
             Self::Gaussian => "gaussian",
             Self::Pspc => "pspc",
             Self::PcaLocality => "pca-locality",
+            Self::Cnn => "cnn",
         }
     }
 
@@ -64,6 +79,7 @@ impl MachineKind {
             Self::Gaussian => "Gaussian",
             Self::Pspc => "PSPC-Square",
             Self::PcaLocality => "PCA-locality",
+            Self::Cnn => "CNN",
         }
     }
 
@@ -88,6 +104,9 @@ impl MachineKind {
             }
             Self::PcaLocality => {
                 "Data-driven locality (Lukoianov et al. 2025): Local with each pixel's window read off the Wiener filter instead of a square. Cost ≈ N·D² per call."
+            }
+            Self::Cnn => {
+                "A trained convolutional ε-predictor (a small ResNet, assets/models): the kind of network the closed-form machines explain. Needs weights for this dataset."
             }
         }
     }

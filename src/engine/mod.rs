@@ -8,6 +8,9 @@
 //! beyond Kamb & Ganguli's four: [`gaussian`] (Wiener), [`pspc`] (PSPC-Square) and
 //! [`pca_locality`] (data-driven windows).
 
+pub mod calibrate;
+pub mod cnn;
+pub mod cnn_train;
 pub mod control;
 pub mod denoiser;
 pub mod device;

@@ -101,6 +101,8 @@ pub struct StudioApp {
     pub compare: super::compare::Compare,
     /// The seed grid window.
     pub seed_grid: super::seed_grid::SeedGrid,
+    /// The calibration window (P(t) fitted to the CNN).
+    pub calibration: super::calibration::Calibration,
 }
 
 impl StudioApp {
@@ -132,6 +134,7 @@ impl StudioApp {
             maps_view: Default::default(),
             compare: Default::default(),
             seed_grid: Default::default(),
+            calibration: Default::default(),
         }
     }
 
@@ -170,6 +173,23 @@ impl StudioApp {
     }
 
     /// The seed grid's window, its clicks (open a seed, export the sheet) and its save dialog.
+    /// The calibration window; "Use as patch schedule" makes the fit the run's schedule.
+    fn calibration_window(&mut self, ctx: &egui::Context) {
+        let mut open = self.calibration.open;
+        let base = self.dataset.as_ref().map(|_| self.settings.recipe(self.dataset_hash()));
+        let mut action = None;
+        egui::Window::new("Calibrate P(t) to the CNN").open(&mut open).resizable(true).show(ctx, |ui| {
+            action = self.calibration.ui(ui, base.as_ref());
+        });
+        self.calibration.open = open;
+        if let Some(super::calibration::CalibrationAction::Use(list)) = action {
+            self.settings.patch_mode = super::settings::PatchMode::List;
+            self.settings.steps = list.len();
+            self.settings.patch_list = list;
+            self.restart();
+        }
+    }
+
     fn seed_grid_window(&mut self, ctx: &egui::Context) {
         let mut open = self.seed_grid.open;
         let base = self.settings.recipe(self.dataset_hash());
@@ -388,7 +408,7 @@ impl StudioApp {
                 self.errors.push(message);
             }
             // Events of runs that were replaced.
-            Event::Progress { .. } | Event::Step { .. } | Event::Finished { .. } => {}
+            Event::Progress { .. } | Event::Step { .. } | Event::Finished { .. } | Event::Calibrated { .. } => {}
         }
     }
 
@@ -451,6 +471,8 @@ impl StudioApp {
         self.compare.drain(&ctx);
         self.seed_grid.drain(&ctx);
         self.seed_grid_window(&ctx);
+        self.calibration.drain();
+        self.calibration_window(&ctx);
         self.poll_folder_pick();
         self.handle_drops(&ctx);
 

@@ -175,7 +175,7 @@ impl Compare {
         if *on {
             ui.horizontal_wrapped(|ui| {
                 ui.label("machine");
-                for m in MachineKind::ALL {
+                for m in MachineKind::WITH_CNN {
                     ui.radio_value(&mut s.machine, m, m.title()).on_hover_text(m.describe());
                 }
             });

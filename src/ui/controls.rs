@@ -131,7 +131,7 @@ impl StudioApp {
         ui.heading("Machine");
         let s = &mut self.settings;
         ui.horizontal_wrapped(|ui| {
-            for m in MachineKind::ALL {
+            for m in MachineKind::WITH_CNN {
                 ui.radio_value(&mut s.machine, m, m.title()).on_hover_text(m.describe());
             }
         });
@@ -268,13 +268,16 @@ impl StudioApp {
         })
         .response
         .on_hover_text("Beside x̂₀: where each pixel's largest weight comes from (mosaic), how far that patch moved (offset), or how many patches vote (entropy).");
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             if ui.button("Restart").clicked() {
                 self.restart();
             }
             if ui.button("Seed grid…").on_hover_text("many samples of these settings, one per seed").clicked() {
                 self.seed_grid.mode = super::seed_grid::GridMode::Seeds;
                 self.seed_grid.open = !self.seed_grid.open;
+            }
+            if ui.button("Calibrate…").on_hover_text("fit P(t) to the trained CNN, as the paper did").clicked() {
+                self.calibration.open = !self.calibration.open;
             }
             if ui.button("Machine zoo…").on_hover_text("all seven machines from the same seed, side by side").clicked()
             {

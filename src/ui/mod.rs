@@ -4,6 +4,7 @@
 //! The UI never computes: it turns worker events into textures once and sends commands.
 
 pub mod app;
+pub mod calibration;
 pub mod canvas;
 pub mod compare;
 mod controls;

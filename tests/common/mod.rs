@@ -61,3 +61,8 @@ pub fn random_set(n: usize, shape: ImageShape, seed: u64) -> Vec<f32> {
         .map(|v| (v * 0.6).clamp(-1.0, 1.0))
         .collect()
 }
+
+/// Runs the real `morphogen` binary of this build (the tests that use it pass its path).
+pub fn morphogen_at(bin: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+}

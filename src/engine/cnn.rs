@@ -1,0 +1,256 @@
+//! The trained convolutional ε-predictor the paper compares the ELS machine with: a small
+//! ResNet in its style (a 3×3 conv up, residual blocks of 3×3 conv + ReLU with a sinusoidal
+//! time embedding added per block, a 3×3 conv down; zero padding, no attention, no
+//! normalisation). Local and translation-equivariant by construction, which is the whole point:
+//! the ELS machine is the best such denoiser, and the question is how close a trained one comes.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::schedule::NoiseSchedule;
+
+/// Width of the sinusoidal time embedding.
+pub const EMBED: usize = 32;
+
+/// The shape of a network: enough to build one before its weights are loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CnnShape {
+    /// Image channels (1 gray, 3 RGB).
+    pub image_channels: usize,
+    /// Feature channels inside the network.
+    pub channels: usize,
+    /// Residual blocks.
+    pub blocks: usize,
+}
+
+impl CnnShape {
+    /// The shipped MNIST model's shape: small enough to train in well under an hour on two
+    /// cores (`morphogen train`), deep enough for a 13-pixel receptive field per side.
+    pub const SMALL: CnnShape = CnnShape { image_channels: 1, channels: 32, blocks: 6 };
+
+    /// Receptive field of one output pixel, in pixels per side: 3×3 in, 3×3 per block, 3×3 out.
+    pub fn receptive_field(&self) -> usize {
+        3 + 2 * self.blocks + 2
+    }
+
+    /// Parameters in the network.
+    pub fn parameters(&self) -> usize {
+        let (c, f) = (self.image_channels, self.channels);
+        let conv = |i: usize, o: usize| i * o * 9 + o;
+        conv(c, f) + self.blocks * (conv(f, f) + EMBED * f + f) + conv(f, c)
+    }
+}
+
+/// One residual block: h + ReLU(conv(h) + embedding of t).
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    conv: Conv2d,
+    time: Linear,
+}
+
+/// ε̂(x_t, t): [B, C, H, W] and [B] times in [0, 1] → [B, C, H, W].
+#[derive(Module, Debug)]
+pub struct EpsNet {
+    conv_in: Conv2d,
+    blocks: Vec<ResBlock>,
+    conv_out: Conv2d,
+}
+
+fn conv3(i: usize, o: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
+}
+
+impl EpsNet {
+    /// A freshly initialised network (seed the device first for a reproducible one).
+    pub fn new(shape: CnnShape, device: &Device) -> Self {
+        let (c, f) = (shape.image_channels, shape.channels);
+        let blocks = (0..shape.blocks)
+            .map(|_| ResBlock { conv: conv3(f, f, device), time: LinearConfig::new(EMBED, f).init(device) })
+            .collect();
+        Self { conv_in: conv3(c, f, device), blocks, conv_out: conv3(f, c, device) }
+    }
+
+    pub fn forward(&self, x: Tensor<4>, t: &[f64]) -> Tensor<4> {
+        let [b, _, _, _] = x.dims();
+        assert_eq!(b, t.len(), "one time per image");
+        let emb = time_embedding(t, &x.device()); // [B, E]
+        let mut h = self.conv_in.forward(x); // [B, F, H, W]
+        for block in &self.blocks {
+            let f = block.conv.weight.dims()[0];
+            let te = block.time.forward(emb.clone()).reshape([b, f, 1, 1]); // [B, F, 1, 1]
+            h = h.clone().add(burn::tensor::activation::relu(block.conv.forward(h).add(te)));
+        }
+        self.conv_out.forward(h)
+    }
+}
+
+/// Sinusoidal embedding of t ∈ [0, 1] at 1000 levels' resolution: [B, EMBED].
+pub fn time_embedding(t: &[f64], device: &Device) -> Tensor<2> {
+    let half = EMBED / 2;
+    let mut v = Vec::with_capacity(t.len() * EMBED);
+    for &ti in t {
+        let level = ti * 1000.0;
+        for i in 0..half {
+            let freq = (-(10000f64.ln()) * i as f64 / half as f64).exp();
+            v.push((level * freq).sin() as f32);
+        }
+        for i in 0..half {
+            let freq = (-(10000f64.ln()) * i as f64 / half as f64).exp();
+            v.push((level * freq).cos() as f32);
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [t.len(), EMBED]), device)
+}
+
+/// What a weights file says about itself, ahead of the parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CnnHeader {
+    pub shape: CnnShape,
+    /// The image size it was trained at ([C, H, W] must match to run it).
+    pub image: [usize; 3],
+    /// The training set, as `morphogen train --dataset` named it.
+    pub dataset: String,
+    /// Noise schedule it was trained with (its name; samplers must use the same).
+    pub schedule: String,
+    pub steps: usize,
+    pub batch: usize,
+    /// Mean ε-MSE over the last 100 training steps.
+    pub final_loss: f32,
+}
+
+/// First bytes of a weights file: a line of magic, a line of JSON header, then burnpack.
+const MAGIC: &[u8] = b"morphogen-cnn 1\n";
+
+/// A trained network with its header, on the device it runs on.
+pub struct Cnn {
+    pub header: CnnHeader,
+    pub net: EpsNet,
+}
+
+impl Cnn {
+    /// The weights file: magic, header JSON, newline, the burnpack record.
+    pub fn to_bytes(header: &CnnHeader, net: EpsNet) -> Result<Vec<u8>, String> {
+        let mut out = MAGIC.to_vec();
+        out.extend(serde_json::to_vec(header).map_err(|e| e.to_string())?);
+        out.push(b'\n');
+        let record = net.into_record().into_bytes().map_err(|e| format!("could not pack the weights: {e}"))?;
+        out.extend_from_slice(&record);
+        Ok(out)
+    }
+
+    /// Reads a weights file; every way it can be wrong becomes a message (the caller adds the
+    /// file's name).
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, String> {
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or("not a morphogen CNN weights file (it does not start with 'morphogen-cnn 1')")?;
+        let end = rest.iter().position(|&b| b == b'\n').ok_or("the header line is cut short")?;
+        let header: CnnHeader =
+            serde_json::from_slice(&rest[..end]).map_err(|e| format!("the header is not valid: {e}"))?;
+        let s = header.shape;
+        if s.image_channels == 0 || s.image_channels > 3 || s.channels == 0 || s.channels > 512 || s.blocks > 64 {
+            return Err(format!("the header's network shape is out of range: {s:?}"));
+        }
+        let record =
+            burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(rest[end + 1..].to_vec()))
+                .map_err(|e| format!("the weights are unreadable: {e}"))?;
+        let net = EpsNet::new(s, device)
+            .try_load_record(record)
+            .map_err(|e| format!("the weights do not fit the network the header describes: {e}"))?;
+        Ok(Self { header, net })
+    }
+
+    /// x̂₀ = (x − √(1−ᾱ)·ε̂)/√ᾱ for one image x ([C, H, W] flat), clamped to the data range
+    /// [−1, 1] as DDIM samplers of trained models do (at t = 1, √ᾱ ≈ 0.01 would amplify ε̂'s
+    /// error a hundredfold).
+    pub fn x0_hat(&self, x: &[f32], t: f64, alpha_bar: f64, device: &Device) -> (Vec<f32>, Vec<f32>) {
+        let [c, h, w] = self.header.image;
+        let xt = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [1, c, h, w]), device);
+        let eps = self.net.forward(xt, &[t]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
+        let (a, s) = (alpha_bar.sqrt(), (1.0 - alpha_bar).max(0.0).sqrt());
+        let x0 =
+            x.iter().zip(&eps).map(|(&xi, &e)| (((xi as f64 - s * e as f64) / a) as f32).clamp(-1.0, 1.0)).collect();
+        (x0, eps)
+    }
+}
+
+/// The shipped weights for a bundled dataset, embedded in the binary.
+pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
+    match dataset {
+        "mnist" => Some(include_bytes!("../../assets/models/mnist.mgcnn")),
+        _ => None,
+    }
+}
+
+/// t under the cosine schedule the networks are trained with, from ᾱ: the network is told the
+/// noise level, whatever schedule the sampler walks.
+pub fn cosine_time(alpha_bar: f64) -> f64 {
+    let s = match NoiseSchedule::cosine() {
+        NoiseSchedule::Cosine { s } => s,
+        _ => unreachable!("cosine() is the cosine schedule"),
+    };
+    (alpha_bar.clamp(0.0, 1.0).sqrt().acos() * 2.0 * (1.0 + s) / std::f64::consts::PI).clamp(0.0, 1.0)
+}
+
+impl super::denoiser::Denoiser {
+    /// Gives this training set a trained network (or the reason it has none, which the CNN
+    /// machine then reports; the other machines do not care).
+    pub fn set_cnn(&mut self, cnn: Result<Cnn, String>) {
+        self.cnn = cnn.map(std::sync::Arc::new);
+    }
+
+    /// Reads `bytes` (from `source`, named in any message) onto this denoiser's device.
+    pub fn load_cnn(&mut self, bytes: &[u8], source: &str) {
+        let s = self.shape();
+        let cnn = Cnn::from_bytes(bytes, self.device()).map_err(|e| format!("{source}: {e}")).and_then(|cnn| {
+            if cnn.header.image == [s.c, s.h, s.w] {
+                Ok(cnn)
+            } else {
+                let [c, h, w] = cnn.header.image;
+                Err(format!("{source} was trained on {c}×{h}×{w} images, not {}×{}×{}", s.c, s.h, s.w))
+            }
+        });
+        self.set_cnn(cnn);
+    }
+
+    pub fn cnn(&self) -> Option<&Cnn> {
+        self.cnn.as_ref().ok().map(|c| c.as_ref())
+    }
+
+    pub(crate) fn cnn_machine(
+        &mut self,
+        x: &[f32],
+        call: &super::denoiser::Call,
+        ctl: &mut super::control::Control,
+    ) -> Result<super::denoiser::Denoised, super::control::Cancelled> {
+        ctl.begin(1)?;
+        let cnn = self.cnn.clone().expect("check_call makes sure a network is loaded");
+        let (x0, _) = cnn.x0_hat(x, cosine_time(call.alpha_bar), call.alpha_bar, self.device());
+        ctl.chunk_done()?;
+        let maps = call.maps.then(|| super::denoiser::PixelMaps::empty(self.shape().pixels()));
+        Ok(super::denoiser::Denoised { x0, entropy: 0.0, maps })
+    }
+}
+
+/// What the CNN machine gets for a training set: the weights file at `path` when one is
+/// named, else the shipped weights of a bundled dataset, else a message saying how to train.
+pub fn attach(denoiser: &mut super::denoiser::Denoiser, bundled_name: Option<&str>, path: Option<&std::path::Path>) {
+    match (path, bundled_name.and_then(bundled_weights)) {
+        (Some(path), _) => match std::fs::read(path) {
+            Ok(bytes) => denoiser.load_cnn(&bytes, &path.display().to_string()),
+            Err(e) => denoiser.set_cnn(Err(format!("{}: cannot read the weights: {e}", path.display()))),
+        },
+        (None, Some(bytes)) => {
+            let name = bundled_name.unwrap_or_default();
+            denoiser.load_cnn(bytes, &format!("the shipped weights for '{name}' (assets/models/{name}.mgcnn)"))
+        }
+        (None, None) => denoiser.set_cnn(Err(format!(
+            "no trained CNN ships for this dataset; train one with `morphogen train --dataset {} --out FILE` \
+             and pass --cnn FILE",
+            bundled_name.unwrap_or("FOLDER")
+        ))),
+    }
+}

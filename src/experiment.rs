@@ -1,0 +1,312 @@
+//! The paper's experiment from the command line.
+//!
+//! `morphogen compare`: for each seed, the trained CNN and the ELS, Local and Ideal machines
+//! sample from the same initial noise on the same time grid; the Pearson r of each machine's
+//! final image with the CNN's is collected and its median printed (Kamb & Ganguli, Table 1:
+//! MNIST ResNet ELS 0.94, LS 0.82, Ideal 0.61).
+//!
+//! `morphogen calibrate`: the patch size per step fitted to the CNN ([`engine::calibrate`]),
+//! written as a recipe the studio opens, with a plot against the paper's presets.
+
+use clap::Args;
+
+use crate::data::{Dataset, DatasetSource, LoadOptions};
+use std::path::PathBuf;
+
+use crate::engine::patch::PRESETS;
+use crate::engine::{
+    self, Boundary, CancelToken, Control, Denoiser, DeviceChoice, MachineKind, PatchSchedule, SamplerConfig,
+};
+use crate::files;
+use crate::recipe::Recipe;
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// A bundled name, a folder of images or an .npy.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: String,
+    /// Seeds 0, 1, … (each one initial noise shared by the CNN and every machine).
+    #[arg(long, default_value_t = 50)]
+    pub seeds: u64,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Patch schedule of the ELS and Local machines: a preset name or a list.
+    #[arg(long, default_value = "MNIST ResNet", value_parser = PatchSchedule::parse)]
+    pub patch_schedule: PatchSchedule,
+    /// Weights for the CNN (default: the shipped ones of a bundled dataset).
+    #[arg(long)]
+    pub cnn: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
+    /// Print `{"els": r, "local": r, "ideal": r, "seeds": n}` (medians) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The machines compared with the CNN, in the paper's order.
+pub const AGAINST: [MachineKind; 3] = [MachineKind::Els, MachineKind::Local, MachineKind::Ideal];
+
+/// The paper's medians for MNIST ResNet (Table 1), for the printed table.
+const PAPER_MNIST: [f64; 3] = [0.94, 0.82, 0.61];
+
+/// The final x̂₀ of a 20-step (or `cfg.steps`) run.
+pub fn final_image(den: &mut Denoiser, cfg: SamplerConfig) -> Result<Vec<f32>, String> {
+    let len = den.shape().len();
+    let cancel = CancelToken::new();
+    let mut sampler = engine::Sampler::new(cfg, len, None);
+    let mut last = None;
+    while let Some(step) = sampler.step(den, &mut Control::new(&cancel, None)) {
+        last = Some(step.map_err(|e| e.to_string())?.x0_hat);
+    }
+    last.ok_or_else(|| "the run had no steps".into())
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(args: &CompareArgs) -> Result<(), String> {
+    if args.seeds == 0 || args.seeds > 100_000 {
+        return Err(format!("--seeds must be between 1 and 100000, not {}", args.seeds));
+    }
+    if args.steps == 0 || args.steps > engine::sampler::MAX_STEPS {
+        return Err(format!("--steps must be between 1 and {}, not {}", engine::sampler::MAX_STEPS, args.steps));
+    }
+    args.patch_schedule.validate(args.steps).map_err(|e| format!("--patch-schedule: {e}"))?;
+    let source = DatasetSource::parse(&args.dataset);
+    let dataset = Dataset::load(&source, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let device = engine::device::resolve(args.device)?;
+    if let Some(n) = &device.notice {
+        eprintln!("note: {n}");
+    }
+    let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
+    let bundled = match &source {
+        DatasetSource::Bundled(name) => Some(name.as_str()),
+        _ => None,
+    };
+    engine::cnn::attach(&mut den, bundled, args.cnn.as_deref());
+    let base = SamplerConfig { steps: args.steps, patch: args.patch_schedule.clone(), ..SamplerConfig::default() };
+    for m in std::iter::once(MachineKind::Cnn).chain(AGAINST) {
+        den.check_run(&SamplerConfig { machine: m, ..base.clone() })?;
+    }
+    let started = std::time::Instant::now();
+    let mut rs: [Vec<f64>; 3] = Default::default();
+    for seed in 0..args.seeds {
+        let cnn = final_image(&mut den, SamplerConfig { machine: MachineKind::Cnn, seed, ..base.clone() })?;
+        for (i, m) in AGAINST.into_iter().enumerate() {
+            let img = final_image(&mut den, SamplerConfig { machine: m, seed, ..base.clone() })?;
+            rs[i].push(engine::stats::pearson(&cnn, &img));
+        }
+        eprintln!(
+            "seed {seed}: r(CNN, ELS) {:.3}  r(CNN, Local) {:.3}  r(CNN, Ideal) {:.3}  ({:.0} s)",
+            rs[0][seed as usize],
+            rs[1][seed as usize],
+            rs[2][seed as usize],
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let med: Vec<f64> = rs.iter().map(|r| median(r.clone())).collect();
+    if args.json {
+        let out = serde_json::json!({ "els": med[0], "local": med[1], "ideal": med[2], "seeds": args.seeds });
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
+    } else {
+        println!("median Pearson r of final images with the CNN's, {} seeds, {} steps:", args.seeds, args.steps);
+        println!("{:<8} {:>8} {:>8} {:>22}", "machine", "r", "r²", "paper (MNIST ResNet)");
+        for (i, m) in AGAINST.into_iter().enumerate() {
+            println!("{:<8} {:>8.3} {:>8.3} {:>22.2}", m.title(), med[i], med[i] * med[i], PAPER_MNIST[i]);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// A bundled name, a folder of images or an .npy.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: String,
+    /// Seeds 0, 1, …: the CNN's runs the fit follows (the median P over them is kept).
+    #[arg(long, default_value_t = 5)]
+    pub seeds: u64,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Largest odd P tried (every odd P from 1 up to it).
+    #[arg(long, default_value_t = 27)]
+    pub max_p: u32,
+    #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
+    pub boundary: Boundary,
+    /// Weights for the CNN (default: the shipped ones of a bundled dataset).
+    #[arg(long)]
+    pub cnn: Option<PathBuf>,
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
+    /// Folder for calibration.json, calibration.png and recipe.json (new or empty).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
+    if args.seeds == 0 || args.seeds > 1000 {
+        return Err(format!("--seeds must be between 1 and 1000, not {}", args.seeds));
+    }
+    if args.steps == 0 || args.steps > 1000 {
+        return Err(format!("--steps must be between 1 and 1000, not {}", args.steps));
+    }
+    if args.max_p == 0 || args.max_p > engine::patch::MAX_P {
+        return Err(format!("--max-p must be between 1 and {}, not {}", engine::patch::MAX_P, args.max_p));
+    }
+    if args.out.exists() && std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(format!("{} exists and is not an empty folder", args.out.display()));
+    }
+    let source = DatasetSource::parse(&args.dataset);
+    let dataset = Dataset::load(&source, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let device = engine::device::resolve(args.device)?;
+    let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
+    let bundled = match &source {
+        DatasetSource::Bundled(name) => Some(name.as_str()),
+        _ => None,
+    };
+    engine::cnn::attach(&mut den, bundled, args.cnn.as_deref());
+    let s = dataset.shape;
+    let max = engine::machine::max_patch(MachineKind::Els, args.boundary, s.h, s.w).min(args.max_p);
+    let candidates: Vec<u32> = (1..=max).step_by(2).collect();
+    let reference = SamplerConfig { machine: MachineKind::Cnn, steps: args.steps, ..SamplerConfig::default() };
+    den.check_run(&reference)?;
+    let seeds: Vec<u64> = (0..args.seeds).collect();
+    let cancel = CancelToken::new();
+    let started = std::time::Instant::now();
+    let mut last = 0;
+    let mut progress = |done: usize, total: usize| {
+        if done * 10 / total != last {
+            last = done * 10 / total;
+            eprintln!("{}% ({:.0} s)", last * 10, started.elapsed().as_secs_f64());
+        }
+    };
+    let fits = engine::calibrate::calibrate(
+        &mut den,
+        &reference,
+        &seeds,
+        &candidates,
+        args.boundary,
+        &mut Control::new(&cancel, None),
+        &mut progress,
+    )
+    .map_err(|e| e.to_string())?;
+    let fitted: Vec<u32> = fits.iter().map(|f| f.median).collect();
+    let preset_at = |name: &str, k: usize| {
+        PatchSchedule::Preset { name: name.into() }.at(k, reference.t_of_step(k), 1.0, engine::patch::MAX_P)
+    };
+    println!("{:>6} {:>7} {:>14} {:>11} {:>12}", "t", "fitted", "MNIST ResNet", "MNIST UNet", "best cos");
+    for (k, f) in fits.iter().enumerate() {
+        let best_cos = median(f.cosine.iter().map(|c| c.iter().copied().fold(f64::MIN, f64::max)).collect());
+        println!(
+            "{:>6.3} {:>7} {:>14} {:>11} {:>12.4}",
+            f.t,
+            f.median,
+            preset_at("MNIST ResNet", k),
+            preset_at("MNIST UNet", k),
+            best_cos
+        );
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: cannot create folder: {e}", args.out.display()))?;
+    let json = serde_json::json!({
+        "about": "patch size per step fitted to the CNN: at each step of its DDIM run, the odd P whose ELS score has the highest cosine similarity with the CNN's; median over seeds",
+        "dataset": args.dataset,
+        "boundary": args.boundary.name(),
+        "seeds": args.seeds,
+        "candidates": candidates,
+        "t": fits.iter().map(|f| f.t).collect::<Vec<_>>(),
+        "fitted": fitted,
+        "per_seed": fits.iter().map(|f| f.best.clone()).collect::<Vec<_>>(),
+        "cosine": fits.iter().map(|f| f.cosine.clone()).collect::<Vec<_>>(),
+    });
+    let write = |name: &str, bytes: &[u8]| {
+        let path = args.out.join(name);
+        files::write_bytes(&path, false, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("calibration.json", serde_json::to_string_pretty(&json).expect("serialises").as_bytes())?;
+    let recipe = Recipe {
+        dataset: source.clone(),
+        dataset_hash: Some(dataset.content_hash()),
+        sampler: SamplerConfig {
+            machine: MachineKind::Els,
+            boundary: args.boundary,
+            steps: args.steps,
+            patch: PatchSchedule::List { per_step: fitted.clone() },
+            ..SamplerConfig::default()
+        },
+        ..Recipe::default()
+    };
+    write("recipe.json", recipe.to_json().as_bytes())?;
+    let ts: Vec<f64> = fits.iter().map(|f| f.t).collect();
+    let mut series = vec![("fitted to the CNN".to_string(), fitted.clone(), [220u8, 50, 40])];
+    for (i, (name, _)) in PRESETS.iter().enumerate().filter(|(_, (n, _))| n.starts_with("MNIST")) {
+        let colour = [[40, 90, 200], [60, 160, 90], [150, 110, 200]][i % 3];
+        series.push((name.to_string(), (0..args.steps).map(|k| preset_at(name, k)).collect(), colour));
+    }
+    write("calibration.png", &patch_plot(&ts, &series))?;
+    eprintln!(
+        "wrote {}/calibration.json, calibration.png and recipe.json (open it in the studio: \"Open recipe…\"; \
+         or `morphogen sample --recipe`) in {:.0} s",
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// P(t) curves as a PNG, 640×360: t from 0 (left) to 1, P from 1 to the largest; one colour
+/// per series, drawn as steps; no text (the caller prints the legend).
+fn patch_plot(ts: &[f64], series: &[(String, Vec<u32>, [u8; 3])]) -> Vec<u8> {
+    let (w, h, pad) = (640u32, 360u32, 24u32);
+    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let pmax = series.iter().flat_map(|s| s.1.iter().copied()).max().unwrap_or(1).max(3) as f64;
+    let at = |t: f64, p: f64| {
+        let x = pad as f64 + (w - 2 * pad) as f64 * t.clamp(0.0, 1.0);
+        let y = (h - pad) as f64 - (h - 2 * pad) as f64 * (p - 1.0) / (pmax - 1.0);
+        (x as i64, y as i64)
+    };
+    let mut dot = |x: i64, y: i64, c: [u8; 3]| {
+        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            let (px, py) = (x + dx, y + dy);
+            if px >= 0 && py >= 0 && (px as u32) < w && (py as u32) < h {
+                img.put_pixel(px as u32, py as u32, image::Rgb(c));
+            }
+        }
+    };
+    for p in (1..=pmax as u32).step_by(2) {
+        let (_, y) = at(0.0, p as f64);
+        for x in pad..w - pad {
+            if x % 4 == 0 {
+                dot(x as i64, y, [225, 225, 225]);
+            }
+        }
+    }
+    for (_, ps, colour) in series {
+        for i in 0..ps.len() {
+            let (x0, y0) = at(ts[i], ps[i] as f64);
+            let next_t = if i + 1 < ts.len() { ts[i + 1] } else { 0.0 };
+            let (x1, _) = at(next_t, ps[i] as f64);
+            for x in x1.min(x0)..=x1.max(x0) {
+                dot(x, y0, *colour);
+            }
+            if i + 1 < ps.len() {
+                let (_, y2) = at(next_t, ps[i + 1] as f64);
+                for y in y0.min(y2)..=y0.max(y2) {
+                    dot(x1, y, *colour);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("a PNG encodes in memory");
+    out
+}

@@ -1,0 +1,198 @@
+//! `morphogen train`: trains the convolutional ε-predictor on a dataset on the CPU, with a
+//! progress bar and a loss curve, and writes the weights file the CNN machine loads.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::data::{Dataset, DatasetSource, LoadOptions};
+use crate::engine::NoiseSchedule;
+use crate::engine::cnn::{Cnn, CnnHeader, CnnShape};
+use crate::engine::cnn_train::{TrainConfig, train};
+use crate::files;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A bundled name, a folder of images or an .npy.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: String,
+    /// The weights file to write (see `assets/models/` for the shipped ones).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 8000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Feature channels inside the network.
+    #[arg(long, default_value_t = CnnShape::SMALL.channels)]
+    pub channels: usize,
+    /// Residual blocks.
+    #[arg(long, default_value_t = CnnShape::SMALL.blocks)]
+    pub blocks: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop after this many minutes, whatever `--steps` says (the weights so far are written).
+    #[arg(long)]
+    pub minutes: Option<f64>,
+    /// Replace an existing weights file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: &TrainArgs) -> Result<(), String> {
+    for (flag, value, max) in [
+        ("--steps", args.steps, 10_000_000),
+        ("--batch", args.batch, 4096),
+        ("--channels", args.channels, 512),
+        ("--blocks", args.blocks, 64),
+    ] {
+        if value == 0 && flag != "--blocks" || value > max {
+            return Err(format!("{flag} must be between {} and {max}, not {value}", usize::from(flag != "--blocks")));
+        }
+    }
+    if !(args.lr > 0.0 && args.lr < 1.0) {
+        return Err(format!("--lr must be in (0, 1), not {}", args.lr));
+    }
+    if !args.force && args.out.exists() {
+        return Err(format!("{} already exists (use --force to overwrite)", args.out.display()));
+    }
+    let dataset =
+        Dataset::load(&DatasetSource::parse(&args.dataset), &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let image = dataset.shape;
+    let shape = CnnShape { image_channels: image.c, channels: args.channels, blocks: args.blocks };
+    let schedule = NoiseSchedule::cosine();
+    let cfg = TrainConfig { shape, steps: args.steps, batch: args.batch, lr: args.lr, seed: args.seed, schedule };
+    eprintln!(
+        "training a {}-block, {}-channel ε-predictor ({} parameters, receptive field {} px) on {} {}×{}×{} images: \
+         {} steps of {}",
+        shape.blocks,
+        shape.channels,
+        shape.parameters(),
+        shape.receptive_field(),
+        dataset.len(),
+        image.c,
+        image.h,
+        image.w,
+        args.steps,
+        args.batch
+    );
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(args.steps as u64),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  loss {msg}  {elapsed_precise}  ETA {eta}")
+            .expect("a valid template"),
+    );
+    let started = Instant::now();
+    let deadline = args.minutes.map(|m| m * 60.0);
+    let mut recent = Vec::new();
+    let (net, losses) = train(&dataset.images, dataset.len(), image, &cfg, &mut |step, loss| {
+        recent.push(loss);
+        if recent.len() > 100 {
+            recent.remove(0);
+        }
+        bar.set_position(step as u64 + 1);
+        bar.set_message(format!("{:.4}", recent.iter().sum::<f32>() / recent.len() as f32));
+        // A line every 500 steps for logs, where the bar does not draw.
+        if bar.is_hidden() && (step + 1) % 500 == 0 {
+            eprintln!(
+                "step {}: loss {:.4} ({:.0} s)",
+                step + 1,
+                recent.iter().sum::<f32>() / recent.len() as f32,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        deadline.is_none_or(|d| started.elapsed().as_secs_f64() < d)
+    });
+    bar.finish_and_clear();
+    let tail = &losses[losses.len().saturating_sub(100)..];
+    let final_loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
+    let header = CnnHeader {
+        shape,
+        image: [image.c, image.h, image.w],
+        dataset: args.dataset.clone(),
+        schedule: schedule.name().into(),
+        steps: losses.len(),
+        batch: args.batch,
+        final_loss,
+    };
+    let bytes = Cnn::to_bytes(&header, net)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create folder: {e}", dir.display()))?;
+    }
+    files::write_bytes(&args.out, args.force, &bytes).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let curve = with_suffix(&args.out, "loss.csv");
+    let csv: String = std::iter::once("step,loss\n".to_string())
+        .chain(losses.iter().enumerate().map(|(i, l)| format!("{},{l}\n", i + 1)))
+        .collect();
+    files::write_bytes(&curve, true, csv.as_bytes()).map_err(|e| format!("{}: {e}", curve.display()))?;
+    let plot = with_suffix(&args.out, "loss.png");
+    files::write_bytes(&plot, true, &loss_plot(&losses)).map_err(|e| format!("{}: {e}", plot.display()))?;
+    eprintln!(
+        "{} steps in {:.0} s; final loss {final_loss:.4}; wrote {} ({} KB), {} and {}",
+        losses.len(),
+        started.elapsed().as_secs_f64(),
+        args.out.display(),
+        bytes.len() / 1024,
+        curve.display(),
+        plot.display()
+    );
+    Ok(())
+}
+
+/// `weights.mgcnn` → `weights.loss.csv`.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// The loss curve as a PNG: the running mean over 50 steps on a log scale, 640×320.
+pub fn loss_plot(losses: &[f32]) -> Vec<u8> {
+    let (w, h, pad) = (640u32, 320u32, 24u32);
+    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let smooth: Vec<f64> = (0..losses.len())
+        .map(|i| {
+            let from = i.saturating_sub(49);
+            losses[from..=i].iter().map(|&l| l as f64).sum::<f64>() / (i + 1 - from) as f64
+        })
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    if smooth.len() >= 2 {
+        let (lo, hi) = smooth.iter().fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v.ln()), b.max(v.ln())));
+        let span = (hi - lo).max(1e-6);
+        let at = |i: usize, v: f64| {
+            let x = pad as f64 + (w - 2 * pad) as f64 * i as f64 / (smooth.len() - 1) as f64;
+            let y = pad as f64 + (h - 2 * pad) as f64 * (hi - v.ln()) / span;
+            (x, y)
+        };
+        for x in pad..w - pad {
+            img.put_pixel(x, h - pad, image::Rgb([120, 120, 120]));
+        }
+        for y in pad..h - pad {
+            img.put_pixel(pad, y, image::Rgb([120, 120, 120]));
+        }
+        for i in 1..smooth.len() {
+            let (x0, y0) = at(i - 1, smooth[i - 1]);
+            let (x1, y1) = at(i, smooth[i]);
+            let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
+            for k in 0..=n {
+                let f = k as f64 / n as f64;
+                let (x, y) = ((x0 + (x1 - x0) * f) as u32, (y0 + (y1 - y0) * f) as u32);
+                if x < w && y < h {
+                    img.put_pixel(x, y, image::Rgb([40, 90, 200]));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("a PNG encodes in memory");
+    out
+}

@@ -1,0 +1,146 @@
+//! The calibration window: fits P(t) to the trained CNN the way the paper calibrated its
+//! presets (on a worker of its own, with progress), plots the fit against the paper's presets,
+//! and can make it the run's patch schedule.
+
+use egui::{Context, Ui};
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+
+use crate::engine::calibrate::StepFit;
+use crate::engine::patch::{MAX_P, PRESETS};
+use crate::engine::{MachineKind, PatchSchedule};
+use crate::recipe::Recipe;
+use crate::worker::{Command, Event, RunId, WorkerHandle};
+
+/// What the window asks of the app this frame.
+#[derive(Debug, PartialEq)]
+pub enum CalibrationAction {
+    /// Make the fitted P per step the patch schedule (a list).
+    Use(Vec<u32>),
+}
+
+pub struct Calibration {
+    pub open: bool,
+    pub seeds: u64,
+    pub max_p: u32,
+    /// Spawned on first use (tests put a detached handle here).
+    pub worker: Option<WorkerHandle>,
+    running: Option<RunId>,
+    next_run: RunId,
+    pub progress: Option<(usize, usize)>,
+    pub fits: Option<Vec<StepFit>>,
+    pub message: Option<String>,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Self {
+            open: false,
+            seeds: 3,
+            max_p: 27,
+            worker: None,
+            running: None,
+            next_run: 0,
+            progress: None,
+            fits: None,
+            message: None,
+        }
+    }
+}
+
+impl Calibration {
+    /// Starts fitting to the CNN with `base`'s dataset and time grid.
+    pub fn start(&mut self, ctx: &Context, base: &Recipe) {
+        let worker = self.worker.get_or_insert_with(|| {
+            let ctx = ctx.clone();
+            WorkerHandle::spawn_secondary(move || ctx.request_repaint())
+        });
+        self.next_run += 1;
+        let mut recipe = base.clone();
+        recipe.sampler.machine = MachineKind::Cnn;
+        recipe.branched_from = None;
+        worker.send(Command::Calibrate { run: self.next_run, recipe, seeds: self.seeds, max_p: self.max_p });
+        self.running = Some(self.next_run);
+        (self.progress, self.fits, self.message) = (Some((0, 1)), None, None);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    pub fn drain(&mut self) {
+        let Some(worker) = &self.worker else { return };
+        let events: Vec<Event> = worker.events.try_iter().collect();
+        for event in events {
+            let Some(run) = self.running else { break };
+            match event {
+                Event::Progress { run: r, done, total, .. } if r == run => self.progress = Some((done, total)),
+                Event::Calibrated { run: r, fits } if r == run => {
+                    self.fits = Some(fits);
+                    (self.running, self.progress) = (None, None);
+                }
+                Event::Error { run: r, message } if r.is_none() || r == Some(run) => {
+                    self.message = Some(message);
+                    (self.running, self.progress) = (None, None);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The window's contents; `base` is the current recipe (None while no dataset is loaded).
+    pub fn ui(&mut self, ui: &mut Ui, base: Option<&Recipe>) -> Option<CalibrationAction> {
+        let mut action = None;
+        ui.label(
+            "Along the CNN's own DDIM runs, each step's P is the odd size whose ELS score points most nearly \
+             where the CNN's does (cosine similarity); the median over seeds is the fit (Kamb & Ganguli's method).",
+        );
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut self.seeds).range(1..=50));
+            ui.label("seeds, P up to");
+            ui.add(egui::DragValue::new(&mut self.max_p).range(1..=63));
+            if let Some(base) = base
+                && ui
+                    .add_enabled(!self.is_running(), egui::Button::new("Run calibration"))
+                    .on_hover_text("seeds 0, 1, …; the dataset, steps and noise schedule of the current run")
+                    .clicked()
+            {
+                self.start(ui.ctx(), base);
+            }
+        });
+        if let Some((done, total)) = self.progress {
+            ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).text(format!("{done} / {total} calls")));
+        }
+        if let Some(m) = &self.message {
+            ui.colored_label(ui.visuals().error_fg_color, m);
+        }
+        let Some(fits) = &self.fits else { return action };
+        let fitted: Vec<u32> = fits.iter().map(|f| f.median).collect();
+        ui.label(format!(
+            "fitted P(t), noisiest step first: {}",
+            fitted.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+        let pts: Vec<[f64; 2]> = fits.iter().map(|f| [f.t, f.median as f64]).collect();
+        Plot::new("calibration_plot")
+            .height(200.0)
+            .legend(Legend::default())
+            .x_axis_label("t")
+            .y_axis_label("P")
+            .include_x(0.0)
+            .include_x(1.0)
+            .include_y(1.0)
+            .show(ui, |p| {
+                for (name, _) in PRESETS.iter().filter(|(n, _)| n.starts_with("MNIST") || n.starts_with("Fashion")) {
+                    let preset = PatchSchedule::Preset { name: name.to_string() };
+                    let line: Vec<[f64; 2]> =
+                        fits.iter().enumerate().map(|(k, f)| [f.t, preset.at(k, f.t, 1.0, MAX_P) as f64]).collect();
+                    p.line(Line::new(*name, PlotPoints::from(line)));
+                }
+                p.line(Line::new("fitted to the CNN", PlotPoints::from(pts.clone())).width(3.0));
+                p.points(Points::new("fitted to the CNN", PlotPoints::from(pts)).radius(3.0));
+            });
+        if ui.button("Use as patch schedule").on_hover_text("the fitted P per step, as a list").clicked() {
+            action = Some(CalibrationAction::Use(fitted));
+        }
+        action
+    }
+}

@@ -1,0 +1,286 @@
+//! The trained convolutional denoiser: its forward pass, training, weights files, the CNN
+//! machine, the `train` / `compare` / `calibrate` commands, and calibration on a toy case.
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+use morphogen::engine::cnn::{Cnn, CnnHeader, CnnShape, EpsNet, cosine_time};
+use morphogen::engine::cnn_train::{TrainConfig, train};
+use morphogen::engine::{
+    Boundary, Call, Control, Denoiser, ImageShape, MachineKind, NoiseSchedule, PatchSchedule, SamplerConfig,
+};
+use serde_json::Value;
+
+const TINY: CnnShape = CnnShape { image_channels: 1, channels: 8, blocks: 2 };
+
+fn forward(net: &EpsNet, x: &[f32], t: &[f64]) -> Vec<f32> {
+    let b = t.len();
+    let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, 1, 8, 8]), &Device::flex());
+    net.forward(x, t).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+fn header() -> CnnHeader {
+    CnnHeader {
+        shape: TINY,
+        image: [1, 8, 8],
+        dataset: "test".into(),
+        schedule: "cosine".into(),
+        steps: 0,
+        batch: 1,
+        final_loss: 0.0,
+    }
+}
+
+#[test]
+fn the_forward_pass_keeps_the_shape_and_is_deterministic() {
+    let device = Device::flex();
+    device.seed(7);
+    let net = EpsNet::new(TINY, &device);
+    let x = random_set(2, ImageShape { c: 1, h: 8, w: 8 }, 3);
+    let x4 = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 1, 8, 8]), &device);
+    assert_eq!(net.forward(x4, &[0.1, 0.9]).dims(), [2, 1, 8, 8]);
+    let a = forward(&net, &x, &[0.1, 0.9]);
+    assert_eq!(a, forward(&net, &x, &[0.1, 0.9]), "the same input gives the same output");
+    assert_ne!(a[..64], forward(&net, &x, &[0.5, 0.9])[..64], "the time embedding reaches the output");
+    // Through a weights file and back: the same function.
+    let bytes = Cnn::to_bytes(&header(), net).unwrap();
+    let back = Cnn::from_bytes(&bytes, &device).unwrap();
+    assert_eq!(back.header, header());
+    assert_eq!(a, forward(&back.net, &x, &[0.1, 0.9]));
+    // Translation equivariance away from the border (zero padding breaks it only within the
+    // receptive field of an edge): on a 20×20 image a blob moved by one pixel moves the
+    // response by one pixel.
+    let big = |at: usize| {
+        let mut v = vec![-1f32; 400];
+        v[at] = 1.0;
+        let x = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 20, 20]), &device);
+        back.net.forward(x, &[0.5]).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    };
+    let (r0, r1) = (big(9 * 20 + 9), big(9 * 20 + 10));
+    for dy in 0..3 {
+        for dx in 0..3 {
+            let p = (8 + dy) * 20 + 8 + dx;
+            assert!((r0[p] - r1[p + 1]).abs() < 1e-5, "({dy}, {dx}): {} vs {}", r0[p], r1[p + 1]);
+        }
+    }
+    assert!(TINY.receptive_field() == 9 && CnnShape::SMALL.receptive_field() == 17);
+}
+
+#[test]
+fn a_short_training_run_lowers_the_loss() {
+    let shape = ImageShape { c: 1, h: 8, w: 8 };
+    let (s, images) = npy("machines_blobs9x6_train.npy");
+    assert_eq!(s[0], 80);
+    // Blobs cut to 8×8 by tiling the 9×6 images: smooth structure a network can learn.
+    let imgs: Vec<f32> =
+        (0..80).flat_map(|k| (0..64).map(move |i| (k, i))).map(|(k, i)| images[k * 54 + i % 54]).collect();
+    let cfg = TrainConfig { shape: TINY, steps: 150, batch: 16, lr: 5e-3, seed: 1, schedule: NoiseSchedule::cosine() };
+    let (_, losses) = train(&imgs, 80, shape, &cfg, &mut |_, _| true);
+    assert_eq!(losses.len(), 150);
+    let first: f32 = losses[..20].iter().sum::<f32>() / 20.0;
+    let last: f32 = losses[130..].iter().sum::<f32>() / 20.0;
+    assert!(last < 0.8 * first, "loss {first:.3} → {last:.3}");
+    // And it stops when asked.
+    let (_, stopped) = train(&imgs, 80, shape, &TrainConfig { steps: 100, ..cfg }, &mut |step, _| step < 9);
+    assert_eq!(stopped.len(), 10);
+}
+
+#[test]
+fn bad_weights_are_refused_by_name_and_the_other_machines_keep_working() {
+    assert!(Cnn::from_bytes(b"PNG....", &Device::flex()).err().unwrap().contains("not a morphogen CNN weights file"));
+    let good = Cnn::to_bytes(&header(), EpsNet::new(TINY, &Device::flex())).unwrap();
+    let cut = &good[..good.len() - 100];
+    let err = Cnn::from_bytes(cut, &Device::flex()).err().unwrap();
+    assert!(err.contains("weights"), "{err}");
+    let mut wrong = header();
+    wrong.shape.channels = 16;
+    let mut lie = b"morphogen-cnn 1\n".to_vec();
+    lie.extend(serde_json::to_vec(&wrong).unwrap());
+    lie.push(b'\n');
+    lie.extend_from_slice(&good[good.iter().skip(16).position(|&b| b == b'\n').unwrap() + 17..]);
+    let err = Cnn::from_bytes(&lie, &Device::flex()).err().unwrap();
+    assert!(err.contains("do not fit"), "{err}");
+    // Weights for 8×8 images on a 28×28 set: the CNN machine says why; Ideal still runs.
+    let (mut den, shape, _) = training("mnist12_train.npy");
+    den.load_cnn(&good, "tiny.mgcnn");
+    let call = Call::new(MachineKind::Cnn, Boundary::Zeros, 3, 0.5);
+    let err = den.check_call(&call).unwrap_err();
+    assert!(err.contains("tiny.mgcnn") && err.contains("1×8×8") && err.contains("1×28×28"), "{err}");
+    let x = random_set(1, shape, 2);
+    den.denoise(&x, &Call::new(MachineKind::Ideal, Boundary::Zeros, 3, 0.5), &mut Control::none()).unwrap();
+}
+
+#[test]
+fn the_cnn_machine_turns_its_noise_estimate_into_x0() {
+    let device = Device::flex();
+    device.seed(3);
+    let net = EpsNet::new(TINY, &device);
+    let x = random_set(1, ImageShape { c: 1, h: 8, w: 8 }, 5);
+    let ab = 0.6;
+    let eps = forward(&net, &x, &[cosine_time(ab)]);
+    let bytes = Cnn::to_bytes(&header(), net).unwrap();
+    let shape = ImageShape { c: 1, h: 8, w: 8 };
+    let mut den = Denoiser::new(&random_set(10, shape, 1), 10, shape, &device);
+    den.load_cnn(&bytes, "tiny");
+    let got = den.denoise(&x, &Call::new(MachineKind::Cnn, Boundary::Zeros, 3, ab), &mut Control::none()).unwrap().x0;
+    for i in 0..64 {
+        let want = ((x[i] as f64 - (1.0 - ab).sqrt() * eps[i] as f64) / ab.sqrt()).clamp(-1.0, 1.0);
+        assert!((got[i] as f64 - want).abs() < 1e-5, "{i}: {} vs {want}", got[i]);
+    }
+    // The network is told the noise level on the cosine schedule it was trained with.
+    let s = NoiseSchedule::cosine();
+    for t in [0.05, 0.5, 0.95] {
+        assert!((cosine_time(s.alpha_bar(t)) - t).abs() < 1e-9);
+    }
+}
+
+/// Calibration recovers a known P: with ELS at P = 5 standing in for the network, every step
+/// fits P = 5 (its own score matches itself exactly).
+#[test]
+fn calibration_recovers_a_known_patch_size() {
+    let (mut den, _, _) = training("mnist12_train.npy");
+    let reference = SamplerConfig {
+        machine: MachineKind::Els,
+        patch: PatchSchedule::Constant { p: 5 },
+        steps: 6,
+        t_start: 0.7,
+        ..SamplerConfig::default()
+    };
+    let fits = morphogen::engine::calibrate::calibrate(
+        &mut den,
+        &reference,
+        &[0, 1],
+        &[1, 3, 5, 7, 9, 11],
+        Boundary::Zeros,
+        &mut Control::none(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(fits.len(), 6);
+    for f in &fits {
+        assert_eq!(f.best, vec![5, 5], "t = {}: cosines {:?}", f.t, f.cosine);
+        assert_eq!(f.median, 5);
+        assert!((f.cosine[0][2] - 1.0).abs() < 1e-9);
+        assert!(f.cosine[0][0] < 0.9999, "a wrong P does not fit as well: {:?}", f.cosine[0]);
+    }
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_morphogen");
+
+fn morphogen(args: &[&str]) -> std::process::Output {
+    morphogen_at(BIN, args)
+}
+
+/// train → sample with `--machine cnn` → compare → calibrate, end to end on a small set.
+#[test]
+fn train_sample_compare_and_calibrate_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("digits.mgcnn");
+    let w = weights.to_str().unwrap();
+    let out = morphogen(&[
+        "train",
+        "--dataset",
+        "digits8",
+        "--out",
+        w,
+        "--steps",
+        "30",
+        "--batch",
+        "8",
+        "--channels",
+        "8",
+        "--blocks",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("digits.loss.png").exists() && dir.path().join("digits.loss.csv").exists());
+    let csv = std::fs::read_to_string(dir.path().join("digits.loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 31, "a header and one line per step");
+    // Not over an existing file without --force.
+    let again = morphogen(&["train", "--dataset", "digits8", "--out", w, "--steps", "1"]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let run = dir.path().join("run");
+    let out = morphogen(&[
+        "sample",
+        "--dataset",
+        "digits8",
+        "--machine",
+        "cnn",
+        "--cnn",
+        w,
+        "--steps",
+        "4",
+        "--device",
+        "cpu",
+        "--out-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without weights for a folder-less, non-MNIST set, the CNN machine says how to get some.
+    let out = morphogen(&[
+        "sample",
+        "--dataset",
+        "digits8",
+        "--machine",
+        "cnn",
+        "--steps",
+        "4",
+        "--out-dir",
+        dir.path().join("none").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("morphogen train"), "{err}");
+
+    let out = morphogen(&[
+        "compare",
+        "--dataset",
+        "digits8",
+        "--cnn",
+        w,
+        "--seeds",
+        "3",
+        "--steps",
+        "4",
+        "--patch-schedule",
+        "3,3,3,3",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["seeds"], 3);
+    for k in ["els", "local", "ideal"] {
+        let r = v[k].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&r), "{k}: {r}");
+    }
+
+    let cal = dir.path().join("cal");
+    let out = morphogen(&[
+        "calibrate",
+        "--dataset",
+        "digits8",
+        "--cnn",
+        w,
+        "--seeds",
+        "2",
+        "--steps",
+        "3",
+        "--max-p",
+        "7",
+        "--device",
+        "cpu",
+        "--out",
+        cal.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fit: Value = serde_json::from_str(&std::fs::read_to_string(cal.join("calibration.json")).unwrap()).unwrap();
+    let fitted = fit["fitted"].as_array().unwrap();
+    assert_eq!(fitted.len(), 3);
+    assert!(fitted.iter().all(|p| [1, 3, 5, 7].contains(&p.as_u64().unwrap())), "{fitted:?}");
+    let recipe = std::fs::read_to_string(cal.join("recipe.json")).unwrap();
+    assert!(recipe.contains("\"list\"") && recipe.contains("\"els\""), "{recipe}");
+    assert!(cal.join("calibration.png").exists());
+}

@@ -612,8 +612,9 @@ impl StudioApp {
         let same_set = self.dataset.as_ref().filter(|d| run.recipe.dataset_hash.as_deref() == Some(d.hash.as_str()));
         let n_train = self.dataset.as_ref().map_or(1, |d| d.len);
         let maps = step.record.maps.clone().filter(|_| stale.is_none());
-        // The Gaussian machine has no vote, so no map: only a line saying so.
-        let no_vote = run_machine == MachineKind::Gaussian && self.settings.map_view.is_some();
+        // The Gaussian machine and the CNN have no vote, so no map: only a line saying so.
+        let no_vote =
+            matches!(run_machine, MachineKind::Gaussian | MachineKind::Cnn) && self.settings.map_view.is_some();
         let map = self.settings.map_view.zip(maps.as_ref().filter(|_| !no_vote)).map(|(kind, m)| {
             let tex = self.maps_view.texture(ui.ctx(), (run_id, step.record.step, kind), m, shape, n_train);
             (kind, tex)
@@ -711,10 +712,12 @@ impl StudioApp {
             self.maps_view.legend(ui, (run_id, k, kind), m, shape, n_train, same_set);
         }
         if no_vote {
-            ui.label(
+            ui.label(if run_machine == MachineKind::Cnn {
+                "The CNN has no vote over training patches, so nothing to map: compare it with ELS in a second column."
+            } else {
                 "The Gaussian machine has no vote: each pixel of x̂₀ is a fixed weighted sum of the noisy image \
-                 (click a pixel to see its Wiener-filter row). There is nothing to map.",
-            );
+                 (click a pixel to see its Wiener-filter row). There is nothing to map."
+            });
         }
         if let Some((y, x)) = out.clicked
             && stale.is_none()

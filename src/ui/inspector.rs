@@ -105,6 +105,17 @@ impl Inspector {
             ));
             return changed;
         }
+        if r.candidates == 0 {
+            // The CNN: nothing voted, the weights made it.
+            ui.label(format!(
+                "pixel ({}, {}) at step {}: the CNN has no vote over training patches; its x̂₀ here = {}",
+                iv.x,
+                iv.y,
+                iv.step,
+                r.x0.iter().map(|v| format!("{v:+.3}")).collect::<Vec<_>>().join(" ")
+            ));
+            return changed;
+        }
         if let (Some(tex), Some(w)) = (&iv.window, &r.window) {
             ui.add(egui::Image::new(tex).fit_to_exact_size(vec2(96.0, 96.0 * iv.shape.h as f32 / iv.shape.w as f32)))
                 .on_hover_text("x_t with the pixel's learned window shaded: the values every image is compared on");

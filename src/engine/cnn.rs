@@ -181,6 +181,7 @@ impl Cnn {
 pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
     match dataset {
         "mnist" => Some(include_bytes!("../../assets/models/mnist.mgcnn")),
+        "fashion" => Some(include_bytes!("../../assets/models/fashion.mgcnn")),
         _ => None,
     }
 }

@@ -79,10 +79,7 @@ impl DatasetArgs {
     /// Gives `denoiser` its CNN: `--cnn`, or the shipped weights of a bundled set.
     fn attach_cnn(&self, denoiser: &mut Denoiser) {
         let source = DatasetSource::parse(&self.dataset);
-        let bundled = match &source {
-            DatasetSource::Bundled(name) => Some(name.as_str()),
-            _ => None,
-        };
+        let bundled = source.bundled_name();
         engine::cnn::attach(denoiser, bundled, self.cnn.as_deref());
     }
     fn options(&self, seed: u64) -> LoadOptions {
@@ -515,10 +512,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     let recipe = Recipe { dataset_hash: Some(hash), device: device.kind, ..recipe };
 
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
-    let bundled = match &recipe.dataset {
-        DatasetSource::Bundled(name) => Some(name.as_str()),
-        _ => None,
-    };
+    let bundled = recipe.dataset.bundled_name();
     engine::cnn::attach(&mut denoiser, bundled, args.data.cnn.as_deref());
     let shape = dataset.shape;
     for (_, cfg) in recipe.segments() {

@@ -89,10 +89,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         eprintln!("note: {n}");
     }
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
-    let bundled = match &source {
-        DatasetSource::Bundled(name) => Some(name.as_str()),
-        _ => None,
-    };
+    let bundled = source.bundled_name();
     engine::cnn::attach(&mut den, bundled, args.cnn.as_deref());
     let base = SamplerConfig { steps: args.steps, patch: args.patch_schedule.clone(), ..SamplerConfig::default() };
     for m in std::iter::once(MachineKind::Cnn).chain(AGAINST) {
@@ -175,10 +172,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     let dataset = Dataset::load(&source, &LoadOptions::default()).map_err(|e| e.to_string())?;
     let device = engine::device::resolve(args.device)?;
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
-    let bundled = match &source {
-        DatasetSource::Bundled(name) => Some(name.as_str()),
-        _ => None,
-    };
+    let bundled = source.bundled_name();
     engine::cnn::attach(&mut den, bundled, args.cnn.as_deref());
     let s = dataset.shape;
     let max = engine::machine::max_patch(MachineKind::Els, args.boundary, s.h, s.w).min(args.max_p);
@@ -271,7 +265,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
 /// per series, drawn as steps; no text (the caller prints the legend).
 fn patch_plot(ts: &[f64], series: &[(String, Vec<u32>, [u8; 3])]) -> Vec<u8> {
     let (w, h, pad) = (640u32, 360u32, 24u32);
-    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let mut img = image::RgbaImage::from_pixel(w, h, image::Rgba([255, 255, 255, 255]));
     let pmax = series.iter().flat_map(|s| s.1.iter().copied()).max().unwrap_or(1).max(3) as f64;
     let at = |t: f64, p: f64| {
         let x = pad as f64 + (w - 2 * pad) as f64 * t.clamp(0.0, 1.0);
@@ -282,7 +276,7 @@ fn patch_plot(ts: &[f64], series: &[(String, Vec<u32>, [u8; 3])]) -> Vec<u8> {
         for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
             let (px, py) = (x + dx, y + dy);
             if px >= 0 && py >= 0 && (px as u32) < w && (py as u32) < h {
-                img.put_pixel(px as u32, py as u32, image::Rgb(c));
+                img.put_pixel(px as u32, py as u32, image::Rgba([c[0], c[1], c[2], 255]));
             }
         }
     };
@@ -310,9 +304,5 @@ fn patch_plot(ts: &[f64], series: &[(String, Vec<u32>, [u8; 3])]) -> Vec<u8> {
             }
         }
     }
-    let mut out = Vec::new();
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("a PNG encodes in memory");
-    out
+    crate::export::frame::encode_png(&img)
 }

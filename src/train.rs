@@ -155,7 +155,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// The loss curve as a PNG: the running mean over 50 steps on a log scale, 640×320.
 pub fn loss_plot(losses: &[f32]) -> Vec<u8> {
     let (w, h, pad) = (640u32, 320u32, 24u32);
-    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let mut img = image::RgbaImage::from_pixel(w, h, image::Rgba([255, 255, 255, 255]));
     let smooth: Vec<f64> = (0..losses.len())
         .map(|i| {
             let from = i.saturating_sub(49);
@@ -172,10 +172,10 @@ pub fn loss_plot(losses: &[f32]) -> Vec<u8> {
             (x, y)
         };
         for x in pad..w - pad {
-            img.put_pixel(x, h - pad, image::Rgb([120, 120, 120]));
+            img.put_pixel(x, h - pad, image::Rgba([120, 120, 120, 255]));
         }
         for y in pad..h - pad {
-            img.put_pixel(pad, y, image::Rgb([120, 120, 120]));
+            img.put_pixel(pad, y, image::Rgba([120, 120, 120, 255]));
         }
         for i in 1..smooth.len() {
             let (x0, y0) = at(i - 1, smooth[i - 1]);
@@ -185,14 +185,10 @@ pub fn loss_plot(losses: &[f32]) -> Vec<u8> {
                 let f = k as f64 / n as f64;
                 let (x, y) = ((x0 + (x1 - x0) * f) as u32, (y0 + (y1 - y0) * f) as u32);
                 if x < w && y < h {
-                    img.put_pixel(x, y, image::Rgb([40, 90, 200]));
+                    img.put_pixel(x, y, image::Rgba([40, 90, 200, 255]));
                 }
             }
         }
     }
-    let mut out = Vec::new();
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("a PNG encodes in memory");
-    out
+    crate::export::frame::encode_png(&img)
 }

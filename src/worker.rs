@@ -367,10 +367,7 @@ impl Worker {
             images: (dataset.images.len() <= UI_IMAGES_MAX).then(|| std::sync::Arc::new(dataset.images.clone())),
         };
         let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
-        let bundled = match &source {
-            DatasetSource::Bundled(name) => Some(name.as_str()),
-            _ => None,
-        };
+        let bundled = source.bundled_name();
         crate::engine::cnn::attach(&mut denoiser, bundled, None);
         if let Some(budget) = self.cache_budget {
             denoiser.cache_budget_bytes = budget;

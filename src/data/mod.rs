@@ -34,6 +34,14 @@ pub enum DatasetSource {
 }
 
 impl DatasetSource {
+    /// The bundled set's name, for the things that ship with it (its CNN weights).
+    pub fn bundled_name(&self) -> Option<&str> {
+        match self {
+            Self::Bundled(name) => Some(name.as_str()),
+            _ => None,
+        }
+    }
+
     /// A bundled name, a folder, or an .npy file, the way the CLI's `--dataset` reads it.
     pub fn parse(text: &str) -> Self {
         if BUNDLED.iter().any(|b| b.name == text) && !Path::new(text).exists() {

@@ -13,12 +13,17 @@ use rayon::prelude::*;
 
 use super::control::{CancelToken, Cancelled};
 use super::denoiser::DeviceGroup;
-use super::fused_cpu::simd::dot;
+use super::fused_cpu::RowState;
+use super::fused_cpu::simd::window_dots;
 use super::geometry::ImageShape;
 
 /// Groups with at most this many key positions per image go this way; larger ones (the
 /// interior group at small P) are matrix products and stay on the gemm kernel.
 pub const MAX_KEYS: usize = 16;
+
+/// Keys per block of logits: enough for the vectorised fold to run long rows, few enough that
+/// a block's logits stay in L1.
+const BLOCK_KEYS: usize = 256;
 
 /// Per group: x̂₀ − m ([Q, C]), each pixel's entropy and winning (image, key pixel), or
 /// `None` for groups not taken.
@@ -52,59 +57,29 @@ impl Window {
     fn len(&self, c: usize) -> usize {
         c * (self.dy1 - self.dy0 + 1) as usize * self.cols()
     }
+    /// Offsets in a [C, H, W] image of the window's row segments at `pixel`, each
+    /// `cols()` long, in (channel, row) order.
+    fn row_starts(&self, shape: ImageShape, pixel: usize) -> Vec<usize> {
+        let (i, j) = ((pixel / shape.w) as isize, (pixel % shape.w) as isize);
+        let hw = shape.pixels();
+        (0..shape.c)
+            .flat_map(|ch| {
+                (self.dy0..=self.dy1).map(move |dy| ch * hw + ((i + dy) as usize) * shape.w + (j + self.dx0) as usize)
+            })
+            .collect()
+    }
     /// Copies the window at `pixel` of a [C, H, W] image into `out` (channel, row, column).
     fn gather(&self, shape: ImageShape, img: &[f32], pixel: usize, out: &mut Vec<f32>) {
         out.clear();
-        let (i, j) = ((pixel / shape.w) as isize, (pixel % shape.w) as isize);
-        let hw = shape.pixels();
-        for ch in 0..shape.c {
-            for dy in self.dy0..=self.dy1 {
-                let start = ch * hw + ((i + dy) as usize) * shape.w + (j + self.dx0) as usize;
-                out.extend_from_slice(&img[start..start + self.cols()]);
-            }
+        for start in self.row_starts(shape, pixel) {
+            out.extend_from_slice(&img[start..start + self.cols()]);
         }
     }
 }
-
-/// Online softmax of one query row, relative to its running max (see `fused_cpu::RowState`).
-struct Row {
-    m: f64,
-    s: f64,
-    u: f64,
-    acc: Vec<f64>,
-    /// (image, key pixel) of the largest logit so far.
-    best: (u32, u32),
-}
-
-impl Row {
-    fn new(c: usize) -> Self {
-        Self { m: f64::NEG_INFINITY, s: 0.0, u: 0.0, acc: vec![0.0; c], best: (0, 0) }
-    }
-    fn add(&mut self, logit: f64, source: (u32, u32), value: impl Fn(usize) -> f64) {
-        if logit > self.m {
-            self.best = source;
-            if self.m.is_finite() {
-                super::fused_cpu::rebase(&mut self.s, &mut self.u, &mut self.acc, self.m - logit);
-            }
-            self.m = logit;
-        }
-        let shifted = logit - self.m;
-        let p = shifted.exp();
-        self.s += p;
-        self.u += p * shifted;
-        for (ch, a) in self.acc.iter_mut().enumerate() {
-            *a += p * value(ch);
-        }
-    }
-    fn entropy(&self) -> f64 {
-        (self.s.ln() - self.u / self.s).max(0.0)
-    }
-}
-
 /// x̂₀ − m (per channel, [Q, C] per group, in group order) and per-pixel entropy of every
 /// group `take(g)` selects. `xc` is x − a·m ([C, H, W]), `images` the centred training set
 /// ([N, C, H, W]); logits are (a/σ²)·q·k − (a²/2σ²)·‖k‖², as in the other paths. `cancel`
-/// is checked every 16 images of every group.
+/// is checked once per block of keys.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn solve(
     shape: ImageShape,
@@ -136,28 +111,49 @@ pub(crate) fn solve(
                 window.gather(shape, xc, px, &mut buf);
                 queries.extend_from_slice(&buf);
             }
-            let mut rows: Vec<Row> = (0..pixels.len()).map(|_| Row::new(c)).collect();
-            let mut key = Vec::with_capacity(d);
-            for (k, img) in images.chunks_exact(len).take(n).enumerate() {
-                if k % 16 == 0 && cancelled() {
+            // Logits of a block of images' keys per query row, then one vectorised fold per
+            // row (the fused kernel's): the exps are the bulk of the work here at large P.
+            let q = pixels.len();
+            let kg = keys.len();
+            let per_block = (BLOCK_KEYS / kg).max(1);
+            let mut state = RowState::new(q, c, true);
+            // Each key is read in place, row segment by row segment.
+            let starts: Vec<Vec<usize>> = keys.iter().map(|&kp| window.row_starts(shape, kp)).collect();
+            let cols = window.cols();
+            let mut qdots = vec![0f32; q];
+            let mut logits = vec![0f32; q * per_block * kg]; // [Q, K_block]
+            let mut values = vec![0f32; c * per_block * kg]; // [C, K_block]
+            let mut n0 = 0;
+            while n0 < n {
+                if cancelled() {
                     return Err(Cancelled);
                 }
-                for &kp in keys {
-                    window.gather(shape, img, kp, &mut key);
-                    let norm = dot(&key, &key) as f64;
-                    for (q, row) in queries.chunks_exact(d).zip(rows.iter_mut()) {
-                        let logit = scale * dot(q, &key) as f64 + tail * norm;
-                        row.add(logit, (k as u32, kp as u32), |ch| img[ch * hw + kp] as f64);
+                let nb = per_block.min(n - n0);
+                let kb = nb * kg;
+                for (b, img) in images[n0 * len..(n0 + nb) * len].chunks_exact(len).enumerate() {
+                    for (j, &kp) in keys.iter().enumerate() {
+                        let col = b * kg + j;
+                        let norm = window_dots(img, &starts[j], cols, &queries, &mut qdots) as f64;
+                        for (qi, &qd) in qdots.iter().enumerate() {
+                            logits[qi * kb + col] = (scale * qd as f64 + tail * norm) as f32;
+                        }
+                        for ch in 0..c {
+                            values[ch * kb + col] = img[ch * hw + kp];
+                        }
                     }
                 }
+                for qi in 0..q {
+                    let vals = |ch: usize| &values[ch * kb..(ch + 1) * kb];
+                    state.fold_logits(qi, &mut logits[qi * kb..(qi + 1) * kb], (n0 * kg) as u64, vals);
+                }
+                n0 += nb;
             }
-            let mut out = Vec::with_capacity(pixels.len() * c);
-            let mut entropy = Vec::with_capacity(pixels.len());
-            for row in &rows {
-                out.extend(row.acc.iter().map(|a| (a / row.s) as f32));
-                entropy.push(row.entropy() as f32);
-            }
-            let winner = rows.iter().map(|r| r.best).collect();
+            let winner = state
+                .argmax()
+                .iter()
+                .map(|&col| ((col as usize / kg) as u32, keys[col as usize % kg] as u32))
+                .collect();
+            let (out, entropy) = state.finish();
             Ok(Some(GroupResult { out, entropy, winner }))
         })
         .collect()

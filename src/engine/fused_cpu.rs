@@ -11,9 +11,12 @@
 
 use rayon::prelude::*;
 
-/// Keys per score tile: 64 queries × 512 keys × 4 bytes = 128 KB, an L2-sized tile (256 and
-/// 1024 measured the same within 5% at P = 7; 512 × 64 was 17% faster at P = 15).
-const TILE: usize = 512;
+/// Keys per score tile for keys of `da` values: at most 512 (64 queries × 512 keys × 4 bytes
+/// = a 128 KB score tile), fewer for long keys so the tile of keys stays under ~192 KB and
+/// is still in L2 when the next query block reads it.
+fn tile_keys(da: usize) -> usize {
+    ((192 * 1024 / 4) / da.max(1)).clamp(64, 512) & !7
+}
 /// Queries per parallel work item.
 const QUERY_BLOCK: usize = 64;
 
@@ -64,57 +67,119 @@ impl RowState {
     }
 
     /// Folds one chunk in. `queries` is [Q, Da] (already scaled, with the −a/2 column).
+    ///
+    /// The chunk's keys are split into one contiguous run of tiles per thread, and each
+    /// thread folds all query rows over its run into a partial state, merged in key order at
+    /// the end. Splitting over keys rather than queries keeps both cores busy on groups of
+    /// fewer than two query blocks (every edge group, and 196 queries = 3 + 1 blocks at
+    /// P = 15), and each key tile is read from memory once per thread and then served from
+    /// cache to every query block, instead of streamed from DRAM once per query block.
     pub fn update(&mut self, queries: &[f32], da: usize, chunk: &HostChunk) {
-        let (c, k, want_entropy, seen) = (self.c, chunk.len, self.want_entropy, self.seen);
+        let (q, c, k, want_entropy, seen) = (self.q, self.c, chunk.len, self.want_entropy, self.seen);
         self.seen += k as u64;
-        let blocks = self
-            .m
-            .par_chunks_mut(QUERY_BLOCK)
-            .zip(self.arg.par_chunks_mut(QUERY_BLOCK))
-            .zip(self.s.par_chunks_mut(QUERY_BLOCK))
-            .zip(self.u.par_chunks_mut(QUERY_BLOCK))
-            .zip(self.acc.par_chunks_mut(QUERY_BLOCK * c))
-            .zip(queries.par_chunks(QUERY_BLOCK * da));
-        blocks.for_each(|(((((m, arg), s), u), acc), q)| {
-            let rows = m.len();
-            let mut scores = vec![0f32; rows * TILE];
-            for k0 in (0..k).step_by(TILE) {
-                let tk = TILE.min(k - k0);
-                // scores[i, j] = q_i · key_{k0+j}
-                // SAFETY: the pointers cover rows×da, tk×da and rows×tk elements with the
-                // strides given; dst does not alias the inputs.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        tk,
-                        da,
-                        scores.as_mut_ptr(),
-                        1,
-                        tk as isize,
-                        false,
-                        q.as_ptr(),
-                        1,
-                        da as isize,
-                        chunk.keys_t.as_ptr().add(k0),
-                        1,
-                        k as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+        let tile = tile_keys(da);
+        let tiles = k.div_ceil(tile);
+        let parts = rayon::current_num_threads().min(tiles).max(1);
+        let partials: Vec<RowState> = (0..parts)
+            .into_par_iter()
+            .map(|part| {
+                let (t0, t1) = (part * tiles / parts, (part + 1) * tiles / parts);
+                let mut st = RowState::new(q, c, want_entropy);
+                let mut scores = vec![0f32; QUERY_BLOCK.min(q) * tile];
+                for k0 in (t0 * tile..(t1 * tile).min(k)).step_by(tile) {
+                    let tk = tile.min(k - k0);
+                    for (b, qb) in queries[..q * da].chunks(QUERY_BLOCK * da).enumerate() {
+                        let rows = qb.len() / da;
+                        // scores[i, j] = q_i · key_{k0+j}
+                        // SAFETY: the pointers cover rows×da, tk×da and rows×tk elements with
+                        // the strides given; dst does not alias the inputs.
+                        unsafe {
+                            gemm::gemm(
+                                rows,
+                                tk,
+                                da,
+                                scores.as_mut_ptr(),
+                                1,
+                                tk as isize,
+                                false,
+                                qb.as_ptr(),
+                                1,
+                                da as isize,
+                                chunk.keys_t.as_ptr().add(k0),
+                                1,
+                                k as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                        let vals = |ch: usize| &chunk.values_t[ch * k + k0..ch * k + k0 + tk];
+                        for i in 0..rows {
+                            let r = b * QUERY_BLOCK + i;
+                            let row = &mut scores[i * tk..(i + 1) * tk];
+                            let best = (&mut st.m[r], &mut st.arg[r], seen + k0 as u64);
+                            let acc = &mut st.acc[r * c..(r + 1) * c];
+                            fold_row(row, best, &mut st.s[r], &mut st.u[r], acc, vals, want_entropy);
+                        }
+                    }
                 }
-                for i in 0..rows {
-                    let row = &mut scores[i * tk..(i + 1) * tk];
-                    let vals = |ch: usize| &chunk.values_t[ch * k + k0..ch * k + k0 + tk];
-                    let col0 = seen + k0 as u64;
-                    let best = (&mut m[i], &mut arg[i], col0);
-                    fold_row(row, best, &mut s[i], &mut u[i], &mut acc[i * c..(i + 1) * c], vals, want_entropy);
-                }
+                st
+            })
+            .collect();
+        for part in partials {
+            self.merge(part);
+        }
+    }
+
+    /// Folds in one row's logits for columns `col0..col0 + logits.len()`, computed by the
+    /// caller (the small groups of [`super::direct`]); `vals(ch)` are the values of those
+    /// columns. Columns must come in increasing order across calls, as in [`Self::update`].
+    pub fn fold_logits<'v>(&mut self, i: usize, logits: &mut [f32], col0: u64, vals: impl Fn(usize) -> &'v [f32]) {
+        let c = self.c;
+        let best = (&mut self.m[i], &mut self.arg[i], col0);
+        fold_row(
+            logits,
+            best,
+            &mut self.s[i],
+            &mut self.u[i],
+            &mut self.acc[i * c..(i + 1) * c],
+            vals,
+            self.want_entropy,
+        );
+    }
+
+    /// Folds in another state over the same rows whose columns all come after this one's
+    /// (a later run of keys): both move to the larger max; a tie keeps this state's winner,
+    /// as one sequential pass would.
+    fn merge(&mut self, other: RowState) {
+        let c = self.c;
+        for i in 0..self.q {
+            let (mo, ms) = (other.m[i], self.m[i]);
+            if !mo.is_finite() {
+                continue;
             }
-        });
+            let acc_o = &other.acc[i * c..(i + 1) * c];
+            if !ms.is_finite() {
+                (self.m[i], self.arg[i], self.s[i], self.u[i]) = (mo, other.arg[i], other.s[i], other.u[i]);
+                self.acc[i * c..(i + 1) * c].copy_from_slice(acc_o);
+                continue;
+            }
+            let m = ms.max(mo);
+            let (mut s_o, mut u_o, mut acc_o) = (other.s[i], other.u[i], acc_o.to_vec());
+            rebase(&mut s_o, &mut u_o, &mut acc_o, (mo - m) as f64);
+            let acc = &mut self.acc[i * c..(i + 1) * c];
+            rebase(&mut self.s[i], &mut self.u[i], acc, (ms - m) as f64);
+            self.s[i] += s_o;
+            self.u[i] += u_o;
+            acc.iter_mut().zip(&acc_o).for_each(|(a, b)| *a += b);
+            if mo > ms {
+                self.arg[i] = other.arg[i];
+            }
+            self.m[i] = m;
+        }
     }
 
     /// The raw running state (m, s, u, acc) of every row, for callers that merge partial
@@ -159,8 +224,14 @@ pub(crate) fn rebase(s: &mut f64, u: &mut f64, acc: &mut [f64], shift: f64) {
     acc.iter_mut().for_each(|a| *a *= correction);
 }
 
-/// One row of one tile: rescale the running state to the new max, then exponentiate the
-/// row in place and accumulate its sum, its values and (for the entropy) Σ p·logit.
+/// Below this (logit − running max) a whole tile adds nothing an f32 sum can hold
+/// (e^−88 ≈ 6e−39), so it is skipped after its max is known. At small t almost every tile of
+/// a row is this far below the nearest patch.
+const SKIP_BELOW: f32 = -88.0;
+
+/// One row of one tile: rescale the running state to the new max, then one fused pass
+/// exponentiates the row (relative to the max) and accumulates its sum, its values and (for
+/// the entropy) Σ p·(l − m). The row keeps its logits, for the winner search.
 #[inline]
 fn fold_row<'v>(
     row: &mut [f32],
@@ -172,6 +243,9 @@ fn fold_row<'v>(
     want_entropy: bool,
 ) {
     let tile_max = simd::max(row);
+    if m.is_finite() && tile_max - *m < SKIP_BELOW {
+        return;
+    }
     let m_new = m.max(tile_max);
     if m_new > *m {
         // A new winner: rare after the first tiles, so the search costs nothing.
@@ -181,46 +255,375 @@ fn fold_row<'v>(
         }
         *m = m_new;
     }
+    let folded = match (acc.len(), want_entropy) {
+        (1, true) => simd::fold::<1, true>(row, m_new, [vals(0)]).widen(),
+        (1, false) => simd::fold::<1, false>(row, m_new, [vals(0)]).widen(),
+        (3, true) => simd::fold::<3, true>(row, m_new, [vals(0), vals(1), vals(2)]).widen(),
+        (3, false) => simd::fold::<3, false>(row, m_new, [vals(0), vals(1), vals(2)]).widen(),
+        _ => {
+            // Other channel counts: exponentiate in place, then one dot per channel.
+            let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
+            let dots = (0..acc.len()).map(|ch| simd::dot(row, vals(ch))).collect();
+            simd::Folded { sum, pl, acc: dots }
+        }
+    };
+    *s += folded.sum as f64;
     if want_entropy {
-        // Σ p·(l − m) needs the logits, so take it before they are overwritten by p.
-        let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
-        *s += sum as f64;
-        *u += pl as f64;
-    } else {
-        *s += simd::exp_shift_sum(row, m_new) as f64;
+        *u += folded.pl as f64;
     }
-    for (ch, a) in acc.iter_mut().enumerate() {
-        *a += simd::dot(row, vals(ch)) as f64;
+    for (a, d) in acc.iter_mut().zip(&folded.acc) {
+        *a += *d as f64;
     }
 }
 
 /// Lane-parallel helpers written so LLVM vectorises them (8 independent accumulators, no
 /// branches), compiled twice: for AVX2+FMA when the CPU has it, and for the baseline.
 pub(crate) mod simd {
+    // Lanes, channels and query rows are indexed by number on purpose: each index is a
+    // register the loop keeps apart, and fixed-count loops unroll into them.
+    #![allow(clippy::needless_range_loop)]
+
     use std::sync::OnceLock;
 
     const LANES: usize = 8;
 
+    /// a·b + c: one fused instruction where the CPU has FMA (the AVX2 build), a multiply
+    /// and an add otherwise (a software `fmaf` would be far slower than both).
+    #[inline(always)]
+    fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+        if FMA { a.mul_add(b, c) } else { a * b + c }
+    }
+
     /// e^x for x ≤ 0 to about 2 ulp: Cephes' polynomial on the reduced argument, with the
     /// power of two put into the exponent bits. Branch-free so it vectorises.
     #[inline(always)]
-    fn exp(x: f32) -> f32 {
+    fn exp<const FMA: bool>(x: f32) -> f32 {
         const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low bits
         let x = x.max(-87.0);
-        let t = x * std::f32::consts::LOG2_E + MAGIC;
+        let t = madd::<FMA>(x, std::f32::consts::LOG2_E, MAGIC);
         let n = t - MAGIC; // round(x·log2 e)
-        let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+        let r = madd::<FMA>(n, 2.121_944_4e-4, madd::<FMA>(n, -0.693_359_4, x));
         let mut p = 1.987_569_1e-4_f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 0.5;
-        let y = p * r * r + r + 1.0;
+        p = madd::<FMA>(p, r, 1.398_199_9e-3);
+        p = madd::<FMA>(p, r, 8.333_452e-3);
+        p = madd::<FMA>(p, r, 4.166_579_6e-2);
+        p = madd::<FMA>(p, r, 1.666_666_5e-1);
+        p = madd::<FMA>(p, r, 0.5);
+        let y = madd::<FMA>(p * r, r, r + 1.0);
         // 2ⁿ straight from t's bits (its low mantissa bits hold n), with integer ops that
         // vectorise: no float→int conversion and no overflow checks.
         let two_n = f32::from_bits(t.to_bits().wrapping_add(127u32.wrapping_sub(MAGIC.to_bits())) << 23);
         y * two_n
+    }
+
+    /// What one tile row adds to a running softmax: Σ p, Σ p·(l − m) and Σ p·v per channel,
+    /// with p = e^(l − m).
+    pub struct Folded<A> {
+        pub sum: f32,
+        pub pl: f32,
+        pub acc: A,
+    }
+
+    impl<const C: usize> Folded<[f32; C]> {
+        pub fn widen(self) -> Folded<Vec<f32>> {
+            Folded { sum: self.sum, pl: self.pl, acc: self.acc.to_vec() }
+        }
+    }
+
+    /// The fused sweep: exp, sum, Σ p·(l − m) (when U) and C value dot products in one pass
+    /// over the row, which is only read. Replaces an exp pass that wrote p back and a dot
+    /// pass per channel that read it again.
+    #[inline(always)]
+    fn fold_impl<const C: usize, const U: bool>(row: &[f32], m: f32, vals: [&[f32]; C]) -> Folded<[f32; C]> {
+        let n = row.len();
+        let full = n - n % LANES;
+        let mut sums = [0f32; LANES];
+        let mut pls = [0f32; LANES];
+        let mut accs = [[0f32; LANES]; C];
+        for j0 in (0..full).step_by(LANES) {
+            let r = &row[j0..j0 + LANES];
+            let v: [&[f32]; C] = std::array::from_fn(|ch| &vals[ch][j0..j0 + LANES]);
+            for l in 0..LANES {
+                let shifted = r[l] - m;
+                let p = exp::<false>(shifted);
+                sums[l] += p;
+                if U {
+                    pls[l] = madd::<false>(p, shifted, pls[l]);
+                }
+                for ch in 0..C {
+                    accs[ch][l] = madd::<false>(p, v[ch][l], accs[ch][l]);
+                }
+            }
+        }
+        let mut out = Folded { sum: sums.iter().sum(), pl: pls.iter().sum(), acc: [0f32; C] };
+        for ch in 0..C {
+            out.acc[ch] = accs[ch].iter().sum();
+        }
+        for j in full..n {
+            let shifted = row[j] - m;
+            let p = exp::<false>(shifted);
+            out.sum += p;
+            if U {
+                out.pl += p * shifted;
+            }
+            for ch in 0..C {
+                out.acc[ch] += p * vals[ch][j];
+            }
+        }
+        out
+    }
+
+    /// The fused sweep over one tile row (see [`fold_impl`]): hand-written AVX2 where the CPU
+    /// has it (the auto-vectoriser split the fused loop into scalar lanes, twice as slow as
+    /// the two-pass version it replaced), the portable loop elsewhere.
+    pub fn fold<const C: usize, const U: bool>(row: &[f32], m: f32, vals: [&[f32]; C]) -> Folded<[f32; C]> {
+        assert!(vals.iter().all(|v| v.len() >= row.len()));
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time), and every value
+            // slice is at least as long as the row (asserted above).
+            return unsafe { avx2::fold::<C, U>(row, m, vals) };
+        }
+        fold_impl::<C, U>(row, m, vals)
+    }
+
+    /// Dot products of one key with Q query rows, and the key's squared norm. The key is
+    /// read in place from `img`: its row segments start at `starts` and are `cols` long
+    /// (a window of a training image); `queries` is [Q, starts.len()·cols] and `out` has Q
+    /// slots. Up to four queries share each load of the key; a `dot` per pair ran on one
+    /// accumulator chain (latency-bound at a quarter of the FMA rate), and copying each key
+    /// out of its image first cost more than the products.
+    pub fn window_dots(img: &[f32], starts: &[usize], cols: usize, queries: &[f32], out: &mut [f32]) -> f32 {
+        let d = starts.len() * cols;
+        assert_eq!(queries.len(), d * out.len());
+        assert!(starts.iter().all(|&st| st + cols <= img.len()));
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time); every segment and
+            // query row is inside its slice (asserted above).
+            return unsafe { avx2::window_dots(img, starts, cols, queries, out) };
+        }
+        let key: Vec<f32> = starts.iter().flat_map(|&st| img[st..st + cols].iter().copied()).collect();
+        for (o, qv) in out.iter_mut().zip(queries.chunks_exact(d.max(1))) {
+            *o = dot_impl(qv, &key);
+        }
+        dot_impl(&key, &key)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::{Folded, LANES, exp};
+        use std::arch::x86_64::*;
+
+        /// [`super::exp`] on eight lanes.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn exp8(x: __m256) -> __m256 {
+            const MAGIC: f32 = 12_582_912.0;
+            let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+            let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(MAGIC));
+            let n = _mm256_sub_ps(t, _mm256_set1_ps(MAGIC));
+            let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_359_4), x);
+            let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
+            let mut p = _mm256_set1_ps(1.987_569_1e-4);
+            for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+            }
+            let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+            let bias = _mm256_set1_epi32(127i32.wrapping_sub(MAGIC.to_bits() as i32));
+            let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_castps_si256(t), bias)));
+            _mm256_mul_ps(y, two_n)
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn hsum(v: __m256) -> f32 {
+            let mut lanes = [0f32; LANES];
+            // SAFETY: `lanes` holds exactly eight f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+            lanes.iter().sum()
+        }
+
+        /// One row segment of the key (`cols` values at `img[st..]`) against the same segment
+        /// of G query rows (at `qo` within each row of `d`), into one accumulator set.
+        ///
+        /// # Safety
+        /// AVX2 and FMA; `st + cols ≤ img.len()` and `(G − 1)·d + qo + cols ≤ queries.len()`.
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn segment<const G: usize>(
+            img: &[f32],
+            st: usize,
+            cols: usize,
+            full: usize,
+            mask: __m256i,
+            queries: &[f32],
+            qo: usize,
+            d: usize,
+            acc: &mut [__m256; G],
+            norm: &mut __m256,
+        ) {
+            // SAFETY: in bounds by the contract above; masked lanes are not read.
+            unsafe {
+                let kp = img.as_ptr().add(st);
+                let qp = queries.as_ptr().add(qo);
+                let mut c = 0;
+                while c < full {
+                    let k = _mm256_loadu_ps(kp.add(c));
+                    *norm = _mm256_fmadd_ps(k, k, *norm);
+                    for g in 0..G {
+                        acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * d + c)), k, acc[g]);
+                    }
+                    c += LANES;
+                }
+                if full < cols {
+                    let k = _mm256_maskload_ps(kp.add(full), mask);
+                    *norm = _mm256_fmadd_ps(k, k, *norm);
+                    for g in 0..G {
+                        acc[g] = _mm256_fmadd_ps(_mm256_maskload_ps(qp.add(g * d + full), mask), k, acc[g]);
+                    }
+                }
+            }
+        }
+
+        /// `G` query rows against one key read in place (see [`super::window_dots`]): their
+        /// dots and the key's squared norm. Row segments alternate between two accumulator
+        /// sets, so even one query keeps four FMA chains in flight; each segment's last
+        /// `cols % 8` values go through a masked load.
+        ///
+        /// # Safety
+        /// AVX2 and FMA; every `starts[r] + cols ≤ img.len()` and `queries` holds G rows of
+        /// `starts.len()·cols`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn window_block<const G: usize>(
+            img: &[f32],
+            starts: &[usize],
+            cols: usize,
+            queries: &[f32],
+        ) -> ([f32; G], f32) {
+            let d = starts.len() * cols;
+            let full = cols - cols % LANES;
+            let mask =
+                _mm256_cmpgt_epi32(_mm256_set1_epi32((cols - full) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            // Two accumulator sets as separate variables (indexing one array by row parity
+            // spilled them to the stack).
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); G], [_mm256_setzero_ps(); G]);
+            let (mut norm0, mut norm1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut r = 0;
+            while r < starts.len() {
+                // SAFETY: rows r (and r + 1) are in bounds (the caller's contract).
+                unsafe {
+                    segment::<G>(img, starts[r], cols, full, mask, queries, r * cols, d, &mut acc0, &mut norm0);
+                    if r + 1 < starts.len() {
+                        let next = (r + 1) * cols;
+                        segment::<G>(img, starts[r + 1], cols, full, mask, queries, next, d, &mut acc1, &mut norm1);
+                    }
+                }
+                r += 2;
+            }
+            let acc: [[__m256; 2]; G] = std::array::from_fn(|g| [acc0[g], acc1[g]]);
+            let norm = [norm0, norm1];
+            let mut out = [0f32; G];
+            for g in 0..G {
+                out[g] = hsum(_mm256_add_ps(acc[g][0], acc[g][1]));
+            }
+            (out, hsum(_mm256_add_ps(norm[0], norm[1])))
+        }
+
+        /// # Safety
+        /// As [`window_block`], for `out.len()` query rows.
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn window_dots(
+            img: &[f32],
+            starts: &[usize],
+            cols: usize,
+            queries: &[f32],
+            out: &mut [f32],
+        ) -> f32 {
+            let d = starts.len() * cols;
+            let mut norm = None;
+            let mut i = 0;
+            while i + 4 <= out.len() {
+                // SAFETY: rows i..i+4 are inside `queries`.
+                let (r, n) = unsafe { window_block::<4>(img, starts, cols, &queries[i * d..(i + 4) * d]) };
+                out[i..i + 4].copy_from_slice(&r);
+                norm.get_or_insert(n);
+                i += 4;
+            }
+            // The last one to three rows in one block.
+            let rest = &queries[i * d..];
+            // SAFETY: each call reads exactly the rows left (none for the norm-only call).
+            let (r, n) = unsafe {
+                match out.len() - i {
+                    3 => window_block::<3>(img, starts, cols, rest).map_rows(),
+                    2 => window_block::<2>(img, starts, cols, rest).map_rows(),
+                    1 => window_block::<1>(img, starts, cols, rest).map_rows(),
+                    _ => window_block::<0>(img, starts, cols, rest).map_rows(),
+                }
+            };
+            out[i..].copy_from_slice(&r);
+            norm.unwrap_or(n)
+        }
+
+        /// A block's fixed-size result as a vector, so the four arms above share one type.
+        trait MapRows {
+            fn map_rows(self) -> (Vec<f32>, f32);
+        }
+
+        impl<const G: usize> MapRows for ([f32; G], f32) {
+            fn map_rows(self) -> (Vec<f32>, f32) {
+                (self.0.to_vec(), self.1)
+            }
+        }
+
+        /// # Safety
+        /// The CPU must support AVX2 and FMA, and every `vals[ch]` must be at least
+        /// `row.len()` long.
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn fold<const C: usize, const U: bool>(
+            row: &[f32],
+            m: f32,
+            vals: [&[f32]; C],
+        ) -> Folded<[f32; C]> {
+            let n = row.len();
+            let full = n - n % LANES;
+            let mv = _mm256_set1_ps(m);
+            let (mut sum, mut pl) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut acc = [_mm256_setzero_ps(); C];
+            let mut j = 0;
+            while j < full {
+                // SAFETY: j + 8 ≤ full ≤ row.len() ≤ vals[ch].len().
+                unsafe {
+                    let shifted = _mm256_sub_ps(_mm256_loadu_ps(row.as_ptr().add(j)), mv);
+                    let p = exp8(shifted);
+                    sum = _mm256_add_ps(sum, p);
+                    if U {
+                        pl = _mm256_fmadd_ps(p, shifted, pl);
+                    }
+                    for ch in 0..C {
+                        acc[ch] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vals[ch].as_ptr().add(j)), acc[ch]);
+                    }
+                }
+                j += LANES;
+            }
+            let mut out = Folded { sum: hsum(sum), pl: hsum(pl), acc: [0f32; C] };
+            for ch in 0..C {
+                out.acc[ch] = hsum(acc[ch]);
+            }
+            for j in full..n {
+                let shifted = row[j] - m;
+                let p = exp::<true>(shifted);
+                out.sum += p;
+                if U {
+                    out.pl += p * shifted;
+                }
+                for ch in 0..C {
+                    out.acc[ch] += p * vals[ch][j];
+                }
+            }
+            out
+        }
     }
 
     #[inline(always)]
@@ -237,24 +640,6 @@ pub(crate) mod simd {
     }
 
     #[inline(always)]
-    fn exp_shift_sum_impl(row: &mut [f32], m: f32) -> f32 {
-        let mut lanes = [0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for l in 0..LANES {
-                c[l] = exp(c[l] - m);
-                lanes[l] += c[l];
-            }
-        }
-        let mut sum: f32 = lanes.iter().sum();
-        for v in chunks.into_remainder() {
-            *v = exp(*v - m);
-            sum += *v;
-        }
-        sum
-    }
-
-    #[inline(always)]
     fn exp_shift_sum_with_logit_impl(row: &mut [f32], m: f32) -> (f32, f32) {
         let mut sums = [0f32; LANES];
         let mut pls = [0f32; LANES];
@@ -262,7 +647,7 @@ pub(crate) mod simd {
         for c in &mut chunks {
             for l in 0..LANES {
                 let shifted = c[l] - m;
-                c[l] = exp(shifted);
+                c[l] = exp::<false>(shifted);
                 sums[l] += c[l];
                 pls[l] += c[l] * shifted;
             }
@@ -270,7 +655,7 @@ pub(crate) mod simd {
         let (mut sum, mut pl): (f32, f32) = (sums.iter().sum(), pls.iter().sum());
         for v in chunks.into_remainder() {
             let shifted = *v - m;
-            *v = exp(shifted);
+            *v = exp::<false>(shifted);
             sum += *v;
             pl += *v * shifted;
         }
@@ -325,7 +710,6 @@ pub(crate) mod simd {
     }
 
     multiversion!(max, max_avx2, max_impl, (row: &[f32]) -> f32);
-    multiversion!(exp_shift_sum, exp_shift_sum_avx2, exp_shift_sum_impl, (row: &mut [f32], m: f32) -> f32);
     multiversion!(exp_shift_sum_with_logit, exp_shift_sum_with_logit_avx2, exp_shift_sum_with_logit_impl, (row: &mut [f32], m: f32) -> (f32, f32));
     multiversion!(dot, dot_avx2, dot_impl, (a: &[f32], b: &[f32]) -> f32);
 
@@ -333,18 +717,70 @@ pub(crate) mod simd {
     mod tests {
         #[test]
         fn polynomial_exp_is_accurate() {
-            let mut worst = 0f64;
-            for i in 0..=87_000 {
-                let x = -(i as f32) / 1000.0;
-                let rel = ((super::exp(x) as f64) / (x as f64).exp() - 1.0).abs();
-                worst = worst.max(rel);
+            for fma in [false, true] {
+                let mut worst = 0f64;
+                for i in 0..=87_000 {
+                    let x = -(i as f32) / 1000.0;
+                    let e = if fma { super::exp::<true>(x) } else { super::exp::<false>(x) };
+                    worst = worst.max(((e as f64) / (x as f64).exp() - 1.0).abs());
+                }
+                assert!(worst < 5e-7, "fma {fma}: worst relative error {worst}");
             }
-            assert!(worst < 5e-7, "worst relative error {worst}");
-            let mut row: Vec<f32> = (0..37).map(|i| -(i as f32) * 0.3).collect();
-            let want: f32 = row.iter().map(|v| (v - 0.5).exp()).sum();
-            let got = super::exp_shift_sum(&mut row, 0.5);
-            assert!((got - want).abs() < 1e-5 * want);
             assert_eq!(super::max(&[1.0, 7.0, -3.0, 2.0, 0.0, 1.0, 1.0, 1.0, 6.5, 9.5]), 9.5);
+        }
+
+        /// Every fused variant (and the in-place fallback) against f64, on a row whose length
+        /// is not a multiple of the lane count, with values that differ per channel.
+        #[test]
+        fn fused_folds_match_f64() {
+            let row: Vec<f32> = (0..37).map(|i| -((i * 7 % 11) as f32) * 0.31 + 0.2).collect();
+            let vals: Vec<Vec<f32>> = (0..3).map(|ch| (0..37).map(|j| ((j + ch) % 5) as f32 - 1.5).collect()).collect();
+            let m = 0.5f32;
+            let p: Vec<f64> = row.iter().map(|&l| ((l - m) as f64).exp()).collect();
+            let sum: f64 = p.iter().sum();
+            let pl: f64 = p.iter().zip(&row).map(|(p, &l)| p * (l - m) as f64).sum();
+            let acc = |ch: usize| p.iter().zip(&vals[ch]).map(|(p, &v)| p * v as f64).sum::<f64>();
+            let close = |got: f32, want: f64| (got as f64 - want).abs() < 1e-5 * (1.0 + want.abs());
+            let f = super::fold::<3, true>(&row, m, [&vals[0], &vals[1], &vals[2]]);
+            assert!(close(f.sum, sum) && close(f.pl, pl), "{} {}", f.sum, f.pl);
+            assert!((0..3).all(|ch| close(f.acc[ch], acc(ch))), "{:?}", f.acc);
+            let f = super::fold::<1, true>(&row, m, [&vals[1]]);
+            assert!(close(f.sum, sum) && close(f.pl, pl) && close(f.acc[0], acc(1)));
+            let f = super::fold::<3, false>(&row, m, [&vals[0], &vals[1], &vals[2]]);
+            assert!(close(f.sum, sum) && (0..3).all(|ch| close(f.acc[ch], acc(ch))));
+            let f = super::fold::<1, false>(&row, m, [&vals[2]]);
+            assert!(close(f.sum, sum) && close(f.acc[0], acc(2)));
+            // The portable loop, which a CPU with AVX2 never reaches through `fold`.
+            let f = super::fold_impl::<3, true>(&row, m, [&vals[0], &vals[1], &vals[2]]);
+            assert!(close(f.sum, sum) && close(f.pl, pl) && (0..3).all(|ch| close(f.acc[ch], acc(ch))));
+            // Dots of one key with 7 query rows (a block of four, then three single rows).
+            let key: Vec<f32> = (0..37).map(|j| ((j * 5 % 9) as f32 - 4.0) * 0.25).collect();
+            let queries: Vec<f32> = (0..7 * 37).map(|j| ((j * 3 % 13) as f32 - 6.0) * 0.1).collect();
+            let mut got = [0f32; 7];
+            let norm = super::window_dots(&key, &[0], 37, &queries, &mut got);
+            let want = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+            assert!(close(norm, want(&key, &key)));
+            for (i, g) in got.iter().enumerate() {
+                assert!(close(*g, want(&key, &queries[i * 37..(i + 1) * 37])), "query {i}");
+            }
+            // The same key as three row segments of 11, 13 apart in a larger "image", for
+            // 1, 2, 3 and 5 queries (every block size, and a tail that is not a multiple of 8).
+            let img: Vec<f32> = (0..60).map(|j| ((j * 7 % 17) as f32 - 8.0) * 0.125).collect();
+            let (starts, cols) = ([4usize, 17, 30], 11);
+            let key: Vec<f32> = starts.iter().flat_map(|&st| img[st..st + cols].to_vec()).collect();
+            for q in [1usize, 2, 3, 5] {
+                let queries: Vec<f32> = (0..q * 33).map(|j| ((j * 5 % 11) as f32 - 5.0) * 0.2).collect();
+                let mut got = vec![0f32; q];
+                let norm = super::window_dots(&img, &starts, cols, &queries, &mut got);
+                assert!(close(norm, want(&key, &key)), "{q} queries: norm {norm}");
+                for (i, g) in got.iter().enumerate() {
+                    assert!(close(*g, want(&key, &queries[i * 33..(i + 1) * 33])), "{q} queries, row {i}");
+                }
+            }
+            let mut inplace = row.clone();
+            let (s, l) = super::exp_shift_sum_with_logit(&mut inplace, m);
+            assert!(close(s, sum) && close(l, pl));
+            assert!(close(super::dot(&inplace, &vals[0]), acc(0)));
         }
     }
 }
@@ -352,6 +788,57 @@ pub(crate) mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chunk of many tiles, folded by 1, 2 and 3 threads (so split over keys into 1–3
+    /// partial states and merged): every split gives the f64 softmax, the same winner, and
+    /// the same numbers within f32 rounding.
+    #[test]
+    fn key_splits_merge_to_the_exact_softmax() {
+        let (q, da, k, c) = (70usize, 6usize, 1500usize, 3usize);
+        // A hash, not a short-period formula: keys must not repeat across the splits.
+        let val = |i: usize| {
+            let mut z = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            ((z >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let queries: Vec<f32> = (0..q * da).map(|i| val(i) * 3.0).collect();
+        let keys_t: Vec<f32> = (0..da * k).map(|i| val(i + 77_777)).collect();
+        let values_t: Vec<f32> = (0..c * k).map(|i| val(i + 5_555)).collect();
+        let chunk = HostChunk { keys_t: keys_t.clone(), values_t: values_t.clone(), len: k };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                let mut state = RowState::new(q, c, true);
+                state.update(&queries, da, &chunk);
+                let arg = state.argmax().to_vec();
+                let (out, ent) = state.finish();
+                (out, ent, arg)
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            let many = run(threads);
+            assert_eq!(one.2, many.2, "winners with {threads} threads");
+            for (a, b) in one.0.iter().zip(&many.0).chain(one.1.iter().zip(&many.1)) {
+                assert!((a - b).abs() < 1e-5, "{threads} threads: {a} vs {b}");
+            }
+        }
+        for i in 0..q {
+            let logits: Vec<f64> =
+                (0..k).map(|j| (0..da).map(|t| queries[i * da + t] as f64 * keys_t[t * k + j] as f64).sum()).collect();
+            let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+            let z: f64 = w.iter().sum();
+            let best = logits.iter().position(|&l| l == m).expect("a max") as u64;
+            assert_eq!(one.2[i], best, "row {i} winner");
+            for ch in 0..c {
+                let want = w.iter().zip(&values_t[ch * k..]).map(|(w, &v)| w * v as f64).sum::<f64>() / z;
+                assert!((one.0[i * c + ch] as f64 - want).abs() < 1e-5, "row {i} ch {ch}");
+            }
+            let h = -w.iter().map(|&wi| (wi / z) * (wi / z).ln()).sum::<f64>();
+            assert!((one.1[i] as f64 - h).abs() < 1e-4, "row {i} entropy {} vs {h}", one.1[i]);
+        }
+    }
 
     /// Logits of 1e5 plus small offsets, as ELS meets them at very small t (the absolute
     /// level is ‖q‖²/2σ²): the entropy must come from the offsets alone. Accumulated as

@@ -282,10 +282,17 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         let cancel = CancelToken::new();
         let t = Instant::now();
         let mut sampler = engine::Sampler::new(cfg.clone(), shape.len(), None);
+        // Seconds per step with its P, so a slow step (a key bank being cut) shows up.
+        let mut per_step = Vec::with_capacity(cfg.steps);
+        let mut last = Instant::now();
         while let Some(step) = sampler.step(den, &mut Control::new(&cancel, None)) {
             step.map_err(|e| e.to_string())?;
+            let k = per_step.len();
+            per_step.push(format!("P{} {:.2}", cfg.patch_at(k, shape.h, shape.w), last.elapsed().as_secs_f64()));
+            last = Instant::now();
         }
         let secs = t.elapsed().as_secs_f64();
+        eprintln!("{name} steps (P, s): {}", per_step.join(", "));
         let r =
             BenchResult::new(name.into(), MachineKind::Els, Boundary::Zeros, n, shape, 0, secs, total_flops, matmul);
         print_row(&r, args.json);

@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use burn::tensor::Tensor;
 
-use super::control::{Cancelled, Control};
+use super::control::{CancelToken, Cancelled, Control};
 use super::denoiser::{
     Call, Denoised, Denoiser, DeviceGroup, ElsPath, GeometryKey, KeyChunk, OpTables, PixelMaps, to_host,
 };
@@ -271,7 +273,7 @@ impl Denoiser {
                 let chunk = match &bank {
                     Some(bank) => &bank[gi][ci],
                     None => {
-                        owned = self.host_chunk(g, key.patch, n0, ipc.min(self.n - n0), ctl)?;
+                        owned = self.host_chunk(g, key.patch, n0, ipc.min(self.n - n0), ctl.token().as_ref())?;
                         &owned
                     }
                 };
@@ -294,40 +296,55 @@ impl Denoiser {
     }
 
     /// Keys of images n0..n0+nc at a group's key positions, with norms, on the host.
-    /// Checks `ctl` once per image: one chunk at P = 15 is ~15 MB of transposed (strided)
-    /// writes, which under load took longer than a slider move may wait.
+    /// Written row by row of the [D+1, K] layout (each image's keys are a contiguous run of
+    /// every row) from a transposed index table: writing key by key, each value went to a
+    /// different row 64 KB apart, and cutting a 600 MB bank at P = 11 took 2 s of TLB misses.
+    /// Checks `ctl` once per image: one chunk at P = 15 is ~15 MB, which under load took
+    /// longer than a slider move may wait.
     fn host_chunk(
         &self,
         g: &super::geometry::PixelGroup,
         p: usize,
         n0: usize,
         nc: usize,
-        ctl: &Control,
+        cancel: Option<&CancelToken>,
     ) -> Result<super::fused_cpu::HostChunk, Cancelled> {
         let (c, len) = (self.shape.c, self.shape.len());
         let kg = g.keys_per_image();
         let d = g.key_idx.len() / kg;
         let da = d + 1;
         let k = nc * kg;
-        let centre = centre_offsets(c, p);
+        // idx_t[t][j]: the image offset of value t of key j; `len` (outside the image) reads
+        // the zero appended to each image below.
+        let mut idx_t = vec![0u32; d * kg];
+        for j in 0..kg {
+            for t in 0..d {
+                idx_t[t * kg + j] = g.key_idx[j * d + t] as u32;
+            }
+        }
+        let mut img = vec![0f32; len + 1];
         let mut keys_t = vec![0f32; da * k]; // [D+1, K]
-        let mut values_t = vec![0f32; c * k]; // [C, K]
         for n in 0..nc {
-            ctl.check()?;
-            let img = &self.host_centred[(n0 + n) * len..(n0 + n + 1) * len];
-            for j in 0..kg {
-                let col = n * kg + j;
-                let mut norm = 0f32;
-                for (t, &idx) in g.key_idx[j * d..(j + 1) * d].iter().enumerate() {
-                    let v = if idx as usize == len { 0.0 } else { img[idx as usize] };
-                    keys_t[t * k + col] = v;
-                    norm += v * v;
-                }
-                keys_t[d * k + col] = norm;
-                for (ch, &off) in centre.iter().enumerate() {
-                    values_t[ch * k + col] = keys_t[off as usize * k + col];
+            if cancel.is_some_and(|t| t.is_cancelled()) {
+                return Err(Cancelled);
+            }
+            img[..len].copy_from_slice(&self.host_centred[(n0 + n) * len..(n0 + n + 1) * len]);
+            for t in 0..d {
+                let row = &mut keys_t[t * k + n * kg..t * k + (n + 1) * kg];
+                for (v, &idx) in row.iter_mut().zip(&idx_t[t * kg..(t + 1) * kg]) {
+                    *v = img[idx as usize];
                 }
             }
+        }
+        let (values, norms) = keys_t.split_at_mut(d * k);
+        for t in 0..d {
+            for (nrm, &v) in norms.iter_mut().zip(&values[t * k..(t + 1) * k]) {
+                *nrm += v * v;
+            }
+        }
+        let mut values_t = vec![0f32; c * k]; // [C, K]
+        for (ch, &off) in centre_offsets(c, p).iter().enumerate() {
+            values_t[ch * k..(ch + 1) * k].copy_from_slice(&keys_t[off as usize * k..(off as usize + 1) * k]);
         }
         Ok(super::fused_cpu::HostChunk { keys_t, values_t, len: k })
     }
@@ -348,25 +365,32 @@ impl Denoiser {
         if !self.make_room(key) {
             return Ok(None);
         }
-        let mut bank: Vec<Vec<super::fused_cpu::HostChunk>> = Vec::with_capacity(groups.len());
-        for g in groups {
-            let mut chunks = Vec::new();
-            if g.banked_on_host() {
+        // Every chunk of every banked group, cut in parallel (the cutting is memory-bound
+        // and was a tenth of a 20-step sample on one core).
+        let n = self.n;
+        let jobs: Vec<(usize, usize, usize)> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.banked_on_host())
+            .flat_map(|(gi, g)| {
                 let ipc = per_chunk(g);
-                for n0 in (0..self.n).step_by(ipc) {
-                    match self.host_chunk(&g.host, key.patch, n0, ipc.min(self.n - n0), ctl) {
-                        Ok(chunk) => chunks.push(chunk),
-                        Err(cancelled) => {
-                            // Handing hundreds of MB back to the OS takes ~0.3 ms a MB, longer
-                            // than a cancel may: free the half-built bank on another thread.
-                            bank.push(chunks);
-                            std::thread::spawn(move || drop(bank));
-                            return Err(cancelled);
-                        }
-                    }
-                }
-            }
-            bank.push(chunks);
+                (0..n).step_by(ipc).map(move |n0| (gi, n0, ipc.min(n - n0)))
+            })
+            .collect();
+        let (this, token) = (&*self, ctl.token());
+        let cut: Vec<Result<super::fused_cpu::HostChunk, Cancelled>> = jobs
+            .par_iter()
+            .map(|&(gi, n0, nc)| this.host_chunk(&groups[gi].host, key.patch, n0, nc, token.as_ref()))
+            .collect();
+        if cut.iter().any(|c| c.is_err()) {
+            // Handing hundreds of MB back to the OS takes ~0.3 ms a MB, longer than a cancel
+            // may: free the half-built bank on another thread.
+            std::thread::spawn(move || drop(cut));
+            return Err(Cancelled);
+        }
+        let mut bank: Vec<Vec<super::fused_cpu::HostChunk>> = groups.iter().map(|_| Vec::new()).collect();
+        for (&(gi, _, _), chunk) in jobs.iter().zip(cut) {
+            bank[gi].push(chunk?);
         }
         let bank = Arc::new(bank);
         self.host_banks.insert(key, bank.clone());

@@ -49,6 +49,9 @@ pub struct RowState {
     u: Vec<f64>,
     acc: Vec<f64>,
     want_entropy: bool,
+    /// One partial state per thread for [`Self::update`], kept across chunks (a fresh one per
+    /// chunk paid a max pass and a winner search per row each time) and merged by `settle`.
+    parts: Vec<RowState>,
 }
 
 impl RowState {
@@ -63,14 +66,15 @@ impl RowState {
             u: vec![0.0; q],
             acc: vec![0.0; q * c],
             want_entropy,
+            parts: Vec::new(),
         }
     }
 
     /// Folds one chunk in. `queries` is [Q, Da] (already scaled, with the −a/2 column).
     ///
     /// The chunk's keys are split into one contiguous run of tiles per thread, and each
-    /// thread folds all query rows over its run into a partial state, merged in key order at
-    /// the end. Splitting over keys rather than queries keeps both cores busy on groups of
+    /// thread folds all query rows over its run into its own partial state, merged when the
+    /// result is read. Splitting over keys rather than queries keeps both cores busy on groups of
     /// fewer than two query blocks (every edge group, and 196 queries = 3 + 1 blocks at
     /// P = 15), and each key tile is read from memory once per thread and then served from
     /// cache to every query block, instead of streamed from DRAM once per query block.
@@ -80,56 +84,58 @@ impl RowState {
         let tile = tile_keys(da);
         let tiles = k.div_ceil(tile);
         let parts = rayon::current_num_threads().min(tiles).max(1);
-        let partials: Vec<RowState> = (0..parts)
-            .into_par_iter()
-            .map(|part| {
-                let (t0, t1) = (part * tiles / parts, (part + 1) * tiles / parts);
-                let mut st = RowState::new(q, c, want_entropy);
-                let mut scores = vec![0f32; QUERY_BLOCK.min(q) * tile];
-                for k0 in (t0 * tile..(t1 * tile).min(k)).step_by(tile) {
-                    let tk = tile.min(k - k0);
-                    for (b, qb) in queries[..q * da].chunks(QUERY_BLOCK * da).enumerate() {
-                        let rows = qb.len() / da;
-                        // scores[i, j] = q_i · key_{k0+j}
-                        // SAFETY: the pointers cover rows×da, tk×da and rows×tk elements with
-                        // the strides given; dst does not alias the inputs.
-                        unsafe {
-                            gemm::gemm(
-                                rows,
-                                tk,
-                                da,
-                                scores.as_mut_ptr(),
-                                1,
-                                tk as isize,
-                                false,
-                                qb.as_ptr(),
-                                1,
-                                da as isize,
-                                chunk.keys_t.as_ptr().add(k0),
-                                1,
-                                k as isize,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
-                        let vals = |ch: usize| &chunk.values_t[ch * k + k0..ch * k + k0 + tk];
-                        for i in 0..rows {
-                            let r = b * QUERY_BLOCK + i;
-                            let row = &mut scores[i * tk..(i + 1) * tk];
-                            let best = (&mut st.m[r], &mut st.arg[r], seen + k0 as u64);
-                            let acc = &mut st.acc[r * c..(r + 1) * c];
-                            fold_row(row, best, &mut st.s[r], &mut st.u[r], acc, vals, want_entropy);
-                        }
+        while self.parts.len() < parts {
+            self.parts.push(RowState::new(q, c, want_entropy));
+        }
+        self.parts[..parts].par_iter_mut().enumerate().for_each(|(part, st)| {
+            let (t0, t1) = (part * tiles / parts, (part + 1) * tiles / parts);
+            let mut scores = vec![0f32; QUERY_BLOCK.min(q) * tile];
+            for k0 in (t0 * tile..(t1 * tile).min(k)).step_by(tile) {
+                let tk = tile.min(k - k0);
+                for (b, qb) in queries[..q * da].chunks(QUERY_BLOCK * da).enumerate() {
+                    let rows = qb.len() / da;
+                    // scores[i, j] = q_i · key_{k0+j}
+                    // SAFETY: the pointers cover rows×da, tk×da and rows×tk elements with
+                    // the strides given; dst does not alias the inputs.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            tk,
+                            da,
+                            scores.as_mut_ptr(),
+                            1,
+                            tk as isize,
+                            false,
+                            qb.as_ptr(),
+                            1,
+                            da as isize,
+                            chunk.keys_t.as_ptr().add(k0),
+                            1,
+                            k as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    let vals = |ch: usize| &chunk.values_t[ch * k + k0..ch * k + k0 + tk];
+                    for i in 0..rows {
+                        let r = b * QUERY_BLOCK + i;
+                        let row = &mut scores[i * tk..(i + 1) * tk];
+                        let best = (&mut st.m[r], &mut st.arg[r], seen + k0 as u64);
+                        let acc = &mut st.acc[r * c..(r + 1) * c];
+                        fold_row(row, best, &mut st.s[r], &mut st.u[r], acc, vals, want_entropy);
                     }
                 }
-                st
-            })
-            .collect();
-        for part in partials {
+            }
+        });
+    }
+
+    /// Merges the per-thread partial states into this one.
+    fn settle(&mut self) {
+        for part in std::mem::take(&mut self.parts) {
             self.merge(part);
         }
     }
@@ -151,9 +157,9 @@ impl RowState {
         );
     }
 
-    /// Folds in another state over the same rows whose columns all come after this one's
-    /// (a later run of keys): both move to the larger max; a tie keeps this state's winner,
-    /// as one sequential pass would.
+    /// Folds in another state over the same rows (other columns): both move to the larger
+    /// max; a tie goes to the smaller column, as one pass over the columns in order would
+    /// give it (exact ties are common: background patches are identical).
     fn merge(&mut self, other: RowState) {
         let c = self.c;
         for i in 0..self.q {
@@ -175,7 +181,7 @@ impl RowState {
             self.s[i] += s_o;
             self.u[i] += u_o;
             acc.iter_mut().zip(&acc_o).for_each(|(a, b)| *a += b);
-            if mo > ms {
+            if mo > ms || (mo == ms && other.arg[i] < self.arg[i]) {
                 self.arg[i] = other.arg[i];
             }
             self.m[i] = m;
@@ -186,18 +192,21 @@ impl RowState {
     /// states themselves ([`super::els_op`]), and each row's winning column. A row that saw
     /// no key has m = −∞ and s = 0.
     #[allow(clippy::type_complexity)]
-    pub fn into_parts(self) -> (Vec<f32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>) {
+    pub fn into_parts(mut self) -> (Vec<f32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>) {
+        self.settle();
         (self.m, self.s, self.u, self.acc, self.arg)
     }
 
     /// Each row's winning column: the key with its largest weight, counted over all chunks in
     /// the order they were folded in.
-    pub fn argmax(&self) -> &[u64] {
+    pub fn argmax(&mut self) -> &[u64] {
+        self.settle();
         &self.arg
     }
 
     /// Σ softmax·v per row ([Q, C]) and the entropy of each row's weights.
-    pub fn finish(self) -> (Vec<f32>, Vec<f32>) {
+    pub fn finish(mut self) -> (Vec<f32>, Vec<f32>) {
+        self.settle();
         let mut out = vec![0f32; self.q * self.c];
         let mut entropy = vec![0f32; self.q];
         for i in 0..self.q {
@@ -224,14 +233,19 @@ pub(crate) fn rebase(s: &mut f64, u: &mut f64, acc: &mut [f64], shift: f64) {
     acc.iter_mut().for_each(|a| *a *= correction);
 }
 
-/// Below this (logit − running max) a whole tile adds nothing an f32 sum can hold
-/// (e^−88 ≈ 6e−39), so it is skipped after its max is known. At small t almost every tile of
-/// a row is this far below the nearest patch.
+/// Below this (logit − running max) a key adds nothing an f32 sum can hold (e^−88 ≈ 6e−39),
+/// so eight such keys together skip the exp. At small t that is most of a row.
 const SKIP_BELOW: f32 = -88.0;
 
-/// One row of one tile: rescale the running state to the new max, then one fused pass
-/// exponentiates the row (relative to the max) and accumulates its sum, its values and (for
-/// the entropy) Σ p·(l − m). The row keeps its logits, for the winner search.
+/// How far a tile's max may rise above the running max it was folded against before the
+/// tile is folded again: e^64 × a tile of 512 keys stays far from f32 overflow.
+const RESCALE_LIMIT: f32 = 64.0;
+
+/// One row of one tile, in one fused pass against the row's running max m (which also finds
+/// the tile's max): exponentiate relative to m, accumulate the sum, the values and (for the
+/// entropy) Σ p·(l − m); if the tile rose above m, move everything to the new max afterwards
+/// (or, past [`RESCALE_LIMIT`], fold the tile again against it). A separate max pass before
+/// the exp cost a tenth of a call at P = 3. The row keeps its logits, for the winner search.
 #[inline]
 fn fold_row<'v>(
     row: &mut [f32],
@@ -242,37 +256,73 @@ fn fold_row<'v>(
     vals: impl Fn(usize) -> &'v [f32],
     want_entropy: bool,
 ) {
-    let tile_max = simd::max(row);
-    if m.is_finite() && tile_max - *m < SKIP_BELOW {
-        return;
+    let c = acc.len();
+    if !matches!(c, 1 | 3) {
+        return fold_row_two_pass(row, (m, arg, col0), s, u, acc, vals, want_entropy);
     }
-    let m_new = m.max(tile_max);
-    if m_new > *m {
-        // A new winner: rare after the first tiles, so the search costs nothing.
-        *arg = col0 + row.iter().position(|&v| v == tile_max).unwrap_or(0) as u64;
-        if m.is_finite() {
-            rebase(s, u, acc, (*m - m_new) as f64);
-        }
-        *m = m_new;
+    if !m.is_finite() {
+        // The row's first tile: nothing to fold against yet.
+        *m = simd::max(row);
+        *arg = col0 + simd::position(row, *m) as u64;
     }
-    let folded = match (acc.len(), want_entropy) {
-        (1, true) => simd::fold::<1, true>(row, m_new, [vals(0)]).widen(),
-        (1, false) => simd::fold::<1, false>(row, m_new, [vals(0)]).widen(),
-        (3, true) => simd::fold::<3, true>(row, m_new, [vals(0), vals(1), vals(2)]).widen(),
-        (3, false) => simd::fold::<3, false>(row, m_new, [vals(0), vals(1), vals(2)]).widen(),
-        _ => {
-            // Other channel counts: exponentiate in place, then one dot per channel.
-            let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
-            let dots = (0..acc.len()).map(|ch| simd::dot(row, vals(ch))).collect();
-            simd::Folded { sum, pl, acc: dots }
-        }
+    let fold = |m: f32| match (c, want_entropy) {
+        (1, true) => simd::fold::<1, true>(row, m, [vals(0)]).widen(),
+        (1, false) => simd::fold::<1, false>(row, m, [vals(0)]).widen(),
+        (3, true) => simd::fold::<3, true>(row, m, [vals(0), vals(1), vals(2)]).widen(),
+        _ => simd::fold::<3, false>(row, m, [vals(0), vals(1), vals(2)]).widen(),
     };
+    let m_old = *m;
+    let mut folded = fold(m_old);
+    let rose = folded.max > m_old;
+    if rose {
+        // A new winner: rare after the first tiles, so the search costs nothing.
+        *arg = col0 + simd::position(row, folded.max) as u64;
+        *m = folded.max;
+        if folded.max - m_old > RESCALE_LIMIT {
+            rebase(s, u, acc, (m_old - folded.max) as f64);
+            folded = fold(folded.max);
+        }
+    }
     *s += folded.sum as f64;
     if want_entropy {
         *u += folded.pl as f64;
     }
     for (a, d) in acc.iter_mut().zip(&folded.acc) {
         *a += *d as f64;
+    }
+    if rose && *m - m_old <= RESCALE_LIMIT {
+        rebase(s, u, acc, (m_old - *m) as f64);
+    }
+}
+
+/// [`fold_row`] for channel counts without a fused sweep: the max first, then the row
+/// exponentiated in place and one dot per channel.
+#[allow(clippy::too_many_arguments)]
+fn fold_row_two_pass<'v>(
+    row: &mut [f32],
+    (m, arg, col0): (&mut f32, &mut u64, u64),
+    s: &mut f64,
+    u: &mut f64,
+    acc: &mut [f64],
+    vals: impl Fn(usize) -> &'v [f32],
+    want_entropy: bool,
+) {
+    let tile_max = simd::max(row);
+    let m_new = m.max(tile_max);
+    if m_new > *m {
+        *arg = col0 + row.iter().position(|&v| v == tile_max).unwrap_or(0) as u64;
+        if m.is_finite() {
+            rebase(s, u, acc, (*m - m_new) as f64);
+        }
+        *m = m_new;
+    }
+    let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
+    *s += sum as f64;
+    if want_entropy {
+        *u += pl as f64;
+    }
+    for (ch, a) in acc.iter_mut().enumerate() {
+        *a += simd::dot(row, vals(ch)) as f64;
     }
 }
 
@@ -294,26 +344,38 @@ pub(crate) mod simd {
         if FMA { a.mul_add(b, c) } else { a * b + c }
     }
 
-    /// e^x for x ≤ 0 to about 2 ulp: Cephes' polynomial on the reduced argument, with the
-    /// power of two put into the exponent bits. Branch-free so it vectorises.
+    /// 1.5·2²³: adding it rounds a float to an integer held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    /// log2(e) as a float and the part of it the float misses, so x·log2(e) keeps its
+    /// accuracy for |x| up to 87.
+    const LOG2E_HI: f32 = std::f32::consts::LOG2_E;
+    const LOG2E_LO: f32 = 1.925_963e-8;
+    /// 2^f on [−½, ½], degree 5, fitted for relative error (9e-8 in exact arithmetic) with
+    /// the constant term held at 1, so e^0 is exactly 1: a softmax's largest weight must be
+    /// 1, or a single key's entropy comes out ln(1 + ε) instead of 0. (The linear term is a
+    /// fitted value 3 ulp from ln 2, not ln 2 misspelt.)
+    #[allow(clippy::approx_constant)]
+    const EXP2_POLY: [f32; 6] = [1.0, 0.693_147, 0.240_222_42, 0.055_507_336, 0.009_671_513, 0.001_326_472_7];
+
+    /// e^x for −87 ≤ x ≤ 88 (clamped below), to ~2e-7 with FMA: e^x = 2ⁿ·2^f with n =
+    /// round(x·log2 e) and a degree-5 polynomial for 2^f, the power of two put straight into
+    /// the exponent bits. Branch-free so it vectorises, and a dependency chain of 10
+    /// operations (the Cephes form with a two-step ln 2 reduction took 16, which bounded the
+    /// softmax sweep).
     #[inline(always)]
     fn exp<const FMA: bool>(x: f32) -> f32 {
-        const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low bits
         let x = x.max(-87.0);
-        let t = madd::<FMA>(x, std::f32::consts::LOG2_E, MAGIC);
+        let t = madd::<FMA>(x, LOG2E_HI, MAGIC);
         let n = t - MAGIC; // round(x·log2 e)
-        let r = madd::<FMA>(n, 2.121_944_4e-4, madd::<FMA>(n, -0.693_359_4, x));
-        let mut p = 1.987_569_1e-4_f32;
-        p = madd::<FMA>(p, r, 1.398_199_9e-3);
-        p = madd::<FMA>(p, r, 8.333_452e-3);
-        p = madd::<FMA>(p, r, 4.166_579_6e-2);
-        p = madd::<FMA>(p, r, 1.666_666_5e-1);
-        p = madd::<FMA>(p, r, 0.5);
-        let y = madd::<FMA>(p * r, r, r + 1.0);
+        let f = madd::<FMA>(x, LOG2E_LO, madd::<FMA>(x, LOG2E_HI, -n));
+        let mut p = EXP2_POLY[5];
+        for &c in EXP2_POLY[..5].iter().rev() {
+            p = madd::<FMA>(p, f, c);
+        }
         // 2ⁿ straight from t's bits (its low mantissa bits hold n), with integer ops that
         // vectorise: no float→int conversion and no overflow checks.
         let two_n = f32::from_bits(t.to_bits().wrapping_add(127u32.wrapping_sub(MAGIC.to_bits())) << 23);
-        y * two_n
+        p * two_n
     }
 
     /// What one tile row adds to a running softmax: Σ p, Σ p·(l − m) and Σ p·v per channel,
@@ -322,11 +384,13 @@ pub(crate) mod simd {
         pub sum: f32,
         pub pl: f32,
         pub acc: A,
+        /// The row's largest logit.
+        pub max: f32,
     }
 
     impl<const C: usize> Folded<[f32; C]> {
         pub fn widen(self) -> Folded<Vec<f32>> {
-            Folded { sum: self.sum, pl: self.pl, acc: self.acc.to_vec() }
+            Folded { sum: self.sum, pl: self.pl, acc: self.acc.to_vec(), max: self.max }
         }
     }
 
@@ -340,10 +404,12 @@ pub(crate) mod simd {
         let mut sums = [0f32; LANES];
         let mut pls = [0f32; LANES];
         let mut accs = [[0f32; LANES]; C];
+        let mut maxs = [f32::NEG_INFINITY; LANES];
         for j0 in (0..full).step_by(LANES) {
             let r = &row[j0..j0 + LANES];
             let v: [&[f32]; C] = std::array::from_fn(|ch| &vals[ch][j0..j0 + LANES]);
             for l in 0..LANES {
+                maxs[l] = maxs[l].max(r[l]);
                 let shifted = r[l] - m;
                 let p = exp::<false>(shifted);
                 sums[l] += p;
@@ -355,11 +421,13 @@ pub(crate) mod simd {
                 }
             }
         }
-        let mut out = Folded { sum: sums.iter().sum(), pl: pls.iter().sum(), acc: [0f32; C] };
+        let max = maxs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut out = Folded { sum: sums.iter().sum(), pl: pls.iter().sum(), acc: [0f32; C], max };
         for ch in 0..C {
             out.acc[ch] = accs[ch].iter().sum();
         }
         for j in full..n {
+            out.max = out.max.max(row[j]);
             let shifted = row[j] - m;
             let p = exp::<false>(shifted);
             out.sum += p;
@@ -410,29 +478,58 @@ pub(crate) mod simd {
         dot_impl(&key, &key)
     }
 
+    /// Index of the first value equal to `x` (0 if none): the winner search when a row's max
+    /// rises, eight values per compare. It ran per row and tile as a scalar loop, a tenth of
+    /// a call at P = 3.
+    pub fn position(row: &[f32], x: f32) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            return unsafe { avx2::position(row, x) };
+        }
+        row.iter().position(|&v| v == x).unwrap_or(0)
+    }
+
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
-        use super::{Folded, LANES, exp};
+        use super::{EXP2_POLY, Folded, LANES, LOG2E_HI, LOG2E_LO, MAGIC, exp};
         use std::arch::x86_64::*;
+
+        /// # Safety
+        /// AVX2.
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn position(row: &[f32], x: f32) -> usize {
+            let xv = _mm256_set1_ps(x);
+            let full = row.len() - row.len() % LANES;
+            let mut j = 0;
+            while j < full {
+                // SAFETY: j + 8 ≤ row.len().
+                let eq = unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(row.as_ptr().add(j)), xv) };
+                let mask = _mm256_movemask_ps(eq);
+                if mask != 0 {
+                    return j + mask.trailing_zeros() as usize;
+                }
+                j += LANES;
+            }
+            row[full..].iter().position(|&v| v == x).map_or(0, |p| full + p)
+        }
 
         /// [`super::exp`] on eight lanes.
         #[inline]
         #[target_feature(enable = "avx2,fma")]
-        fn exp8(x: __m256) -> __m256 {
-            const MAGIC: f32 = 12_582_912.0;
+        pub(super) fn exp8(x: __m256) -> __m256 {
             let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
-            let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(MAGIC));
+            let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E_HI), _mm256_set1_ps(MAGIC));
             let n = _mm256_sub_ps(t, _mm256_set1_ps(MAGIC));
-            let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_359_4), x);
-            let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
-            let mut p = _mm256_set1_ps(1.987_569_1e-4);
-            for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
-                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+            let f = _mm256_fmsub_ps(x, _mm256_set1_ps(LOG2E_HI), n);
+            let f = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E_LO), f);
+            let mut p = _mm256_set1_ps(EXP2_POLY[5]);
+            for &c in EXP2_POLY[..5].iter().rev() {
+                p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
             }
-            let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
             let bias = _mm256_set1_epi32(127i32.wrapping_sub(MAGIC.to_bits() as i32));
             let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_castps_si256(t), bias)));
-            _mm256_mul_ps(y, two_n)
+            _mm256_mul_ps(p, two_n)
         }
 
         #[inline]
@@ -591,11 +688,22 @@ pub(crate) mod simd {
             let mv = _mm256_set1_ps(m);
             let (mut sum, mut pl) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut acc = [_mm256_setzero_ps(); C];
+            let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
             let mut j = 0;
             while j < full {
                 // SAFETY: j + 8 ≤ full ≤ row.len() ≤ vals[ch].len().
                 unsafe {
-                    let shifted = _mm256_sub_ps(_mm256_loadu_ps(row.as_ptr().add(j)), mv);
+                    let logits = _mm256_loadu_ps(row.as_ptr().add(j));
+                    let shifted = _mm256_sub_ps(logits, mv);
+                    // Eight keys that all add nothing (see `SKIP_BELOW`) skip the exp: most of
+                    // a row at small t, never at large t, where the branch is always predicted.
+                    // (They cannot raise the max either: they are below the running one.)
+                    let below = _mm256_cmp_ps::<_CMP_LT_OQ>(shifted, _mm256_set1_ps(super::super::SKIP_BELOW));
+                    if _mm256_movemask_ps(below) == 0xFF {
+                        j += LANES;
+                        continue;
+                    }
+                    max = _mm256_max_ps(max, logits);
                     let p = exp8(shifted);
                     sum = _mm256_add_ps(sum, p);
                     if U {
@@ -607,11 +715,16 @@ pub(crate) mod simd {
                 }
                 j += LANES;
             }
-            let mut out = Folded { sum: hsum(sum), pl: hsum(pl), acc: [0f32; C] };
+            let mut lanes = [0f32; LANES];
+            // SAFETY: `lanes` holds exactly eight f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), max) };
+            let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut out = Folded { sum: hsum(sum), pl: hsum(pl), acc: [0f32; C], max };
             for ch in 0..C {
                 out.acc[ch] = hsum(acc[ch]);
             }
             for j in full..n {
+                out.max = out.max.max(row[j]);
                 let shifted = row[j] - m;
                 let p = exp::<true>(shifted);
                 out.sum += p;
@@ -717,15 +830,35 @@ pub(crate) mod simd {
     mod tests {
         #[test]
         fn polynomial_exp_is_accurate() {
-            for fma in [false, true] {
+            // Without FMA, x·log2 e is rounded before n is taken off: ~4e-6 at x = −87, where
+            // a softmax weight is 1e-38 of the largest and nothing sees it.
+            for (fma, limit) in [(false, 5e-6), (true, 5e-7)] {
                 let mut worst = 0f64;
-                for i in 0..=87_000 {
+                // Down to the clamp, and up to the largest rise a tile may fold with.
+                for i in -64_000..=87_000 {
                     let x = -(i as f32) / 1000.0;
                     let e = if fma { super::exp::<true>(x) } else { super::exp::<false>(x) };
                     worst = worst.max(((e as f64) / (x as f64).exp() - 1.0).abs());
                 }
-                assert!(worst < 5e-7, "fma {fma}: worst relative error {worst}");
+                assert!(worst < limit, "fma {fma}: worst relative error {worst}");
             }
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                use std::arch::x86_64::*;
+                let mut worst = 0f64;
+                for i in (-64_000..=86_992).step_by(8) {
+                    let xs: [f32; 8] = std::array::from_fn(|l| -((i + l as i32) as f32) / 1000.0);
+                    let mut out = [0f32; 8];
+                    // SAFETY: AVX2 and FMA are present (checked above); both arrays hold 8.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), super::avx2::exp8(_mm256_loadu_ps(xs.as_ptr()))) };
+                    for (x, e) in xs.iter().zip(out) {
+                        worst = worst.max(((e as f64) / (*x as f64).exp() - 1.0).abs());
+                    }
+                }
+                assert!(worst < 5e-7, "exp8: worst relative error {worst}");
+            }
+            // The largest weight of a softmax is exactly 1.
+            assert_eq!((super::exp::<false>(0.0), super::exp::<true>(0.0)), (1.0, 1.0));
             assert_eq!(super::max(&[1.0, 7.0, -3.0, 2.0, 0.0, 1.0, 1.0, 1.0, 6.5, 9.5]), 9.5);
         }
 
@@ -743,6 +876,12 @@ pub(crate) mod simd {
             let close = |got: f32, want: f64| (got as f64 - want).abs() < 1e-5 * (1.0 + want.abs());
             let f = super::fold::<3, true>(&row, m, [&vals[0], &vals[1], &vals[2]]);
             assert!(close(f.sum, sum) && close(f.pl, pl), "{} {}", f.sum, f.pl);
+            assert_eq!(f.max, row.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            // The first of equal values, in the vector part and in the tail.
+            let mut ties = vec![0f32; 37];
+            (ties[11], ties[19], ties[34], ties[36]) = (5.0, 5.0, 7.0, 7.0);
+            assert_eq!((super::position(&ties, 5.0), super::position(&ties, 7.0)), (11, 34));
+            assert_eq!(super::position(&ties, 9.0), 0);
             assert!((0..3).all(|ch| close(f.acc[ch], acc(ch))), "{:?}", f.acc);
             let f = super::fold::<1, true>(&row, m, [&vals[1]]);
             assert!(close(f.sum, sum) && close(f.pl, pl) && close(f.acc[0], acc(1)));
@@ -838,6 +977,35 @@ mod tests {
             let h = -w.iter().map(|&wi| (wi / z) * (wi / z).ln()).sum::<f64>();
             assert!((one.1[i] as f64 - h).abs() < 1e-4, "row {i} entropy {} vs {h}", one.1[i]);
         }
+    }
+
+    /// Later keys that rise above the running max by a lot (0 → 300, past `RESCALE_LIMIT`:
+    /// the tile is folded again), then by a little (300 → 302: folded against the old max,
+    /// then re-based), then keys far below it (skipped): the result is the exact softmax,
+    /// its entropy and its winner.
+    #[test]
+    fn rising_and_falling_maxima_fold_exactly() {
+        // da = 1 with the query [1]: each key's single value is its logit.
+        let part = |base: f32, n: usize| (0..n).map(move |j| base - ((j * 37 % 101) as f32) * 0.05);
+        let logits: Vec<f32> =
+            part(0.0, 700).chain(part(300.0, 700)).chain(part(302.0, 700)).chain(part(-500.0, 700)).collect();
+        let values: Vec<f32> = (0..logits.len()).map(|j| ((j * 13 % 7) as f32) - 3.0).collect();
+        // One thread: one partial state walks every tile of 512 keys, so the rises happen
+        // inside a row's fold, not between partial states.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+        let mut state = RowState::new(1, 1, true);
+        let chunk = HostChunk { keys_t: logits.clone(), values_t: values.clone(), len: logits.len() };
+        pool.install(|| state.update(&[1.0], 1, &chunk));
+        let winner = state.argmax()[0];
+        let (out, entropy) = state.finish();
+        let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let w: Vec<f64> = logits.iter().map(|&l| (l as f64 - m).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let mean = w.iter().zip(&values).map(|(w, &v)| w * v as f64).sum::<f64>() / z;
+        let h = -w.iter().filter(|&&wi| wi > 0.0).map(|&wi| (wi / z) * (wi / z).ln()).sum::<f64>();
+        assert_eq!(winner, logits.iter().position(|&l| l as f64 == m).expect("a max") as u64);
+        assert!((out[0] as f64 - mean).abs() < 1e-5, "mean {} vs {mean}", out[0]);
+        assert!((entropy[0] as f64 - h).abs() < 1e-4, "entropy {} vs {h}", entropy[0]);
     }
 
     /// Logits of 1e5 plus small offsets, as ELS meets them at very small t (the absolute

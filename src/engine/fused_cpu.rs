@@ -258,7 +258,25 @@ fn fold_row<'v>(
 ) {
     let c = acc.len();
     if !matches!(c, 1 | 3) {
-        return fold_row_two_pass(row, (m, arg, col0), s, u, acc, vals, want_entropy);
+        // Channel counts without a fused sweep: the max first, then the row exponentiated
+        // in place and one dot per channel.
+        let m_new = m.max(simd::max(row));
+        if m_new > *m {
+            *arg = col0 + simd::position(row, m_new) as u64;
+            if m.is_finite() {
+                rebase(s, u, acc, (*m - m_new) as f64);
+            }
+            *m = m_new;
+        }
+        let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
+        *s += sum as f64;
+        if want_entropy {
+            *u += pl as f64;
+        }
+        for (ch, a) in acc.iter_mut().enumerate() {
+            *a += simd::dot(row, vals(ch)) as f64;
+        }
+        return;
     }
     if !m.is_finite() {
         // The row's first tile: nothing to fold against yet.
@@ -292,37 +310,6 @@ fn fold_row<'v>(
     }
     if rose && *m - m_old <= RESCALE_LIMIT {
         rebase(s, u, acc, (m_old - *m) as f64);
-    }
-}
-
-/// [`fold_row`] for channel counts without a fused sweep: the max first, then the row
-/// exponentiated in place and one dot per channel.
-#[allow(clippy::too_many_arguments)]
-fn fold_row_two_pass<'v>(
-    row: &mut [f32],
-    (m, arg, col0): (&mut f32, &mut u64, u64),
-    s: &mut f64,
-    u: &mut f64,
-    acc: &mut [f64],
-    vals: impl Fn(usize) -> &'v [f32],
-    want_entropy: bool,
-) {
-    let tile_max = simd::max(row);
-    let m_new = m.max(tile_max);
-    if m_new > *m {
-        *arg = col0 + row.iter().position(|&v| v == tile_max).unwrap_or(0) as u64;
-        if m.is_finite() {
-            rebase(s, u, acc, (*m - m_new) as f64);
-        }
-        *m = m_new;
-    }
-    let (sum, pl) = simd::exp_shift_sum_with_logit(row, m_new);
-    *s += sum as f64;
-    if want_entropy {
-        *u += pl as f64;
-    }
-    for (ch, a) in acc.iter_mut().enumerate() {
-        *a += simd::dot(row, vals(ch)) as f64;
     }
 }
 
@@ -426,10 +413,23 @@ pub(crate) mod simd {
         for ch in 0..C {
             out.acc[ch] = accs[ch].iter().sum();
         }
-        for j in full..n {
+        fold_tail::<false, C, U>(&mut out, row, m, &vals, full);
+        out
+    }
+
+    /// The last `row.len() − from` (< 8) values of a row, one at a time, into `out`.
+    #[inline(always)]
+    fn fold_tail<const FMA: bool, const C: usize, const U: bool>(
+        out: &mut Folded<[f32; C]>,
+        row: &[f32],
+        m: f32,
+        vals: &[&[f32]; C],
+        from: usize,
+    ) {
+        for j in from..row.len() {
             out.max = out.max.max(row[j]);
             let shifted = row[j] - m;
-            let p = exp::<false>(shifted);
+            let p = exp::<FMA>(shifted);
             out.sum += p;
             if U {
                 out.pl += p * shifted;
@@ -438,7 +438,6 @@ pub(crate) mod simd {
                 out.acc[ch] += p * vals[ch][j];
             }
         }
-        out
     }
 
     /// The fused sweep over one tile row (see [`fold_impl`]): hand-written AVX2 where the CPU
@@ -492,7 +491,7 @@ pub(crate) mod simd {
 
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
-        use super::{EXP2_POLY, Folded, LANES, LOG2E_HI, LOG2E_LO, MAGIC, exp};
+        use super::{EXP2_POLY, Folded, LANES, LOG2E_HI, LOG2E_LO, MAGIC, fold_tail};
         use std::arch::x86_64::*;
 
         /// # Safety
@@ -723,18 +722,7 @@ pub(crate) mod simd {
             for ch in 0..C {
                 out.acc[ch] = hsum(acc[ch]);
             }
-            for j in full..n {
-                out.max = out.max.max(row[j]);
-                let shifted = row[j] - m;
-                let p = exp::<true>(shifted);
-                out.sum += p;
-                if U {
-                    out.pl += p * shifted;
-                }
-                for ch in 0..C {
-                    out.acc[ch] += p * vals[ch][j];
-                }
-            }
+            fold_tail::<true, C, U>(&mut out, row, m, &vals, full);
             out
         }
     }
@@ -933,7 +921,14 @@ mod tests {
     /// the same numbers within f32 rounding.
     #[test]
     fn key_splits_merge_to_the_exact_softmax() {
-        let (q, da, k, c) = (70usize, 6usize, 1500usize, 3usize);
+        // One, two and three channels: two goes through the two-pass fold.
+        for c in [1usize, 2, 3] {
+            key_splits_case(c);
+        }
+    }
+
+    fn key_splits_case(c: usize) {
+        let (q, da, k) = (70usize, 6usize, 1500usize);
         // A hash, not a short-period formula: keys must not repeat across the splits.
         let val = |i: usize| {
             let mut z = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);

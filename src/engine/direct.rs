@@ -76,6 +76,7 @@ impl Window {
         }
     }
 }
+
 /// x̂₀ − m (per channel, [Q, C] per group, in group order) and per-pixel entropy of every
 /// group `take(g)` selects. `xc` is x − a·m ([C, H, W]), `images` the centred training set
 /// ([N, C, H, W]); logits are (a/σ²)·q·k − (a²/2σ²)·‖k‖², as in the other paths. `cancel`

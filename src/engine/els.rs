@@ -299,7 +299,7 @@ impl Denoiser {
     /// Written row by row of the [D+1, K] layout (each image's keys are a contiguous run of
     /// every row) from a transposed index table: writing key by key, each value went to a
     /// different row 64 KB apart, and cutting a 600 MB bank at P = 11 took 2 s of TLB misses.
-    /// Checks `ctl` once per image: one chunk at P = 15 is ~15 MB, which under load took
+    /// Checks `cancel` once per image: one chunk at P = 15 is ~15 MB, which under load took
     /// longer than a slider move may wait.
     fn host_chunk(
         &self,
@@ -336,9 +336,9 @@ impl Denoiser {
                 }
             }
         }
-        let (values, norms) = keys_t.split_at_mut(d * k);
+        let (rows, norms) = keys_t.split_at_mut(d * k);
         for t in 0..d {
-            for (nrm, &v) in norms.iter_mut().zip(&values[t * k..(t + 1) * k]) {
+            for (nrm, &v) in norms.iter_mut().zip(&rows[t * k..(t + 1) * k]) {
                 *nrm += v * v;
             }
         }

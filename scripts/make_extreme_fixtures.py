@@ -7,21 +7,12 @@ the textbook way cancels; these cases hold the engine to the same tolerance ther
 Usage: python3 scripts/make_extreme_fixtures.py [path/to/els_ref.py]
 Writes tests/fixtures/extreme_*.npy and tests/fixtures/manifest_extremes.json.
 """
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 
-here = os.path.dirname(os.path.abspath(__file__))
-root = os.path.dirname(here)
-ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "..", "shared", "reference", "els_ref.py")
-spec = importlib.util.spec_from_file_location("els_ref", ref_path)
-ref = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref)
-
-fx = os.path.join(root, "tests", "fixtures")
+from fixture_ref import fx, ref
 
 
 def entropy_rows(w, axis):

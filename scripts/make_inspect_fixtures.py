@@ -7,21 +7,12 @@ centre (row, col) of its patch, and the pixel's x0 and weight entropy.
 Usage: python3 scripts/make_inspect_fixtures.py [path/to/els_ref.py]
 Writes tests/fixtures/manifest_inspect.json (inputs are fixtures that already exist).
 """
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 
-here = os.path.dirname(os.path.abspath(__file__))
-root = os.path.dirname(here)
-ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "..", "shared", "reference", "els_ref.py")
-spec = importlib.util.spec_from_file_location("els_ref", ref_path)
-ref = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref)
-
-fx = os.path.join(root, "tests", "fixtures")
+from fixture_ref import fx, ref
 TOP = 8
 
 

@@ -11,21 +11,12 @@ noise; PSPC at P = 3 and 7 (7 is clamped to the image on the small sets, as the 
 Usage: python3 scripts/make_machine_fixtures.py [path/to/els_ref.py]
 Writes tests/fixtures/machines_*.npy and tests/fixtures/manifest_machines.json.
 """
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 
-here = os.path.dirname(os.path.abspath(__file__))
-root = os.path.dirname(here)
-ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "..", "shared", "reference", "els_ref.py")
-spec = importlib.util.spec_from_file_location("els_ref", ref_path)
-ref = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref)
-
-fx = os.path.join(root, "tests", "fixtures")
+from fixture_ref import fx, ref
 
 
 def blobs(rng, n, c, h, w):

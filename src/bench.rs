@@ -55,30 +55,29 @@ pub struct BenchResult {
     pub matmul_gflops: f64,
 }
 
+/// What one timed case measured: the call it made and how long it took.
+struct Timed {
+    case: String,
+    call: Call,
+    n: usize,
+    shape: ImageShape,
+    seconds: f64,
+    flops: f64,
+}
+
 impl BenchResult {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        case: String,
-        machine: MachineKind,
-        boundary: Boundary,
-        n: usize,
-        shape: ImageShape,
-        patch: usize,
-        seconds: f64,
-        flops: f64,
-        matmul_gflops: f64,
-    ) -> Self {
-        let gflops = flops / seconds / 1e9;
+    fn new(t: Timed, matmul_gflops: f64) -> Self {
+        let gflops = t.flops / t.seconds / 1e9;
         Self {
-            case,
-            machine: machine.name().into(),
-            boundary: boundary.name().into(),
-            n,
-            c: shape.c,
-            h: shape.h,
-            w: shape.w,
-            patch,
-            seconds,
+            case: t.case,
+            machine: t.call.machine.name().into(),
+            boundary: t.call.boundary.name().into(),
+            n: t.n,
+            c: t.shape.c,
+            h: t.shape.h,
+            w: t.shape.w,
+            patch: t.call.patch,
+            seconds: t.seconds,
             gflops,
             tflops: gflops / 1e3,
             matmul_gflops,
@@ -86,29 +85,9 @@ impl BenchResult {
     }
 }
 
-/// FLOPs of one call, from SCIENCE.md's cost table.
+/// FLOPs of one call, from SCIENCE.md's cost table (each machine's [`crate::engine::Machine::flops`]).
 pub fn flops(machine: MachineKind, boundary: Boundary, n: usize, s: ImageShape, p: usize) -> f64 {
-    let (n, c, h, w, p) = (n as f64, s.c as f64, s.h as f64, s.w as f64, p as f64);
-    let r = (p / 2.0).floor();
-    let (h1, w1) = ((h - p + 1.0).max(0.0), (w - p + 1.0).max(0.0));
-    match (machine, boundary) {
-        (MachineKind::Ideal, _) => 5.0 * n * c * h * w,
-        (MachineKind::Equivariant, _) => 2.0 * n * (c * h * w) * (h * w) * 2.0,
-        (MachineKind::Local, _) => n * h * w * (5.0 * c + p * p),
-        (MachineKind::Els, Boundary::Circular) => 2.0 * c * (p * p + 1.0) * h * w * n * h1 * w1,
-        (MachineKind::Els, Boundary::Zeros) => {
-            2.0 * c * (p * p + 1.0) * n * ((h1 * w1).powi(2) + 2.0 * r * w1 * w1 + 2.0 * r * h1 * h1 + 4.0 * r * r)
-        }
-        // Two products with the D×r eigenbasis (r ≤ D).
-        (MachineKind::Gaussian, _) => 4.0 * (c * h * w).powi(2),
-        // Two passes, each: differences, window sums (2P adds), exp; the second also spreads
-        // weights back (2P adds) and accumulates C values.
-        (MachineKind::Pspc, _) => n * h * w * (8.0 * c + 8.0 * p + 10.0),
-        // The masked distances are one [N, D] × [D, D] product.
-        (MachineKind::PcaLocality, _) => 2.0 * n * (c * h * w).powi(2) + 8.0 * n * c * h * w,
-        // One forward pass of the shipped network: 2 FLOPs per weight per pixel.
-        (MachineKind::Cnn, _) => 2.0 * crate::engine::cnn::CnnShape::SMALL.parameters() as f64 * h * w,
-    }
+    machine.flops(n, s, p, boundary)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -141,15 +120,97 @@ pub fn matmul_gflops(device: &burn::tensor::Device) -> f64 {
 }
 
 fn synthetic(n: usize, shape: ImageShape) -> Vec<f32> {
-    engine::noise::gaussian(12345, 0, n * shape.len()).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect()
+    engine::sampling::noise::gaussian(12345, 0, n * shape.len())
+        .into_iter()
+        .map(|v| (v * 0.5).clamp(-1.0, 1.0))
+        .collect()
 }
 
 /// One synthetic x per seed.
 fn synthetic_seeded(seed: u64, shape: ImageShape) -> Vec<f32> {
-    engine::noise::gaussian(777, seed, shape.len()).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect()
+    engine::sampling::noise::gaussian(777, seed, shape.len()).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect()
+}
+
+/// The two training sets every case runs on: MNIST (repeated with jitter up to `--n`) and a
+/// synthetic RGB 32×32 set, each on the device with its denoiser.
+struct Sets {
+    gray: Set,
+    rgb: Set,
+}
+
+struct Set {
+    images: Vec<f32>,
+    n: usize,
+    shape: ImageShape,
+    denoiser: Denoiser,
+}
+
+impl Sets {
+    fn load(args: &BenchArgs, device: &burn::tensor::Device) -> Result<Self, String> {
+        let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default())
+            .map_err(|e| e.to_string())?;
+        let gray_shape = mnist.shape;
+        let mut gray = mnist.images.clone();
+        // More images than bundled: repeat with a small seeded jitter so no two are identical.
+        while gray.len() < args.n * gray_shape.len() {
+            let jitter = engine::sampling::noise::gaussian(gray.len() as u64, 1, mnist.images.len());
+            gray.extend(mnist.images.iter().zip(jitter).map(|(&v, j)| (v + 0.05 * j).clamp(-1.0, 1.0)));
+        }
+        gray.truncate(args.n * gray_shape.len());
+        let rgb_shape = ImageShape { c: 3, h: 32, w: 32 };
+        let rgb = synthetic(args.n_rgb, rgb_shape);
+        let set = |images: Vec<f32>, n: usize, shape: ImageShape| {
+            let mut denoiser = Denoiser::new(&images, n, shape, device);
+            if let Some(chunk) = args.chunk {
+                denoiser.chunk_logits = chunk;
+            }
+            Set { images, n, shape, denoiser }
+        };
+        Ok(Self { gray: set(gray, args.n, gray_shape), rgb: set(rgb, args.n_rgb, rgb_shape) })
+    }
+
+    fn get(&mut self, rgb: bool) -> &mut Set {
+        if rgb { &mut self.rgb } else { &mut self.gray }
+    }
+}
+
+/// A case's name: machine, boundary where it matters, image, P where it matters.
+fn case_name(machine: MachineKind, shape: ImageShape, p: usize) -> String {
+    let boundary = if machine.needs().boundary { "-zeros" } else { "" };
+    let colour = if shape.c == 1 { "gray" } else { "rgb" };
+    let patch = if machine.uses_patch() { format!("-P{p}") } else { String::new() };
+    format!("{}{boundary}-{}x{}-{colour}{patch}", machine.name(), shape.h, shape.w)
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    validate(args)?;
+    let device = engine::device::resolve(args.device)?;
+    if let Some(n) = &device.notice {
+        eprintln!("note: {n}");
+    }
+    eprintln!("device: {}", device.description);
+    let matmul = matmul_gflops(&device.device);
+    eprintln!("plain burn matmul (1024³): {matmul:.1} GFLOP/s");
+    let mut sets = Sets::load(args, &device.device)?;
+    if !args.json {
+        println!("{:<28} {:>6} {:>10} {:>10} {:>10} {:>7}", "case", "N", "s/call", "GFLOP/s", "matmul", "ratio");
+    }
+    let mut results = Vec::new();
+    let mut report = |t: Timed| {
+        let r = BenchResult::new(t, matmul);
+        print_row(&r, args.json);
+        results.push(r);
+    };
+    calls(args, &mut sets, &mut report);
+    gaussian_fits(args, &sets, &mut report);
+    samples(args, &mut sets, device.kind == DeviceChoice::Gpu, &mut report)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
+    }
+    Ok(())
+}
+
+fn validate(args: &BenchArgs) -> Result<(), String> {
     for (flag, value, max) in [("--n", args.n, 100_000), ("--n-rgb", args.n_rgb, 100_000), ("--reps", args.reps, 1000)]
     {
         if value == 0 || value > max {
@@ -159,124 +220,82 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     if args.chunk.is_some_and(|c| c == 0 || c > 1 << 28) {
         return Err(format!("--chunk must be between 1 and {}, not {}", 1 << 28, args.chunk.unwrap_or(0)));
     }
-    let device = engine::device::resolve(args.device)?;
-    if let Some(n) = &device.notice {
-        eprintln!("note: {n}");
-    }
-    eprintln!("device: {}", device.description);
-    let matmul = matmul_gflops(&device.device);
-    eprintln!("plain burn matmul (1024³): {matmul:.1} GFLOP/s");
+    Ok(())
+}
 
-    let mnist =
-        Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).map_err(|e| e.to_string())?;
-    let gray_shape = mnist.shape;
-    let mut gray = mnist.images.clone();
-    // More images than bundled: repeat with a small seeded jitter so no two are identical.
-    while gray.len() < args.n * gray_shape.len() {
-        let jitter = engine::noise::gaussian(gray.len() as u64, 1, mnist.images.len());
-        gray.extend(mnist.images.iter().zip(jitter).map(|(&v, j)| (v + 0.05 * j).clamp(-1.0, 1.0)));
-    }
-    gray.truncate(args.n * gray_shape.len());
-    let rgb_shape = ImageShape { c: 3, h: 32, w: 32 };
-    let rgb = synthetic(args.n_rgb, rgb_shape);
+fn wanted(args: &BenchArgs, name: &str) -> bool {
+    args.only.as_deref().is_none_or(|o| name.contains(o))
+}
 
-    let mut cases: Vec<(String, MachineKind, Boundary, usize, bool)> = Vec::new();
-    // P = 27 and 45 are the large-patch end a locality scale of 3 reaches on MNIST, where
-    // almost every pixel's window overhang is its own: compare them with Local at the same P.
-    for p in [3, 7, 11, 15, 27, 45] {
-        cases.push((format!("els-zeros-28x28-gray-P{p}"), MachineKind::Els, Boundary::Zeros, p, false));
+/// One denoiser call per case: every registered machine at the patch sizes it asks to be
+/// timed at ([`crate::engine::Machine::bench_patches`]), on gray 28×28 and RGB 32×32.
+fn calls(args: &BenchArgs, sets: &mut Sets, report: &mut dyn FnMut(Timed)) {
+    for rgb in [false, true] {
+        for machine in MachineKind::all() {
+            let plan = machine.bench_patches();
+            for &p in if rgb { plan.rgb } else { plan.gray } {
+                let set = sets.get(rgb);
+                let name = case_name(machine, set.shape, p);
+                if !wanted(args, &name) {
+                    continue;
+                }
+                let call = Call::new(machine, Boundary::Zeros, p.max(1), 0.5);
+                let (n, shape) = (set.n, set.shape);
+                // A new x for every call, so no backend can answer a repeated call from a cache.
+                let mut seed = 0;
+                let mut time = || {
+                    seed += 1;
+                    let x = synthetic_seeded(seed, shape);
+                    let t = Instant::now();
+                    set.denoiser.denoise(&x, &call, &mut Control::none()).expect("no cancel");
+                    t.elapsed().as_secs_f64()
+                };
+                time();
+                let seconds = median((0..args.reps.max(1)).map(|_| time()).collect());
+                let flops = flops(machine, Boundary::Zeros, n, shape, p.max(1));
+                report(Timed { case: name, call: Call { patch: p, ..call }, n, shape, seconds, flops });
+            }
+        }
     }
-    for p in [5, 11] {
-        cases.push((format!("els-zeros-32x32-rgb-P{p}"), MachineKind::Els, Boundary::Zeros, p, true));
-    }
-    for p in [7, 27, 45] {
-        cases.push((format!("local-28x28-gray-P{p}"), MachineKind::Local, Boundary::Zeros, p, false));
-    }
-    cases.push(("ideal-28x28-gray".into(), MachineKind::Ideal, Boundary::Zeros, 0, false));
-    // The later machines (their one-off float64 fit is timed on its own below).
-    cases.push(("gaussian-28x28-gray".into(), MachineKind::Gaussian, Boundary::Zeros, 0, false));
-    cases.push(("gaussian-32x32-rgb".into(), MachineKind::Gaussian, Boundary::Zeros, 0, true));
-    for p in [3, 7] {
-        cases.push((format!("pspc-28x28-gray-P{p}"), MachineKind::Pspc, Boundary::Zeros, p, false));
-    }
-    cases.push(("pca-locality-28x28-gray".into(), MachineKind::PcaLocality, Boundary::Zeros, 0, false));
-    cases.push(("pca-locality-32x32-rgb".into(), MachineKind::PcaLocality, Boundary::Zeros, 0, true));
+}
 
-    let mut gray_denoiser = Denoiser::new(&gray, args.n, gray_shape, &device.device);
-    let mut rgb_denoiser = Denoiser::new(&rgb, args.n_rgb, rgb_shape, &device.device);
-    if let Some(chunk) = args.chunk {
-        gray_denoiser.chunk_logits = chunk;
-        rgb_denoiser.chunk_logits = chunk;
-    }
-    let mut results = Vec::new();
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
-    if !args.json {
-        println!("{:<28} {:>6} {:>10} {:>10} {:>10} {:>7}", "case", "N", "s/call", "GFLOP/s", "matmul", "ratio");
-    }
-    for (name, machine, boundary, p, is_rgb) in cases {
-        if !wanted(&name) {
+/// The Gaussian machines' fit: mean, covariance (or Gram matrix) and its eigendecomposition,
+/// once per dataset, in float64 on the host.
+fn gaussian_fits(args: &BenchArgs, sets: &Sets, report: &mut dyn FnMut(Timed)) {
+    for (name, set) in [("gaussian-fit-28x28-gray", &sets.gray), ("gaussian-fit-32x32-rgb", &sets.rgb)] {
+        if !wanted(args, name) {
             continue;
         }
-        let (den, n, shape) =
-            if is_rgb { (&mut rgb_denoiser, args.n_rgb, rgb_shape) } else { (&mut gray_denoiser, args.n, gray_shape) };
-        let call = Call::new(machine, boundary, p.max(1), 0.5);
-        // A new x for every call, so no backend can answer a repeated call from a cache.
-        let mut seed = 0;
-        let mut time = || {
-            seed += 1;
-            let x = synthetic_seeded(seed, shape);
-            let t = Instant::now();
-            den.denoise(&x, &call, &mut Control::none()).expect("no cancel");
-            t.elapsed().as_secs_f64()
-        };
-        time();
-        let secs = median((0..args.reps.max(1)).map(|_| time()).collect());
-        let f = flops(machine, boundary, n, shape, p.max(1));
-        let r = BenchResult::new(name, machine, boundary, n, shape, p, secs, f, matmul);
-        print_row(&r, args.json);
-        results.push(r);
-    }
-
-    // The Gaussian machines' fit: mean, covariance (or Gram matrix) and its eigendecomposition,
-    // once per dataset, in float64 on the host.
-    for (name, is_rgb) in [("gaussian-fit-28x28-gray", false), ("gaussian-fit-32x32-rgb", true)] {
-        if !wanted(name) {
-            continue;
-        }
-        let (images, n, shape) = if is_rgb { (&rgb, args.n_rgb, rgb_shape) } else { (&gray, args.n, gray_shape) };
-        let d = shape.len();
+        let (n, d) = (set.n, set.shape.len());
         let t = Instant::now();
-        let model = engine::gaussian::GaussianModel::fit(images, n, d, &Control::none()).expect("no cancel");
-        let secs = t.elapsed().as_secs_f64();
+        let model =
+            engine::machines::gaussian::GaussianModel::fit(&set.images, n, d, &Control::none()).expect("no cancel");
+        let seconds = t.elapsed().as_secs_f64();
         // Covariance or Gram product, then ~9 m³ for tred2 + tql2 with vectors (m = its side).
         let m = n.min(d) as f64;
-        let f = 2.0 * (n * d) as f64 * m + 9.0 * m.powi(3);
-        let r = BenchResult::new(name.into(), MachineKind::Gaussian, Boundary::Zeros, n, shape, 0, secs, f, matmul);
+        let flops = 2.0 * (n * d) as f64 * m + 9.0 * m.powi(3);
         eprintln!("{name}: rank {}", model.lambda.len());
-        print_row(&r, args.json);
-        results.push(r);
+        let call = Call::new(MachineKind::Gaussian, Boundary::Zeros, 0, 0.5);
+        report(Timed { case: name.into(), call, n, shape: set.shape, seconds, flops });
     }
+}
 
-    // 20-step samples: MNIST with the paper's MNIST ResNet schedule; RGB 32×32 with the CIFAR10
-    // one (on a GPU, or when `--only` names it: on a CPU it takes minutes).
-    let on_gpu = device.kind == DeviceChoice::Gpu;
-    let samples = [
+/// 20-step samples: MNIST with the paper's MNIST ResNet schedule; RGB 32×32 with the CIFAR10
+/// one (on a GPU, or when `--only` names it: on a CPU it takes minutes).
+fn samples(args: &BenchArgs, sets: &mut Sets, on_gpu: bool, report: &mut dyn FnMut(Timed)) -> Result<(), String> {
+    let rgb_by_default = on_gpu || args.only.as_deref().is_some_and(|o| o.contains("sample"));
+    let cases = [
         ("sample-20-steps-28x28-gray", "MNIST ResNet", false, true),
-        (
-            "sample-20-steps-32x32-rgb",
-            "CIFAR10 ResNet",
-            true,
-            on_gpu || args.only.as_deref().is_some_and(|o| o.contains("sample")),
-        ),
+        ("sample-20-steps-32x32-rgb", "CIFAR10 ResNet", true, rgb_by_default),
     ];
-    for (name, preset, is_rgb, by_default) in samples {
-        if !wanted(name) || !by_default {
+    for (name, preset, rgb, by_default) in cases {
+        if !wanted(args, name) || !by_default {
             continue;
         }
-        let (den, n, shape) =
-            if is_rgb { (&mut rgb_denoiser, args.n_rgb, rgb_shape) } else { (&mut gray_denoiser, args.n, gray_shape) };
+        let set = sets.get(rgb);
+        let (n, shape) = (set.n, set.shape);
         let cfg = SamplerConfig { patch: PatchSchedule::Preset { name: preset.into() }, ..SamplerConfig::default() };
-        let total_flops: f64 = (0..cfg.steps)
+        let flops: f64 = (0..cfg.steps)
             .map(|k| flops(cfg.machine, cfg.boundary, n, shape, cfg.patch_at(k, shape.h, shape.w) as usize))
             .sum();
         let cancel = CancelToken::new();
@@ -285,21 +304,16 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         // Seconds per step with its P, so a slow step (a key bank being cut) shows up.
         let mut per_step = Vec::with_capacity(cfg.steps);
         let mut last = Instant::now();
-        while let Some(step) = sampler.step(den, &mut Control::new(&cancel, None)) {
+        while let Some(step) = sampler.step(&mut set.denoiser, &mut Control::new(&cancel, None)) {
             step.map_err(|e| e.to_string())?;
             let k = per_step.len();
             per_step.push(format!("P{} {:.2}", cfg.patch_at(k, shape.h, shape.w), last.elapsed().as_secs_f64()));
             last = Instant::now();
         }
-        let secs = t.elapsed().as_secs_f64();
+        let seconds = t.elapsed().as_secs_f64();
         eprintln!("{name} steps (P, s): {}", per_step.join(", "));
-        let r =
-            BenchResult::new(name.into(), MachineKind::Els, Boundary::Zeros, n, shape, 0, secs, total_flops, matmul);
-        print_row(&r, args.json);
-        results.push(r);
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
+        let call = Call::new(MachineKind::Els, Boundary::Zeros, 0, 0.5);
+        report(Timed { case: name.into(), call, n, shape, seconds, flops });
     }
     Ok(())
 }

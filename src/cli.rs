@@ -1,4 +1,5 @@
-//! The headless command line: `morphogen denoise | sample | inspect | export | bench`.
+//! The headless command line: `morphogen studio | denoise | sample | export | inspect | bench | train |
+//! compare | calibrate` (and the maintainers' hidden `pack-dataset`); `main.rs` dispatches here.
 
 use std::path::{Path, PathBuf};
 
@@ -80,7 +81,7 @@ impl DatasetArgs {
     fn attach_cnn(&self, denoiser: &mut Denoiser) {
         let source = DatasetSource::parse(&self.dataset);
         let bundled = source.bundled_name();
-        engine::cnn::attach(denoiser, bundled, self.cnn.as_deref());
+        engine::machines::cnn::attach(denoiser, bundled, self.cnn.as_deref());
     }
     fn options(&self, seed: u64) -> LoadOptions {
         LoadOptions {
@@ -335,7 +336,7 @@ fn check_patch_arg(
     if machine == MachineKind::Pspc {
         // PSPC is defined for any P: beyond the image it uses the largest square that fits
         // (where it is the Ideal machine), as the reference does.
-        let max = engine::machine::max_patch(machine, boundary, shape.h, shape.w) as usize;
+        let max = machine.max_patch(boundary, shape.h, shape.w) as usize;
         if patch > max {
             eprintln!(
                 "note: --patch {patch} is larger than the {}×{} image; PSPC uses {max}×{max} windows",
@@ -343,7 +344,7 @@ fn check_patch_arg(
             );
         }
     } else if machine.uses_patch() {
-        let max = engine::machine::max_patch(machine, boundary, shape.h, shape.w) as usize;
+        let max = machine.max_patch(boundary, shape.h, shape.w) as usize;
         if patch > max {
             let why = if machine == MachineKind::Els && boundary == engine::Boundary::Circular {
                 "a circular window cannot be larger than the image"
@@ -513,7 +514,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
 
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let bundled = recipe.dataset.bundled_name();
-    engine::cnn::attach(&mut denoiser, bundled, args.data.cnn.as_deref());
+    engine::machines::cnn::attach(&mut denoiser, bundled, args.data.cnn.as_deref());
     let shape = dataset.shape;
     for (_, cfg) in recipe.segments() {
         denoiser.check_run(&cfg)?;

@@ -5,7 +5,7 @@
 //! final image with the CNN's is collected and its median printed (Kamb & Ganguli, Table 1:
 //! MNIST ResNet ELS 0.94, LS 0.82, Ideal 0.61).
 //!
-//! `morphogen calibrate`: the patch size per step fitted to the CNN ([`engine::calibrate`]),
+//! `morphogen calibrate`: the patch size per step fitted to the CNN ([`engine::analysis::calibrate`]),
 //! written as a recipe the studio opens, with a plot against the paper's presets.
 
 use clap::Args;
@@ -13,7 +13,7 @@ use clap::Args;
 use crate::data::{Dataset, DatasetSource, LoadOptions};
 use std::path::PathBuf;
 
-use crate::engine::patch::PRESETS;
+use crate::engine::sampling::patch::PRESETS;
 use crate::engine::{
     self, Boundary, CancelToken, Control, Denoiser, DeviceChoice, MachineKind, PatchSchedule, SamplerConfig,
 };
@@ -78,8 +78,12 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     if args.seeds == 0 || args.seeds > 100_000 {
         return Err(format!("--seeds must be between 1 and 100000, not {}", args.seeds));
     }
-    if args.steps == 0 || args.steps > engine::sampler::MAX_STEPS {
-        return Err(format!("--steps must be between 1 and {}, not {}", engine::sampler::MAX_STEPS, args.steps));
+    if args.steps == 0 || args.steps > engine::sampling::sampler::MAX_STEPS {
+        return Err(format!(
+            "--steps must be between 1 and {}, not {}",
+            engine::sampling::sampler::MAX_STEPS,
+            args.steps
+        ));
     }
     args.patch_schedule.validate(args.steps).map_err(|e| format!("--patch-schedule: {e}"))?;
     let source = DatasetSource::parse(&args.dataset);
@@ -90,7 +94,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     }
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let bundled = source.bundled_name();
-    engine::cnn::attach(&mut den, bundled, args.cnn.as_deref());
+    engine::machines::cnn::attach(&mut den, bundled, args.cnn.as_deref());
     let base = SamplerConfig { steps: args.steps, patch: args.patch_schedule.clone(), ..SamplerConfig::default() };
     for m in std::iter::once(MachineKind::Cnn).chain(AGAINST) {
         den.check_run(&SamplerConfig { machine: m, ..base.clone() })?;
@@ -101,7 +105,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         let cnn = final_image(&mut den, SamplerConfig { machine: MachineKind::Cnn, seed, ..base.clone() })?;
         for (i, m) in AGAINST.into_iter().enumerate() {
             let img = final_image(&mut den, SamplerConfig { machine: m, seed, ..base.clone() })?;
-            rs[i].push(engine::stats::pearson(&cnn, &img));
+            rs[i].push(engine::analysis::stats::pearson(&cnn, &img));
         }
         eprintln!(
             "seed {seed}: r(CNN, ELS) {:.3}  r(CNN, Local) {:.3}  r(CNN, Ideal) {:.3}  ({:.0} s)",
@@ -162,8 +166,8 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     if args.steps == 0 || args.steps > 1000 {
         return Err(format!("--steps must be between 1 and 1000, not {}", args.steps));
     }
-    if args.max_p == 0 || args.max_p > engine::patch::MAX_P {
-        return Err(format!("--max-p must be between 1 and {}, not {}", engine::patch::MAX_P, args.max_p));
+    if args.max_p == 0 || args.max_p > engine::sampling::patch::MAX_P {
+        return Err(format!("--max-p must be between 1 and {}, not {}", engine::sampling::patch::MAX_P, args.max_p));
     }
     if args.out.exists() && std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(format!("{} exists and is not an empty folder", args.out.display()));
@@ -173,9 +177,9 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     let device = engine::device::resolve(args.device)?;
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let bundled = source.bundled_name();
-    engine::cnn::attach(&mut den, bundled, args.cnn.as_deref());
+    engine::machines::cnn::attach(&mut den, bundled, args.cnn.as_deref());
     let s = dataset.shape;
-    let max = engine::machine::max_patch(MachineKind::Els, args.boundary, s.h, s.w).min(args.max_p);
+    let max = MachineKind::Els.max_patch(args.boundary, s.h, s.w).min(args.max_p);
     let candidates: Vec<u32> = (1..=max).step_by(2).collect();
     let reference = SamplerConfig { machine: MachineKind::Cnn, steps: args.steps, ..SamplerConfig::default() };
     den.check_run(&reference)?;
@@ -189,7 +193,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
             eprintln!("{}% ({:.0} s)", last * 10, started.elapsed().as_secs_f64());
         }
     };
-    let fits = engine::calibrate::calibrate(
+    let fits = engine::analysis::calibrate::calibrate(
         &mut den,
         &reference,
         &seeds,
@@ -201,7 +205,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let fitted: Vec<u32> = fits.iter().map(|f| f.median).collect();
     let preset_at = |name: &str, k: usize| {
-        PatchSchedule::Preset { name: name.into() }.at(k, reference.t_of_step(k), 1.0, engine::patch::MAX_P)
+        PatchSchedule::Preset { name: name.into() }.at(k, reference.t_of_step(k), 1.0, engine::sampling::patch::MAX_P)
     };
     println!("{:>6} {:>7} {:>14} {:>11} {:>12}", "t", "fitted", "MNIST ResNet", "MNIST UNet", "best cos");
     for (k, f) in fits.iter().enumerate() {

@@ -1,3 +1,6 @@
+//! The `morphogen` binary: with no command (or `studio`) it opens the studio, otherwise it runs
+//! one command of the CLI ([`morphogen::cli`]). Errors end the process with one line and exit 1.
+
 use clap::Parser;
 use morphogen::cli::{Cli, Command, run};
 use morphogen::ui::{self, StudioOptions};

@@ -8,8 +8,8 @@ use clap::Args;
 
 use crate::data::{Dataset, DatasetSource, LoadOptions};
 use crate::engine::NoiseSchedule;
-use crate::engine::cnn::{Cnn, CnnHeader, CnnShape};
-use crate::engine::cnn_train::{TrainConfig, train};
+use crate::engine::training::network::{Cnn, CnnHeader, CnnShape};
+use crate::engine::training::train::{TrainConfig, train};
 use crate::files;
 
 #[derive(Args, Debug)]

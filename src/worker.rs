@@ -49,11 +49,12 @@ pub enum Command {
         top: usize,
     },
     /// Fit P per step to the CNN along its own runs from seeds 0..`seeds`
-    /// ([`crate::engine::calibrate`]): `recipe` names the dataset and the CNN's sampler
+    /// ([`crate::engine::analysis::calibrate`]): `recipe` names the dataset and the CNN's sampler
     /// settings (its machine is taken to be the CNN); candidates are odd P up to `max_p`.
     Calibrate { run: RunId, recipe: Recipe, seeds: u64, max_p: u32 },
-    /// Panic on purpose inside the worker (debug builds only: the tests use it).
-    #[cfg(debug_assertions)]
+    /// Panic on purpose inside the worker: the tests check that a panic becomes an error
+    /// message, not a dead worker. Nothing in the studio sends it.
+    #[doc(hidden)]
     Crash,
 }
 
@@ -114,7 +115,7 @@ pub enum Event {
     /// A calibration's fitted P per step, with every seed's choice and cosines.
     Calibrated {
         run: RunId,
-        fits: Vec<crate::engine::calibrate::StepFit>,
+        fits: Vec<crate::engine::analysis::calibrate::StepFit>,
     },
     Inspected {
         run: RunId,
@@ -222,6 +223,18 @@ struct Worker {
     cache_budget: Option<usize>,
 }
 
+/// The fields of a [`Command::Inspect`], handed to [`Worker::inspect`] as one value.
+struct InspectJob {
+    run: RunId,
+    dataset_hash: Option<String>,
+    step: usize,
+    x_t: Vec<f32>,
+    call: Call,
+    y: usize,
+    x: usize,
+    top: usize,
+}
+
 /// Cache budget of a secondary worker: 256 MB.
 pub const SECONDARY_CACHE_BYTES: usize = 256 << 20;
 
@@ -279,46 +292,50 @@ impl Worker {
         match command {
             Command::Start { run, recipe } => self.begin(run, recipe, None),
             Command::Branch { run, recipe, from_step, x_t } => self.begin(run, recipe, Some((from_step, x_t))),
-            Command::Cancel => {
-                self.active = None;
-                self.fresh_token();
-            }
+            Command::Cancel => self.cancel(),
             Command::Inspect { run, dataset_hash, step, x_t, call, y, x, top } => {
-                let token = self.fresh_token();
-                let Some(loaded) = &self.loaded else {
-                    return self
-                        .emit(Event::Error { run: Some(run), message: "no dataset is loaded to inspect".into() });
-                };
-                let shape = loaded.denoiser.shape();
-                if dataset_hash.as_ref().is_some_and(|h| *h != loaded.hash) || x_t.len() != shape.len() {
-                    return self.emit(Event::Error {
-                        run: Some(run),
-                        message:
-                            "that run's training set is no longer loaded: switch back to its dataset to inspect it"
-                                .into(),
-                    });
-                }
-                if y >= shape.h || x >= shape.w {
-                    return self.emit(Event::Error {
-                        run: Some(run),
-                        message: format!("pixel ({x}, {y}) is outside the {}×{} image", shape.w, shape.h),
-                    });
-                }
-                let ctl = Control::new(&token, None);
-                let top = top.clamp(1, MAX_INSPECT_TOP);
-                let den = &mut self.loaded.as_mut().expect("checked above").denoiser;
-                let Ok(result) = den.inspect(&x_t, &call, y, x, top, &ctl) else { return };
-                let den = &*den;
-                let crops =
-                    result.votes.iter().map(|v| crop(den, &den.training_image(v.image), v.y, v.x, &call)).collect();
-                let images = result.votes.iter().map(|v| den.training_image(v.image)).collect();
-                let query = crop(den, &x_t, y, x, &call);
-                self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query });
+                self.inspect(InspectJob { run, dataset_hash, step, x_t, call, y, x, top })
             }
             Command::Calibrate { run, recipe, seeds, max_p } => self.calibrate(run, recipe, seeds, max_p),
-            #[cfg(debug_assertions)]
             Command::Crash => panic!("crash requested"),
         }
+    }
+
+    /// Drops the run in progress and cancels whatever computes for it.
+    fn cancel(&mut self) {
+        self.active = None;
+        self.fresh_token();
+    }
+
+    /// Ranks the votes for one pixel of a run's step, if that run's training set is loaded.
+    fn inspect(&mut self, job: InspectJob) {
+        let InspectJob { run, dataset_hash, step, x_t, call, y, x, top } = job;
+        let token = self.fresh_token();
+        let Some(loaded) = &self.loaded else {
+            return self.emit(Event::Error { run: Some(run), message: "no dataset is loaded to inspect".into() });
+        };
+        let shape = loaded.denoiser.shape();
+        if dataset_hash.as_ref().is_some_and(|h| *h != loaded.hash) || x_t.len() != shape.len() {
+            return self.emit(Event::Error {
+                run: Some(run),
+                message: "that run's training set is no longer loaded: switch back to its dataset to inspect it".into(),
+            });
+        }
+        if y >= shape.h || x >= shape.w {
+            return self.emit(Event::Error {
+                run: Some(run),
+                message: format!("pixel ({x}, {y}) is outside the {}×{} image", shape.w, shape.h),
+            });
+        }
+        let ctl = Control::new(&token, None);
+        let top = top.clamp(1, MAX_INSPECT_TOP);
+        let den = &mut self.loaded.as_mut().expect("checked above").denoiser;
+        let Ok(result) = den.inspect(&x_t, &call, y, x, top, &ctl) else { return };
+        let den = &*den;
+        let crops = result.votes.iter().map(|v| crop(den, &den.training_image(v.image), v.y, v.x, &call)).collect();
+        let images = result.votes.iter().map(|v| den.training_image(v.image)).collect();
+        let query = crop(den, &x_t, y, x, &call);
+        self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query });
     }
 
     fn device(&mut self, choice: DeviceChoice) -> Result<engine::ResolvedDevice, String> {
@@ -368,7 +385,7 @@ impl Worker {
         };
         let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
         let bundled = source.bundled_name();
-        crate::engine::cnn::attach(&mut denoiser, bundled, None);
+        crate::engine::machines::cnn::attach(&mut denoiser, bundled, None);
         if let Some(budget) = self.cache_budget {
             denoiser.cache_budget_bytes = budget;
         }
@@ -382,7 +399,7 @@ impl Worker {
     fn calibrate(&mut self, run: RunId, recipe: Recipe, seeds: u64, max_p: u32) {
         self.active = None;
         let token = self.fresh_token();
-        let result = (|| -> Result<Option<Vec<crate::engine::calibrate::StepFit>>, String> {
+        let result = (|| -> Result<Option<Vec<crate::engine::analysis::calibrate::StepFit>>, String> {
             recipe.validate()?;
             if !self.ensure_loaded(&recipe.dataset, &recipe.load, recipe.device, &token)? {
                 return Ok(None);
@@ -392,7 +409,7 @@ impl Worker {
             loaded.denoiser.check_run(&reference)?;
             let s = loaded.denoiser.shape();
             let boundary = reference.boundary;
-            let max = crate::engine::machine::max_patch(crate::engine::MachineKind::Els, boundary, s.h, s.w).min(max_p);
+            let max = crate::engine::MachineKind::Els.max_patch(boundary, s.h, s.w).min(max_p);
             let candidates: Vec<u32> = (1..=max.max(1)).step_by(2).collect();
             let seed_list: Vec<u64> = (0..seeds.max(1)).collect();
             let (tx, wake) = (self.tx.clone(), &self.wake);
@@ -400,7 +417,7 @@ impl Worker {
                 let _ = tx.send(Event::Progress { run, step: 0, done, total });
                 wake();
             };
-            let fits = crate::engine::calibrate::calibrate(
+            let fits = crate::engine::analysis::calibrate::calibrate(
                 &mut loaded.denoiser,
                 &reference,
                 &seed_list,

@@ -5,8 +5,8 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use morphogen::engine::cnn::{Cnn, CnnHeader, CnnShape, EpsNet, cosine_time};
-use morphogen::engine::cnn_train::{TrainConfig, train};
+use morphogen::engine::training::network::{Cnn, CnnHeader, CnnShape, EpsNet, cosine_time};
+use morphogen::engine::training::train::{TrainConfig, train};
 use morphogen::engine::{
     Boundary, Call, Control, Denoiser, ImageShape, MachineKind, NoiseSchedule, PatchSchedule, SamplerConfig,
 };
@@ -147,7 +147,7 @@ fn calibration_recovers_a_known_patch_size() {
         t_start: 0.7,
         ..SamplerConfig::default()
     };
-    let fits = morphogen::engine::calibrate::calibrate(
+    let fits = morphogen::engine::analysis::calibrate::calibrate(
         &mut den,
         &reference,
         &[0, 1],

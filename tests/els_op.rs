@@ -1,13 +1,13 @@
-//! The fused ELS op (`engine::els_op`) against an exact f64 softmax, and the engine's op path
+//! The fused ELS op (`engine::kernels::op`) against an exact f64 softmax, and the engine's op path
 //! against the burn-ops path. Every check runs on the CPU backend (the op's flex body) in CI;
 //! the `gpu_` variants run the same checks through the cubecl kernel on any wgpu adapter
-//! (`cargo test --test els_op -- --ignored`; Mesa's lavapipe will do).
+//! (`cargo test --release --test els_op -- --ignored`; Mesa's lavapipe will do).
 
 mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use morphogen::engine::els_op::{self, Block, OpParams};
+use morphogen::engine::kernels::op::{self as els_op, Block, OpParams};
 use morphogen::engine::{Boundary, Call, Control, Denoiser, ElsPath, ImageShape, MachineKind};
 
 /// A hand-built op input: `n` images of `len` values (+ zero slot), `q` queries of width d,
@@ -37,7 +37,7 @@ impl Case {
     fn random(n: usize, c: usize, p: usize, q: usize, kn: usize, singles: bool, seed: u64) -> Self {
         let len = c * 40;
         let d = c * p * p;
-        let g = morphogen::engine::noise::gaussian(seed, 3, n * (len + 1) + q * d + 1);
+        let g = morphogen::engine::sampling::noise::gaussian(seed, 3, n * (len + 1) + q * d + 1);
         let mut images: Vec<f32> = g[..n * (len + 1)].iter().map(|v| v * 0.5).collect();
         for k in 0..n {
             images[k * (len + 1) + len] = 0.0; // the zero slot
@@ -142,7 +142,7 @@ fn matches_exact_softmax(device: &Device) {
     // Tolerance 5e-4: a distance summed over 3267 squares in f32 carries ~4e-3 of rounding
     // (and the flex body's ‖k‖² expansion a little more).
     let case = Case::random(20, 3, 33, 70, 3, false, 8);
-    assert_eq!(morphogen::engine::els_kernel::tile_keys(case.d()), 0);
+    assert_eq!(morphogen::engine::kernels::gpu::tile_keys(case.d()), 0);
     let (out, _) = case.run(device, 0.6, 0.64, 2);
     assert_close(&out, &case.exact(0.6, 0.64).0, 5e-4, "wide keys");
     // 600 keys × 147 in one split would pass lavapipe's 65535-iteration loop limit: the

@@ -1,7 +1,7 @@
 //! Property-based fuzzing of everything that reads user files: the .npy reader, the recipe
 //! parser and the image-folder loader. Each must return an error, never panic, on any bytes.
 //!
-//! `cargo test` runs a few hundred cases of each (seconds). For a longer hunt set
+//! `cargo test --release` runs a few hundred cases of each (seconds). For a longer hunt set
 //! `MORPHOGEN_FUZZ_SECS=60` to keep each target going for that many seconds:
 //! `MORPHOGEN_FUZZ_SECS=60 cargo test --release --test fuzz -- --nocapture`.
 //! Inputs that once crashed a reader are kept at the bottom as plain regression tests.

@@ -193,7 +193,7 @@ fn cli_denoise_and_sample_match_the_fixtures() {
 }
 
 /// The wgpu path against the fixtures. Needs a Vulkan/Metal/DX12 adapter (Mesa's lavapipe
-/// will do, slowly): `cargo test --test golden -- --ignored`.
+/// will do, slowly): `cargo test --release --test golden -- --ignored`.
 #[test]
 #[ignore = "needs a GPU adapter; run with --ignored"]
 fn gpu_path_matches_the_fixtures() {

@@ -22,7 +22,7 @@ fn maps_name_the_inspectors_top_vote_on_every_path() {
 }
 
 /// The same through the cubecl kernel (and burn's argmax on wgpu for Ideal and
-/// Equivariant): `cargo test --test maps -- --ignored` on any adapter.
+/// Equivariant): `cargo test --release --test maps -- --ignored` on any adapter.
 #[test]
 #[ignore = "needs a GPU adapter; run with --ignored"]
 fn gpu_maps_name_the_inspectors_top_vote() {

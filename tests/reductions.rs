@@ -162,7 +162,7 @@ fn ideal_at_tiny_noise_returns_the_nearest_training_image() {
     let train = random_set(n, shape, 13);
     let mut den = Denoiser::new(&train, n, shape, &burn::tensor::Device::flex());
     let ab = NoiseSchedule::cosine().alpha_bar(0.02);
-    let noise = morphogen::engine::noise::gaussian(14, 0, shape.len());
+    let noise = morphogen::engine::sampling::noise::gaussian(14, 0, shape.len());
     let k = 17;
     let x: Vec<f32> = (0..shape.len())
         .map(|i| (ab.sqrt() * train[k * 100 + i] as f64 + (1.0 - ab).sqrt() * noise[i] as f64) as f32)

@@ -14,8 +14,10 @@ const SHAPE: ImageShape = ImageShape { c: 1, h: 8, w: 8 };
 
 fn dataset(dir: &std::path::Path, name: &str, n: usize, seed: u64) -> (DatasetSource, Vec<f32>) {
     let p = dir.join(name);
-    let data: Vec<f32> =
-        morphogen::engine::noise::gaussian(seed, 0, n * 64).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect();
+    let data: Vec<f32> = morphogen::engine::sampling::noise::gaussian(seed, 0, n * 64)
+        .into_iter()
+        .map(|v| (v * 0.5).clamp(-1.0, 1.0))
+        .collect();
     write_npy_f32(&p, &[n, 8, 8], &data).unwrap();
     (DatasetSource::Npy(p), data)
 }
@@ -69,7 +71,7 @@ fn a_thousand_random_commands_leave_the_worker_correct_and_lean() {
     let rss_first = rss();
 
     let mut state = 0x5EED_u64;
-    let mut rand = |n: u64| morphogen::engine::noise::splitmix(&mut state) % n;
+    let mut rand = |n: u64| morphogen::engine::sampling::noise::splitmix(&mut state) % n;
     let mut errors = 0usize;
     for k in 0..1000u64 {
         let run = 10 + k;

@@ -90,8 +90,10 @@ fn loading_a_folder_stops_when_cancelled() {
 
 fn tiny(dir: &std::path::Path, name: &str, n: usize, seed: u64) -> DatasetSource {
     let p = dir.join(name);
-    let data: Vec<f32> =
-        morphogen::engine::noise::gaussian(seed, 0, n * 64).into_iter().map(|v| (v * 0.5).clamp(-1.0, 1.0)).collect();
+    let data: Vec<f32> = morphogen::engine::sampling::noise::gaussian(seed, 0, n * 64)
+        .into_iter()
+        .map(|v| (v * 0.5).clamp(-1.0, 1.0))
+        .collect();
     write_npy_f32(&p, &[n, 8, 8], &data).unwrap();
     DatasetSource::Npy(p)
 }

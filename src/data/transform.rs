@@ -6,7 +6,7 @@ use image::{ImageBuffer, Luma, imageops};
 
 use super::{ColorMode, DataError, Dataset, DatasetSource, LoadOptions, MAX_SIDE, RawImage, RawSet};
 use crate::engine::ImageShape;
-use crate::engine::noise::splitmix;
+use crate::engine::sampling::noise::splitmix;
 
 pub(crate) fn apply(raw: RawSet, source: DatasetSource, options: &LoadOptions) -> Result<Dataset, DataError> {
     let RawSet { mut images, mut report, origin } = raw;

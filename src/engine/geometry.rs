@@ -1,10 +1,40 @@
-//! Where each patch comes from: host-side index tables that turn a flat image into patches.
+//! Geometry of images and windows: the image shape, how windows treat the border
+//! ([`Boundary`]), the host-side index tables that turn a flat image into patches, the pixel
+//! groups that share keys, and the learned windows of the PCA-locality machine ([`PixelWindows`]).
 //!
 //! Every image is stored flat as `[C·H·W + 1]` with a trailing zero, so a patch tap that falls
 //! outside the image points at that zero slot. One `select` with these indices then cuts all
 //! the patches of a pixel group out of a batch of images, for zero padding and wrap-around alike.
 
-use super::machine::Boundary;
+use serde::{Deserialize, Serialize};
+
+/// How ELS treats windows that stick out of the image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Boundary {
+    /// Zero padding; a pixel only matches training patches whose window sticks out of the
+    /// image by the same amounts (the paper's default).
+    #[default]
+    Zeros,
+    /// Windows wrap around the image; keys are the fully interior training patches.
+    Circular,
+}
+
+impl Boundary {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "zeros" | "zero" => Ok(Self::Zeros),
+            "circular" | "wrap" => Ok(Self::Circular),
+            other => Err(format!("unknown boundary '{other}' (expected zeros or circular)")),
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Zeros => "zeros",
+            Self::Circular => "circular",
+        }
+    }
+}
 
 /// Image layout shared by the training set and every x.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,6 +187,38 @@ pub fn els_groups_cancellable(
 pub fn centre_offsets(c: usize, p: usize) -> Vec<i64> {
     let r = p / 2;
     (0..c).map(|ch| (ch * p * p + r * p + r) as i64).collect()
+}
+
+/// Which pixels each pixel's window holds, as bits: row m, bit j. Channels are merged (a
+/// pixel is in the window when any of its values is in the window of any of m's values), which
+/// is what an overlay on the image can show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PixelWindows {
+    pub hw: usize,
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl PixelWindows {
+    /// No pixel in any window yet.
+    pub fn new(hw: usize) -> Self {
+        let words = hw.div_ceil(64);
+        Self { hw, words, bits: vec![0; hw * words] }
+    }
+    /// Puts pixel j in pixel m's window.
+    pub fn set(&mut self, m: usize, j: usize) {
+        self.bits[m * self.words + j / 64] |= 1 << (j % 64);
+    }
+    pub fn contains(&self, m: usize, j: usize) -> bool {
+        self.bits[m * self.words + j / 64] & (1 << (j % 64)) != 0
+    }
+    /// The pixels in pixel m's window, ascending.
+    pub fn window(&self, m: usize) -> Vec<usize> {
+        (0..self.hw).filter(|&j| self.contains(m, j)).collect()
+    }
+    pub fn size(&self, m: usize) -> usize {
+        self.bits[m * self.words..(m + 1) * self.words].iter().map(|w| w.count_ones() as usize).sum()
+    }
 }
 
 #[cfg(test)]

@@ -1,47 +1,36 @@
-//! The engine: schedules, the four closed-form machines and the sampler, on burn tensors.
+//! The engine: the machines, the kernels they run on and the sampler, on burn tensors.
 //!
 //! It knows nothing of the UI, threads, files or the clock: pure functions and small structs,
 //! so it runs the same under the studio, the CLI and the tests.
 //!
-//! Where things are: the ELS kernel is [`els`], the streaming softmax [`softmax`], the sampler
-//! loop [`sampler`], patch-size schedules [`patch`], noise schedules [`schedule`]. The machines
-//! beyond Kamb & Ganguli's four: [`gaussian`] (Wiener), [`pspc`] (PSPC-Square) and
-//! [`pca_locality`] (data-driven windows).
+//! Where things are:
+//! - [`machine`]: what a machine is (the [`Machine`] trait, [`Call`], [`Denoised`]).
+//! - [`machines`]: each machine in its own file, and the registry of them.
+//! - [`kernels`]: the ELS kernel family (entry, CPU body, GPU body, streaming softmax).
+//! - [`sampling`]: the sampler loop and its noise and patch schedules.
+//! - [`analysis`]: inspection, calibration, statistics, float64 linear algebra.
+//! - [`training`]: the CNN and its training loop.
+//! - [`denoiser`]: the training set on a device and every machine's cached state under one
+//!   budget; [`geometry`]: image shapes, windows, pixel groups; [`control`]: cancellation
+//!   and progress; [`device`]: CPU or GPU.
 
-pub mod calibrate;
-pub mod cnn;
-pub mod cnn_train;
+pub mod analysis;
 pub mod control;
 pub mod denoiser;
 pub mod device;
-mod direct;
-mod els;
-pub mod els_kernel;
-pub mod els_op;
-mod equivariant;
-pub mod fused_cpu;
-pub mod gaussian;
 pub mod geometry;
-mod ideal;
-pub mod inspect;
-pub mod linalg;
-mod local;
+pub mod kernels;
 pub mod machine;
-pub mod noise;
-pub mod patch;
-pub mod pca_locality;
-mod pspc;
-pub mod sampler;
-pub mod schedule;
-pub mod softmax;
-pub mod stats;
+pub mod machines;
+pub mod sampling;
+pub mod training;
 
+pub use analysis::inspect::{Inspection, Vote};
 pub use control::{CancelToken, Cancelled, Control};
-pub use denoiser::{Call, Denoised, Denoiser, ElsPath, PixelMaps};
+pub use denoiser::{Denoiser, ElsPath};
 pub use device::{DeviceChoice, ResolvedDevice};
-pub use geometry::ImageShape;
-pub use inspect::{Inspection, Vote};
-pub use machine::{Boundary, MachineKind};
-pub use patch::PatchSchedule;
-pub use sampler::{Sampler, SamplerConfig, StepRecord};
-pub use schedule::NoiseSchedule;
+pub use geometry::{Boundary, ImageShape};
+pub use machine::{Call, Denoised, Machine, MachineKind, PixelMaps};
+pub use sampling::patch::PatchSchedule;
+pub use sampling::sampler::{Sampler, SamplerConfig, StepRecord};
+pub use sampling::schedule::NoiseSchedule;

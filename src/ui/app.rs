@@ -5,15 +5,16 @@ use std::time::Instant;
 
 use egui::{Key, TextureHandle, TextureOptions, Ui};
 
-use crate::engine::{Call, ImageShape, MachineKind};
+use crate::engine::{Call, ImageShape};
 use crate::worker::{Command, DatasetInfo, Event, RunId, WorkerHandle};
 
 use super::canvas::{self, CanvasState};
 use super::export_panel::ExportPanel;
-use super::history::{History, Run, StepView, color_image};
+use super::history::{History, Run, StepView};
 use super::inspector::{InspectView, Inspector};
 use super::live::{Decision, Frame, LiveEdit};
 use super::settings::Settings;
+use super::texture::color_image;
 use super::timeline::{TimeCommand, TimeControl, TimelineView};
 
 /// Frame-time statistics for the debug overlay (the UI must stay at 60 fps while a step runs).
@@ -612,10 +613,9 @@ impl StudioApp {
         let same_set = self.dataset.as_ref().filter(|d| run.recipe.dataset_hash.as_deref() == Some(d.hash.as_str()));
         let n_train = self.dataset.as_ref().map_or(1, |d| d.len);
         let maps = step.record.maps.clone().filter(|_| stale.is_none());
-        // The Gaussian machine and the CNN have no vote, so no map: only a line saying so.
-        let no_vote =
-            matches!(run_machine, MachineKind::Gaussian | MachineKind::Cnn) && self.settings.map_view.is_some();
-        let map = self.settings.map_view.zip(maps.as_ref().filter(|_| !no_vote)).map(|(kind, m)| {
+        // A machine with no vote (the Gaussian machine, the CNN) has no map: only a line saying so.
+        let no_vote = run_machine.without_votes().filter(|_| self.settings.map_view.is_some());
+        let map = self.settings.map_view.zip(maps.as_ref().filter(|_| no_vote.is_none())).map(|(kind, m)| {
             let tex = self.maps_view.texture(ui.ctx(), (run_id, step.record.step, kind), m, shape, n_train);
             (kind, tex)
         });
@@ -711,13 +711,8 @@ impl StudioApp {
         if let (Some((kind, _)), Some(m)) = (map, maps.as_ref()) {
             self.maps_view.legend(ui, (run_id, k, kind), m, shape, n_train, same_set);
         }
-        if no_vote {
-            ui.label(if run_machine == MachineKind::Cnn {
-                "The CNN has no vote over training patches, so nothing to map: compare it with ELS in a second column."
-            } else {
-                "The Gaussian machine has no vote: each pixel of x̂₀ is a fixed weighted sum of the noisy image \
-                 (click a pixel to see its Wiener-filter row). There is nothing to map."
-            });
+        if let Some(why) = no_vote {
+            ui.label(why);
         }
         if let Some((y, x)) = out.clicked
             && stale.is_none()

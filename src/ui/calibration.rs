@@ -5,8 +5,8 @@
 use egui::{Context, Ui};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
-use crate::engine::calibrate::StepFit;
-use crate::engine::patch::{MAX_P, PRESETS};
+use crate::engine::analysis::calibrate::StepFit;
+use crate::engine::sampling::patch::{MAX_P, PRESETS};
 use crate::engine::{MachineKind, PatchSchedule};
 use crate::recipe::Recipe;
 use crate::worker::{Command, Event, RunId, WorkerHandle};

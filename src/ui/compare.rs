@@ -14,8 +14,8 @@ use crate::engine::{MachineKind, StepRecord};
 use crate::recipe::Recipe;
 use crate::worker::{Command, Event, RunId, WorkerHandle};
 
-use super::history::color_image;
-pub use crate::engine::stats::pearson;
+use super::texture::color_image;
+pub use crate::engine::analysis::stats::pearson;
 
 /// What the second column changes; `None` keeps the main run's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,7 +175,7 @@ impl Compare {
         if *on {
             ui.horizontal_wrapped(|ui| {
                 ui.label("machine");
-                for m in MachineKind::WITH_CNN {
+                for m in MachineKind::all() {
                     ui.radio_value(&mut s.machine, m, m.title()).on_hover_text(m.describe());
                 }
             });
@@ -185,7 +185,7 @@ impl Compare {
                     .selected_text(s.preset.clone().unwrap_or_else(|| "same".into()))
                     .show_ui(ui, |ui| {
                         ui.selectable_value(&mut s.preset, None, "same");
-                        for (name, _) in crate::engine::patch::PRESETS {
+                        for (name, _) in crate::engine::sampling::patch::PRESETS {
                             ui.selectable_value(&mut s.preset, Some(name.to_string()), name);
                         }
                     });

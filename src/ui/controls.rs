@@ -4,9 +4,8 @@
 use egui::Ui;
 
 use crate::data::{BUNDLED, ColorMode, DatasetSource};
-use crate::engine::machine::max_patch;
-use crate::engine::patch::PRESETS;
-use crate::engine::sampler::LOCALITY_SCALE;
+use crate::engine::sampling::patch::PRESETS;
+use crate::engine::sampling::sampler::LOCALITY_SCALE;
 use crate::engine::{Boundary, DeviceChoice, MachineKind, NoiseSchedule};
 
 use super::app::StudioApp;
@@ -131,11 +130,11 @@ impl StudioApp {
         ui.heading("Machine");
         let s = &mut self.settings;
         ui.horizontal_wrapped(|ui| {
-            for m in MachineKind::WITH_CNN {
+            for m in MachineKind::all() {
                 ui.radio_value(&mut s.machine, m, m.title()).on_hover_text(m.describe());
             }
         });
-        ui.add_enabled_ui(s.machine == MachineKind::Els, |ui| {
+        ui.add_enabled_ui(s.machine.needs().boundary, |ui| {
             ui.horizontal(|ui| {
                 ui.label("Boundary");
                 ui.radio_value(&mut s.boundary, Boundary::Zeros, "zeros")
@@ -150,7 +149,7 @@ impl StudioApp {
         ui.heading("Locality");
         let shape = self.dataset.as_ref().map(|d| d.shape);
         let s = &mut self.settings;
-        let max_p = shape.map(|sh| max_patch(s.machine, s.boundary, sh.h, sh.w)).unwrap_or(63);
+        let max_p = shape.map(|sh| s.machine.max_patch(s.boundary, sh.h, sh.w)).unwrap_or(63);
         ui.add_enabled_ui(s.machine.uses_patch(), |ui| {
             ui.horizontal(|ui| {
                 ui.label("Patch schedule");

@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use egui::{ColorImage, Context, TextureHandle, TextureOptions};
 
 use crate::engine::{ImageShape, StepRecord};
-use crate::export::frame::to_byte;
 use crate::recipe::{Branch, Recipe};
 use crate::worker::RunId;
 
 use super::settings::segment_label;
+use super::texture::color_image;
 
 /// One computed step with its textures (cloning shares the textures).
 #[derive(Clone)]
@@ -67,22 +67,6 @@ impl Run {
     pub fn segment_of(&self, k: usize) -> usize {
         self.segments.iter().rposition(|s| s.from_step <= k).unwrap_or(0)
     }
-}
-
-/// Converts [C, H, W] in [−1, 1] to an egui image.
-pub fn color_image(img: &[f32], shape: ImageShape) -> ColorImage {
-    let hw = shape.pixels();
-    let pixels = (0..hw)
-        .map(|i| {
-            if shape.c == 1 {
-                let g = to_byte(img[i]);
-                egui::Color32::from_gray(g)
-            } else {
-                egui::Color32::from_rgb(to_byte(img[i]), to_byte(img[hw + i]), to_byte(img[2 * hw + i]))
-            }
-        })
-        .collect();
-    ColorImage::new([shape.w, shape.h], pixels)
 }
 
 /// A heat image of |a − b| summed over channels (black = unchanged, bright = changed).

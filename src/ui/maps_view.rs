@@ -10,7 +10,7 @@ use crate::engine::{ImageShape, PixelMaps};
 use crate::export::maps::{MapKind, heat, render, scale_max};
 use crate::worker::{DatasetInfo, RunId};
 
-use super::history::color_image;
+use super::texture::color_image;
 
 /// Textures of maps and training images, uploaded once and kept for a while.
 #[derive(Default)]

@@ -4,6 +4,7 @@
 //! The UI never computes: it turns worker events into textures once and sends commands.
 
 pub mod app;
+mod app_export;
 pub mod calibration;
 pub mod canvas;
 pub mod compare;
@@ -17,6 +18,7 @@ pub mod maps_view;
 pub mod plots;
 pub mod seed_grid;
 pub mod settings;
+pub mod texture;
 pub mod timeline;
 
 pub use app::StudioApp;

@@ -15,7 +15,7 @@ use crate::export::{frame, sheet};
 use crate::recipe::Recipe;
 use crate::worker::{Command, Event, RunId, WorkerHandle};
 
-use super::history::color_image;
+use super::texture::color_image;
 
 /// One sample of the grid.
 pub struct Cell {
@@ -93,8 +93,12 @@ impl SeedGrid {
                 (0..self.rows * self.cols).map(|i| cell(first.wrapping_add(i as u64), base.sampler.machine)).collect()
             }
             GridMode::Zoo => {
-                self.cols = MachineKind::ALL.len();
-                (0..self.rows).flat_map(|r| MachineKind::ALL.map(|m| cell(first.wrapping_add(r as u64), m))).collect()
+                self.cols = MachineKind::closed_form().len();
+                (0..self.rows)
+                    .flat_map(|r| {
+                        MachineKind::closed_form().into_iter().map(move |m| cell(first.wrapping_add(r as u64), m))
+                    })
+                    .collect()
             }
         };
         self.base = Some(base);
@@ -191,7 +195,7 @@ impl SeedGrid {
                     ui.label(format!(
                         "seed{} × {} machines",
                         if self.rows > 1 { "s" } else { "" },
-                        MachineKind::ALL.len()
+                        MachineKind::closed_form().len()
                     ));
                 }
             }

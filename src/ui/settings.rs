@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ColorMode, DatasetSource, LoadOptions};
-use crate::engine::patch::PRESETS;
+use crate::engine::sampling::patch::PRESETS;
 use crate::engine::{Boundary, DeviceChoice, MachineKind, NoiseSchedule, PatchSchedule, SamplerConfig};
 use crate::recipe::Recipe;
 
@@ -242,6 +242,6 @@ pub fn segment_label(s: &SamplerConfig) -> String {
     } else {
         String::new()
     };
-    let boundary = if s.machine == MachineKind::Els { format!(" {}", s.boundary.name()) } else { String::new() };
+    let boundary = if s.machine.needs().boundary { format!(" {}", s.boundary.name()) } else { String::new() };
     format!("{}{boundary}{locality} · {} · η {:.2}", s.machine.title(), s.schedule.name(), s.eta)
 }

@@ -51,12 +51,12 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 pub fn corr(a: &[f32], b: &[f32]) -> f64 {
-    morphogen::engine::stats::pearson(a, b)
+    morphogen::engine::analysis::stats::pearson(a, b)
 }
 
 /// A small seeded training set in [−1, 1].
 pub fn random_set(n: usize, shape: ImageShape, seed: u64) -> Vec<f32> {
-    morphogen::engine::noise::gaussian(seed, 9, n * shape.len())
+    morphogen::engine::sampling::noise::gaussian(seed, 9, n * shape.len())
         .into_iter()
         .map(|v| (v * 0.6).clamp(-1.0, 1.0))
         .collect()

@@ -1,4 +1,4 @@
-//! Training the ε-predictor ([`super::cnn::EpsNet`]) on the CPU with burn's autodiff: the
+//! Training the ε-predictor ([`super::network::EpsNet`]) on the CPU with burn's autodiff: the
 //! cosine schedule, t drawn from 1000 levels, MSE on ε, AdamW with a short warm-up and a
 //! cosine decay. Pure: the caller owns the clock, the progress bar and the files.
 
@@ -6,10 +6,10 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::cnn::{CnnShape, EpsNet};
-use super::geometry::ImageShape;
-use super::noise::{gaussian, splitmix};
-use super::schedule::NoiseSchedule;
+use super::super::geometry::ImageShape;
+use super::super::sampling::noise::{gaussian, splitmix};
+use super::super::sampling::schedule::NoiseSchedule;
+use super::network::{CnnShape, EpsNet};
 
 /// How to train.
 #[derive(Clone, Debug)]
@@ -67,7 +67,7 @@ pub fn train(
             ts.push(t);
             let x0 = &images[k * len..(k + 1) * len];
             xt.extend(x0.iter().zip(eps).map(|(&x, &e)| (a * x as f64 + s * e as f64) as f32));
-            debug_assert_eq!(xt.len(), (b + 1) * len);
+            assert_eq!(xt.len(), (b + 1) * len);
         }
         let shape = [cfg.batch, image.c, image.h, image.w];
         let x = Tensor::<4>::from_data(TensorData::new(xt, shape), &device);

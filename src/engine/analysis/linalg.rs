@@ -8,7 +8,7 @@
 //! (EISPACK's tred2/tql2, as in JAMA), with the eigenvector matrix stored transposed so
 //! every inner loop runs over contiguous memory.
 
-use super::control::Cancelled;
+use super::super::control::Cancelled;
 
 /// Eigenpairs of a symmetric matrix, eigenvalues ascending.
 pub struct SymEigen {

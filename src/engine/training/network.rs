@@ -1,4 +1,5 @@
-//! The trained convolutional ε-predictor the paper compares the ELS machine with: a small
+//! The network the CNN machine runs and `train` fits: the trained convolutional ε-predictor
+//! the paper compares the ELS machine with, and its weights file. A small
 //! ResNet in its style (a 3×3 conv up, residual blocks of 3×3 conv + ReLU with a sinusoidal
 //! time embedding added per block, a 3×3 conv down; zero padding, no attention, no
 //! normalisation). Local and translation-equivariant by construction, which is the whole point:
@@ -10,7 +11,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::schedule::NoiseSchedule;
+use super::super::sampling::schedule::NoiseSchedule;
 
 /// Width of the sinusoidal time embedding.
 pub const EMBED: usize = 32;
@@ -180,8 +181,8 @@ impl Cnn {
 /// The shipped weights for a bundled dataset, embedded in the binary.
 pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
     match dataset {
-        "mnist" => Some(include_bytes!("../../assets/models/mnist.mgcnn")),
-        "fashion" => Some(include_bytes!("../../assets/models/fashion.mgcnn")),
+        "mnist" => Some(include_bytes!("../../../assets/models/mnist.mgcnn")),
+        "fashion" => Some(include_bytes!("../../../assets/models/fashion.mgcnn")),
         _ => None,
     }
 }
@@ -194,64 +195,4 @@ pub fn cosine_time(alpha_bar: f64) -> f64 {
         _ => unreachable!("cosine() is the cosine schedule"),
     };
     (alpha_bar.clamp(0.0, 1.0).sqrt().acos() * 2.0 * (1.0 + s) / std::f64::consts::PI).clamp(0.0, 1.0)
-}
-
-impl super::denoiser::Denoiser {
-    /// Gives this training set a trained network (or the reason it has none, which the CNN
-    /// machine then reports; the other machines do not care).
-    pub fn set_cnn(&mut self, cnn: Result<Cnn, String>) {
-        self.cnn = cnn.map(std::sync::Arc::new);
-    }
-
-    /// Reads `bytes` (from `source`, named in any message) onto this denoiser's device.
-    pub fn load_cnn(&mut self, bytes: &[u8], source: &str) {
-        let s = self.shape();
-        let cnn = Cnn::from_bytes(bytes, self.device()).map_err(|e| format!("{source}: {e}")).and_then(|cnn| {
-            if cnn.header.image == [s.c, s.h, s.w] {
-                Ok(cnn)
-            } else {
-                let [c, h, w] = cnn.header.image;
-                Err(format!("{source} was trained on {c}×{h}×{w} images, not {}×{}×{}", s.c, s.h, s.w))
-            }
-        });
-        self.set_cnn(cnn);
-    }
-
-    pub fn cnn(&self) -> Option<&Cnn> {
-        self.cnn.as_ref().ok().map(|c| c.as_ref())
-    }
-
-    pub(crate) fn cnn_machine(
-        &mut self,
-        x: &[f32],
-        call: &super::denoiser::Call,
-        ctl: &mut super::control::Control,
-    ) -> Result<super::denoiser::Denoised, super::control::Cancelled> {
-        ctl.begin(1)?;
-        let cnn = self.cnn.clone().expect("check_call makes sure a network is loaded");
-        let (x0, _) = cnn.x0_hat(x, cosine_time(call.alpha_bar), call.alpha_bar, self.device());
-        ctl.chunk_done()?;
-        let maps = call.maps.then(|| super::denoiser::PixelMaps::empty(self.shape().pixels()));
-        Ok(super::denoiser::Denoised { x0, entropy: 0.0, maps })
-    }
-}
-
-/// What the CNN machine gets for a training set: the weights file at `path` when one is
-/// named, else the shipped weights of a bundled dataset, else a message saying how to train.
-pub fn attach(denoiser: &mut super::denoiser::Denoiser, bundled_name: Option<&str>, path: Option<&std::path::Path>) {
-    match (path, bundled_name.and_then(bundled_weights)) {
-        (Some(path), _) => match std::fs::read(path) {
-            Ok(bytes) => denoiser.load_cnn(&bytes, &path.display().to_string()),
-            Err(e) => denoiser.set_cnn(Err(format!("{}: cannot read the weights: {e}", path.display()))),
-        },
-        (None, Some(bytes)) => {
-            let name = bundled_name.unwrap_or_default();
-            denoiser.load_cnn(bytes, &format!("the shipped weights for '{name}' (assets/models/{name}.mgcnn)"))
-        }
-        (None, None) => denoiser.set_cnn(Err(format!(
-            "no trained CNN ships for this dataset; train one with `morphogen train --dataset {} --out FILE` \
-             and pass --cnn FILE",
-            bundled_name.unwrap_or("FOLDER")
-        ))),
-    }
 }

@@ -117,7 +117,7 @@ mod tests {
     use crate::engine::denoiser::to_host;
 
     /// The burn-ops path (wgpu, and the reference on the CPU) at logits of 1e5: see
-    /// `fused_cpu`'s test of the same name.
+    /// `kernels::cpu::fused`'s test of the same name.
     #[test]
     fn entropy_survives_huge_logits() {
         let device = Device::flex();

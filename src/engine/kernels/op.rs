@@ -1,10 +1,10 @@
 //! The fused ELS op: one entry point for the softmax-over-patches that every local machine
 //! (ELS, LS, and the Local machine) computes, with a body per backend.
 //!
-//! - On the GPU (any cubecl runtime, wgpu included) it is the kernel in [`super::els_kernel`]:
+//! - On the GPU (any cubecl runtime, wgpu included) it is the kernel in [`super::gpu`]:
 //!   no logit ever leaves the chip.
 //! - On the CPU backend (flex) the same op runs through the fused CPU kernel
-//!   ([`super::fused_cpu::RowState`]), so CI exercises every test through this entry point
+//!   ([`super::cpu::fused::RowState`]), so CI exercises every test through this entry point
 //!   without a GPU.
 //!
 //! What the op computes. Queries are patches of x − a·m ([Q, D]); keys are patches of the
@@ -26,7 +26,7 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Flex, backend_extension};
 use burn::tensor::{Int, Shape, Tensor, TensorData};
 
-use super::fused_cpu::{HostChunk, RowState};
+use super::cpu::fused::{HostChunk, RowState};
 
 /// Queries per block: one GPU unit each.
 pub const BLOCK_QUERIES: usize = 64;
@@ -201,7 +201,7 @@ impl ElsOps for Flex {
         let (key_idx, blocks) = (host_i64(key_idx), host_i64(blocks));
         let c = channels;
         let cols = STATE_COLS + c + 1;
-        let centre = super::geometry::centre_offsets(c, patch);
+        let centre = super::super::geometry::centre_offsets(c, patch);
         // The fused kernel's logits are (2a/2σ²)·q·k − (a²/2σ²)·‖k‖²: the exact logit plus
         // ‖q‖²/2σ², a per-query constant that cancels in the merge.
         let (scale, tail) = (2.0 * a * inv_two_s2, -a * a * inv_two_s2);

@@ -6,10 +6,11 @@
 //! The score of a denoiser at x_t is −(x_t − √ᾱ·x̂₀)/(1 − ᾱ); the factor is common to both, so
 //! the cosine is that of x_t − √ᾱ·x̂₀.
 
-use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoiser};
-use super::machine::{Boundary, MachineKind};
-use super::sampler::{Sampler, SamplerConfig};
+use super::super::control::{Cancelled, Control};
+use super::super::denoiser::Denoiser;
+use super::super::geometry::Boundary;
+use super::super::machine::{Call, MachineKind};
+use super::super::sampling::sampler::{Sampler, SamplerConfig};
 
 /// One step of the fit.
 #[derive(Clone, Debug, PartialEq)]

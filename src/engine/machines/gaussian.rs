@@ -11,9 +11,12 @@
 
 use std::sync::Arc;
 
-use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoised, Denoiser, PixelMaps};
-use super::linalg::{matmul, sym_eigen, transpose};
+use super::super::analysis::inspect::Inspection;
+use super::super::analysis::linalg::{matmul, sym_eigen, transpose};
+use super::super::control::{Cancelled, Control};
+use super::super::denoiser::{Denoiser, State};
+use super::super::geometry::{Boundary, ImageShape};
+use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe};
 
 /// The most values per image (C·H·W) the Gaussian machines accept: S and W are D×D in
 /// float64, and 4096 (64×64 gray) keeps each at 134 MB and the one-off decomposition in
@@ -120,31 +123,130 @@ pub(crate) fn gaussian_scales(call: &Call) -> (f64, f64) {
     ((1.0 - ab) / ab, 1.0 / ab.sqrt())
 }
 
-impl Denoiser {
-    /// The fitted Gaussian model of the training set, computed on first use.
-    pub(crate) fn gaussian_model(&mut self, ctl: &Control) -> Result<Arc<GaussianModel>, Cancelled> {
-        if let Some(m) = &self.gaussian {
-            return Ok(m.clone());
-        }
-        let model = Arc::new(GaussianModel::fit(&self.host_images, self.n, self.shape.len(), ctl)?);
-        self.gaussian = Some(model.clone());
-        Ok(model)
+/// The fitted model, kept for the dataset's lifetime (its eigendecomposition is the
+/// expensive part; it is never evicted).
+#[derive(Default)]
+pub(crate) struct GaussianFit(Option<Arc<GaussianModel>>);
+
+impl State for GaussianFit {
+    fn bytes(&self) -> usize {
+        self.0.as_ref().map(|g| g.bytes()).unwrap_or(0)
+    }
+}
+
+/// The fitted Gaussian model of the training set, computed on first use.
+pub(crate) fn gaussian_model(den: &mut Denoiser, ctl: &Control) -> Result<Arc<GaussianModel>, Cancelled> {
+    if let Some(m) = den.state::<GaussianFit>().and_then(|s| s.0.clone()) {
+        return Ok(m);
+    }
+    let model = Arc::new(GaussianModel::fit(&den.host_images, den.n, den.shape.len(), ctl)?);
+    den.set_state(GaussianFit(Some(model.clone())));
+    Ok(model)
+}
+
+/// The Gaussian machines work on the D×D covariance in float64: refuse larger images.
+pub(crate) fn check_values(den: &Denoiser, call: &Call) -> Result<(), String> {
+    let s = den.shape;
+    if s.len() > MAX_GAUSSIAN_VALUES {
+        return Err(format!(
+            "{} works on the D×D covariance of all C·H·W = {} values of an image in float64; \
+             it is limited to D ≤ {MAX_GAUSSIAN_VALUES} (64×64 gray, 36×36 RGB); use smaller images",
+            call.machine.title(),
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
+pub struct Gaussian;
+
+impl Machine for Gaussian {
+    fn name(&self) -> &'static str {
+        "gaussian"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["wiener"]
+    }
+    fn title(&self) -> &'static str {
+        "Gaussian"
+    }
+    fn describe(&self) -> &'static str {
+        "Wiener filter: the posterior mean if the data were Gaussian with the training set's mean and covariance. Linear; blurry. Cost ≈ D² per call after one D³ fit (D = C·H·W)."
+    }
+    fn needs(&self) -> Needs {
+        Needs { training_size: true, ..Needs::default() }
+    }
+    fn check(&self, den: &Denoiser, call: &Call) -> Result<(), String> {
+        check_values(den, call)
+    }
+    fn without_votes(&self) -> Option<&'static str> {
+        Some(
+            "The Gaussian machine has no vote: each pixel of x̂₀ is a fixed weighted sum of the noisy image \
+             (click a pixel to see its Wiener-filter row). There is nothing to map.",
+        )
     }
 
-    pub(crate) fn gaussian_machine(
-        &mut self,
-        x: &[f32],
-        call: &Call,
-        ctl: &mut Control,
-    ) -> Result<Denoised, Cancelled> {
+    fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         ctl.begin(1)?;
-        let model = self.gaussian_model(ctl)?;
+        let model = gaussian_model(den, ctl)?;
         let (s2, inv_a) = gaussian_scales(call);
         let v: Vec<f64> = x.iter().zip(&model.mu).map(|(&xi, m)| xi as f64 * inv_a - m).collect();
         let x0 = model.apply(&v, s2).iter().zip(&model.mu).map(|(w, m)| (w + m) as f32).collect();
         ctl.chunk_done()?;
         // No softmax, so no vote: no winner and zero entropy at every pixel.
-        let maps = (call.maps).then(|| PixelMaps::empty(self.shape.pixels()));
+        let maps = (call.maps).then(|| PixelMaps::empty(den.shape.pixels()));
         Ok(Denoised { x0, entropy: 0.0, maps })
+    }
+
+    /// No vote: x̂₀ at a pixel is a fixed linear combination of z − μ, whose weights (a row of
+    /// the Wiener filter) are what the inspector shows.
+    fn inspect(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Inspection, Cancelled> {
+        let model = gaussian_model(den, ctl)?;
+        let (s2, inv_a) = gaussian_scales(call);
+        let (c, hw) = (den.shape.c, den.shape.pixels());
+        let v: Vec<f64> = x.iter().zip(&model.mu).map(|(&xi, m)| xi as f64 * inv_a - m).collect();
+        let pixel = at.y * den.shape.w + at.x;
+        let mut filter = vec![0f64; hw];
+        let mut x0 = Vec::with_capacity(c);
+        for ch in 0..c {
+            let m = ch * hw + pixel;
+            let row = model.filter_row(m, s2);
+            x0.push(model.mu[m] + row.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>());
+            for (j, w) in row.iter().enumerate() {
+                filter[j % hw] += w / c as f64;
+            }
+        }
+        let total: f64 = filter.iter().map(|w| w.abs()).sum();
+        let mut mags: Vec<f64> = filter.iter().map(|w| w.abs()).collect();
+        mags.sort_by(|a, b| b.total_cmp(a));
+        let mut acc = 0.0;
+        let count_90 = mags.iter().take_while(|&&w| (acc < 0.9 * total, acc += w).0).count().max(1);
+        Ok(Inspection {
+            votes: Vec::new(),
+            candidates: den.shape.len(),
+            weight_sum: filter.iter().sum(),
+            entropy: 0.0,
+            x0,
+            count_90,
+            filter: Some(filter),
+            window: None,
+        })
+    }
+
+    fn bench_patches(&self) -> BenchPatches {
+        BenchPatches { gray: &[0], rgb: &[0] }
+    }
+
+    /// Two products with the D×r eigenbasis (r ≤ D).
+    fn flops(&self, _n: usize, s: ImageShape, _p: usize, _boundary: Boundary) -> f64 {
+        let (c, h, w) = (s.c as f64, s.h as f64, s.w as f64);
+        4.0 * (c * h * w).powi(2)
     }
 }

@@ -12,21 +12,46 @@
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoised, Denoiser, PixelMaps, to_host};
+use super::super::analysis::inspect::{Inspection, centred_x, pixel_votes, softmax};
+use super::super::control::{Cancelled, Control};
+use super::super::denoiser::{Denoiser, to_host};
+use super::super::geometry::{Boundary, ImageShape};
+use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe};
 
-impl Denoiser {
-    pub(crate) fn pspc(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+pub struct Pspc;
+
+impl Machine for Pspc {
+    fn name(&self) -> &'static str {
+        "pspc"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["pspc-square"]
+    }
+    fn title(&self) -> &'static str {
+        "PSPC-Square"
+    }
+    fn describe(&self) -> &'static str {
+        "PSPC-Square (Niedoba et al. 2025): each in-image P×P window's Ideal posterior at its own place, averaged over the windows covering a pixel. Cost ≈ N·H·W·(C + P)."
+    }
+    fn needs(&self) -> Needs {
+        Needs { patch: true, training_size: true, ..Needs::default() }
+    }
+    /// The largest square window that fits; at that size PSPC is the Ideal machine.
+    fn max_patch(&self, _boundary: Boundary, h: usize, w: usize) -> u32 {
+        h.min(w) as u32
+    }
+
+    fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         let (a, s2) = call.scales();
-        let (c, h, w) = (self.shape.c, self.shape.h, self.shape.w);
-        let (hw, len) = (h * w, self.shape.len());
-        let p = call.effective_patch(self.shape);
+        let (c, h, w) = (den.shape.c, den.shape.h, den.shape.w);
+        let (hw, len) = (h * w, den.shape.len());
+        let p = call.effective_patch(den.shape);
         let per_image = (c + 4) * hw;
-        let per_chunk = (self.chunk_logits / per_image).clamp(1, self.n);
-        let chunks = self.n.div_ceil(per_chunk);
+        let per_chunk = (den.chunk_logits / per_image).clamp(1, den.n);
+        let chunks = den.n.div_ceil(per_chunk);
         ctl.begin(2 * chunks)?;
-        let xq = self.centred_query(x, a).narrow(1, 0, len).reshape([1, c, h, w]); // [1, C, H, W]
-        let images = self.images.clone();
+        let xq = den.centred_query(x, a).narrow(1, 0, len).reshape([1, c, h, w]); // [1, C, H, W]
+        let images = den.images.clone();
         let phi_of = |n0: usize, nc: usize| images.clone().narrow(0, n0, nc).narrow(1, 0, len).reshape([nc, c, h, w]);
         let logits_of = |phi: Tensor<4>| {
             let d = xq.clone().sub(phi.mul_scalar(a)).square().sum_dim(1); // [nc, 1, H, W]
@@ -35,8 +60,8 @@ impl Denoiser {
 
         // Pass 1: each window's log Σₙ exp(logit), streamed as a running max and sum.
         let mut state: Option<(Tensor<4>, Tensor<4>)> = None; // ([1, 1, gh, gw]; m, s)
-        for n0 in (0..self.n).step_by(per_chunk) {
-            let nc = per_chunk.min(self.n - n0);
+        for n0 in (0..den.n).step_by(per_chunk) {
+            let nc = per_chunk.min(den.n - n0);
             let l = logits_of(phi_of(n0, nc)); // [nc, 1, gh, gw]
             let cm = l.clone().max_dim(0); // [1, 1, gh, gw]
             state = Some(match state.take() {
@@ -53,12 +78,12 @@ impl Denoiser {
         let lse = m.add(s.log()); // [1, 1, gh, gw]
 
         // Pass 2: weights, spread to the pixels each window covers, averaged.
-        let inv_count = self.cover_counts(p).recip(); // [1, 1, H, W]
+        let inv_count = cover_counts(den, p).recip(); // [1, 1, H, W]
         let mut acc: Option<Tensor<4>> = None; // [1, C, H, W]
         let mut ent: Option<Tensor<4>> = None; // [1, 1, H, W]
         let mut best: Option<(Tensor<4>, Tensor<4, Int>)> = None; // [1, 1, H, W] each
-        for n0 in (0..self.n).step_by(per_chunk) {
-            let nc = per_chunk.min(self.n - n0);
+        for n0 in (0..den.n).step_by(per_chunk) {
+            let nc = per_chunk.min(den.n - n0);
             let phi = phi_of(n0, nc); // [nc, C, H, W]
             let weights = logits_of(phi.clone()).sub(lse.clone()).exp(); // [nc, 1, gh, gw]
             let q = full_window_sum(weights, p).mul(inv_count.clone()); // [nc, 1, H, W]
@@ -87,7 +112,7 @@ impl Denoiser {
             }
             ctl.chunk_done()?;
         }
-        let x0 = self.uncentre(to_host(acc.expect("at least one image").reshape([c, hw])));
+        let x0 = den.uncentre(to_host(acc.expect("at least one image").reshape([c, hw])));
         let ent = ent.map(|e| to_host(e.reshape([1, hw])));
         let entropy = ent.as_ref().map(|e| e.iter().map(|&v| v as f64).sum::<f64>() / hw as f64).unwrap_or(0.0);
         let maps = best.map(|(_, idx)| {
@@ -100,13 +125,70 @@ impl Denoiser {
         Ok(Denoised { x0, entropy: entropy as f32, maps })
     }
 
-    /// How many P×P windows that lie inside the image cover each pixel: [1, 1, H, W].
-    fn cover_counts(&self, p: usize) -> Tensor<4> {
-        let (h, w) = (self.shape.h, self.shape.w);
-        let span = |i: usize, side: usize| (i.min(side - p) + 1 - i.saturating_sub(p - 1)) as f32;
-        let counts: Vec<f32> = (0..h * w).map(|px| span(px / w, h) * span(px % w, w)).collect();
-        Tensor::from_data(TensorData::new(counts, [1, 1, h, w]), &self.device)
+    /// The pixel's weight on image n is the mean, over the in-image windows covering it, of
+    /// that window's softmax weight on n.
+    fn inspect(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Inspection, Cancelled> {
+        let (y, px) = (at.y, at.x);
+        let s = den.shape;
+        let (a, s2) = call.scales();
+        let (hw, len) = (s.pixels(), s.len());
+        let p = call.effective_patch(s);
+        let xc = centred_x(den, x, a);
+        let rows = y.saturating_sub(p - 1)..=y.min(s.h - p);
+        let cols = px.saturating_sub(p - 1)..=px.min(s.w - p);
+        let count = (rows.clone().count() * cols.clone().count()) as f64;
+        let mut q = vec![0f64; den.n];
+        for ty in rows {
+            for tx in cols.clone() {
+                ctl.check()?;
+                let logits: Vec<f64> = (0..den.n)
+                    .map(|n| {
+                        let img = &den.host_centred[n * len..(n + 1) * len];
+                        let mut d = 0.0;
+                        for ch in 0..s.c {
+                            for wy in ty..ty + p {
+                                for wx in tx..tx + p {
+                                    let i = ch * hw + wy * s.w + wx;
+                                    d += (xc[i] - a * img[i] as f64).powi(2);
+                                }
+                            }
+                        }
+                        -d / (2.0 * s2)
+                    })
+                    .collect();
+                for (qn, w) in q.iter_mut().zip(softmax(&logits)) {
+                    *qn += w / count;
+                }
+            }
+        }
+        Ok(pixel_votes(den, &q, (y, px), at.top, None))
     }
+
+    fn bench_patches(&self) -> BenchPatches {
+        BenchPatches { gray: &[3, 7], rgb: &[] }
+    }
+
+    /// Two passes, each: differences, window sums (2P adds), exp; the second also spreads
+    /// weights back (2P adds) and accumulates C values.
+    fn flops(&self, n: usize, s: ImageShape, p: usize, _boundary: Boundary) -> f64 {
+        let (n, c, h, w, p) = (n as f64, s.c as f64, s.h as f64, s.w as f64, p as f64);
+        n * h * w * (8.0 * c + 8.0 * p + 10.0)
+    }
+}
+
+/// How many P×P windows that lie inside the image cover each pixel: [1, 1, H, W].
+fn cover_counts(den: &Denoiser, p: usize) -> Tensor<4> {
+    let (h, w) = (den.shape.h, den.shape.w);
+    let span = |i: usize, side: usize| (i.min(side - p) + 1 - i.saturating_sub(p - 1)) as f32;
+    let counts: Vec<f32> = (0..h * w).map(|px| span(px / w, h) * span(px % w, w)).collect();
+    Tensor::from_data(TensorData::new(counts, [1, 1, h, w]), &den.device)
 }
 
 /// Sum of `d` ([n, 1, H, W]) over each P×P window wholly inside the image, indexed by the

@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::control::{Cancelled, Control};
-use super::denoiser::{Call, Denoiser, PixelMaps};
-use super::machine::{Boundary, MachineKind, max_patch};
+use super::super::control::{Cancelled, Control};
+use super::super::denoiser::Denoiser;
+use super::super::geometry::Boundary;
+use super::super::machine::{Call, MachineKind, PixelMaps};
 use super::noise::gaussian;
 use super::patch::PatchSchedule;
 use super::schedule::NoiseSchedule;
@@ -76,7 +77,7 @@ impl SamplerConfig {
 
     /// Patch size used at step `k` on an h×w image.
     pub fn patch_at(&self, k: usize, h: usize, w: usize) -> u32 {
-        let max_p = max_patch(self.machine, self.boundary, h, w);
+        let max_p = self.machine.max_patch(self.boundary, h, w);
         self.patch.at(k, self.t_of_step(k), self.locality_scale, max_p)
     }
 }
@@ -212,5 +213,15 @@ impl Sampler {
             nearest_shifted,
             maps: out.maps,
         }))
+    }
+}
+
+impl Denoiser {
+    /// [`Denoiser::check_call`] for every step of a run: the patch size changes per step.
+    pub fn check_run(&self, cfg: &SamplerConfig) -> Result<(), String> {
+        let s = self.shape();
+        (0..cfg.steps).try_for_each(|k| {
+            self.check_call(&Call::new(cfg.machine, cfg.boundary, cfg.patch_at(k, s.h, s.w) as usize, 0.5))
+        })
     }
 }

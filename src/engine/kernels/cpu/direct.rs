@@ -7,19 +7,16 @@
 //! work they serve: at P = 27 on MNIST, 1.2 GB read per call for 105 groups of two to four
 //! pixels. Here each key is instead read from its image as `rows × cols` contiguous row
 //! segments of the window's in-image part (identical for every key and query of the group),
-//! so the work is the multiply-adds themselves on data that sits in cache.
+//! so the work is the multiply-adds themselves on data that sits in cache. Which groups go
+//! this way is decided when the groups are built ([`super::super::groups::DIRECT_MAX_KEYS`]).
 
 use rayon::prelude::*;
 
-use super::control::{CancelToken, Cancelled};
-use super::denoiser::DeviceGroup;
-use super::fused_cpu::RowState;
-use super::fused_cpu::simd::window_dots;
-use super::geometry::ImageShape;
-
-/// Groups with at most this many key positions per image go this way; larger ones (the
-/// interior group at small P) are matrix products and stay on the gemm kernel.
-pub const MAX_KEYS: usize = 16;
+use super::super::super::control::{CancelToken, Cancelled};
+use super::super::super::geometry::ImageShape;
+use super::super::groups::DeviceGroup;
+use super::fused::RowState;
+use super::simd::window_dots;
 
 /// Keys per block of logits: enough for the vectorised fold to run long rows, few enough that
 /// a block's logits stay in L1.
@@ -81,19 +78,29 @@ impl Window {
 /// group `take(g)` selects. `xc` is x − a·m ([C, H, W]), `images` the centred training set
 /// ([N, C, H, W]); logits are (a/σ²)·q·k − (a²/2σ²)·‖k‖², as in the other paths. `cancel`
 /// is checked once per block of keys.
-#[allow(clippy::too_many_arguments)]
+/// What every small group of one call reads: the query image, the training images and the
+/// logit's two coefficients.
+pub(crate) struct Inputs<'a> {
+    pub shape: ImageShape,
+    pub patch: usize,
+    /// x − a·m, [C, H, W].
+    pub xc: &'a [f32],
+    /// The centred training set, [N, C, H, W].
+    pub images: &'a [f32],
+    pub n: usize,
+    /// a/σ², the coefficient of q·k.
+    pub scale: f64,
+    /// −a²/(2σ²), the coefficient of ‖k‖².
+    pub tail: f64,
+}
+
 pub(crate) fn solve(
-    shape: ImageShape,
-    p: usize,
+    inputs: &Inputs<'_>,
     groups: &[DeviceGroup],
     take: impl Fn(&DeviceGroup) -> bool + Sync,
-    xc: &[f32],
-    images: &[f32],
-    n: usize,
-    scale: f64,
-    tail: f64,
     cancel: Option<CancelToken>,
 ) -> Result<Solved, Cancelled> {
+    let Inputs { shape, patch: p, xc, images, n, scale, tail } = *inputs;
     let cancelled = || cancel.as_ref().is_some_and(|t| t.is_cancelled());
     let (c, len, hw) = (shape.c, shape.len(), shape.pixels());
     groups

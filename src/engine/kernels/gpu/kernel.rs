@@ -1,5 +1,5 @@
 //! The fused ELS op on the GPU: a cubecl kernel that computes each query's softmax over its
-//! keys in registers, so no logit is ever written to memory (see [`super::els_op`] for what
+//! keys in registers, so no logit is ever written to memory (see [`super::super::op`] for what
 //! the op computes and how blocks and splits are laid out).
 //!
 //! Grid: (blocks, splits). One unit per query; a block's units walk the same range of keys
@@ -8,29 +8,10 @@
 //! f32 `−‖q − a·k‖² / 2σ²`. The ‖k‖² expansion a matmul needs cancels at small σ; this form
 //! does not.
 
-use burn::backend::TensorMetadata;
-use burn::backend::cubecl::dtype_to_storage_type;
-use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Shape};
-use burn_cubecl::CubeBackend;
-use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
-use super::els_op::{BLOCK_QUERIES, ElsOps, SENTINEL, STATE_COLS};
+use super::super::op::{SENTINEL, STATE_COLS};
 
-/// Shared-memory key tile, in floats: 12 KB, under WebGPU's 16 KB default per workgroup.
-const TILE_FLOATS: usize = 3072;
-
-/// Keys staged per tile for patch width `d`; 0 when one key does not fit (RGB P ≥ 33), in
-/// which case units read keys straight from global memory.
-pub fn tile_keys(d: usize) -> usize {
-    (TILE_FLOATS / d).min(64)
-}
-
-/// Folds one logit (of key `idx` within the split) into a running state st = (m, l, t,
-/// winner) with value sums acc, and returns its
-/// weight e^(x−m); the caller adds weight·value per channel (it knows where values live).
 #[cube]
 fn fold(x: f32, idx: f32, st: &mut Array<f32>, acc: &mut Array<f32>, #[comptime] c: usize) -> f32 {
     let m = st[0];
@@ -99,7 +80,7 @@ fn keys_from_global<I: Numeric>(
 }
 
 #[cube(launch)]
-fn els_partials_kernel<I: Numeric>(
+pub(super) fn els_partials_kernel<I: Numeric>(
     images: &Tensor<f32>,  // [N, L+1]
     queries: &Tensor<f32>, // [Q, D]
     key_idx: &Tensor<I>,   // [Kpos, D]
@@ -239,62 +220,5 @@ fn els_partials_kernel<I: Numeric>(
             out[o + STATE_COLS + ch] = acc[ch];
         }
         out[o + STATE_COLS + c] = st[3];
-    }
-}
-
-impl ElsOps for CubeBackend {
-    fn els_partials(
-        images: FloatTensor<Self>,
-        queries: FloatTensor<Self>,
-        key_idx: IntTensor<Self>,
-        blocks: IntTensor<Self>,
-        a: f32,
-        inv_two_s2: f32,
-        splits: usize,
-        channels: usize,
-        patch: usize,
-    ) -> FloatTensor<Self> {
-        assert_eq!(images.dtype, DType::F32, "the ELS kernel runs in f32");
-        assert_eq!(queries.dtype, DType::F32, "the ELS kernel runs in f32");
-        let images = into_contiguous(images);
-        let queries = into_contiguous(queries);
-        let key_idx = into_contiguous(key_idx);
-        let blocks = into_contiguous(blocks);
-        let [n, _row] = images.shape().dims::<2>();
-        let [q, d] = queries.shape().dims::<2>();
-        let [b, five] = blocks.shape().dims::<2>();
-        assert_eq!(five, 5, "block rows are (q0, qn, k0, kn, kstride)");
-        assert_eq!(d, channels * patch * patch, "query width is C·P²");
-        let splits = splits.max(1);
-        let client = queries.client.clone();
-        let out = empty_device_dtype(
-            client.clone(),
-            queries.device.clone(),
-            Shape::new([splits, q, STATE_COLS + channels + 1]),
-            DType::F32,
-        );
-        let r = patch / 2;
-        let int_type = dtype_to_storage_type(key_idx.dtype);
-        els_partials_kernel::launch(
-            &client,
-            CubeCount::Static(b as u32, splits as u32, 1),
-            CubeDim::new_1d(BLOCK_QUERIES as u32),
-            images.into_tensor_arg(),
-            queries.into_tensor_arg(),
-            key_idx.into_tensor_arg(),
-            blocks.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            a,
-            inv_two_s2,
-            n as u32,
-            d as u32,
-            d,
-            channels,
-            r * patch + r,
-            patch * patch,
-            tile_keys(d),
-            int_type,
-        );
-        out
     }
 }

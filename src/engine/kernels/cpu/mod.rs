@@ -1,0 +1,298 @@
+//! The fused CPU kernel's host side: key banks cut from the training images row by row,
+//! kept between calls while they fit the budget, and each call's groups folded through
+//! [`fused::RowState`] (large groups) or [`direct::solve`] (small zeros-boundary groups).
+//!
+//! - [`fused`]: the streaming softmax state and the one-pass fold of a score tile.
+//! - [`simd`]: the AVX2 / baseline lane loops the fold runs on.
+//! - [`direct`]: the small groups, keys read in place from the images.
+
+pub mod direct;
+pub mod fused;
+pub mod simd;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::super::control::{CancelToken, Cancelled, Control};
+use super::super::denoiser::{Denoiser, State};
+use super::super::geometry::{PixelGroup, centre_offsets};
+use super::super::machine::{Call, Denoised, PixelMaps};
+use super::groups::{DeviceGroup, GeometryKey, bank_bytes, device_groups, make_room_for_bank};
+use super::window_sums::fill_via_local;
+use fused::HostChunk;
+
+/// Keys per chunk on the fused CPU path: small enough that a cancel lands within a few ms.
+const HOST_CHUNK_KEYS: usize = 16_384;
+
+/// A geometry's host key bank: per pixel group, its key chunks.
+type HostBank = Arc<Vec<Vec<HostChunk>>>;
+
+/// Every geometry's host key bank with its size in bytes.
+#[derive(Default)]
+pub(crate) struct HostBanks(HashMap<GeometryKey, (HostBank, usize)>);
+
+impl State for HostBanks {
+    fn bytes(&self) -> usize {
+        self.0.values().map(|b| b.1).sum()
+    }
+    /// Host key banks run to a gigabyte, and handing that back to the OS takes ~0.3 ms a MB:
+    /// a fifth of a second the next step would wait for. They are dropped on a thread of
+    /// their own (still counted out of the budget at once: nothing else holds them).
+    fn evict(&mut self, _keep: Option<&dyn Any>) {
+        let banks = std::mem::take(&mut self.0);
+        if !banks.is_empty() {
+            std::thread::spawn(move || drop(banks));
+        }
+    }
+}
+
+/// ELS (or LS) x̂₀ through the fused CPU kernel: same groups, same math as the reference
+/// path, one fused pass per tile.
+pub(crate) fn run(
+    den: &mut Denoiser,
+    x: &[f32],
+    call: &Call,
+    key: GeometryKey,
+    ctl: &mut Control,
+) -> Result<Denoised, Cancelled> {
+    let (a, s2) = call.scales();
+    let groups = device_groups(den, key, ctl)?;
+    let (hw, len) = (den.shape.pixels(), den.shape.len());
+    let mut out = Denoised { x0: vec![0f32; len], entropy: 0.0, maps: call.maps.then(|| PixelMaps::empty(hw)) };
+    let mut entropy_sum = fill_via_local(den, x, call, key.patch, &groups, &mut out, ctl)?;
+    let n = den.n;
+    let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
+    let total: usize = groups.iter().filter(|g| g.banked_on_host()).map(|g| den.n.div_ceil(per_chunk(g))).sum();
+    ctl.begin(total + 1)?;
+    let bank = host_bank(den, key, &groups, &per_chunk, ctl)?;
+    // x − a·m with the zero slot, like the device path's query row.
+    let xc: Vec<f32> =
+        x.iter().enumerate().map(|(i, &v)| (v as f64 - a * den.mean[i / hw] as f64) as f32).chain([0.0]).collect();
+    // The small groups, in parallel over groups, straight from the images.
+    let inputs = direct::Inputs {
+        shape: den.shape,
+        patch: key.patch,
+        xc: &xc[..len],
+        images: &den.host_centred,
+        n: den.n,
+        scale: a / s2,
+        tail: -a * a / (2.0 * s2),
+    };
+    let solved = direct::solve(&inputs, &groups, |g| g.direct && g.streams(), ctl.token())?;
+    fill_direct(den, &groups, &solved, &mut out, &mut entropy_sum);
+    ctl.chunk_done()?;
+    let sweep = Sweep {
+        xc: &xc,
+        scale: (a / s2) as f32,
+        tail: (-a * a / (2.0 * s2)) as f32,
+        patch: key.patch,
+        want_entropy: call.entropy || call.maps,
+        per_chunk: &per_chunk,
+    };
+    for (gi, group) in groups.iter().enumerate() {
+        if group.host.key_pixels.is_empty() {
+            den.fill_mean(&mut out.x0, &group.host.pixels);
+        } else if group.banked_on_host() {
+            let chunks = bank.as_ref().map(|b| b[gi].as_slice());
+            sweep.group(den, group, chunks, &mut out, &mut entropy_sum, ctl)?;
+        }
+    }
+    out.entropy = if call.entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 };
+    Ok(out)
+}
+
+/// Writes the small groups [`direct::solve`] computed into x̂₀, the maps and the entropy sum.
+fn fill_direct(
+    den: &Denoiser,
+    groups: &[DeviceGroup],
+    solved: &[Option<direct::GroupResult>],
+    out: &mut Denoised,
+    entropy_sum: &mut f64,
+) {
+    let (c, hw) = (den.shape.c, den.shape.pixels());
+    for (group, solved) in groups.iter().zip(solved) {
+        let Some(solved) = solved else { continue };
+        for (i, &px) in group.host.pixels.iter().enumerate() {
+            for ch in 0..c {
+                out.x0[ch * hw + px] = solved.out[i * c + ch] + den.mean[ch];
+            }
+            if let Some(m) = out.maps.as_mut() {
+                (m.winner[px], m.source[px]) = solved.winner[i];
+                m.entropy[px] = solved.entropy[i];
+            }
+        }
+        *entropy_sum += solved.entropy.iter().map(|&e| e as f64).sum::<f64>();
+    }
+}
+
+/// What every banked group of one call is swept with: the query image (x − a·m with the zero
+/// slot), the logit's two coefficients, and how the keys are chunked.
+struct Sweep<'a> {
+    xc: &'a [f32],
+    /// a/σ², applied to the queries.
+    scale: f32,
+    /// −a²/(2σ²), the queries' last column, met by each key's ‖k‖².
+    tail: f32,
+    patch: usize,
+    want_entropy: bool,
+    per_chunk: &'a dyn Fn(&DeviceGroup) -> usize,
+}
+
+impl Sweep<'_> {
+    /// One group through [`fused::RowState`], chunk by chunk: from the bank when there is one
+    /// (`chunks`), else cut from the images as it goes.
+    fn group(
+        &self,
+        den: &Denoiser,
+        group: &DeviceGroup,
+        chunks: Option<&[HostChunk]>,
+        out: &mut Denoised,
+        entropy_sum: &mut f64,
+        ctl: &mut Control,
+    ) -> Result<(), Cancelled> {
+        let (c, hw) = (den.shape.c, den.shape.pixels());
+        let g = &group.host;
+        let q = g.pixels.len();
+        let d = c * self.patch * self.patch;
+        let da = d + 1;
+        let mut queries = vec![0f32; q * da]; // [Q, D+1]
+        for i in 0..q {
+            for t in 0..d {
+                queries[i * da + t] = self.xc[g.query_idx[i * d + t] as usize] * self.scale;
+            }
+            queries[i * da + d] = self.tail;
+        }
+        let mut state = fused::RowState::new(q, c, self.want_entropy);
+        let ipc = (self.per_chunk)(group);
+        for (ci, n0) in (0..den.n).step_by(ipc).enumerate() {
+            let owned;
+            let chunk = match chunks {
+                Some(chunks) => &chunks[ci],
+                None => {
+                    owned = host_chunk(den, g, self.patch, n0, ipc.min(den.n - n0), ctl.token().as_ref())?;
+                    &owned
+                }
+            };
+            state.update(&queries, da, chunk);
+            ctl.chunk_done()?;
+        }
+        let cols = state.argmax().to_vec();
+        let (vals, ent) = state.finish();
+        for (i, &px) in g.pixels.iter().enumerate() {
+            for ch in 0..c {
+                out.x0[ch * hw + px] = vals[i * c + ch] + den.mean[ch];
+            }
+        }
+        *entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
+        if let Some(m) = out.maps.as_mut() {
+            m.set_group(g, &cols, &ent);
+        }
+        Ok(())
+    }
+}
+
+/// Keys of images n0..n0+nc at a group's key positions, with norms, on the host.
+/// Written row by row of the [D+1, K] layout (each image's keys are a contiguous run of
+/// every row) from a transposed index table: writing key by key, each value went to a
+/// different row 64 KB apart, and cutting a 600 MB bank at P = 11 took 2 s of TLB misses.
+/// Checks `cancel` once per image: one chunk at P = 15 is ~15 MB, which under load took
+/// longer than a slider move may wait.
+fn host_chunk(
+    den: &Denoiser,
+    g: &PixelGroup,
+    p: usize,
+    n0: usize,
+    nc: usize,
+    cancel: Option<&CancelToken>,
+) -> Result<fused::HostChunk, Cancelled> {
+    let (c, len) = (den.shape.c, den.shape.len());
+    let kg = g.keys_per_image();
+    let d = g.key_idx.len() / kg;
+    let da = d + 1;
+    let k = nc * kg;
+    // idx_t[t][j]: the image offset of value t of key j; `len` (outside the image) reads
+    // the zero appended to each image below.
+    let mut idx_t = vec![0u32; d * kg];
+    for j in 0..kg {
+        for t in 0..d {
+            idx_t[t * kg + j] = g.key_idx[j * d + t] as u32;
+        }
+    }
+    let mut img = vec![0f32; len + 1];
+    let mut keys_t = vec![0f32; da * k]; // [D+1, K]
+    for n in 0..nc {
+        if cancel.is_some_and(|t| t.is_cancelled()) {
+            return Err(Cancelled);
+        }
+        img[..len].copy_from_slice(&den.host_centred[(n0 + n) * len..(n0 + n + 1) * len]);
+        for t in 0..d {
+            let row = &mut keys_t[t * k + n * kg..t * k + (n + 1) * kg];
+            for (v, &idx) in row.iter_mut().zip(&idx_t[t * kg..(t + 1) * kg]) {
+                *v = img[idx as usize];
+            }
+        }
+    }
+    let (rows, norms) = keys_t.split_at_mut(d * k);
+    for t in 0..d {
+        for (nrm, &v) in norms.iter_mut().zip(&rows[t * k..(t + 1) * k]) {
+            *nrm += v * v;
+        }
+    }
+    let mut values_t = vec![0f32; c * k]; // [C, K]
+    for (ch, &off) in centre_offsets(c, p).iter().enumerate() {
+        values_t[ch * k..(ch + 1) * k].copy_from_slice(&keys_t[off as usize * k..(off as usize + 1) * k]);
+    }
+    Ok(fused::HostChunk { keys_t, values_t, len: k })
+}
+
+/// The host key bank of a geometry, kept between calls while it fits the budget
+/// (`Ok(None)`: too big, cut the keys per call). Cancellable between chunks: a bank can
+/// take seconds to cut at large P, and a slider move must not wait for it.
+fn host_bank(
+    den: &mut Denoiser,
+    key: GeometryKey,
+    groups: &[DeviceGroup],
+    per_chunk: &dyn Fn(&DeviceGroup) -> usize,
+    ctl: &Control,
+) -> Result<Option<HostBank>, Cancelled> {
+    if let Some(b) = den.state::<HostBanks>().and_then(|s| s.0.get(&key)) {
+        return Ok(Some(b.0.clone()));
+    }
+    let bytes = bank_bytes(den, key, DeviceGroup::banked_on_host);
+    if !make_room_for_bank(den, key, bytes) {
+        return Ok(None);
+    }
+    // Every chunk of every banked group, cut in parallel (the cutting is memory-bound
+    // and was a tenth of a 20-step sample on one core).
+    let n = den.n;
+    let jobs: Vec<(usize, usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.banked_on_host())
+        .flat_map(|(gi, g)| {
+            let ipc = per_chunk(g);
+            (0..n).step_by(ipc).map(move |n0| (gi, n0, ipc.min(n - n0)))
+        })
+        .collect();
+    let (this, token) = (&*den, ctl.token());
+    let cut: Vec<Result<fused::HostChunk, Cancelled>> = jobs
+        .par_iter()
+        .map(|&(gi, n0, nc)| host_chunk(this, &groups[gi].host, key.patch, n0, nc, token.as_ref()))
+        .collect();
+    if cut.iter().any(|c| c.is_err()) {
+        // Handing hundreds of MB back to the OS takes ~0.3 ms a MB, longer than a cancel
+        // may: free the half-built bank on another thread.
+        std::thread::spawn(move || drop(cut));
+        return Err(Cancelled);
+    }
+    let mut bank: Vec<Vec<fused::HostChunk>> = groups.iter().map(|_| Vec::new()).collect();
+    for (&(gi, _, _), chunk) in jobs.iter().zip(cut) {
+        bank[gi].push(chunk?);
+    }
+    let bank = Arc::new(bank);
+    den.state_mut::<HostBanks>().0.insert(key, (bank.clone(), bytes));
+    Ok(Some(bank))
+}

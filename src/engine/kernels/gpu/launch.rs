@@ -1,0 +1,83 @@
+//! The launcher: burn's [`ElsOps`] for every cubecl backend, which lays the tensors out, sizes
+//! the grid and launches [`super::kernel`].
+
+use burn::backend::TensorMetadata;
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use cubecl::prelude::*;
+
+use super::super::op::{BLOCK_QUERIES, ElsOps, STATE_COLS};
+use super::kernel::els_partials_kernel;
+
+/// Shared-memory key tile, in floats: 12 KB, under WebGPU's 16 KB default per workgroup.
+const TILE_FLOATS: usize = 3072;
+
+/// Keys staged per tile for patch width `d`; 0 when one key does not fit (RGB P ≥ 33), in
+/// which case units read keys straight from global memory.
+pub fn tile_keys(d: usize) -> usize {
+    (TILE_FLOATS / d).min(64)
+}
+
+/// Folds one logit (of key `idx` within the split) into a running state st = (m, l, t,
+/// winner) with value sums acc, and returns its
+/// weight e^(x−m); the caller adds weight·value per channel (it knows where values live).
+impl ElsOps for CubeBackend {
+    fn els_partials(
+        images: FloatTensor<Self>,
+        queries: FloatTensor<Self>,
+        key_idx: IntTensor<Self>,
+        blocks: IntTensor<Self>,
+        a: f32,
+        inv_two_s2: f32,
+        splits: usize,
+        channels: usize,
+        patch: usize,
+    ) -> FloatTensor<Self> {
+        assert_eq!(images.dtype, DType::F32, "the ELS kernel runs in f32");
+        assert_eq!(queries.dtype, DType::F32, "the ELS kernel runs in f32");
+        let images = into_contiguous(images);
+        let queries = into_contiguous(queries);
+        let key_idx = into_contiguous(key_idx);
+        let blocks = into_contiguous(blocks);
+        let [n, _row] = images.shape().dims::<2>();
+        let [q, d] = queries.shape().dims::<2>();
+        let [b, five] = blocks.shape().dims::<2>();
+        assert_eq!(five, 5, "block rows are (q0, qn, k0, kn, kstride)");
+        assert_eq!(d, channels * patch * patch, "query width is C·P²");
+        let splits = splits.max(1);
+        let client = queries.client.clone();
+        let out = empty_device_dtype(
+            client.clone(),
+            queries.device.clone(),
+            Shape::new([splits, q, STATE_COLS + channels + 1]),
+            DType::F32,
+        );
+        let r = patch / 2;
+        let int_type = dtype_to_storage_type(key_idx.dtype);
+        els_partials_kernel::launch(
+            &client,
+            CubeCount::Static(b as u32, splits as u32, 1),
+            CubeDim::new_1d(BLOCK_QUERIES as u32),
+            images.into_tensor_arg(),
+            queries.into_tensor_arg(),
+            key_idx.into_tensor_arg(),
+            blocks.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            a,
+            inv_two_s2,
+            n as u32,
+            d as u32,
+            d,
+            channels,
+            r * patch + r,
+            patch * patch,
+            tile_keys(d),
+            int_type,
+        );
+        out
+    }
+}

@@ -1,0 +1,94 @@
+//! The ELS machine (Kamb & Ganguli): per pixel, a softmax over the training patches from every
+//! admissible place, so x̂₀ is stitched from patches of many images. The patch softmax itself
+//! is the kernel family in [`crate::engine::kernels`].
+
+use super::super::analysis::inspect::{Inspection, Vote, centred_value, centred_x, rank_candidates};
+use super::super::control::{Cancelled, Control};
+use super::super::denoiser::Denoiser;
+use super::super::geometry::{Boundary, ImageShape, els_groups};
+use super::super::kernels::{self, groups::GeometryKey};
+use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, Probe, check_patch_tables};
+
+pub struct Els;
+
+impl Machine for Els {
+    fn name(&self) -> &'static str {
+        "els"
+    }
+    fn title(&self) -> &'static str {
+        "ELS"
+    }
+    fn describe(&self) -> &'static str {
+        "Each pixel votes over training patches from every admissible place: new images from old patches. Cost ≈ N·(H·W)²·C·P²."
+    }
+    fn needs(&self) -> Needs {
+        Needs { patch: true, boundary: true, ..Needs::default() }
+    }
+    /// A circular window cannot be larger than the image.
+    fn max_patch(&self, boundary: Boundary, h: usize, w: usize) -> u32 {
+        match boundary {
+            Boundary::Circular => {
+                let m = h.min(w) as u32;
+                if m % 2 == 1 { m } else { m - 1 }
+            }
+            Boundary::Zeros => (2 * h.max(w) - 1) as u32,
+        }
+    }
+    fn check(&self, den: &Denoiser, call: &Call) -> Result<(), String> {
+        check_patch_tables(den, call)
+    }
+
+    fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        let key = GeometryKey { patch: call.effective_patch(den.shape), boundary: call.boundary, equivariant: true };
+        kernels::run(den, x, call, key, ctl)
+    }
+
+    fn inspect(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Inspection, Cancelled> {
+        let s = den.shape;
+        let (a, s2) = call.scales();
+        let xc = centred_x(den, x, a);
+        let p = call.effective_patch(s);
+        let groups = els_groups(s, p, call.boundary, true);
+        let pixel = at.y * s.w + at.x;
+        let g = groups.iter().find(|g| g.pixels.contains(&pixel)).expect("every pixel has a group");
+        let q = g.pixels.iter().position(|&v| v == pixel).expect("pixel in its group");
+        let d = g.query_idx.len() / g.pixels.len();
+        let query: Vec<f64> = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| xc[i as usize]).collect();
+        let mut cands = Vec::new();
+        for n in 0..den.n {
+            ctl.check()?;
+            for (k, &kp) in g.key_pixels.iter().enumerate() {
+                let keys = &g.key_idx[k * d..(k + 1) * d];
+                let dist: f64 =
+                    keys.iter().zip(&query).map(|(&i, &qv)| (qv - a * centred_value(den, n, i as usize)).powi(2)).sum();
+                cands.push((Vote { image: n, y: kp / s.w, x: kp % s.w, weight: 0.0 }, -dist / (2.0 * s2)));
+            }
+        }
+        Ok(rank_candidates(den, cands, at.top))
+    }
+
+    fn bench_patches(&self) -> BenchPatches {
+        // P = 27 and 45 are the large-patch end a locality scale of 3 reaches on MNIST, where
+        // almost every pixel's window overhang is its own: compare them with Local there.
+        BenchPatches { gray: &[3, 7, 11, 15, 27, 45], rgb: &[5, 11] }
+    }
+
+    fn flops(&self, n: usize, s: ImageShape, p: usize, boundary: Boundary) -> f64 {
+        let (n, c, h, w, p) = (n as f64, s.c as f64, s.h as f64, s.w as f64, p as f64);
+        let r = (p / 2.0).floor();
+        let (h1, w1) = ((h - p + 1.0).max(0.0), (w - p + 1.0).max(0.0));
+        match boundary {
+            Boundary::Circular => 2.0 * c * (p * p + 1.0) * h * w * n * h1 * w1,
+            Boundary::Zeros => {
+                2.0 * c * (p * p + 1.0) * n * ((h1 * w1).powi(2) + 2.0 * r * w1 * w1 + 2.0 * r * h1 * h1 + 4.0 * r * r)
+            }
+        }
+    }
+}

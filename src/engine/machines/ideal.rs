@@ -1,0 +1,86 @@
+//! The ideal machine: a softmax over whole training images. It memorises.
+
+use burn::tensor::Tensor;
+
+use super::super::analysis::inspect::{Inspection, Vote, centred_value, centred_x, rank_candidates};
+use super::super::control::{Cancelled, Control};
+use super::super::denoiser::{Denoiser, to_host};
+use super::super::geometry::{Boundary, ImageShape};
+use super::super::kernels::burn_ops::augment_query;
+use super::super::kernels::softmax::OnlineSoftmax;
+use super::super::machine::{Call, Denoised, Machine, Needs, PixelMaps, Probe};
+
+pub struct Ideal;
+
+impl Machine for Ideal {
+    fn name(&self) -> &'static str {
+        "ideal"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["is"]
+    }
+    fn title(&self) -> &'static str {
+        "Ideal"
+    }
+    fn describe(&self) -> &'static str {
+        "Softmax over whole training images; memorises. Cost ≈ N·C·H·W."
+    }
+    fn needs(&self) -> Needs {
+        Needs { training_size: true, ..Needs::default() }
+    }
+
+    fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        let (a, s2) = call.scales();
+        let len = den.shape.len();
+        let per_chunk = (den.chunk_logits / len).clamp(1, den.n);
+        ctl.begin(den.n.div_ceil(per_chunk))?;
+        let query = augment_query(den.centred_query(x, a).narrow(1, 0, len), a, s2); // [1, D+1]
+        let mut sm = OnlineSoftmax::new(call.entropy || call.maps).with_argmax(call.maps);
+        for n0 in (0..den.n).step_by(per_chunk) {
+            let nc = per_chunk.min(den.n - n0);
+            let keys = den.images.clone().narrow(0, n0, nc).narrow(1, 0, len); // [nc, D]
+            let norms = keys.clone().square().sum_dim(1); // [nc, 1]
+            let keys_aug_t = Tensor::cat(vec![keys.clone(), norms], 1).transpose(); // [D+1, nc]
+            sm.update(query.clone().matmul(keys_aug_t), |p| p.matmul(keys)); // [1, D]
+            ctl.chunk_done()?;
+        }
+        let winner = sm.argmax();
+        let (out, ent) = sm.finish().expect("at least one image");
+        let entropy = ent.map(|e| to_host(e)[0]).unwrap_or(0.0);
+        // One softmax over whole images: every pixel has the same winner, taken in place.
+        let hw = den.shape.pixels();
+        let maps = winner.map(|w| PixelMaps {
+            winner: vec![w[0] as u32; hw],
+            source: (0..hw as u32).collect(),
+            entropy: vec![entropy; hw],
+            windows: None,
+        });
+        Ok(Denoised { x0: den.uncentre(to_host(out)), entropy, maps })
+    }
+
+    fn inspect(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Inspection, Cancelled> {
+        let (a, s2) = call.scales();
+        let len = den.shape.len();
+        let xc = centred_x(den, x, a);
+        let (y, px) = (at.y, at.x);
+        let mut cands = Vec::new();
+        for n in 0..den.n {
+            ctl.check()?;
+            let d: f64 = (0..len).map(|i| (xc[i] - a * centred_value(den, n, i)).powi(2)).sum();
+            cands.push((Vote { image: n, y, x: px, weight: 0.0 }, -d / (2.0 * s2)));
+        }
+        Ok(rank_candidates(den, cands, at.top))
+    }
+
+    fn flops(&self, n: usize, s: ImageShape, _p: usize, _boundary: Boundary) -> f64 {
+        let (n, c, h, w) = (n as f64, s.c as f64, s.h as f64, s.w as f64);
+        5.0 * n * c * h * w
+    }
+}

@@ -1,0 +1,85 @@
+//! The local machine: per pixel, a softmax over training images seen through the P×P window
+//! around that pixel, at the same place only. Pixels outside the image do not count.
+
+use super::super::analysis::inspect::{Inspection, Vote, centred_value, centred_x, rank_candidates};
+use super::super::control::{Cancelled, Control};
+use super::super::denoiser::{Denoiser, ElsPath};
+use super::super::geometry::{Boundary, ImageShape, patch_indices};
+use super::super::kernels::groups::GeometryKey;
+use super::super::kernels::op_call;
+use super::super::kernels::window_sums::local_parts;
+use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe, check_patch_tables};
+
+pub struct Local;
+
+impl Machine for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["ls"]
+    }
+    fn title(&self) -> &'static str {
+        "Local"
+    }
+    fn describe(&self) -> &'static str {
+        "Each pixel votes over training images seen through its P×P window, same place only. Cost ≈ N·H·W·(C + P)."
+    }
+    fn needs(&self) -> Needs {
+        Needs { patch: true, training_size: true, ..Needs::default() }
+    }
+    fn check(&self, den: &Denoiser, call: &Call) -> Result<(), String> {
+        check_patch_tables(den, call)
+    }
+
+    fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
+        if den.els_path == ElsPath::Op {
+            // Same math as LS: each pixel its own group, windows cut with zeros outside.
+            let key =
+                GeometryKey { patch: call.effective_patch(den.shape), boundary: Boundary::Zeros, equivariant: false };
+            return op_call::run(den, x, call, key, ctl);
+        }
+        let (x0, entropy, winner) = local_parts(den, x, call, ctl)?;
+        let hw = den.shape.pixels();
+        let mean = entropy.as_ref().map(|e| e.iter().map(|&v| v as f64).sum::<f64>() / hw as f64);
+        let maps = winner.map(|w| PixelMaps {
+            winner: w.iter().map(|&n| n as u32).collect(),
+            source: (0..hw as u32).collect(),
+            entropy: entropy.unwrap_or_default(),
+            windows: None,
+        });
+        Ok(Denoised { x0, entropy: mean.unwrap_or(0.0) as f32, maps })
+    }
+
+    fn inspect(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Inspection, Cancelled> {
+        let s = den.shape;
+        let (a, s2) = call.scales();
+        let xc = centred_x(den, x, a);
+        let p = call.effective_patch(s);
+        let mut idx = Vec::new();
+        patch_indices(s, p, at.y, at.x, false, &mut idx);
+        let mut cands = Vec::new();
+        for n in 0..den.n {
+            ctl.check()?;
+            let d: f64 = idx.iter().map(|&i| (xc[i as usize] - a * centred_value(den, n, i as usize)).powi(2)).sum();
+            cands.push((Vote { image: n, y: at.y, x: at.x, weight: 0.0 }, -d / (2.0 * s2)));
+        }
+        Ok(rank_candidates(den, cands, at.top))
+    }
+
+    fn bench_patches(&self) -> BenchPatches {
+        BenchPatches { gray: &[7, 27, 45], rgb: &[] }
+    }
+
+    fn flops(&self, n: usize, s: ImageShape, p: usize, _boundary: Boundary) -> f64 {
+        let (n, c, h, w, p) = (n as f64, s.c as f64, s.h as f64, s.w as f64, p as f64);
+        n * h * w * (5.0 * c + p * p)
+    }
+}

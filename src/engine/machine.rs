@@ -29,6 +29,25 @@ pub struct Needs {
     pub weights: bool,
 }
 
+impl Needs {
+    /// Needs nothing beyond the training set (the base of each machine's `Needs { .. }`).
+    pub const NONE: Needs = Needs { patch: false, boundary: false, training_size: false, weights: false };
+}
+
+/// What a machine says about itself; each machine's file holds one as a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// The name the CLI and recipes use (kebab-case, stable: recipes store it).
+    pub name: &'static str,
+    /// Other names `--machine` accepts.
+    pub aliases: &'static [&'static str],
+    /// The name the studio shows.
+    pub title: &'static str,
+    /// One line for a tooltip: what it does and what it costs.
+    pub describe: &'static str,
+    pub needs: Needs,
+}
+
 /// The patch sizes `bench` times a machine at, on 28×28 gray (MNIST) and 32×32 RGB images
 /// (0 for a machine without a patch; empty: not timed on that set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,22 +66,32 @@ pub struct Probe {
 
 /// One denoiser: how it names and describes itself, what it needs, and x̂₀ for a call.
 ///
-/// A machine is a unit struct in its own file under `engine/machines/` with its per-dataset
-/// state (a [`crate::engine::denoiser::State`]) beside it; one line in
+/// A machine is a unit struct in its own file under `engine/machines/`, with its [`Info`]
+/// constant and its per-dataset state (a [`crate::engine::denoiser::State`]) beside it; one line in
 /// [`super::machines::REGISTRY`] puts it in the CLI, recipes, both studio pickers, the zoo
 /// and `bench`.
 pub trait Machine: Send + Sync + 'static {
+    /// Who it is: names, description and needs, as one constant.
+    fn info(&self) -> &'static Info;
     /// The name the CLI and recipes use (kebab-case, stable: recipes store it).
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
     /// Other names `--machine` accepts.
     fn aliases(&self) -> &'static [&'static str] {
-        &[]
+        self.info().aliases
     }
     /// The name the studio shows.
-    fn title(&self) -> &'static str;
+    fn title(&self) -> &'static str {
+        self.info().title
+    }
     /// One line for a tooltip: what it does and what it costs.
-    fn describe(&self) -> &'static str;
-    fn needs(&self) -> Needs;
+    fn describe(&self) -> &'static str {
+        self.info().describe
+    }
+    fn needs(&self) -> Needs {
+        self.info().needs
+    }
     /// The largest patch size that still changes the result on an H×W image: beyond
     /// 2·max(H,W)−1 a zero-padded window covers the whole image from every pixel.
     fn max_patch(&self, _boundary: Boundary, h: usize, w: usize) -> u32 {

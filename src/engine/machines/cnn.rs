@@ -9,7 +9,7 @@ use super::super::analysis::inspect::Inspection;
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State};
 use super::super::geometry::{Boundary, ImageShape};
-use super::super::machine::{Call, Denoised, Machine, Needs, PixelMaps, Probe};
+use super::super::machine::{Call, Denoised, Info, Machine, Needs, PixelMaps, Probe};
 use super::super::training::network::{self, CnnShape, bundled_weights, cosine_time};
 
 /// The trained network for this training set, or why there is none (which the CNN machine
@@ -61,18 +61,17 @@ impl Denoiser {
 
 pub struct Cnn;
 
+const INFO: Info = Info {
+    name: "cnn",
+    aliases: &[],
+    title: "CNN",
+    describe: "A trained convolutional ε-predictor (a small ResNet, assets/models): the kind of network the closed-form machines explain. Needs weights for this dataset.",
+    needs: Needs { weights: true, ..Needs::NONE },
+};
+
 impl Machine for Cnn {
-    fn name(&self) -> &'static str {
-        "cnn"
-    }
-    fn title(&self) -> &'static str {
-        "CNN"
-    }
-    fn describe(&self) -> &'static str {
-        "A trained convolutional ε-predictor (a small ResNet, assets/models): the kind of network the closed-form machines explain. Needs weights for this dataset."
-    }
-    fn needs(&self) -> Needs {
-        Needs { weights: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
     fn check(&self, den: &Denoiser, _call: &Call) -> Result<(), String> {
         den.cnn_or_reason().map(|_| ()).map_err(|e| format!("the CNN machine cannot run: {e}"))

@@ -7,22 +7,21 @@ use super::super::control::{Cancelled, Control};
 use super::super::denoiser::Denoiser;
 use super::super::geometry::{Boundary, ImageShape, els_groups};
 use super::super::kernels::{self, groups::GeometryKey};
-use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, Probe, check_patch_tables};
+use super::super::machine::{BenchPatches, Call, Denoised, Info, Machine, Needs, Probe, check_patch_tables};
 
 pub struct Els;
 
+const INFO: Info = Info {
+    name: "els",
+    aliases: &[],
+    title: "ELS",
+    describe: "Each pixel votes over training patches from every admissible place: new images from old patches. Cost ≈ N·(H·W)²·C·P².",
+    needs: Needs { patch: true, boundary: true, ..Needs::NONE },
+};
+
 impl Machine for Els {
-    fn name(&self) -> &'static str {
-        "els"
-    }
-    fn title(&self) -> &'static str {
-        "ELS"
-    }
-    fn describe(&self) -> &'static str {
-        "Each pixel votes over training patches from every admissible place: new images from old patches. Cost ≈ N·(H·W)²·C·P²."
-    }
-    fn needs(&self) -> Needs {
-        Needs { patch: true, boundary: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
     /// A circular window cannot be larger than the image.
     fn max_patch(&self, boundary: Boundary, h: usize, w: usize) -> u32 {

@@ -12,7 +12,7 @@ use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State, to_host};
 use super::super::geometry::{Boundary, ImageShape};
 use super::super::kernels::softmax::OnlineSoftmax;
-use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe, check_bytes};
+use super::super::machine::{BenchPatches, Call, Denoised, Info, Machine, Needs, PixelMaps, Probe, check_bytes};
 
 /// The largest shift matrix (H·W × C·H·W entries) the shift-invariant nearest-image search
 /// builds: 16M entries, 64 MB.
@@ -37,21 +37,17 @@ impl State for ShiftTables {
 
 pub struct Equivariant;
 
+const INFO: Info = Info {
+    name: "equivariant",
+    aliases: &["es"],
+    title: "Equivariant",
+    describe: "Ideal over every circular shift of every image; outputs shifted training images. Cost ≈ N·(C·H·W)².",
+    needs: Needs { training_size: true, ..Needs::NONE },
+};
+
 impl Machine for Equivariant {
-    fn name(&self) -> &'static str {
-        "equivariant"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["es"]
-    }
-    fn title(&self) -> &'static str {
-        "Equivariant"
-    }
-    fn describe(&self) -> &'static str {
-        "Ideal over every circular shift of every image; outputs shifted training images. Cost ≈ N·(C·H·W)²."
-    }
-    fn needs(&self) -> Needs {
-        Needs { training_size: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
     /// Its index tables grow as C·(H·W)².
     fn check(&self, den: &Denoiser, call: &Call) -> Result<(), String> {

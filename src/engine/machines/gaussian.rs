@@ -16,7 +16,7 @@ use super::super::analysis::linalg::{matmul, sym_eigen, transpose};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State};
 use super::super::geometry::{Boundary, ImageShape};
-use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe};
+use super::super::machine::{BenchPatches, Call, Denoised, Info, Machine, Needs, PixelMaps, Probe};
 
 /// The most values per image (C·H·W) the Gaussian machines accept: S and W are D×D in
 /// float64, and 4096 (64×64 gray) keeps each at 134 MB and the one-off decomposition in
@@ -160,21 +160,17 @@ pub(crate) fn check_values(den: &Denoiser, call: &Call) -> Result<(), String> {
 
 pub struct Gaussian;
 
+const INFO: Info = Info {
+    name: "gaussian",
+    aliases: &["wiener"],
+    title: "Gaussian",
+    describe: "Wiener filter: the posterior mean if the data were Gaussian with the training set's mean and covariance. Linear; blurry. Cost ≈ D² per call after one D³ fit (D = C·H·W).",
+    needs: Needs { training_size: true, ..Needs::NONE },
+};
+
 impl Machine for Gaussian {
-    fn name(&self) -> &'static str {
-        "gaussian"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["wiener"]
-    }
-    fn title(&self) -> &'static str {
-        "Gaussian"
-    }
-    fn describe(&self) -> &'static str {
-        "Wiener filter: the posterior mean if the data were Gaussian with the training set's mean and covariance. Linear; blurry. Cost ≈ D² per call after one D³ fit (D = C·H·W)."
-    }
-    fn needs(&self) -> Needs {
-        Needs { training_size: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
     fn check(&self, den: &Denoiser, call: &Call) -> Result<(), String> {
         check_values(den, call)

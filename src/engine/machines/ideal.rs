@@ -8,25 +8,21 @@ use super::super::denoiser::{Denoiser, to_host};
 use super::super::geometry::{Boundary, ImageShape};
 use super::super::kernels::burn_ops::augment_query;
 use super::super::kernels::softmax::OnlineSoftmax;
-use super::super::machine::{Call, Denoised, Machine, Needs, PixelMaps, Probe};
+use super::super::machine::{Call, Denoised, Info, Machine, Needs, PixelMaps, Probe};
 
 pub struct Ideal;
 
+const INFO: Info = Info {
+    name: "ideal",
+    aliases: &["is"],
+    title: "Ideal",
+    describe: "Softmax over whole training images; memorises. Cost ≈ N·C·H·W.",
+    needs: Needs { training_size: true, ..Needs::NONE },
+};
+
 impl Machine for Ideal {
-    fn name(&self) -> &'static str {
-        "ideal"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["is"]
-    }
-    fn title(&self) -> &'static str {
-        "Ideal"
-    }
-    fn describe(&self) -> &'static str {
-        "Softmax over whole training images; memorises. Cost ≈ N·C·H·W."
-    }
-    fn needs(&self) -> Needs {
-        Needs { training_size: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
 
     fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {

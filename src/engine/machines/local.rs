@@ -8,25 +8,21 @@ use super::super::geometry::{Boundary, ImageShape, patch_indices};
 use super::super::kernels::groups::GeometryKey;
 use super::super::kernels::op_call;
 use super::super::kernels::window_sums::local_parts;
-use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe, check_patch_tables};
+use super::super::machine::{BenchPatches, Call, Denoised, Info, Machine, Needs, PixelMaps, Probe, check_patch_tables};
 
 pub struct Local;
 
+const INFO: Info = Info {
+    name: "local",
+    aliases: &["ls"],
+    title: "Local",
+    describe: "Each pixel votes over training images seen through its P×P window, same place only. Cost ≈ N·H·W·(C + P).",
+    needs: Needs { patch: true, training_size: true, ..Needs::NONE },
+};
+
 impl Machine for Local {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["ls"]
-    }
-    fn title(&self) -> &'static str {
-        "Local"
-    }
-    fn describe(&self) -> &'static str {
-        "Each pixel votes over training images seen through its P×P window, same place only. Cost ≈ N·H·W·(C + P)."
-    }
-    fn needs(&self) -> Needs {
-        Needs { patch: true, training_size: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
     fn check(&self, den: &Denoiser, call: &Call) -> Result<(), String> {
         check_patch_tables(den, call)

@@ -23,7 +23,7 @@ use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State, to_host};
 use super::super::geometry::{Boundary, ImageShape, PixelWindows};
 use super::super::kernels::softmax::OnlineSoftmax;
-use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe};
+use super::super::machine::{BenchPatches, Call, Denoised, Info, Machine, Needs, PixelMaps, Probe};
 use super::gaussian::{GaussianModel, check_values, gaussian_model, gaussian_scales};
 
 /// The masks at one noise level.
@@ -110,21 +110,17 @@ fn build_masks(den: &Denoiser, model: &GaussianModel, call: &Call) -> LocalityMa
 
 pub struct PcaLocality;
 
+const INFO: Info = Info {
+    name: "pca-locality",
+    aliases: &["pca_locality", "pca"],
+    title: "PCA-locality",
+    describe: "Data-driven locality (Lukoianov et al. 2025): Local with each pixel's window read off the Wiener filter instead of a square. Cost ≈ N·D² per call.",
+    needs: Needs { training_size: true, ..Needs::NONE },
+};
+
 impl Machine for PcaLocality {
-    fn name(&self) -> &'static str {
-        "pca-locality"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["pca_locality", "pca"]
-    }
-    fn title(&self) -> &'static str {
-        "PCA-locality"
-    }
-    fn describe(&self) -> &'static str {
-        "Data-driven locality (Lukoianov et al. 2025): Local with each pixel's window read off the Wiener filter instead of a square. Cost ≈ N·D² per call."
-    }
-    fn needs(&self) -> Needs {
-        Needs { training_size: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
     fn check(&self, den: &Denoiser, call: &Call) -> Result<(), String> {
         check_values(den, call)

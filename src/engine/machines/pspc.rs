@@ -16,25 +16,21 @@ use super::super::analysis::inspect::{Inspection, centred_x, pixel_votes, softma
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, to_host};
 use super::super::geometry::{Boundary, ImageShape};
-use super::super::machine::{BenchPatches, Call, Denoised, Machine, Needs, PixelMaps, Probe};
+use super::super::machine::{BenchPatches, Call, Denoised, Info, Machine, Needs, PixelMaps, Probe};
 
 pub struct Pspc;
 
+const INFO: Info = Info {
+    name: "pspc",
+    aliases: &["pspc-square"],
+    title: "PSPC-Square",
+    describe: "PSPC-Square (Niedoba et al. 2025): each in-image P×P window's Ideal posterior at its own place, averaged over the windows covering a pixel. Cost ≈ N·H·W·(C + P).",
+    needs: Needs { patch: true, training_size: true, ..Needs::NONE },
+};
+
 impl Machine for Pspc {
-    fn name(&self) -> &'static str {
-        "pspc"
-    }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["pspc-square"]
-    }
-    fn title(&self) -> &'static str {
-        "PSPC-Square"
-    }
-    fn describe(&self) -> &'static str {
-        "PSPC-Square (Niedoba et al. 2025): each in-image P×P window's Ideal posterior at its own place, averaged over the windows covering a pixel. Cost ≈ N·H·W·(C + P)."
-    }
-    fn needs(&self) -> Needs {
-        Needs { patch: true, training_size: true, ..Needs::default() }
+    fn info(&self) -> &'static Info {
+        &INFO
     }
     /// The largest square window that fits; at that size PSPC is the Ideal machine.
     fn max_patch(&self, _boundary: Boundary, h: usize, w: usize) -> u32 {

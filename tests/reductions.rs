@@ -230,3 +230,18 @@ fn a_cancelled_call_stops_at_a_chunk_boundary() {
     assert_eq!(result, Err(morphogen::engine::Cancelled));
     assert_eq!(chunks, 2, "stopped right after the chunk that saw the cancel");
 }
+
+/// The tolerance helper every golden and reduction test uses must not let NaN or infinity
+/// through: `max(0, NaN)` is 0 in `f64::max`.
+#[test]
+fn max_abs_diff_sees_nan_and_infinity() {
+    assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+    assert!(max_abs_diff(&[1.0, f32::NAN, 3.0], &[1.0, 2.0, 3.0]).is_nan());
+    assert!(max_abs_diff(&[f32::NAN, 1.0], &[0.0, 9.0]).is_nan(), "a NaN before a larger difference");
+    assert!(max_abs_diff(&[1.0, 2.0], &[1.0, f32::NAN]).is_nan());
+    assert_eq!(max_abs_diff(&[f32::INFINITY], &[0.0]), f64::INFINITY);
+    // What the tests write, `err < tol`, is false for NaN: the assertion fails.
+    let passes = |err: f64| err < 1e-3;
+    assert!(!passes(max_abs_diff(&[f32::NAN], &[0.0])), "a NaN must fail `err < tol`");
+    assert!(passes(max_abs_diff(&[0.5], &[0.5])));
+}

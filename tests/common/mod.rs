@@ -45,9 +45,14 @@ pub fn training_on(name: &str, device: &burn::tensor::Device) -> (Denoiser, Imag
     (Denoiser::new(&values, n, s, device), s, n)
 }
 
+/// The largest |a − b|; NaN when any difference is NaN (`f64::max` would drop it, and a NaN
+/// pixel would then pass every tolerance), infinity when any is infinite.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, |m: f64, d: f64| if m.is_nan() || d.is_nan() { f64::NAN } else { m.max(d) })
 }
 
 pub fn corr(a: &[f32], b: &[f32]) -> f64 {

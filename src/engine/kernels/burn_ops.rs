@@ -6,17 +6,15 @@
 //! the logits are (a/σ²)·q·k − (a²/2σ²)·‖k‖². Appending ‖k‖² to each key and −a/2 to each
 //! (scaled) query turns that into a single matmul per key chunk.
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::{Int, Tensor};
 
 use super::super::control::{Cancelled, Control};
-use super::super::denoiser::{Denoiser, State, to_host};
+use super::super::denoiser::{Denoiser, to_host};
 use super::super::geometry::centre_offsets;
 use super::super::machine::{Call, Denoised, PixelMaps};
-use super::groups::{DeviceGroup, GeometryKey, bank_bytes, device_groups, make_room_for_bank};
+use super::groups::{Bank, DeviceGroup, GeometryKey, KeyBanks, bank_bytes, device_groups, make_room_for_bank};
 use super::softmax::OnlineSoftmax;
 use super::window_sums::fill_via_local;
 
@@ -26,22 +24,6 @@ pub(crate) struct KeyChunk {
     pub keys_aug_t: Tensor<2>,
     /// [Kc, C]: centred centre pixels.
     pub values: Tensor<2>,
-}
-
-/// A geometry's key bank: per pixel group, its key chunks.
-type Bank = Arc<Vec<Vec<KeyChunk>>>;
-
-/// Every geometry's key bank on this path, with its size in bytes. Evicted whole.
-#[derive(Default)]
-pub(crate) struct BurnOpsBanks(HashMap<GeometryKey, (Bank, usize)>);
-
-impl State for BurnOpsBanks {
-    fn bytes(&self) -> usize {
-        self.0.values().map(|b| b.1).sum()
-    }
-    fn evict(&mut self, _keep: Option<&dyn Any>) {
-        self.0.clear();
-    }
 }
 
 /// ELS (or LS) x̂₀ through burn ops, group by group.
@@ -137,9 +119,9 @@ fn key_bank(
     key: GeometryKey,
     groups: &[DeviceGroup],
     ctl: &Control,
-) -> Result<Option<Bank>, Cancelled> {
-    if let Some(b) = den.state::<BurnOpsBanks>().and_then(|s| s.0.get(&key)) {
-        return Ok(Some(b.0.clone()));
+) -> Result<Option<Bank<KeyChunk>>, Cancelled> {
+    if let Some(b) = den.state::<KeyBanks<KeyChunk>>().and_then(|s| s.get(&key)) {
+        return Ok(Some(b));
     }
     let c = den.shape.c;
     let bytes = bank_bytes(den, key, DeviceGroup::streams);
@@ -159,7 +141,7 @@ fn key_bank(
         bank.push(chunks);
     }
     let bank = Arc::new(bank);
-    den.state_mut::<BurnOpsBanks>().0.insert(key, (bank.clone(), bytes));
+    den.state_mut::<KeyBanks<KeyChunk>>().insert(key, bank.clone(), bytes);
     Ok(Some(bank))
 }
 

@@ -10,44 +10,20 @@ pub mod direct;
 pub mod fused;
 pub mod simd;
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use super::super::control::{CancelToken, Cancelled, Control};
-use super::super::denoiser::{Denoiser, State};
+use super::super::denoiser::Denoiser;
 use super::super::geometry::{PixelGroup, centre_offsets};
 use super::super::machine::{Call, Denoised, PixelMaps};
-use super::groups::{DeviceGroup, GeometryKey, bank_bytes, device_groups, make_room_for_bank};
+use super::groups::{Bank, DeviceGroup, GeometryKey, KeyBanks, bank_bytes, device_groups, make_room_for_bank};
 use super::window_sums::fill_via_local;
 use fused::HostChunk;
 
 /// Keys per chunk on the fused CPU path: small enough that a cancel lands within a few ms.
 const HOST_CHUNK_KEYS: usize = 16_384;
-
-/// A geometry's host key bank: per pixel group, its key chunks.
-type HostBank = Arc<Vec<Vec<HostChunk>>>;
-
-/// Every geometry's host key bank with its size in bytes.
-#[derive(Default)]
-pub(crate) struct HostBanks(HashMap<GeometryKey, (HostBank, usize)>);
-
-impl State for HostBanks {
-    fn bytes(&self) -> usize {
-        self.0.values().map(|b| b.1).sum()
-    }
-    /// Host key banks run to a gigabyte, and handing that back to the OS takes ~0.3 ms a MB:
-    /// a fifth of a second the next step would wait for. They are dropped on a thread of
-    /// their own (still counted out of the budget at once: nothing else holds them).
-    fn evict(&mut self, _keep: Option<&dyn Any>) {
-        let banks = std::mem::take(&mut self.0);
-        if !banks.is_empty() {
-            std::thread::spawn(move || drop(banks));
-        }
-    }
-}
 
 /// ELS (or LS) x̂₀ through the fused CPU kernel: same groups, same math as the reference
 /// path, one fused pass per tile.
@@ -257,9 +233,9 @@ fn host_bank(
     groups: &[DeviceGroup],
     per_chunk: &dyn Fn(&DeviceGroup) -> usize,
     ctl: &Control,
-) -> Result<Option<HostBank>, Cancelled> {
-    if let Some(b) = den.state::<HostBanks>().and_then(|s| s.0.get(&key)) {
-        return Ok(Some(b.0.clone()));
+) -> Result<Option<Bank<HostChunk>>, Cancelled> {
+    if let Some(b) = den.state::<KeyBanks<HostChunk>>().and_then(|s| s.get(&key)) {
+        return Ok(Some(b));
     }
     let bytes = bank_bytes(den, key, DeviceGroup::banked_on_host);
     if !make_room_for_bank(den, key, bytes) {
@@ -293,6 +269,6 @@ fn host_bank(
         bank[gi].push(chunk?);
     }
     let bank = Arc::new(bank);
-    den.state_mut::<HostBanks>().0.insert(key, (bank.clone(), bytes));
+    den.state_mut::<KeyBanks<HostChunk>>().insert(key, bank.clone(), bytes);
     Ok(Some(bank))
 }

@@ -300,7 +300,7 @@ fn samples(args: &BenchArgs, sets: &mut Sets, on_gpu: bool, report: &mut dyn FnM
             .sum();
         let cancel = CancelToken::new();
         let t = Instant::now();
-        let mut sampler = engine::Sampler::new(cfg.clone(), shape.len(), None);
+        let mut sampler = engine::Sampler::new(cfg.clone(), shape, None);
         // Seconds per step with its P, so a slow step (a key bank being cut) shows up.
         let mut per_step = Vec::with_capacity(cfg.steps);
         let mut last = Instant::now();

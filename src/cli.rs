@@ -146,6 +146,9 @@ pub struct DenoiseArgs {
     /// Overwrite --out if it exists.
     #[arg(long)]
     pub force: bool,
+    /// A patch size per pixel: an integer (H, W) .npy of odd P (ELS and Local); overrides --patch.
+    #[arg(long)]
+    pub patch_map: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -196,9 +199,19 @@ pub struct SampleArgs {
     /// Multiplies every P (0.25 to 3), rounded to odd.
     #[arg(long, default_value_t = 1.0)]
     pub locality_scale: f64,
-    /// Start from this x at t_start instead of seeded noise ((C,H,W) or (H,W) .npy).
+    /// Start from this x at t_start instead of seeded noise ((C,H,W) or (H,W) .npy, of the
+    /// canvas's size).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Grow on a canvas of HxW pixels instead of the training images' size (ELS and CNN).
+    #[arg(long, value_parser = parse_canvas)]
+    pub canvas: Option<[usize; 2]>,
+    /// A float (H, W) .npy multiplying each pixel's P (ELS and Local): paint locality.
+    #[arg(long)]
+    pub locality_map: Option<PathBuf>,
+    /// Edits of the state at chosen steps: {"edits": [{"step": K, "op": "set"|"noise"|"stamp", ..., "mask": "m.png"}]}.
+    #[arg(long)]
+    pub edit: Option<PathBuf>,
     /// Replay a recipe.json (its settings replace the flags above).
     #[arg(long)]
     pub recipe: Option<PathBuf>,
@@ -258,6 +271,18 @@ pub struct ExportArgs {
     pub steps: Option<(usize, usize)>,
     #[command(flatten)]
     pub export: ExportFlags,
+}
+
+/// `--canvas HxW` (rows × columns), e.g. 56x56.
+fn parse_canvas(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("--canvas takes HxW (two whole numbers, e.g. 56x56), not '{s}'");
+    let (h, w) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
+    let (h, w): (usize, usize) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
+    let max = engine::machine::MAX_CANVAS;
+    if h == 0 || w == 0 || h > max || w > max {
+        return Err(format!("--canvas {h}x{w} is out of range: each side must be 1 to {max}"));
+    }
+    Ok([h, w])
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -368,19 +393,45 @@ fn denoise(args: DenoiseArgs) -> Result<(), String> {
     args.call.check_time()?;
     let source = DatasetSource::parse(&args.data.dataset);
     let dataset = Dataset::load(&source, &args.data.options(0)).map_err(|e| e.to_string())?;
-    let x = read_image_npy(&args.call.input, &dataset)?;
+    // x may be a canvas of any size: ELS and the CNN compute on it, the others refuse by name.
+    let (canvas, x) = data::paint::read_canvas_npy(&args.call.input, dataset.shape.c).map_err(|e| e.to_string())?;
     let (in_shape, _) = data::read_npy_f32(&args.call.input).map_err(|e| e.to_string())?;
-    check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, dataset.shape)?;
+    let call = args.call.call().on_canvas(dataset.shape, canvas.h, canvas.w);
+    let patches = match &args.patch_map {
+        Some(p) => Some(data::paint::read_patch_map(p, canvas.h, canvas.w).map_err(|e| e.to_string())?),
+        None => {
+            check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, reach(&call, dataset.shape))?;
+            None
+        }
+    };
     if !args.force && args.out.exists() {
         return Err(format!("{} already exists (use --force to overwrite)", args.out.display()));
     }
     let device = resolve_device(args.device)?;
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     args.data.attach_cnn(&mut denoiser);
-    let call = args.call.call();
-    denoiser.check_call(&call)?;
-    let out = denoiser.denoise(&x, &call, &mut Control::none()).map_err(|e| e.to_string())?;
+    let out = match &patches {
+        Some(patches) => {
+            denoiser.check_patch_map(&call, patches)?;
+            denoiser.denoise_patch_map(&x, &call, patches, &mut Control::none())
+        }
+        None => {
+            denoiser.check_call(&call)?;
+            denoiser.denoise(&x, &call, &mut Control::none())
+        }
+    }
+    .map_err(|e| e.to_string())?;
     data::write_npy_f32(&args.out, &in_shape, &out.x0).map_err(|e| e.to_string())
+}
+
+/// The image a call's windows are measured against for `check_patch_arg`: the canvas for a
+/// circular window (it wraps the canvas), else the larger of canvas and training images.
+fn reach(call: &Call, train: engine::ImageShape) -> engine::ImageShape {
+    let s = call.canvas_shape(train);
+    match call.boundary {
+        engine::Boundary::Circular => s,
+        engine::Boundary::Zeros => engine::ImageShape { c: s.c, h: s.h.max(train.h), w: s.w.max(train.w) },
+    }
 }
 
 fn inspect(args: InspectArgs) -> Result<(), String> {
@@ -469,6 +520,8 @@ fn sample(args: SampleArgs) -> Result<(), String> {
                     t_start: args.t_start,
                     eta: args.eta,
                     seed: args.seed,
+                    canvas: args.canvas,
+                    ..SamplerConfig::default()
                 },
                 device: args.device,
                 init: args.init.clone(),
@@ -508,7 +561,10 @@ fn sample(args: SampleArgs) -> Result<(), String> {
             dataset.report.skipped[0].0.display()
         );
     }
-    let init = recipe.init.as_deref().map(|p| read_image_npy(p, &dataset)).transpose()?;
+    // The canvas: the recipe's, or the training images' size.
+    let canvas = recipe.sampler.canvas_shape(dataset.shape);
+    let recipe = with_paint(recipe, &args, canvas)?;
+    let init = recipe.init.as_deref().map(|p| read_init(p, canvas)).transpose()?;
     let device = resolve_device(recipe.device)?;
     let recipe = Recipe { dataset_hash: Some(hash), device: device.kind, ..recipe };
 
@@ -520,7 +576,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
         denoiser.check_run(&cfg)?;
     }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: cannot create folder: {e}", out_dir.display()))?;
-    let mut traj = Trajectory::new(recipe.clone(), dataset.shape);
+    let mut traj = Trajectory::new(recipe.clone(), canvas);
     let started = std::time::Instant::now();
     let cancel = CancelToken::new();
     let steps = recipe.sampler.steps;
@@ -547,7 +603,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
         sampler.set_maps(args.maps);
         sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string())
     };
-    let mut sampler = recipe.start_sampler(shape.len(), init, &mut run_step, &mut |r| traj.push(r))?;
+    let mut sampler = recipe.start_sampler(shape, init, &mut run_step, &mut |r| traj.push(r))?;
     while !sampler.is_done() {
         traj.push(run_step(&mut sampler)?);
     }
@@ -564,6 +620,38 @@ fn sample(args: SampleArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The recipe with `--locality-map` and `--edit` read in (inline: the recipe then replays
+/// the run alone). A replayed recipe keeps its own.
+fn with_paint(mut recipe: Recipe, args: &SampleArgs, canvas: engine::ImageShape) -> Result<Recipe, String> {
+    if args.recipe.is_some() {
+        return Ok(recipe);
+    }
+    if let Some(p) = &args.locality_map {
+        recipe.sampler.locality_map =
+            Some(data::paint::read_locality_map(p, canvas.h, canvas.w).map_err(|e| e.to_string())?);
+    }
+    if let Some(p) = &args.edit {
+        recipe.sampler.edits = data::paint::read_edits(p, canvas.h, canvas.w).map_err(|e| e.to_string())?;
+    }
+    Ok(recipe)
+}
+
+/// `--init` on the run's canvas.
+fn read_init(path: &Path, canvas: engine::ImageShape) -> Result<Vec<f32>, String> {
+    let (shape, x) = data::paint::read_canvas_npy(path, canvas.c).map_err(|e| e.to_string())?;
+    if shape != canvas {
+        return Err(format!(
+            "{}: x is {}×{}, but the run's canvas is {}×{}",
+            path.display(),
+            shape.h,
+            shape.w,
+            canvas.h,
+            canvas.w
+        ));
+    }
+    Ok(x)
 }
 
 impl ExportFlags {

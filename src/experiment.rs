@@ -52,9 +52,8 @@ const PAPER_FASHION: [f64; 3] = [0.94, 0.88, 0.68];
 
 /// The final x̂₀ of a 20-step (or `cfg.steps`) run.
 pub fn final_image(den: &mut Denoiser, cfg: SamplerConfig) -> Result<Vec<f32>, String> {
-    let len = den.shape().len();
     let cancel = CancelToken::new();
-    let mut sampler = engine::Sampler::new(cfg, len, None);
+    let mut sampler = engine::Sampler::new(cfg, den.shape(), None);
     let mut last = None;
     while let Some(step) = sampler.step(den, &mut Control::new(&cancel, None)) {
         last = Some(step.map_err(|e| e.to_string())?.x0_hat);

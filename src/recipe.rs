@@ -139,15 +139,15 @@ impl Recipe {
     /// from its state there.
     pub fn start_sampler(
         &self,
-        len: usize,
+        train: crate::engine::ImageShape,
         init: Option<Vec<f32>>,
         run_step: &mut dyn FnMut(&mut Sampler) -> Result<StepRecord, String>,
         sink: &mut dyn FnMut(StepRecord),
     ) -> Result<Sampler, String> {
         match &self.branched_from {
-            None => Ok(Sampler::new(self.sampler.clone(), len, init)),
+            None => Ok(Sampler::new(self.sampler.clone(), train, init)),
             Some(b) => {
-                let mut parent = b.recipe.start_sampler(len, init, run_step, sink)?;
+                let mut parent = b.recipe.start_sampler(train, init, run_step, sink)?;
                 while parent.next_step() < b.from_step && !parent.is_done() {
                     sink(run_step(&mut parent)?);
                 }

@@ -17,8 +17,9 @@ pub struct StepMeta {
     pub alpha_bar: f64,
     pub patch: u32,
     pub entropy: f32,
-    pub nearest_index: usize,
-    pub nearest_rms: f32,
+    /// None on a canvas of another size than the training images (no nearest image there).
+    pub nearest_index: Option<usize>,
+    pub nearest_rms: Option<f32>,
     /// Last step only: (image, RMS, (dy, dx)) of the nearest training image under any
     /// circular shift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,8 +80,8 @@ impl Trajectory {
                 alpha_bar: r.alpha_bar,
                 patch: r.patch,
                 entropy: r.entropy,
-                nearest_index: r.nearest.0,
-                nearest_rms: r.nearest.1,
+                nearest_index: r.nearest.map(|n| n.0),
+                nearest_rms: r.nearest.map(|n| n.1),
                 nearest_shifted: r.nearest_shifted,
             })
             .collect();
@@ -112,7 +113,7 @@ impl Trajectory {
             ));
         }
         let shape = ImageShape { c: shape0[1], h: shape0[2], w: shape0[3] };
-        let side = crate::data::MAX_SIDE as usize;
+        let side = (crate::data::MAX_SIDE as usize).max(crate::engine::machine::MAX_CANVAS);
         if !(shape.c == 1 || shape.c == 3) || shape.h == 0 || shape.w == 0 || shape.h > side || shape.w > side {
             return Err(format!(
                 "{}: trajectory images are {}×{}×{} (C×H×W); C must be 1 or 3 and each side 1 to {side}",
@@ -137,7 +138,7 @@ impl Trajectory {
                 x_t: xt[k * len..(k + 1) * len].to_vec(),
                 x0_hat: x0[k * len..(k + 1) * len].to_vec(),
                 entropy: m.entropy,
-                nearest: (m.nearest_index, m.nearest_rms),
+                nearest: m.nearest_index.zip(m.nearest_rms),
                 nearest_shifted: m.nearest_shifted,
                 maps: None,
             })

@@ -487,7 +487,7 @@ impl Worker {
                     None => None,
                 };
                 let (_, first) = segments.pop_front().expect("a recipe has at least one segment");
-                Sampler::new(first, shape.len(), init)
+                Sampler::new(first, shape, init)
             }
         };
         self.emit(Event::Started { run, device, dataset_hash: hash });

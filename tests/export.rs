@@ -204,7 +204,7 @@ fn library_export_reports_progress_and_cancels() {
             x_t: vec![k as f32 / 5.0; 16],
             x0_hat: vec![-(k as f32) / 5.0; 16],
             entropy: 0.0,
-            nearest: (0, 0.0),
+            nearest: Some((0, 0.0)),
             maps: None,
             nearest_shifted: None,
         })

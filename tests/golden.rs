@@ -112,7 +112,7 @@ fn trajectories_correlate_at_every_step() {
             t_start: c["t_start"].as_f64().unwrap(),
             ..SamplerConfig::default()
         };
-        let mut sampler = Sampler::new(cfg, shape.len(), Some(init));
+        let mut sampler = Sampler::new(cfg, shape, Some(init));
         let len = shape.len();
         let mut k = 0;
         while let Some(step) = sampler.step(&mut den, &mut Control::none()) {

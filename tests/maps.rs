@@ -97,7 +97,7 @@ fn an_els_sample_draws_on_many_images() {
     .unwrap();
     let mut den = Denoiser::new(&data.images, data.len(), data.shape, &Device::flex());
     let cfg = SamplerConfig { steps: 10, seed: 3, ..SamplerConfig::default() };
-    let mut sampler = Sampler::new(cfg, data.shape.len(), None).with_maps(true);
+    let mut sampler = Sampler::new(cfg, data.shape, None).with_maps(true);
     let cancel = CancelToken::new();
     let mut last = None;
     while let Some(step) = sampler.step(&mut den, &mut Control::new(&cancel, None)) {

@@ -124,7 +124,7 @@ fn a_thousand_random_commands_leave_the_worker_correct_and_lean() {
 
     // ... and the same bytes as a fresh denoiser running the recipe directly
     let mut den = Denoiser::new(&data_a, 16, SHAPE, &burn::tensor::Device::flex());
-    let mut sampler = Sampler::new(last.sampler.clone(), SHAPE.len(), None);
+    let mut sampler = Sampler::new(last.sampler.clone(), SHAPE, None);
     let mut fresh = Vec::new();
     while let Some(step) = sampler.step(&mut den, &mut Control::none()) {
         fresh.push(step.unwrap().x0_hat);

@@ -69,7 +69,7 @@ fn step(run: u64, k: usize) -> Event {
             x_t: vec![k as f32 / 20.0; 64],
             x0_hat: vec![-(k as f32) / 20.0; 64],
             entropy: 1.0,
-            nearest: (0, 0.5),
+            nearest: Some((0, 0.5)),
             maps: None,
             nearest_shifted: None,
         }),
@@ -610,7 +610,7 @@ fn the_nearest_training_image_shows_beside_x0() {
     tx.send(Event::Started { run: id, device: morphogen::engine::DeviceChoice::Cpu, dataset_hash: "abc".into() })
         .unwrap();
     let Event::Step { mut record, .. } = step(id, 0) else { unreachable!() };
-    record.nearest = (4, 0.25);
+    record.nearest = Some((4, 0.25));
     record.nearest_shifted = Some((6, 0.125, (2, 1)));
     tx.send(Event::Step { run: id, record, seconds: 0.01 }).unwrap();
     h.run_steps(3);

@@ -4,6 +4,7 @@
 mod bundled;
 mod folder;
 mod npy;
+pub mod paint;
 mod transform;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use bundled::{BUNDLED, bundled_source, pack_atlas};
-pub use npy::{read_npy_f32, write_npy_f32};
+pub use npy::{read_npy_f32, read_npy_numbers, write_npy_f32};
 
 use crate::engine::ImageShape;
 

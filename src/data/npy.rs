@@ -35,6 +35,15 @@ fn check_count(path: &Path, shape: &[u64], file_len: usize) -> Result<(), DataEr
 
 /// Reads a float32 or float64 .npy into (shape, values as f32).
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), DataError> {
+    read_npy(path, false)
+}
+
+/// [`read_npy_f32`] that also takes whole numbers (an integer patch map), as f32.
+pub fn read_npy_numbers(path: &Path) -> Result<(Vec<usize>, Vec<f32>), DataError> {
+    read_npy(path, true)
+}
+
+fn read_npy(path: &Path, ints: bool) -> Result<(Vec<usize>, Vec<f32>), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
     // npyz multiplies the declared shape without checking for overflow (a panic in debug
     // builds, a wrapped count in release), so a hostile header is refused here first.
@@ -59,6 +68,15 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), DataError> {
             .into_iter()
             .map(|v| v as f32)
             .collect(),
+        // Whole numbers (a patch map): exact in f32 up to 2²⁴, far past any patch size.
+        "<i8" if ints => read_ints(path, npy.into_vec::<i64>())?,
+        "<i4" if ints => read_ints(path, npy.into_vec::<i32>())?,
+        "<i2" if ints => read_ints(path, npy.into_vec::<i16>())?,
+        "|i1" if ints => read_ints(path, npy.into_vec::<i8>())?,
+        "<u8" if ints => read_ints(path, npy.into_vec::<u64>())?,
+        "<u4" if ints => read_ints(path, npy.into_vec::<u32>())?,
+        "<u2" if ints => read_ints(path, npy.into_vec::<u16>())?,
+        "|u1" if ints => read_ints(path, npy.into_vec::<u8>())?,
         other => {
             return Err(DataError::new(
                 path,
@@ -73,6 +91,12 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), DataError> {
         return Err(DataError::new(path, format!("value #{i} is {} (every value must be finite)", values[i])));
     }
     Ok((shape, values))
+}
+
+/// Whole numbers read from an integer .npy, as f32 (callers check their range).
+fn read_ints<T: Copy + Into<i128>>(path: &Path, values: std::io::Result<Vec<T>>) -> Result<Vec<f32>, DataError> {
+    let values = values.map_err(|e| DataError::new(path, format!("cannot decode integer data: {e}")))?;
+    Ok(values.into_iter().map(|v| v.into() as f32).collect())
 }
 
 /// Writes a float32 .npy, atomically (temporary file, then rename).

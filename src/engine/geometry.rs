@@ -115,72 +115,124 @@ impl PixelGroup {
 /// pixel is its own group, which is the LS machine. Circular boundary: one group of all
 /// pixels with wrapped windows, keyed by every fully interior training patch.
 pub fn els_groups(shape: ImageShape, p: usize, boundary: Boundary, equivariant: bool) -> Vec<PixelGroup> {
-    els_groups_cancellable(shape, p, boundary, equivariant, &|| false).expect("never cancelled")
+    els_groups_cancellable(shape, shape, p, boundary, equivariant, &|| false).expect("never cancelled")
 }
 
-/// [`els_groups`] that asks `cancelled` once per image row (circular) or group (zeros) and
-/// gives up with `None`: at large P on a large image the tables take a while to build.
+/// [`els_groups`] for queries on a `canvas` of another size than the training images
+/// (`train`): a canvas pixel's group holds the training positions whose window overhangs
+/// *their* image exactly as the pixel's overhangs the canvas (zeros), or every fully interior
+/// training position (circular, windows wrapping the canvas). `query_idx` and `pixels` index
+/// the canvas, `key_idx` and `key_pixels` the training images. A group no training position
+/// fits has no keys (its pixels get the mean pixel).
+///
+/// Asks `cancelled` once per image row (circular) or group (zeros) and gives up with `None`:
+/// at large P on a large image the tables take a while to build.
 pub fn els_groups_cancellable(
-    shape: ImageShape,
+    train: ImageShape,
+    canvas: ImageShape,
     p: usize,
     boundary: Boundary,
     equivariant: bool,
     cancelled: &dyn Fn() -> bool,
 ) -> Option<Vec<PixelGroup>> {
-    let d = shape.c * p * p;
+    assert_eq!(train.c, canvas.c, "the canvas has the training images' channels");
+    assert!(equivariant || train == canvas, "the LS machine needs the training images' own size");
+    let d = train.c * p * p;
     match boundary {
         Boundary::Circular => {
             let r = p / 2;
             let mut group = PixelGroup {
-                pixels: (0..shape.pixels()).collect(),
-                query_idx: Vec::with_capacity(shape.pixels() * d),
+                pixels: (0..canvas.pixels()).collect(),
+                query_idx: Vec::with_capacity(canvas.pixels() * d),
                 key_idx: Vec::new(),
                 key_pixels: Vec::new(),
             };
-            for i in 0..shape.h {
+            for i in 0..canvas.h {
                 if cancelled() {
                     return None;
                 }
-                for j in 0..shape.w {
-                    patch_indices(shape, p, i, j, true, &mut group.query_idx);
+                for j in 0..canvas.w {
+                    patch_indices(canvas, p, i, j, true, &mut group.query_idx);
                 }
             }
-            if p <= shape.h && p <= shape.w {
-                for i in r..shape.h - r {
+            if p <= train.h && p <= train.w {
+                for i in r..train.h - r {
                     if cancelled() {
                         return None;
                     }
-                    for j in r..shape.w - r {
-                        patch_indices(shape, p, i, j, false, &mut group.key_idx);
-                        group.key_pixels.push(i * shape.w + j);
+                    for j in r..train.w - r {
+                        patch_indices(train, p, i, j, false, &mut group.key_idx);
+                        group.key_pixels.push(i * train.w + j);
                     }
                 }
             }
             Some(vec![group])
         }
         Boundary::Zeros => {
+            let mask =
+                |s: ImageShape, i, j| if equivariant { overhang(s, p, i, j) } else { [i, j, usize::MAX, usize::MAX] };
             let mut by_mask: std::collections::BTreeMap<[usize; 4], Vec<usize>> = Default::default();
-            for i in 0..shape.h {
-                for j in 0..shape.w {
-                    let key = if equivariant { overhang(shape, p, i, j) } else { [i, j, usize::MAX, usize::MAX] };
-                    by_mask.entry(key).or_default().push(i * shape.w + j);
+            for i in 0..canvas.h {
+                for j in 0..canvas.w {
+                    by_mask.entry(mask(canvas, i, j)).or_default().push(i * canvas.w + j);
+                }
+            }
+            let mut keys_by_mask: std::collections::BTreeMap<[usize; 4], Vec<usize>> = Default::default();
+            if train != canvas {
+                for i in 0..train.h {
+                    for j in 0..train.w {
+                        keys_by_mask.entry(mask(train, i, j)).or_default().push(i * train.w + j);
+                    }
                 }
             }
             by_mask
-                .into_values()
-                .map(|pixels| {
+                .into_iter()
+                .map(|(m, pixels)| {
                     if cancelled() {
                         return None;
                     }
-                    let mut idx = Vec::with_capacity(pixels.len() * d);
+                    let mut query_idx = Vec::with_capacity(pixels.len() * d);
                     for &px in &pixels {
-                        patch_indices(shape, p, px / shape.w, px % shape.w, false, &mut idx);
+                        patch_indices(canvas, p, px / canvas.w, px % canvas.w, false, &mut query_idx);
                     }
-                    Some(PixelGroup { key_pixels: pixels.clone(), pixels, key_idx: idx.clone(), query_idx: idx })
+                    if train == canvas {
+                        return Some(PixelGroup {
+                            key_pixels: pixels.clone(),
+                            pixels,
+                            key_idx: query_idx.clone(),
+                            query_idx,
+                        });
+                    }
+                    let key_pixels = keys_by_mask.remove(&m).unwrap_or_default();
+                    let mut key_idx = Vec::with_capacity(key_pixels.len() * d);
+                    for &kp in &key_pixels {
+                        patch_indices(train, p, kp / train.w, kp % train.w, false, &mut key_idx);
+                    }
+                    Some(PixelGroup { pixels, query_idx, key_idx, key_pixels })
                 })
                 .collect()
         }
     }
+}
+
+/// Keeps only the pixels `only` marks (indexed by canvas pixel), with their query rows; the
+/// keys stay as they are, so a group's key bank serves the restricted group too. A per-pixel
+/// patch map runs each patch size's pixels this way through the same fused path.
+pub fn restrict_group(g: &PixelGroup, only: &[bool]) -> PixelGroup {
+    let d = if g.pixels.is_empty() { 0 } else { g.query_idx.len() / g.pixels.len() };
+    let mut out = PixelGroup {
+        pixels: Vec::new(),
+        query_idx: Vec::new(),
+        key_idx: g.key_idx.clone(),
+        key_pixels: g.key_pixels.clone(),
+    };
+    for (i, &px) in g.pixels.iter().enumerate() {
+        if only[px] {
+            out.pixels.push(px);
+            out.query_idx.extend_from_slice(&g.query_idx[i * d..(i + 1) * d]);
+        }
+    }
+    out
 }
 
 /// Offsets of the centre tap of each channel within a patch vector.

@@ -27,11 +27,16 @@ pub struct Needs {
     pub training_size: bool,
     /// It needs trained weights for the dataset.
     pub weights: bool,
+    /// Its output at a pixel depends only on that pixel's own P×P window, so a patch size per
+    /// pixel (a painted locality map) is defined: pixel by pixel, the uniform call at that
+    /// pixel's P.
+    pub pixel_patch: bool,
 }
 
 impl Needs {
     /// Needs nothing beyond the training set (the base of each machine's `Needs { .. }`).
-    pub const NONE: Needs = Needs { patch: false, boundary: false, training_size: false, weights: false };
+    pub const NONE: Needs =
+        Needs { patch: false, boundary: false, training_size: false, weights: false, pixel_patch: false };
 }
 
 /// What a machine says about itself; each machine's file holds one as a constant.
@@ -105,6 +110,27 @@ pub trait Machine: Send + Sync + 'static {
     }
     /// x̂₀(x, t), `x` laid out [C, H, W]. Cancellable between chunks through `ctl`.
     fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled>;
+    /// x̂₀ with one patch size per canvas pixel (`patches`, [H·W], each already odd and within
+    /// [`Call::effective_patch`]), for machines with [`Needs::pixel_patch`]. By default each
+    /// distinct P is one whole uniform call, kept at its pixels (the Local machine's window
+    /// sums cost the same at any pixel count); ELS runs each P on just its pixels.
+    fn denoise_patch_map(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        patches: &[u32],
+        ctl: &mut Control,
+    ) -> Result<Denoised, Cancelled> {
+        let hw = call.canvas_shape(den.shape).pixels();
+        let mut out = Denoised::blank(x.len(), hw, call.maps);
+        for (p, only) in pixels_by_patch(patches) {
+            let part = self.denoise(den, x, &Call { patch: p, maps: call.maps || call.entropy, ..*call }, ctl)?;
+            out.take_pixels(&part, &only, hw);
+        }
+        out.entropy = if call.entropy { out.entropy / hw as f32 } else { 0.0 };
+        Ok(out)
+    }
     /// The candidates that vote for one pixel, ranked (machines without votes return their
     /// x̂₀ at the pixel and what they have instead: a filter row, nothing).
     fn inspect(
@@ -192,17 +218,40 @@ pub struct Call {
     pub entropy: bool,
     /// Also return the per-pixel provenance maps ([`PixelMaps`]; implies `entropy`).
     pub maps: bool,
+    /// The canvas x lives on, [H, W], when it is not the training images' size: ELS is local
+    /// and translation-equivariant, so it is defined on a canvas of any size (as is the
+    /// fully convolutional CNN). None: the training images' own size.
+    pub canvas: Option<[usize; 2]>,
 }
 
 impl Call {
     pub fn new(machine: MachineKind, boundary: Boundary, patch: usize, alpha_bar: f64) -> Self {
-        Self { machine, boundary, patch, alpha_bar, entropy: false, maps: false }
+        Self { machine, boundary, patch, alpha_bar, entropy: false, maps: false, canvas: None }
     }
-    /// The odd patch size this call really uses on `shape`: beyond the machine's largest
-    /// meaningful P (see [`Machine::max_patch`]) a window changes nothing but the cost, and an
-    /// absurd P would otherwise size index tables by P².
+    /// This call on an H×W canvas (None when that is the training images' size, so a call
+    /// on the training size is one thing however it was made).
+    pub fn on_canvas(self, train: ImageShape, h: usize, w: usize) -> Self {
+        Self { canvas: ((h, w) != (train.h, train.w)).then_some([h, w]), ..self }
+    }
+    /// The shape of x (and x̂₀) for this call on a training set of `train`'s shape.
+    pub fn canvas_shape(&self, train: ImageShape) -> ImageShape {
+        match self.canvas {
+            Some([h, w]) => ImageShape { c: train.c, h, w },
+            None => train,
+        }
+    }
+    /// The odd patch size this call really uses on `shape` (the training images'): beyond the
+    /// machine's largest meaningful P (see [`Machine::max_patch`]) a window changes nothing but
+    /// the cost, and an absurd P would otherwise size index tables by P². On another canvas a
+    /// zero-padded window reaches as far as the larger of the two images, and a circular one
+    /// wraps the canvas.
     pub fn effective_patch(&self, shape: ImageShape) -> usize {
-        (self.patch.max(1) | 1).min(self.machine.max_patch(self.boundary, shape.h, shape.w) as usize)
+        let canvas = self.canvas_shape(shape);
+        let (h, w) = match self.boundary {
+            Boundary::Circular => (canvas.h, canvas.w),
+            Boundary::Zeros => (canvas.h.max(shape.h), canvas.w.max(shape.w)),
+        };
+        (self.patch.max(1) | 1).min(self.machine.max_patch(self.boundary, h, w) as usize)
     }
 
     /// a = √ᾱ and σ² = 1 − ᾱ, kept away from exactly zero so the softmax stays defined.
@@ -222,6 +271,42 @@ pub struct Denoised {
     pub entropy: f32,
     /// Per-pixel provenance, when the call asked for it.
     pub maps: Option<PixelMaps>,
+}
+
+/// The distinct patch sizes of a per-pixel map, each with the pixels that use it, ascending.
+pub fn pixels_by_patch(patches: &[u32]) -> Vec<(usize, Vec<bool>)> {
+    let mut by: std::collections::BTreeMap<usize, Vec<bool>> = Default::default();
+    for (px, &p) in patches.iter().enumerate() {
+        by.entry(p as usize).or_insert_with(|| vec![false; patches.len()])[px] = true;
+    }
+    by.into_iter().collect()
+}
+
+impl Denoised {
+    /// An x̂₀ of `len` values over `hw` pixels, all zero, to be filled part by part.
+    pub(crate) fn blank(len: usize, hw: usize, maps: bool) -> Self {
+        Self { x0: vec![0.0; len], entropy: 0.0, maps: maps.then(|| PixelMaps::empty(hw)) }
+    }
+
+    /// Copies `part`'s values at the pixels `only` marks (of `hw`) into self, and adds their
+    /// entropy to `self.entropy` as a sum (the caller divides by the pixel count). `part`
+    /// carries per-pixel entropy in its maps when it has any.
+    pub(crate) fn take_pixels(&mut self, part: &Denoised, only: &[bool], hw: usize) {
+        let c = self.x0.len() / hw;
+        let mut entropy = 0f64;
+        for px in (0..hw).filter(|&px| only[px]) {
+            for ch in 0..c {
+                self.x0[ch * hw + px] = part.x0[ch * hw + px];
+            }
+            if let Some(pm) = &part.maps {
+                entropy += pm.entropy[px] as f64;
+                if let Some(m) = self.maps.as_mut() {
+                    (m.winner[px], m.source[px], m.entropy[px]) = (pm.winner[px], pm.source[px], pm.entropy[px]);
+                }
+            }
+        }
+        self.entropy += entropy as f32;
+    }
 }
 
 /// Where each pixel of x̂₀ came from: the largest of its softmax weights, and how spread the
@@ -274,8 +359,74 @@ impl PixelMaps {
 }
 
 impl Denoiser {
+    /// Whether a per-pixel patch map can run: the machine takes one, the map has one odd
+    /// P ≥ 1 per canvas pixel, and every distinct P fits ([`Denoiser::check_call`]).
+    pub fn check_patch_map(&self, call: &Call, patches: &[u32]) -> Result<(), String> {
+        if !call.machine.needs().pixel_patch {
+            return Err(format!(
+                "the {} machine takes no per-pixel patch map (ELS and Local do: their pixels each see only their own window)",
+                call.machine.title()
+            ));
+        }
+        let s = call.canvas_shape(self.shape);
+        if patches.len() != s.pixels() {
+            return Err(format!(
+                "the patch map has {} values, not one per pixel of the {}×{} image",
+                patches.len(),
+                s.h,
+                s.w
+            ));
+        }
+        if let Some((px, p)) = patches.iter().enumerate().find(|(_, p)| *p % 2 == 0) {
+            return Err(format!(
+                "the patch map's P at row {}, column {} is {p}: every P must be odd and at least 1",
+                px / s.w,
+                px % s.w
+            ));
+        }
+        for (p, _) in pixels_by_patch(patches) {
+            self.check_call(&Call { patch: p, ..*call })?;
+        }
+        Ok(())
+    }
+
+    /// x̂₀ with a patch size per canvas pixel ([`Machine::denoise_patch_map`]); each P is
+    /// first brought within [`Call::effective_patch`]. Panics when the map fails
+    /// [`Denoiser::check_patch_map`].
+    pub fn denoise_patch_map(
+        &mut self,
+        x: &[f32],
+        call: &Call,
+        patches: &[u32],
+        ctl: &mut Control,
+    ) -> Result<Denoised, Cancelled> {
+        assert_eq!(x.len(), call.canvas_shape(self.shape).len(), "x does not have the call's canvas shape");
+        if let Err(message) = self.check_patch_map(call, patches) {
+            panic!("{message}");
+        }
+        let shape = self.shape;
+        let patches: Vec<u32> =
+            patches.iter().map(|&p| Call { patch: p as usize, ..*call }.effective_patch(shape) as u32).collect();
+        call.machine.denoise_patch_map(self, x, call, &patches, ctl)
+    }
+
     /// Whether `call` fits in memory and can run on this training set ([`Machine::check`]).
     pub fn check_call(&self, call: &Call) -> Result<(), String> {
+        if let Some([h, w]) = call.canvas {
+            if h == 0 || w == 0 || h > MAX_CANVAS || w > MAX_CANVAS {
+                return Err(format!("a {h}×{w} canvas is out of range: each side must be 1 to {MAX_CANVAS} pixels"));
+            }
+            if call.machine.needs().training_size {
+                let s = self.shape;
+                return Err(format!(
+                    "the {} machine needs the training images' own size ({}×{}), not a {h}×{w} canvas; \
+                     ELS and the CNN run on a canvas of any size",
+                    call.machine.title(),
+                    s.h,
+                    s.w
+                ));
+            }
+        }
         call.machine.check(self, call)
     }
 
@@ -284,7 +435,7 @@ impl Denoiser {
     /// Panics when `call` fails [`Denoiser::check_call`]: callers check first (the worker turns
     /// a panic into an error message, but an allocation failure would abort the process).
     pub fn denoise(&mut self, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
-        assert_eq!(x.len(), self.shape.len(), "x does not have the training images' shape");
+        assert_eq!(x.len(), call.canvas_shape(self.shape).len(), "x does not have the call's canvas shape");
         if let Err(message) = self.check_call(call) {
             panic!("{message}");
         }
@@ -302,10 +453,15 @@ impl Denoiser {
         top: usize,
         ctl: &Control,
     ) -> Result<Inspection, Cancelled> {
-        assert!(y < self.shape.h && px < self.shape.w, "pixel ({y}, {px}) is outside the image");
+        let s = call.canvas_shape(self.shape);
+        assert!(y < s.h && px < s.w, "pixel ({y}, {px}) is outside the image");
         call.machine.inspect(self, x, call, Probe { y, x: px, top }, ctl)
     }
 }
+
+/// The largest canvas side: 1024 pixels, four times the largest training image and far
+/// beyond what a CPU run finishes in a session; every index table stays far from overflow.
+pub const MAX_CANVAS: usize = 1024;
 
 /// The smallest budget a single call is allowed, whatever `cache_budget_bytes` says (tests
 /// set the budget to 0 to turn caching off).
@@ -332,7 +488,8 @@ pub(crate) fn check_bytes(den: &Denoiser, call: &Call, bytes: f64, what: &str) -
 
 /// The local machines' check: their index tables grow as H·W·C·P².
 pub(crate) fn check_patch_tables(den: &Denoiser, call: &Call) -> Result<(), String> {
-    let s = den.shape;
-    let p = call.effective_patch(s) as f64;
-    check_bytes(den, call, 2.0 * 8.0 * s.pixels() as f64 * s.c as f64 * p * p, "the patch index tables")
+    let s = call.canvas_shape(den.shape);
+    let p = call.effective_patch(den.shape) as f64;
+    let pixels = (s.pixels() + den.shape.pixels()) as f64;
+    check_bytes(den, call, 8.0 * pixels * s.c as f64 * p * p, "the patch index tables")
 }

@@ -31,6 +31,7 @@ pub use denoiser::{Denoiser, ElsPath};
 pub use device::{DeviceChoice, ResolvedDevice};
 pub use geometry::{Boundary, ImageShape};
 pub use machine::{Call, Denoised, Machine, MachineKind, PixelMaps};
+pub use sampling::paint::{Edit, EditOp, LocalityMap, Mask};
 pub use sampling::patch::PatchSchedule;
 pub use sampling::sampler::{Sampler, SamplerConfig, StepRecord};
 pub use sampling::schedule::NoiseSchedule;

@@ -661,10 +661,11 @@ impl StudioApp {
             );
         }
         // Novelty: the training image nearest to this x̂₀ (from the loaded set only).
-        let (nearest, nearest_rms) = step.record.nearest;
+        // (None on a canvas of another size than the training images.)
+        let (nearest, nearest_rms) = step.record.nearest.unwrap_or((usize::MAX, f32::NAN));
         let nearest_title = format!("nearest training image #{nearest}");
         let nearest_tex = same_set
-            .filter(|_| self.settings.show_nearest && stale.is_none())
+            .filter(|_| self.settings.show_nearest && stale.is_none() && step.record.nearest.is_some())
             .and_then(|info| self.maps_view.image(ui.ctx(), info, nearest));
         if let Some(tex) = &nearest_tex {
             let at = if cmp.is_some() { 3 } else { 2 };

@@ -216,7 +216,7 @@ mod tests {
             x_t: vec![k as f32; 4],
             x0_hat: vec![0.0; 4],
             entropy: 0.0,
-            nearest: (0, 0.0),
+            nearest: Some((0, 0.0)),
             maps: None,
             nearest_shifted: None,
         }

@@ -69,7 +69,7 @@ const STATS: [Stat; 4] = [
         id: "stat_d",
         title: "RMS to nearest training image",
         unit: "images in [−1, 1]",
-        value: |s| s.record.nearest.1 as f64,
+        value: |s| s.record.nearest.map_or(f64::NAN, |n| n.1 as f64),
     },
     Stat { id: "stat_a", title: "ᾱ (signal fraction)", unit: "0 to 1", value: |s| s.record.alpha_bar },
 ];

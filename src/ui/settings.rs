@@ -140,6 +140,7 @@ impl Settings {
             t_start: self.t_start,
             eta: self.eta,
             seed: self.seed,
+            ..SamplerConfig::default()
         }
     }
 

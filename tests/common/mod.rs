@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use morphogen::data::read_npy_f32;
+use morphogen::data::read_npy_numbers;
 use morphogen::engine::{Denoiser, ImageShape};
 
 /// The fixtures folder. Read from the environment `cargo test` sets at run time, not the
@@ -25,7 +25,7 @@ pub fn gpu() -> burn::tensor::Device {
 }
 
 pub fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    read_npy_f32(&fixtures().join(name)).unwrap_or_else(|e| panic!("{e}"))
+    read_npy_numbers(&fixtures().join(name)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A training set from an (N,C,H,W) fixture on the CPU backend.

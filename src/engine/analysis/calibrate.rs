@@ -57,7 +57,7 @@ pub fn calibrate(
         .map(|k| StepFit { t: reference.t_of_step(k), best: Vec::new(), cosine: Vec::new(), median: 0 })
         .collect();
     for &seed in seeds {
-        let mut sampler = Sampler::new(SamplerConfig { seed, ..reference.clone() }, den.shape().len(), None);
+        let mut sampler = Sampler::new(SamplerConfig { seed, ..reference.clone() }, den.shape(), None);
         while let Some(step) = sampler.step(den, ctl) {
             let record = step?;
             done += 1;

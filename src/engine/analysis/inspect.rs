@@ -45,7 +45,8 @@ pub(crate) type Candidate = (Vote, f64);
 
 /// x − a·m in float64, flat, with the trailing zero slot.
 pub(crate) fn centred_x(den: &Denoiser, x: &[f32], a: f64) -> Vec<f64> {
-    let hw = den.shape.pixels();
+    // x is [C, H, W] on its canvas, whatever its size: one plane per channel.
+    let hw = x.len() / den.shape.c;
     x.iter().enumerate().map(|(i, &v)| v as f64 - a * den.mean[i / hw] as f64).chain([0.0]).collect()
 }
 

@@ -9,7 +9,8 @@ use burn::tensor::{Int, Tensor};
 
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State};
-use super::super::geometry::{Boundary, PixelGroup, els_groups_cancellable};
+use super::super::geometry::{Boundary, ImageShape, PixelGroup, els_groups_cancellable, restrict_group};
+use super::super::machine::Call;
 
 /// Zeros-boundary groups with at most this many key positions per image are computed straight
 /// from the images on the CPU ([`super::cpu::direct`]); larger ones (the interior group at
@@ -23,6 +24,22 @@ pub(crate) struct GeometryKey {
     pub boundary: Boundary,
     /// Keys from every admissible place (ELS) rather than the pixel's own (LS).
     pub equivariant: bool,
+    /// The canvas the queries live on, when it is not the training images' size.
+    pub canvas: Option<[usize; 2]>,
+}
+
+impl GeometryKey {
+    /// The geometry of `call` at patch size `patch`.
+    pub fn of(call: &Call, patch: usize, equivariant: bool) -> Self {
+        Self { patch, boundary: call.boundary, equivariant, canvas: call.canvas }
+    }
+    /// The query canvas's shape on a training set of shape `train`.
+    pub fn canvas_shape(&self, train: ImageShape) -> ImageShape {
+        match self.canvas {
+            Some([h, w]) => ImageShape { c: train.c, h, w },
+            None => train,
+        }
+    }
 }
 
 pub(crate) struct DeviceGroup {
@@ -49,6 +66,18 @@ impl DeviceGroup {
     /// Whether the fused CPU path keeps a key bank for it.
     pub fn banked_on_host(&self) -> bool {
         self.streams() && !self.direct
+    }
+    /// The group with only the pixels `only` marks (see [`restrict_group`]), for the fused CPU
+    /// path, which reads the host tables (the device index tensors are the whole group's).
+    pub fn restricted(&self, only: &[bool]) -> Self {
+        Self {
+            host: restrict_group(&self.host, only),
+            query_idx: self.query_idx.clone(),
+            key_idx: self.key_idx.clone(),
+            images_per_chunk: self.images_per_chunk,
+            via_local: self.via_local,
+            direct: self.direct,
+        }
     }
 }
 
@@ -88,14 +117,16 @@ pub(crate) fn device_groups(
         return Ok(g.clone());
     }
     let cancelled = || ctl.check().is_err();
-    let host =
-        els_groups_cancellable(den.shape, key.patch, key.boundary, key.equivariant, &cancelled).ok_or(Cancelled)?;
+    let canvas = key.canvas_shape(den.shape);
+    let host = els_groups_cancellable(den.shape, canvas, key.patch, key.boundary, key.equivariant, &cancelled)
+        .ok_or(Cancelled)?;
     let groups: Vec<DeviceGroup> = host
         .into_iter()
         .map(|host| {
             let per_image = host.keys_per_image().max(1);
             let images_per_chunk = (den.chunk_logits / (host.pixels.len() * per_image)).clamp(1, den.n);
             let via_local = key.equivariant
+                && key.canvas.is_none()
                 && key.boundary == Boundary::Zeros
                 && host.pixels.len() == 1
                 && host.key_pixels == host.pixels;

@@ -27,6 +27,10 @@ use super::machine::{Call, Denoised};
 use groups::GeometryKey;
 
 /// x̂₀ of the patch softmax for `call` on geometry `key`, through the denoiser's path.
+///
+/// A canvas of another size than the training images runs on the fused CPU kernel whatever
+/// the path (it reads the host copy of the training set, which every device keeps): the
+/// device paths index queries and keys in one image layout.
 pub(crate) fn run(
     den: &mut Denoiser,
     x: &[f32],
@@ -35,7 +39,8 @@ pub(crate) fn run(
     ctl: &mut Control,
 ) -> Result<Denoised, Cancelled> {
     match den.els_path {
-        ElsPath::HostKernel => cpu::run(den, x, call, key, ctl),
+        _ if key.canvas.is_some() => cpu::run(den, x, call, key, None, ctl),
+        ElsPath::HostKernel => cpu::run(den, x, call, key, None, ctl),
         ElsPath::Op => op_call::run(den, x, call, key, ctl),
         ElsPath::BurnOps => burn_ops::run(den, x, call, key, ctl),
     }
@@ -46,7 +51,7 @@ impl Denoiser {
     /// ELS machine) or only from the pixel's own place (LS, which the tests hold equal to the
     /// Local machine).
     pub fn els(&mut self, x: &[f32], call: &Call, equivariant: bool, ctl: &mut Control) -> Result<Denoised, Cancelled> {
-        let key = GeometryKey { patch: call.effective_patch(self.shape), boundary: call.boundary, equivariant };
+        let key = GeometryKey::of(call, call.effective_patch(self.shape), equivariant);
         run(self, x, call, key, ctl)
     }
 }

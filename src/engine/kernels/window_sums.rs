@@ -71,7 +71,7 @@ pub(crate) fn fill_via_local(
     ctl: &mut Control,
 ) -> Result<f64, Cancelled> {
     let Denoised { x0, maps, .. } = out;
-    if !groups.iter().any(|g| g.via_local) {
+    if !groups.iter().any(|g| g.via_local && !g.host.pixels.is_empty()) {
         return Ok(0.0);
     }
     // The Local machine at this patch size (its window sums read only P, ᾱ and the flags).
@@ -79,7 +79,7 @@ pub(crate) fn fill_via_local(
     let (lx0, entropy, winner) = local_parts(den, x, &local, ctl)?;
     let (c, hw) = (den.shape.c, den.shape.pixels());
     let mut entropy_sum = 0f64;
-    for px in groups.iter().filter(|g| g.via_local).map(|g| g.host.pixels[0]) {
+    for px in groups.iter().filter(|g| g.via_local).flat_map(|g| g.host.pixels.first().copied()) {
         for ch in 0..c {
             x0[ch * hw + px] = lx0[ch * hw + px];
         }

@@ -84,9 +84,9 @@ impl Machine for Cnn {
     fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         ctl.begin(1)?;
         let cnn = den.cnn_or_reason().expect("check_call makes sure a network is loaded");
-        let (x0, _) = cnn.x0_hat(x, cosine_time(call.alpha_bar), call.alpha_bar, den.device());
+        let (x0, _) = cnn.x0_hat(x, call.canvas, cosine_time(call.alpha_bar), call.alpha_bar, den.device());
         ctl.chunk_done()?;
-        let maps = call.maps.then(|| PixelMaps::empty(den.shape().pixels()));
+        let maps = call.maps.then(|| PixelMaps::empty(call.canvas_shape(den.shape()).pixels()));
         Ok(Denoised { x0, entropy: 0.0, maps })
     }
 
@@ -100,10 +100,10 @@ impl Machine for Cnn {
         _ctl: &Control,
     ) -> Result<Inspection, Cancelled> {
         let (y, px) = (at.y, at.x);
-        let s = den.shape;
+        let s = call.canvas_shape(den.shape);
         let x0 = match den.cnn() {
             Some(cnn) => {
-                let (all, _) = cnn.x0_hat(x, cosine_time(call.alpha_bar), call.alpha_bar, den.device());
+                let (all, _) = cnn.x0_hat(x, call.canvas, cosine_time(call.alpha_bar), call.alpha_bar, den.device());
                 (0..s.c).map(|ch| all[ch * s.pixels() + y * s.w + px] as f64).collect()
             }
             None => Vec::new(),

@@ -5,9 +5,11 @@
 use super::super::analysis::inspect::{Inspection, Vote, centred_value, centred_x, rank_candidates};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::Denoiser;
-use super::super::geometry::{Boundary, ImageShape, els_groups};
+use super::super::geometry::{Boundary, ImageShape, els_groups_cancellable};
 use super::super::kernels::{self, groups::GeometryKey};
-use super::super::machine::{BenchPatches, Call, Denoised, Info, Machine, Needs, Probe, check_patch_tables};
+use super::super::machine::{
+    BenchPatches, Call, Denoised, Info, Machine, Needs, Probe, check_patch_tables, pixels_by_patch,
+};
 
 pub struct Els;
 
@@ -16,7 +18,7 @@ const INFO: Info = Info {
     aliases: &[],
     title: "ELS",
     describe: "Each pixel votes over training patches from every admissible place: new images from old patches. Cost ≈ N·(H·W)²·C·P².",
-    needs: Needs { patch: true, boundary: true, ..Needs::NONE },
+    needs: Needs { patch: true, boundary: true, pixel_patch: true, ..Needs::NONE },
 };
 
 impl Machine for Els {
@@ -38,8 +40,29 @@ impl Machine for Els {
     }
 
     fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
-        let key = GeometryKey { patch: call.effective_patch(den.shape), boundary: call.boundary, equivariant: true };
+        let key = GeometryKey::of(call, call.effective_patch(den.shape), true);
         kernels::run(den, x, call, key, ctl)
+    }
+
+    /// Each distinct P on just its own pixels, through the fused CPU kernel on that P's groups
+    /// and key bank: a map costs the pixel-weighted sum of its sizes' calls, not their sum.
+    fn denoise_patch_map(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        patches: &[u32],
+        ctl: &mut Control,
+    ) -> Result<Denoised, Cancelled> {
+        let hw = call.canvas_shape(den.shape).pixels();
+        let mut out = Denoised::blank(x.len(), hw, call.maps);
+        for (p, only) in pixels_by_patch(patches) {
+            let part_call = Call { patch: p, maps: call.maps || call.entropy, ..*call };
+            let part = kernels::cpu::run(den, x, &part_call, GeometryKey::of(call, p, true), Some(&only), ctl)?;
+            out.take_pixels(&part, &only, hw);
+        }
+        out.entropy = if call.entropy { out.entropy / hw as f32 } else { 0.0 };
+        Ok(out)
     }
 
     fn inspect(
@@ -51,11 +74,13 @@ impl Machine for Els {
         ctl: &Control,
     ) -> Result<Inspection, Cancelled> {
         let s = den.shape;
+        let canvas = call.canvas_shape(s);
         let (a, s2) = call.scales();
         let xc = centred_x(den, x, a);
         let p = call.effective_patch(s);
-        let groups = els_groups(s, p, call.boundary, true);
-        let pixel = at.y * s.w + at.x;
+        let groups =
+            els_groups_cancellable(s, canvas, p, call.boundary, true, &|| ctl.check().is_err()).ok_or(Cancelled)?;
+        let pixel = at.y * canvas.w + at.x;
         let g = groups.iter().find(|g| g.pixels.contains(&pixel)).expect("every pixel has a group");
         let q = g.pixels.iter().position(|&v| v == pixel).expect("pixel in its group");
         let d = g.query_idx.len() / g.pixels.len();

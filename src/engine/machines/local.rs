@@ -17,7 +17,7 @@ const INFO: Info = Info {
     aliases: &["ls"],
     title: "Local",
     describe: "Each pixel votes over training images seen through its P×P window, same place only. Cost ≈ N·H·W·(C + P).",
-    needs: Needs { patch: true, training_size: true, ..Needs::NONE },
+    needs: Needs { patch: true, training_size: true, pixel_patch: true, ..Needs::NONE },
 };
 
 impl Machine for Local {
@@ -31,8 +31,12 @@ impl Machine for Local {
     fn denoise(&self, den: &mut Denoiser, x: &[f32], call: &Call, ctl: &mut Control) -> Result<Denoised, Cancelled> {
         if den.els_path == ElsPath::Op {
             // Same math as LS: each pixel its own group, windows cut with zeros outside.
-            let key =
-                GeometryKey { patch: call.effective_patch(den.shape), boundary: Boundary::Zeros, equivariant: false };
+            let key = GeometryKey {
+                patch: call.effective_patch(den.shape),
+                boundary: Boundary::Zeros,
+                equivariant: false,
+                canvas: None,
+            };
             return op_call::run(den, x, call, key, ctl);
         }
         let (x0, entropy, winner) = local_parts(den, x, call, ctl)?;

@@ -2,6 +2,7 @@
 //! ([`schedule`]), the patch-size schedule P(t) ([`patch`]) and the seeded noise ([`noise`]).
 
 pub mod noise;
+pub mod paint;
 pub mod patch;
 pub mod sampler;
 pub mod schedule;

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::Denoiser;
-use super::super::geometry::Boundary;
-use super::super::machine::{Call, MachineKind, PixelMaps};
+use super::super::geometry::{Boundary, ImageShape};
+use super::super::machine::{Call, MAX_CANVAS, MachineKind, PixelMaps};
 use super::noise::gaussian;
+use super::paint::{Edit, LocalityMap};
 use super::patch::PatchSchedule;
 use super::schedule::NoiseSchedule;
 
@@ -31,6 +32,15 @@ pub struct SamplerConfig {
     /// 0 = deterministic DDIM; 1 = DDPM-like fresh noise each step.
     pub eta: f64,
     pub seed: u64,
+    /// The canvas [H, W] when it is not the training images' size (ELS and the CNN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canvas: Option<[usize; 2]>,
+    /// A painted per-pixel multiplier of every step's P (ELS and Local).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality_map: Option<LocalityMap>,
+    /// Changes of the state before their steps are denoised, in the order they are made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<Edit>,
 }
 
 impl Default for SamplerConfig {
@@ -45,6 +55,9 @@ impl Default for SamplerConfig {
             t_start: 1.0,
             eta: 0.0,
             seed: 0,
+            canvas: None,
+            locality_map: None,
+            edits: Vec::new(),
         }
     }
 }
@@ -67,7 +80,56 @@ impl SamplerConfig {
             ));
         }
         self.schedule.validate().map_err(|e| format!("schedule: {e}"))?;
-        self.patch.validate(self.steps).map_err(|e| format!("patch: {e}"))
+        self.patch.validate(self.steps).map_err(|e| format!("patch: {e}"))?;
+        if let Some([h, w]) = self.canvas
+            && (h == 0 || w == 0 || h > MAX_CANVAS || w > MAX_CANVAS)
+        {
+            return Err(format!("canvas {h}×{w} is out of range: each side must be 1 to {MAX_CANVAS} pixels"));
+        }
+        Ok(())
+    }
+
+    /// The shape of x on a training set of `train`'s shape: the canvas, or the training size.
+    pub fn canvas_shape(&self, train: ImageShape) -> ImageShape {
+        match self.canvas {
+            Some([h, w]) => ImageShape { c: train.c, h, w },
+            None => train,
+        }
+    }
+
+    /// What the painted parts need from the training set, checked before a run: the map and
+    /// every edit fit the canvas, the steps and the `n` training images, and the machine takes
+    /// a locality map.
+    pub fn validate_paint(&self, train: ImageShape, n: usize) -> Result<(), String> {
+        let s = self.canvas_shape(train);
+        if let Some(map) = &self.locality_map {
+            map.validate(s.h, s.w)?;
+            if !self.machine.needs().pixel_patch {
+                return Err(format!(
+                    "the {} machine takes no locality map (ELS and Local do: their pixels each see only their own window)",
+                    self.machine.title()
+                ));
+            }
+        }
+        self.edits.iter().try_for_each(|e| e.validate(self.steps, s.h, s.w, n))
+    }
+
+    /// The call of step `k` on a training set of `train`'s shape: its time, machine, P and
+    /// canvas.
+    pub fn call_at(&self, k: usize, train: ImageShape) -> Call {
+        let s = self.canvas_shape(train);
+        // A zero-padded window reaches as far as the larger of canvas and training images.
+        let patch = self.patch_at(k, s.h.max(train.h), s.w.max(train.w));
+        Call::new(self.machine, self.boundary, patch as usize, self.schedule.alpha_bar(self.t_of_step(k)))
+            .on_canvas(train, s.h, s.w)
+    }
+
+    /// Step `k`'s patch size per canvas pixel under the locality map (None without one).
+    pub fn patches_at(&self, k: usize, train: ImageShape) -> Option<Vec<u32>> {
+        let map = self.locality_map.as_ref()?;
+        let s = self.canvas_shape(train);
+        let max_p = self.machine.max_patch(self.boundary, s.h.max(train.h), s.w.max(train.w));
+        Some(map.patches(self.patch.raw_at(k, self.t_of_step(k)), self.locality_scale, max_p))
     }
 
     /// t at the start of step `k` (0 = the first, noisiest step): t_start·(n − k)/n.
@@ -90,14 +152,15 @@ pub struct StepRecord {
     pub t: f64,
     pub alpha_bar: f64,
     pub patch: u32,
-    /// The state the denoiser saw, [C, H, W].
+    /// The state the denoiser saw (after the step's edits), [C, H, W].
     pub x_t: Vec<f32>,
     /// The denoiser's estimate of the clean image, [C, H, W].
     pub x0_hat: Vec<f32>,
     /// Mean softmax entropy over pixels (nats).
     pub entropy: f32,
-    /// Nearest training image to x̂₀ and the RMS distance to it.
-    pub nearest: (usize, f32),
+    /// Nearest training image to x̂₀ and the RMS distance to it (None on a canvas of another
+    /// size than the training images).
+    pub nearest: Option<(usize, f32)>,
     /// On the last step: the nearest training image under any circular shift, the RMS
     /// distance and the shift (dy, dx) (see [`Denoiser::nearest_training_shifted`]).
     pub nearest_shifted: Option<(usize, f32, (usize, usize))>,
@@ -114,9 +177,10 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts at step 0 from `init` (x at t_start) or from seeded Gaussian noise.
-    pub fn new(cfg: SamplerConfig, len: usize, init: Option<Vec<f32>>) -> Self {
-        let x = init.unwrap_or_else(|| gaussian(cfg.seed, 0, len));
+    /// Starts at step 0 from `init` (x at t_start) or from seeded Gaussian noise, on the
+    /// run's canvas over a training set of `train`'s shape.
+    pub fn new(cfg: SamplerConfig, train: ImageShape, init: Option<Vec<f32>>) -> Self {
+        let x = init.unwrap_or_else(|| gaussian(cfg.seed, 0, cfg.canvas_shape(train).len()));
         Self { cfg, x, next: 0, maps: false }
     }
 
@@ -162,13 +226,18 @@ impl Sampler {
         let t_prev = self.cfg.t_of_step(k + 1);
         let ab = self.cfg.schedule.alpha_bar(t);
         let ab_prev = if k + 1 == self.cfg.steps { 1.0 } else { self.cfg.schedule.alpha_bar(t_prev) };
-        let patch = self.cfg.patch_at(k, shape.h, shape.w);
-        let call = Call {
-            entropy: true,
-            maps: self.maps,
-            ..Call::new(self.cfg.machine, self.cfg.boundary, patch as usize, ab)
+        let call = Call { entropy: true, maps: self.maps, ..self.cfg.call_at(k, shape) };
+        let patch = call.effective_patch(shape) as u32;
+        let canvas = call.canvas_shape(shape);
+        for edit in self.cfg.edits.iter().filter(|e| e.step == k) {
+            let image = |n: usize| (denoiser.training_image(n), shape.h, shape.w);
+            edit.apply(&mut self.x, canvas.h, canvas.w, ab, &image);
+        }
+        let result = match self.cfg.patches_at(k, shape) {
+            Some(patches) => denoiser.denoise_patch_map(&self.x, &call, &patches, ctl),
+            None => denoiser.denoise(&self.x, &call, ctl),
         };
-        let out = match denoiser.denoise(&self.x, &call, ctl) {
+        let out = match result {
             Ok(out) => out,
             Err(c) => return Some(Err(c)),
         };
@@ -197,10 +266,12 @@ impl Sampler {
             })
             .collect();
         self.next += 1;
-        let nearest = denoiser.nearest_training(&out.x0);
+        // Novelty against the training set, where x̂₀ has the training images' size.
+        let same_size = call.canvas.is_none();
+        let nearest = same_size.then(|| denoiser.nearest_training(&out.x0));
         // The final image's novelty up to translation (one matmul; the last step only).
         let nearest_shifted =
-            if self.next == self.cfg.steps { denoiser.nearest_training_shifted(&out.x0) } else { None };
+            if same_size && self.next == self.cfg.steps { denoiser.nearest_training_shifted(&out.x0) } else { None };
         Some(Ok(StepRecord {
             step: k,
             t,
@@ -218,10 +289,13 @@ impl Sampler {
 
 impl Denoiser {
     /// [`Denoiser::check_call`] for every step of a run: the patch size changes per step.
+    /// Also checks the painted parts ([`SamplerConfig::validate_paint`]).
     pub fn check_run(&self, cfg: &SamplerConfig) -> Result<(), String> {
         let s = self.shape();
-        (0..cfg.steps).try_for_each(|k| {
-            self.check_call(&Call::new(cfg.machine, cfg.boundary, cfg.patch_at(k, s.h, s.w) as usize, 0.5))
+        cfg.validate_paint(s, self.len())?;
+        (0..cfg.steps).try_for_each(|k| match cfg.patches_at(k, s) {
+            Some(patches) => self.check_patch_map(&cfg.call_at(k, s), &patches),
+            None => self.check_call(&cfg.call_at(k, s)),
         })
     }
 }

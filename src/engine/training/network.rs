@@ -166,9 +166,18 @@ impl Cnn {
 
     /// x̂₀ = (x − √(1−ᾱ)·ε̂)/√ᾱ for one image x ([C, H, W] flat), clamped to the data range
     /// [−1, 1] as DDIM samplers of trained models do (at t = 1, √ᾱ ≈ 0.01 would amplify ε̂'s
-    /// error a hundredfold).
-    pub fn x0_hat(&self, x: &[f32], t: f64, alpha_bar: f64, device: &Device) -> (Vec<f32>, Vec<f32>) {
-        let [c, h, w] = self.header.image;
+    /// error a hundredfold). The network is fully convolutional, so x may be a canvas of any
+    /// `[h, w]` (None: the training images' size).
+    pub fn x0_hat(
+        &self,
+        x: &[f32],
+        canvas: Option<[usize; 2]>,
+        t: f64,
+        alpha_bar: f64,
+        device: &Device,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let [c, th, tw] = self.header.image;
+        let [h, w] = canvas.unwrap_or([th, tw]);
         let xt = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [1, c, h, w]), device);
         let eps = self.net.forward(xt, &[t]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
         let (a, s) = (alpha_bar.sqrt(), (1.0 - alpha_bar).max(0.0).sqrt());

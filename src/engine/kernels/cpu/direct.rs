@@ -81,7 +81,11 @@ impl Window {
 /// What every small group of one call reads: the query image, the training images and the
 /// logit's two coefficients.
 pub(crate) struct Inputs<'a> {
+    /// The training images' shape (the keys').
     pub shape: ImageShape,
+    /// The queries' canvas (the training shape, or another size: a zeros-boundary window
+    /// overhangs its canvas as its keys' windows overhang theirs, so one [`Window`] fits both).
+    pub canvas: ImageShape,
     pub patch: usize,
     /// x − a·m, [C, H, W].
     pub xc: &'a [f32],
@@ -100,7 +104,7 @@ pub(crate) fn solve(
     take: impl Fn(&DeviceGroup) -> bool + Sync,
     cancel: Option<CancelToken>,
 ) -> Result<Solved, Cancelled> {
-    let Inputs { shape, patch: p, xc, images, n, scale, tail } = *inputs;
+    let Inputs { shape, canvas, patch: p, xc, images, n, scale, tail } = *inputs;
     let cancelled = || cancel.as_ref().is_some_and(|t| t.is_cancelled());
     let (c, len, hw) = (shape.c, shape.len(), shape.pixels());
     groups
@@ -111,12 +115,12 @@ pub(crate) fn solve(
             }
             let pixels = &g.host.pixels;
             let keys = &g.host.key_pixels;
-            let window = Window::of(shape, p, pixels[0]);
+            let window = Window::of(canvas, p, pixels[0]);
             let d = window.len(c);
             let mut queries = Vec::with_capacity(pixels.len() * d);
             let mut buf = Vec::with_capacity(d);
             for &px in pixels {
-                window.gather(shape, xc, px, &mut buf);
+                window.gather(canvas, xc, px, &mut buf);
                 queries.extend_from_slice(&buf);
             }
             // Logits of a block of images' keys per query row, then one vectorised fold per

@@ -27,16 +27,26 @@ const HOST_CHUNK_KEYS: usize = 16_384;
 
 /// ELS (or LS) x̂₀ through the fused CPU kernel: same groups, same math as the reference
 /// path, one fused pass per tile.
+///
+/// With `only`, just the canvas pixels it marks are computed (the others of x̂₀ stay zero):
+/// a per-pixel patch map runs each of its patch sizes this way, on that size's groups and
+/// key bank, so a map costs the pixel-weighted sum of its sizes' calls.
 pub(crate) fn run(
     den: &mut Denoiser,
     x: &[f32],
     call: &Call,
     key: GeometryKey,
+    only: Option<&[bool]>,
     ctl: &mut Control,
 ) -> Result<Denoised, Cancelled> {
     let (a, s2) = call.scales();
-    let groups = device_groups(den, key, ctl)?;
-    let (hw, len) = (den.shape.pixels(), den.shape.len());
+    let all = device_groups(den, key, ctl)?;
+    let groups: Arc<Vec<DeviceGroup>> = match only {
+        Some(only) => Arc::new(all.iter().map(|g| g.restricted(only)).collect()),
+        None => all,
+    };
+    let canvas = key.canvas_shape(den.shape);
+    let (hw, len) = (canvas.pixels(), canvas.len());
     let mut out = Denoised { x0: vec![0f32; len], entropy: 0.0, maps: call.maps.then(|| PixelMaps::empty(hw)) };
     let mut entropy_sum = fill_via_local(den, x, call, key.patch, &groups, &mut out, ctl)?;
     let n = den.n;
@@ -50,6 +60,7 @@ pub(crate) fn run(
     // The small groups, in parallel over groups, straight from the images.
     let inputs = direct::Inputs {
         shape: den.shape,
+        canvas,
         patch: key.patch,
         xc: &xc[..len],
         images: &den.host_centred,
@@ -57,8 +68,9 @@ pub(crate) fn run(
         scale: a / s2,
         tail: -a * a / (2.0 * s2),
     };
-    let solved = direct::solve(&inputs, &groups, |g| g.direct && g.streams(), ctl.token())?;
-    fill_direct(den, &groups, &solved, &mut out, &mut entropy_sum);
+    let solved =
+        direct::solve(&inputs, &groups, |g| g.direct && g.streams() && !g.host.pixels.is_empty(), ctl.token())?;
+    fill_direct(den, hw, &groups, &solved, &mut out, &mut entropy_sum);
     ctl.chunk_done()?;
     let sweep = Sweep {
         xc: &xc,
@@ -70,25 +82,37 @@ pub(crate) fn run(
     };
     for (gi, group) in groups.iter().enumerate() {
         if group.host.key_pixels.is_empty() {
-            den.fill_mean(&mut out.x0, &group.host.pixels);
-        } else if group.banked_on_host() {
+            fill_mean(den, hw, &mut out.x0, &group.host.pixels);
+        } else if group.banked_on_host() && !group.host.pixels.is_empty() {
             let chunks = bank.as_ref().map(|b| b[gi].as_slice());
-            sweep.group(den, group, chunks, &mut out, &mut entropy_sum, ctl)?;
+            sweep.group(den, hw, group, chunks, &mut out, &mut entropy_sum, ctl)?;
         }
     }
-    out.entropy = if call.entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 };
+    let computed = only.map_or(hw, |o| o.iter().filter(|&&v| v).count());
+    out.entropy = if call.entropy { (entropy_sum / computed.max(1) as f64) as f32 } else { 0.0 };
     Ok(out)
 }
 
-/// Writes the small groups [`direct::solve`] computed into x̂₀, the maps and the entropy sum.
+/// x̂₀ = the mean pixel at `pixels` of a canvas of `hw` pixels: no training patch fits them.
+fn fill_mean(den: &Denoiser, hw: usize, x0: &mut [f32], pixels: &[usize]) {
+    for &px in pixels {
+        for (ch, &m) in den.mean.iter().enumerate() {
+            x0[ch * hw + px] = m;
+        }
+    }
+}
+
+/// Writes the small groups [`direct::solve`] computed into x̂₀ (a canvas of `hw` pixels),
+/// the maps and the entropy sum.
 fn fill_direct(
     den: &Denoiser,
+    hw: usize,
     groups: &[DeviceGroup],
     solved: &[Option<direct::GroupResult>],
     out: &mut Denoised,
     entropy_sum: &mut f64,
 ) {
-    let (c, hw) = (den.shape.c, den.shape.pixels());
+    let c = den.shape.c;
     for (group, solved) in groups.iter().zip(solved) {
         let Some(solved) = solved else { continue };
         for (i, &px) in group.host.pixels.iter().enumerate() {
@@ -120,16 +144,19 @@ struct Sweep<'a> {
 impl Sweep<'_> {
     /// One group through [`fused::RowState`], chunk by chunk: from the bank when there is one
     /// (`chunks`), else cut from the images as it goes.
+    /// `hw`: the canvas's pixels (x̂₀'s plane stride).
+    #[allow(clippy::too_many_arguments)]
     fn group(
         &self,
         den: &Denoiser,
+        hw: usize,
         group: &DeviceGroup,
         chunks: Option<&[HostChunk]>,
         out: &mut Denoised,
         entropy_sum: &mut f64,
         ctl: &mut Control,
     ) -> Result<(), Cancelled> {
-        let (c, hw) = (den.shape.c, den.shape.pixels());
+        let c = den.shape.c;
         let g = &group.host;
         let q = g.pixels.len();
         let d = c * self.patch * self.patch;

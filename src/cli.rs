@@ -274,7 +274,7 @@ pub struct ExportArgs {
 }
 
 /// `--canvas HxW` (rows × columns), e.g. 56x56.
-fn parse_canvas(s: &str) -> Result<[usize; 2], String> {
+pub(crate) fn parse_canvas(s: &str) -> Result<[usize; 2], String> {
     let bad = || format!("--canvas takes HxW (two whole numbers, e.g. 56x56), not '{s}'");
     let (h, w) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
     let (h, w): (usize, usize) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);

@@ -41,6 +41,10 @@ pub struct CompareArgs {
     /// Print `{"els": r, "local": r, "ideal": r, "seeds": n}` (medians) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Grow on an HxW canvas instead of the training images' size (the theory's prediction
+    /// out of the training geometry): only ELS runs there beside the fully convolutional CNN.
+    #[arg(long, value_parser = crate::cli::parse_canvas)]
+    pub canvas: Option<[usize; 2]>,
 }
 
 /// The machines compared with the CNN, in the paper's order.
@@ -94,32 +98,46 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let bundled = source.bundled_name();
     engine::machines::cnn::attach(&mut den, bundled, args.cnn.as_deref());
-    let base = SamplerConfig { steps: args.steps, patch: args.patch_schedule.clone(), ..SamplerConfig::default() };
-    for m in std::iter::once(MachineKind::Cnn).chain(AGAINST) {
+    let base = SamplerConfig {
+        steps: args.steps,
+        patch: args.patch_schedule.clone(),
+        canvas: args.canvas.filter(|&[h, w]| (h, w) != (dataset.shape.h, dataset.shape.w)),
+        ..SamplerConfig::default()
+    };
+    // On another canvas only the machines defined there (ELS) are compared.
+    let against: Vec<MachineKind> =
+        AGAINST.into_iter().filter(|m| base.canvas.is_none() || !m.needs().training_size).collect();
+    for &m in std::iter::once(&MachineKind::Cnn).chain(&against) {
         den.check_run(&SamplerConfig { machine: m, ..base.clone() })?;
     }
+    if let Some([h, w]) = base.canvas {
+        eprintln!("note: on a {h}×{w} canvas only ELS is compared (Local and Ideal need the training images' size)");
+    }
     let started = std::time::Instant::now();
-    let mut rs: [Vec<f64>; 3] = Default::default();
+    let mut rs: Vec<Vec<f64>> = vec![Vec::new(); against.len()];
     for seed in 0..args.seeds {
         let cnn = final_image(&mut den, SamplerConfig { machine: MachineKind::Cnn, seed, ..base.clone() })?;
-        for (i, m) in AGAINST.into_iter().enumerate() {
+        for (i, &m) in against.iter().enumerate() {
             let img = final_image(&mut den, SamplerConfig { machine: m, seed, ..base.clone() })?;
             rs[i].push(engine::analysis::stats::pearson(&cnn, &img));
         }
-        eprintln!(
-            "seed {seed}: r(CNN, ELS) {:.3}  r(CNN, Local) {:.3}  r(CNN, Ideal) {:.3}  ({:.0} s)",
-            rs[0][seed as usize],
-            rs[1][seed as usize],
-            rs[2][seed as usize],
-            started.elapsed().as_secs_f64()
-        );
+        let each: Vec<String> =
+            against.iter().zip(&rs).map(|(m, r)| format!("r(CNN, {}) {:.3}", m.title(), r[seed as usize])).collect();
+        eprintln!("seed {seed}: {}  ({:.0} s)", each.join("  "), started.elapsed().as_secs_f64());
     }
-    let med: Vec<f64> = rs.iter().map(|r| median(r.clone())).collect();
+    let med = |m: MachineKind| against.iter().position(|&a| a == m).map(|i| median(rs[i].clone()));
     if args.json {
-        let out = serde_json::json!({ "els": med[0], "local": med[1], "ideal": med[2], "seeds": args.seeds });
+        let out = serde_json::json!({
+            "els": med(MachineKind::Els),
+            "local": med(MachineKind::Local),
+            "ideal": med(MachineKind::Ideal),
+            "seeds": args.seeds,
+            "canvas": base.canvas,
+        });
         println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     } else {
-        println!("median Pearson r of final images with the CNN's, {} seeds, {} steps:", args.seeds, args.steps);
+        let on = base.canvas.map(|[h, w]| format!(" on a {h}×{w} canvas")).unwrap_or_default();
+        println!("median Pearson r of final images with the CNN's{on}, {} seeds, {} steps:", args.seeds, args.steps);
         let (label, paper) = if args.dataset.to_ascii_lowercase().contains("fashion") {
             ("paper (FashionMNIST ResNet)", PAPER_FASHION)
         } else {
@@ -127,7 +145,9 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         };
         println!("{:<8} {:>8} {:>8} {:>29}", "machine", "r", "r²", label);
         for (i, m) in AGAINST.into_iter().enumerate() {
-            println!("{:<8} {:>8.3} {:>8.3} {:>29.2}", m.title(), med[i], med[i] * med[i], paper[i]);
+            if let Some(r) = med(m) {
+                println!("{:<8} {:>8.3} {:>8.3} {:>29.2}", m.title(), r, r * r, paper[i]);
+            }
         }
     }
     Ok(())

@@ -388,3 +388,41 @@ fn the_engine_checks_maps_and_canvases_before_it_runs() {
     let gauss = SamplerConfig { machine: MachineKind::parse("gaussian").unwrap(), ..cfg };
     assert!(den.check_run(&gauss).unwrap_err().contains("takes no locality map"));
 }
+
+/// The CNN is fully convolutional with zero padding and no normalisation, so on a 56×56 canvas
+/// whose top-left quarter is a 28×28 x, every output pixel whose receptive field stays inside
+/// that quarter equals the 28×28 call's: the network really runs on the larger canvas.
+#[test]
+fn the_cnn_runs_on_a_canvas_twice_the_training_size() {
+    let (mut den, shape, _) = training("mnist12_train.npy");
+    morphogen::engine::machines::cnn::attach(&mut den, Some("mnist"), None);
+    let rf = morphogen::engine::training::network::CnnShape::SMALL.receptive_field();
+    let x = morphogen::engine::sampling::noise::gaussian(4, 0, shape.len());
+    let mut big = morphogen::engine::sampling::noise::gaussian(5, 0, 56 * 56);
+    for i in 0..28 {
+        big[i * 56..i * 56 + 28].copy_from_slice(&x[i * 28..(i + 1) * 28]);
+    }
+    let call = Call::new(MachineKind::Cnn, Boundary::Zeros, 3, 0.4);
+    let small = den.denoise(&x, &call, &mut Control::none()).unwrap().x0;
+    let on_canvas = call.on_canvas(shape, 56, 56);
+    den.check_call(&on_canvas).unwrap();
+    let large = den.denoise(&big, &on_canvas, &mut Control::none()).unwrap().x0;
+    assert_eq!(large.len(), 56 * 56);
+    let inside = 28 - rf / 2;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..inside {
+        for j in 0..inside {
+            a.push(small[i * 28 + j]);
+            b.push(large[i * 56 + j]);
+        }
+    }
+    assert_eq!(a.len(), 400, "20×20 pixels see only the shared quarter");
+    let err = max_abs_diff(&a, &b);
+    assert!(err <= 1e-4, "{err:.2e}");
+    // The rest of the canvas is an answer of its own: finite, and not flat.
+    assert!(large.iter().all(|v| v.is_finite()));
+    let corner: Vec<f32> = (28..56).flat_map(|i| large[i * 56 + 28..i * 56 + 56].to_vec()).collect();
+    let mean = corner.iter().sum::<f32>() / corner.len() as f32;
+    let spread = (corner.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / corner.len() as f32).sqrt();
+    assert!(spread > 0.05, "the far corner is flat: {spread}");
+}

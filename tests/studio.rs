@@ -568,7 +568,7 @@ fn compare_mode_runs_a_second_column_and_plots_r() {
     use morphogen::ui::compare::CompareSettings;
     let settings = Settings {
         compare_on: true,
-        compare: CompareSettings { machine: MachineKind::Ideal, preset: None, dataset: None },
+        compare: CompareSettings { machine: MachineKind::Ideal, preset: None, dataset: None, unedited: false },
         ..Settings::default()
     };
     let (cmp_handle, cmp_rx, cmp_tx) = WorkerHandle::detached();
@@ -832,4 +832,172 @@ fn calibration_fits_p_to_the_cnn_and_can_become_the_schedule() {
         panic!("using the fit restarts the run: {cmds:?}")
     };
     assert_eq!(recipe.sampler.patch, morphogen::engine::PatchSchedule::List { per_step: vec![13, 9, 7, 3] });
+}
+
+/// A point over the x_t image (the image is centred in its panel, below the title).
+fn over_x_t(h: &mut Harness<'static, StudioApp>) -> egui::Pos2 {
+    let title = h.get_by_label("x_t (noisy state)").rect();
+    for dy in (10..800).step_by(10) {
+        let pos = title.left_bottom() + egui::vec2(40.0, dy as f32);
+        h.hover_at(pos);
+        h.run_steps(1);
+        if h.state().maps_view.hovered.is_some() {
+            // Well inside the image, not on its edge.
+            return pos + egui::vec2(0.0, 30.0);
+        }
+    }
+    panic!("no image under the x_t title");
+}
+
+/// Paints a stroke across the x_t panel with `button`: press, move a few pixels, release.
+fn paint_stroke(h: &mut Harness<'static, StudioApp>, button: egui::PointerButton) {
+    let start = over_x_t(h);
+    let press = |h: &mut Harness<'static, StudioApp>, pos, pressed| {
+        h.event(egui::Event::PointerButton { pos, button, pressed, modifiers: egui::Modifiers::NONE });
+        h.step();
+    };
+    h.hover_at(start);
+    h.step();
+    press(h, start, true);
+    let mut pos = start;
+    for _ in 0..8 {
+        pos += egui::vec2(4.0, 3.0);
+        h.hover_at(pos);
+        h.step();
+    }
+    press(h, pos, false);
+    h.run_steps(2);
+}
+
+/// A stroke on x_t at the scrubbed step is one edit: the run branches from that step (every
+/// step before it kept), the unedited run starts beside it, and Ctrl+Z takes the wound back
+/// (branching again from the same step), Ctrl+Shift+Z redoes it.
+#[test]
+fn a_stroke_on_x_t_wounds_the_run_and_undo_takes_it_back() {
+    let mut settings = Settings::default();
+    settings.brush.on = true;
+    settings.brush.tool = morphogen::ui::brush::Tool::Noise;
+    let (mut h, rx, tx) = harness(settings);
+    let first = started_with_steps(&mut h, &rx, &tx, 8);
+    h.state_mut().time.cursor = 5;
+    h.state_mut().time.follow = false;
+    h.run_steps(2);
+    drain(&rx);
+    paint_stroke(&mut h, egui::PointerButton::Primary);
+    let cmds = drain(&rx);
+    let Some(Command::Branch { run, recipe, from_step, .. }) =
+        cmds.iter().find(|c| matches!(c, Command::Branch { .. }))
+    else {
+        panic!("a stroke branches the run: {cmds:?}")
+    };
+    assert!(*run > first);
+    assert_eq!(*from_step, 5);
+    let edits = &recipe.sampler.edits;
+    assert_eq!(edits.len(), 1);
+    assert_eq!(edits[0].step, 5);
+    let painted = edits[0].mask.bits(8, 8).unwrap().iter().filter(|&&b| b).count();
+    assert!((3..64).contains(&painted), "the stroke covers part of the canvas: {painted} pixels");
+    assert_eq!(h.state().history.current().unwrap().steps.len(), 5, "steps before the wound are kept");
+    assert!(h.state().settings.compare_on && h.state().settings.compare.unedited, "the unedited run beside it");
+    h.get_by_label_contains("1 wound(s), at steps 5");
+
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    assert!(h.state().settings.edits.is_empty());
+    let cmds = drain(&rx);
+    let Some(Command::Branch { recipe, from_step, .. }) = cmds.iter().find(|c| matches!(c, Command::Branch { .. }))
+    else {
+        panic!("undo branches back: {cmds:?}")
+    };
+    assert_eq!((*from_step, recipe.sampler.edits.len()), (5, 0));
+    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().settings.edits.len(), 1, "redo");
+}
+
+/// The locality brush paints the map (the run restarts with it), the right button erases it.
+#[test]
+fn the_locality_brush_paints_and_right_drag_erases() {
+    let mut settings = Settings::default();
+    settings.brush.on = true;
+    settings.brush.tool = morphogen::ui::brush::Tool::Local;
+    let (mut h, rx, tx) = harness(settings);
+    started_with_steps(&mut h, &rx, &tx, 3);
+    drain(&rx);
+    paint_stroke(&mut h, egui::PointerButton::Primary);
+    // A locality change settles like any other control change, then restarts.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    h.run_steps(3);
+    let cmds = drain(&rx);
+    let Some(Command::Start { run, recipe }) = cmds.iter().rev().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("{cmds:?}")
+    };
+    let map = recipe.sampler.locality_map.as_ref().expect("the map goes with the run");
+    let local = map.values.iter().filter(|&&m| m < 1.0).count();
+    assert!((3..64).contains(&local), "{local} local pixels");
+    // The new run's first step replaces the dimmed old images: painting needs a live view.
+    tx.send(step(*run, 0)).unwrap();
+    h.run_steps(2);
+    paint_stroke(&mut h, egui::PointerButton::Secondary);
+    assert!(h.state().settings.locality_map.is_none(), "erasing the whole stroke leaves no map");
+}
+
+/// ×2 runs on a canvas twice the training size; its steps show at that size; double-click
+/// enlarges a panel and double-click returns.
+#[test]
+fn the_canvas_size_control_grows_the_canvas() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 2);
+    drain(&rx);
+    h.get_by_label("×2").click();
+    h.run_steps(3);
+    let cmds = drain(&rx);
+    let Some(Command::Start { run, recipe }) = cmds.iter().rev().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(recipe.sampler.canvas, Some([16, 16]));
+    let shape = h.state().history.current().unwrap().shape;
+    assert_eq!((shape.h, shape.w), (16, 16));
+    let mut record = match step(*run, 0) {
+        Event::Step { record, .. } => record,
+        _ => unreachable!(),
+    };
+    record.x_t = vec![0.5; 256];
+    record.x0_hat = vec![-0.5; 256];
+    record.nearest = None;
+    tx.send(Event::Step { run: *run, record, seconds: 0.1 }).unwrap();
+    h.run_steps(3);
+    assert_eq!(h.state().history.current().unwrap().steps.len(), 1);
+    h.get_by_label_contains("Growing on 16×16");
+    let at = over_x_t(&mut h);
+    h.hover_at(at);
+    h.step();
+    let button = |pressed| egui::Event::PointerButton {
+        pos: at,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    };
+    // Both clicks in one frame: a first click alone opens the inspector, which moves the panels.
+    for pressed in [true, false, true, false] {
+        h.event(button(pressed));
+    }
+    // The harness's clock stands still, which makes any two clicks a triple-click: give this
+    // double-click a time of its own.
+    h.input_mut().time = Some(100.0);
+    h.step();
+    h.run_steps(2);
+    assert_eq!(h.state().canvas.enlarged.as_deref(), Some("x_t (noisy state)"), "double-click enlarges");
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    assert_eq!(h.state().canvas.enlarged, None, "Esc returns");
+    let at = over_x_t(&mut h);
+    h.hover_at(at);
+    h.key_press(egui::Key::F);
+    h.run_steps(2);
+    assert_eq!(h.state().canvas.enlarged.as_deref(), Some("x_t (noisy state)"), "F enlarges the hovered panel");
+    h.get_by_label("×1").click();
+    h.run_steps(3);
+    let cmds = drain(&rx);
+    assert!(cmds.iter().any(|c| matches!(c, Command::Start { recipe, .. } if recipe.sampler.canvas.is_none())));
 }

@@ -104,6 +104,14 @@ pub struct StudioApp {
     pub seed_grid: super::seed_grid::SeedGrid,
     /// The calibration window (P(t) fitted to the CNN).
     pub calibration: super::calibration::Calibration,
+    /// Undo and redo of brush strokes.
+    pub paint: super::brush::PaintHistory,
+    /// The locality map's overlay texture, with the map it shows.
+    overlay: Option<(crate::engine::LocalityMap, TextureHandle)>,
+    /// The path typed for saving the locality map.
+    pub grow_map_path: Option<String>,
+    /// A one-line note of the last thing done (a file saved).
+    pub notice: Option<String>,
 }
 
 impl StudioApp {
@@ -136,6 +144,10 @@ impl StudioApp {
             compare: Default::default(),
             seed_grid: Default::default(),
             calibration: Default::default(),
+            paint: Default::default(),
+            overlay: None,
+            grow_map_path: None,
+            notice: None,
         }
     }
 
@@ -164,7 +176,7 @@ impl StudioApp {
         self.next_run += 1;
         self.keep_stale_view();
         let shape = self.dataset.as_ref().map(|d| d.shape).unwrap_or(crate::engine::ImageShape { c: 1, h: 1, w: 1 });
-        self.history.start_fresh(run, &recipe, shape);
+        self.history.start_fresh(run, &recipe, recipe.sampler.canvas_shape(shape));
         self.time = TimeControl::default();
         self.run_started();
         self.worker.send(Command::Start { run, recipe });
@@ -338,7 +350,13 @@ impl StudioApp {
                 if let Some(run) = self.history.current_mut()
                     && run.steps.is_empty()
                 {
-                    run.shape = info.shape;
+                    run.shape = run.recipe.sampler.canvas_shape(info.shape);
+                }
+                if self.settings.fit_paint_to(info.shape) {
+                    self.paint.clear();
+                    self.errors.push(
+                        "the painted locality map and wounds were for another canvas size, so they were cleared".into(),
+                    );
                 }
                 self.dataset = Some(*info);
             }
@@ -449,6 +467,46 @@ impl StudioApp {
         })
     }
 
+    /// Ctrl+Z / Ctrl+Shift+Z undo and redo strokes; F enlarges the hovered panel, Esc returns.
+    fn paint_keys(&mut self, ui: &Ui) {
+        if ui.ctx().egui_wants_keyboard_input() {
+            return;
+        }
+        let (undo, redo, enlarge, back) = ui.input(|i| {
+            let z = i.key_pressed(Key::Z) && i.modifiers.command;
+            (z && !i.modifiers.shift, z && i.modifiers.shift, i.key_pressed(Key::F), i.key_pressed(Key::Escape))
+        });
+        if undo {
+            self.paint.undo(&mut self.settings);
+        }
+        if redo {
+            self.paint.redo(&mut self.settings);
+        }
+        if enlarge && let Some(title) = self.canvas.hovered_panel.clone() {
+            self.canvas.toggle_enlarged(&title);
+        }
+        if back {
+            self.canvas.enlarged = None;
+        }
+    }
+
+    /// A finished stroke becomes one change of the settings: the run restarts (locality) or
+    /// branches from the wounded step (edits), and the first wound turns on the unedited
+    /// column beside it.
+    fn finish_stroke(&mut self, ctx: &egui::Context, points: Vec<(usize, usize)>, erase: bool, step: usize) {
+        let (Some(run), Some(d)) = (self.history.current(), self.dataset.as_ref()) else { return };
+        let (canvas, train) = (run.shape, d.shape);
+        let stamp_image = self.inspector.view.as_ref().and_then(|v| v.result.votes.first()).map(|v| v.image);
+        let stroke = super::brush::Stroke { points, erase, step, stamp_image };
+        let had_edits = !self.settings.edits.is_empty();
+        if self.paint.apply(&mut self.settings, &stroke, canvas, train) && !had_edits && !self.settings.edits.is_empty()
+        {
+            self.settings.compare_on = true;
+            self.settings.compare.unedited = true;
+            self.restart_compare(ctx);
+        }
+    }
+
     /// Asks the worker for the votes behind pixel (y, x) at the step under the cursor.
     pub fn request_inspect(&mut self, y: usize, x: usize) {
         let Some(run) = self.shown_run() else { return };
@@ -477,6 +535,7 @@ impl StudioApp {
         self.poll_folder_pick();
         self.handle_drops(&ctx);
 
+        self.paint_keys(ui);
         let mut cmds = self.keyboard(ui);
 
         egui::Panel::top("menu").show(ui, |ui| self.top_bar(ui));
@@ -558,10 +617,28 @@ impl StudioApp {
         };
         let records: Vec<&crate::engine::StepRecord> = run.steps.iter().map(|s| &s.record).collect();
         let compare_r = self.compare.is_on().then(|| self.compare.correlations(run.id, &records));
+        // A wounded run beside its unedited self: how far x̂₀ is from healed, per step.
+        let edits = &run.recipe.sampler.edits;
+        let wound = super::brush::wound(edits, run.shape.h, run.shape.w)
+            .filter(|_| self.compare.is_on() && self.settings.compare.unedited);
+        let healing = wound.map(|wound| {
+            let mut lines = [Vec::new(), Vec::new()];
+            for m in &records {
+                let Some(c) = self.compare.step(m.step).filter(|c| c.record.x0_hat.len() == m.x0_hat.len()) else {
+                    continue;
+                };
+                for (line, inside) in lines.iter_mut().zip([true, false]) {
+                    let rms = super::brush::rms_split(&m.x0_hat, &c.record.x0_hat, &wound, inside);
+                    line.push([m.step as f64, rms]);
+                }
+            }
+            lines
+        });
         let view = TimelineView {
             run,
             live,
             compare_r,
+            healing,
             progress: self.progress,
             looping: &mut self.settings.looping,
             fps: &mut self.settings.fps,
@@ -623,21 +700,43 @@ impl StudioApp {
         // PCA-locality: the hovered pixel's learned window, shaded on x_t and x̂₀.
         let window = maps.as_ref().and_then(|m| self.maps_view.window(m, shape));
         let window = window.as_deref();
+        // The brush: x_t takes wounds; the locality tools paint on x_t and x̂₀ alike, under
+        // the overlay. Only the current run at a computed step can be wounded.
+        let brush = &self.settings.brush;
+        let can_paint = brush.on && stale.is_none() && self.viewing.is_none();
+        let map_tool = brush.tool.paints_map();
+        let overlay_map =
+            self.settings.locality_map.clone().filter(|m| brush.overlay && (m.h, m.w) == (shape.h, shape.w));
+        let overlay = match (overlay_map, self.overlay.take()) {
+            (Some(m), Some((old, tex))) if old == m => Some((old, tex)),
+            (Some(m), _) => {
+                let tex =
+                    ui.ctx().load_texture("locality-overlay", super::brush::overlay_image(&m), TextureOptions::NEAREST);
+                Some((m, tex))
+            }
+            (None, _) => None,
+        };
+        self.overlay = overlay;
+        let overlay = self.overlay.as_ref().map(|(_, t)| t);
         let mut panels = vec![
-            canvas::Panel { title: "x_t (noisy state)", texture: &x_t, values: Some(&xv), tint, arrow: None, window },
             canvas::Panel {
-                title: "x̂₀ (denoiser's estimate)", texture: &x0, values: Some(&x0v), tint, arrow, window
+                values: Some(&xv),
+                window,
+                paintable: can_paint,
+                overlay,
+                ..canvas::Panel::image("x_t (noisy state)", &x_t, tint)
+            },
+            canvas::Panel {
+                values: Some(&x0v),
+                arrow,
+                window,
+                paintable: can_paint && map_tool,
+                overlay,
+                ..canvas::Panel::image("x̂₀ (denoiser's estimate)", &x0, tint)
             },
         ];
         if show_delta {
-            panels.push(canvas::Panel {
-                title: "|Δx̂₀| since previous step",
-                texture: &delta,
-                values: None,
-                tint,
-                arrow: None,
-                window: None,
-            });
+            panels.push(canvas::Panel::image("|Δx̂₀| since previous step", &delta, tint));
         }
         // Compare mode: the second column's x̂₀ at the same step (same seed and time grid).
         let k = step.record.step;
@@ -648,17 +747,7 @@ impl StudioApp {
             .filter(|c| self.compare.is_on() && c.record.x0_hat.len() == x0v.len() && stale.is_none())
             .map(|c| (c.x0.clone(), c.record.x0_hat.clone()));
         if let Some((tex, values)) = &cmp {
-            panels.insert(
-                2,
-                canvas::Panel {
-                    title: &cmp_title,
-                    texture: tex,
-                    values: Some(values),
-                    tint,
-                    arrow: None,
-                    window: None,
-                },
-            );
+            panels.insert(2, canvas::Panel { values: Some(values), ..canvas::Panel::image(&cmp_title, tex, tint) });
         }
         // Novelty: the training image nearest to this x̂₀ (from the loaded set only).
         // (None on a canvas of another size than the training images.)
@@ -669,10 +758,7 @@ impl StudioApp {
             .and_then(|info| self.maps_view.image(ui.ctx(), info, nearest));
         if let Some(tex) = &nearest_tex {
             let at = if cmp.is_some() { 3 } else { 2 };
-            panels.insert(
-                at,
-                canvas::Panel { title: &nearest_title, texture: tex, values: None, tint, arrow: None, window: None },
-            );
+            panels.insert(at, canvas::Panel::image(&nearest_title, tex, tint));
         }
         let novelty = nearest_tex.as_ref().map(|_| {
             // A shift of 26 on a 28-pixel side reads better as −2.
@@ -684,14 +770,16 @@ impl StudioApp {
             format!("x̂₀ to its nearest training image #{nearest}: RMS {nearest_rms:.3}{}", shifted.unwrap_or_default())
         });
         if let Some((kind, tex)) = &map {
-            panels.push(canvas::Panel { title: kind.name(), texture: tex, values: None, tint, arrow, window });
+            panels.push(canvas::Panel { arrow, window, ..canvas::Panel::image(kind.name(), tex, tint) });
         }
         let legend_lines = if map.is_some() { 3 } else { 0 }
             + usize::from(self.compare.is_on())
             + usize::from(novelty.is_some())
             + usize::from(map.is_some() && window.is_some());
-        let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker, legend_lines);
+        let radius = can_paint.then_some(self.settings.brush.radius);
+        let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker, legend_lines, radius);
         self.maps_view.hovered = out.hovered;
+        let stroke = out.stroke;
         if let Some(text) = novelty {
             ui.label(text);
         }
@@ -719,6 +807,9 @@ impl StudioApp {
             && stale.is_none()
         {
             self.request_inspect(y, x);
+        }
+        if let Some((points, erase)) = stroke {
+            self.finish_stroke(ui.ctx(), points, erase, k);
         }
     }
 

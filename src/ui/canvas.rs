@@ -1,22 +1,48 @@
-//! The canvas: x_t, x̂₀ and |Δx̂₀| side by side, crisp (nearest-neighbour), with shared zoom
-//! and pan, a pixel grid at high zoom, a hover readout and click-to-inspect.
+//! The canvas: x_t, x̂₀ and |Δx̂₀| side by side, crisp (nearest-neighbour), each image as
+//! large as its panel allows (square pixels), with shared zoom and pan, a pixel grid at high
+//! zoom, a hover readout and click-to-inspect. Any panel can be enlarged to the whole area
+//! (double-click, or F over it; Esc or double-click again to return), and with the brush on,
+//! dragging on a paintable panel paints a stroke (right-drag: the eraser) instead of panning.
 
 use egui::{Color32, Rect, Sense, Stroke, TextureHandle, Ui, Vec2, pos2, vec2};
 
 use crate::engine::ImageShape;
 
-/// Zoom and pan shared by all panels.
+/// Zoom and pan shared by all panels, which panel is enlarged, and the stroke being painted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CanvasState {
     /// Extra zoom on top of fit-to-panel (1 = fit).
     pub zoom: f32,
     /// Offset of the image centre from the panel centre, in image pixels.
     pub pan: Vec2,
+    /// The panel (by title) shown alone over the whole canvas area.
+    pub enlarged: Option<String>,
+    /// The stroke in progress: its pixels (y, x), and whether it is the eraser's.
+    pub stroke: Vec<(usize, usize)>,
+    pub stroke_erase: bool,
+    /// The panel under the pointer last frame (for the F key).
+    pub hovered_panel: Option<String>,
 }
 
 impl Default for CanvasState {
     fn default() -> Self {
-        Self { zoom: 1.0, pan: Vec2::ZERO }
+        Self {
+            zoom: 1.0,
+            pan: Vec2::ZERO,
+            enlarged: None,
+            stroke: Vec::new(),
+            stroke_erase: false,
+            hovered_panel: None,
+        }
+    }
+}
+
+impl CanvasState {
+    /// Enlarges the panel titled `title`, or returns to all panels when it already is.
+    pub fn toggle_enlarged(&mut self, title: &str) {
+        self.enlarged = if self.enlarged.as_deref() == Some(title) { None } else { Some(title.to_string()) };
+        self.zoom = 1.0;
+        self.pan = Vec2::ZERO;
     }
 }
 
@@ -33,15 +59,30 @@ pub struct Panel<'a> {
     pub arrow: Option<((usize, usize), (usize, usize))>,
     /// Pixels (y·W + x) to shade: the hovered pixel's learned window (PCA-locality).
     pub window: Option<&'a [usize]>,
+    /// The brush paints on this panel.
+    pub paintable: bool,
+    /// Drawn over the image (the locality map).
+    pub overlay: Option<&'a TextureHandle>,
+}
+
+impl<'a> Panel<'a> {
+    /// A plain image panel: no readout, arrow, window, brush or overlay.
+    pub fn image(title: &'a str, texture: &'a TextureHandle, tint: Color32) -> Self {
+        Self { title, texture, values: None, tint, arrow: None, window: None, paintable: false, overlay: None }
+    }
 }
 
 #[derive(Default)]
 pub struct CanvasOutput {
     pub hovered: Option<(usize, usize)>,
     pub clicked: Option<(usize, usize)>,
+    /// A stroke the user just finished: its pixels, and whether it was the eraser's.
+    pub stroke: Option<(Vec<(usize, usize)>, bool)>,
 }
 
 /// Draws `panels` filling the available space, leaving `footer_lines` lines below them.
+/// `brush`: the brush's radius in pixels when painting is on.
+#[allow(clippy::too_many_arguments)]
 pub fn show(
     ui: &mut Ui,
     state: &mut CanvasState,
@@ -50,8 +91,16 @@ pub fn show(
     grid: bool,
     marker: Option<(usize, usize)>,
     footer_lines: usize,
+    brush: Option<u32>,
 ) -> CanvasOutput {
     let mut out = CanvasOutput::default();
+    if state.enlarged.as_ref().is_some_and(|t| !panels.iter().any(|p| p.title == t)) {
+        state.enlarged = None;
+    }
+    let panels: Vec<&Panel> = match &state.enlarged {
+        Some(t) => panels.iter().filter(|p| p.title == t).collect(),
+        None => panels.iter().collect(),
+    };
     let avail = ui.available_size();
     let n = panels.len().max(1) as f32;
     let gap = 8.0;
@@ -76,12 +125,24 @@ pub fn show(
                 let size = vec2(shape.w as f32, shape.h as f32) * scale;
                 let centre = rect.center() + state.pan * scale;
                 let img_rect = Rect::from_center_size(centre, size);
-                painter.image(
-                    panel.texture.id(),
-                    img_rect,
-                    Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
-                    panel.tint,
-                );
+                let uv = Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0));
+                painter.image(panel.texture.id(), img_rect, uv, panel.tint);
+                if let Some(overlay) = panel.overlay {
+                    painter.image(overlay.id(), img_rect, uv, Color32::WHITE);
+                }
+                let painting = brush.is_some() && panel.paintable;
+                if painting && !state.stroke.is_empty() {
+                    let radius = brush.unwrap_or(0) as f32;
+                    let fill = if state.stroke_erase {
+                        Color32::from_rgba_unmultiplied(255, 255, 255, 60)
+                    } else {
+                        Color32::from_rgba_unmultiplied(255, 60, 200, 90)
+                    };
+                    for &(y, x) in &state.stroke {
+                        let c = img_rect.min + vec2(x as f32 + 0.5, y as f32 + 0.5) * scale;
+                        painter.circle_filled(c, (radius + 0.5) * scale, fill);
+                    }
+                }
                 if grid && scale >= 8.0 {
                     let stroke = Stroke::new(1.0, Color32::from_black_alpha(70));
                     for x in 0..=shape.w {
@@ -135,11 +196,30 @@ pub fn show(
                         state.zoom = new_zoom;
                     }
                 }
-                if response.dragged() {
+                if painting && response.dragged() {
+                    // Paint: every pixel the pointer crosses joins the stroke (drawn above, no
+                    // compute until the button is let go).
+                    if let Some(p) = response.interact_pointer_pos() {
+                        let local = (p - img_rect.min) / scale;
+                        if local.x >= 0.0 && local.y >= 0.0 && local.x < shape.w as f32 && local.y < shape.h as f32 {
+                            let px = (local.y as usize, local.x as usize);
+                            if state.stroke.last() != Some(&px) {
+                                state.stroke.push(px);
+                            }
+                        }
+                    }
+                    state.stroke_erase = response.dragged_by(egui::PointerButton::Secondary);
+                } else if response.dragged() {
                     state.pan += response.drag_delta() / scale;
                 }
+                if painting && response.drag_stopped() && !state.stroke.is_empty() {
+                    out.stroke = Some((std::mem::take(&mut state.stroke), state.stroke_erase));
+                }
                 if response.double_clicked() {
-                    *state = CanvasState::default();
+                    state.toggle_enlarged(panel.title);
+                }
+                if response.hovered() {
+                    state.hovered_panel = Some(panel.title.to_string());
                 }
                 if let Some(p) = response.hover_pos() {
                     let local = (p - img_rect.min) / scale;
@@ -153,7 +233,7 @@ pub fn show(
                                 (0..shape.c).map(|c| format!("{:+.3}", v[c * hw + y * shape.w + x])).collect();
                             hover_text = Some(format!("{}  ({x}, {y}) = {}", panel.title, vals.join(" ")));
                         }
-                        if response.clicked() && !response.dragged() {
+                        if response.clicked() && !response.dragged() && !painting {
                             out.clicked = Some((y, x));
                         }
                     }
@@ -161,6 +241,11 @@ pub fn show(
             });
         }
     });
-    ui.label(hover_text.unwrap_or_else(|| "Hover a pixel to read it; click to see which training patches made it. Scroll zooms, drag pans, double-click resets.".into()));
+    let hint = if brush.is_some() {
+        "Brush on: drag on x_t (or the locality overlay) to paint, right-drag erases the map. Scroll zooms; double-click or F enlarges a panel, Esc returns."
+    } else {
+        "Hover a pixel to read it; click to see which training patches made it. Scroll zooms, drag pans; double-click or F enlarges a panel, Esc returns."
+    };
+    ui.label(hover_text.unwrap_or_else(|| hint.into()));
     out
 }

@@ -26,12 +26,15 @@ pub struct CompareSettings {
     pub preset: Option<String>,
     /// A bundled dataset name.
     pub dataset: Option<String>,
+    /// Keep the main run as it was before its wounds: the same settings without the edits
+    /// (the studio turns this on with the first stroke on x_t, to show the healing).
+    pub unedited: bool,
 }
 
 impl Default for CompareSettings {
     /// The paper's contrast: the ideal machine memorises where ELS creates.
     fn default() -> Self {
-        Self { machine: MachineKind::Ideal, preset: None, dataset: None }
+        Self { machine: MachineKind::Ideal, preset: None, dataset: None, unedited: false }
     }
 }
 
@@ -40,6 +43,11 @@ impl CompareSettings {
     pub fn recipe(&self, main: &Recipe) -> Recipe {
         let mut r = main.clone();
         r.branched_from = None;
+        if self.unedited {
+            // The very run, unwounded: every setting of the main run but its edits.
+            r.sampler.edits.clear();
+            return r;
+        }
         r.sampler.machine = self.machine;
         if let Some(p) = &self.preset {
             r.sampler.patch = crate::engine::PatchSchedule::Preset { name: p.clone() };
@@ -54,6 +62,9 @@ impl CompareSettings {
 
     /// A short label for the column's title.
     pub fn label(&self) -> String {
+        if self.unedited {
+            return "unedited".into();
+        }
         let mut parts = vec![self.machine.title().to_string()];
         if let Some(p) = &self.preset {
             parts.push(p.clone());
@@ -82,6 +93,8 @@ pub struct Compare {
     pub error: Option<String>,
     /// The column's image shape (its dataset may differ from the main run's).
     pub shape: Option<crate::engine::ImageShape>,
+    /// The column's canvas, when not its training images' size.
+    canvas: Option<[usize; 2]>,
     next_run: RunId,
     /// r per (main run, step), computed once when both columns have that step.
     r_cache: std::cell::RefCell<std::collections::HashMap<(RunId, usize), f64>>,
@@ -98,10 +111,12 @@ impl Compare {
         let run = self.next_run;
         self.run = Some(run);
         self.label = settings.label();
+        let recipe = settings.recipe(main);
+        self.canvas = recipe.sampler.canvas;
         self.steps.clear();
         self.error = None;
         self.r_cache.get_mut().clear();
-        worker.send(Command::Start { run, recipe: settings.recipe(main) });
+        worker.send(Command::Start { run, recipe });
     }
 
     /// Stops the column.
@@ -141,7 +156,13 @@ impl Compare {
                 Event::Error { run, message } if run.is_none() || run == self.run => {
                     self.error = Some(message);
                 }
-                Event::Dataset(info) => self.shape = Some(info.shape),
+                Event::Dataset(info) => {
+                    let s = info.shape;
+                    self.shape = Some(match self.canvas {
+                        Some([h, w]) => crate::engine::ImageShape { c: s.c, h, w },
+                        None => s,
+                    });
+                }
                 _ => {}
             }
         }
@@ -213,7 +234,12 @@ mod tests {
     #[test]
     fn the_second_recipe_keeps_seed_and_grid_and_changes_what_was_asked() {
         let main = Recipe::default();
-        let s = CompareSettings { machine: MachineKind::Ideal, preset: Some("MNIST UNet".into()), dataset: None };
+        let s = CompareSettings {
+            machine: MachineKind::Ideal,
+            preset: Some("MNIST UNet".into()),
+            dataset: None,
+            unedited: false,
+        };
         let r = s.recipe(&main);
         assert_eq!(r.sampler.seed, main.sampler.seed);
         assert_eq!(r.sampler.steps, main.sampler.steps);

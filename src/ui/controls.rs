@@ -20,6 +20,8 @@ impl StudioApp {
         ui.separator();
         self.locality_controls(ui);
         ui.separator();
+        self.grow_controls(ui);
+        ui.separator();
         self.noise_controls(ui);
         ui.separator();
         self.run_controls(ui);

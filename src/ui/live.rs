@@ -65,8 +65,20 @@ impl LiveEdit {
             // The compare column restarts itself; it never restarts the main run.
             compare_on: false,
             compare: Default::default(),
+            brush: Default::default(),
             ..s.clone()
         }
+    }
+
+    /// When only the edits changed: the earliest step whose edits differ (the run branches
+    /// there, keeping every step before the wound).
+    fn edits_only_change(old: &Settings, new: &Settings) -> Option<usize> {
+        let strip = |s: &Settings| Settings { edits: Vec::new(), ..Self::run_part(s) };
+        if strip(old) != strip(new) || old.edits == new.edits {
+            return None;
+        }
+        let common = old.edits.iter().zip(&new.edits).take_while(|(a, b)| a == b).count();
+        old.edits[common..].iter().chain(&new.edits[common..]).map(|e| e.step).min()
     }
 
     /// Whether a change is waiting to be applied (the UI says "applying when you let go").
@@ -95,6 +107,14 @@ impl LiveEdit {
                 self.anchor = None;
             }
             return Decision::Nothing;
+        }
+        if let Some(from_step) = Self::edits_only_change(applied, settings) {
+            // A finished stroke: branch at once from the wounded step (the stroke itself was
+            // drawn without touching the settings, so there is nothing to settle).
+            self.applied = Some(settings.clone());
+            self.seen = None;
+            self.anchor = None;
+            return Decision::Branch { from_step };
         }
         let branchable = settings.branch && settings.can_branch_from(applied);
         if branchable && self.anchor.is_none() {

@@ -5,12 +5,14 @@
 
 pub mod app;
 mod app_export;
+pub mod brush;
 pub mod calibration;
 pub mod canvas;
 pub mod compare;
 mod controls;
 pub mod dialogs;
 pub mod export_panel;
+pub mod grow_panel;
 pub mod history;
 pub mod inspector;
 pub mod live;

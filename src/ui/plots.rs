@@ -74,27 +74,55 @@ const STATS: [Stat; 4] = [
     Stat { id: "stat_a", title: "ᾱ (signal fraction)", unit: "0 to 1", value: |s| s.record.alpha_bar },
 ];
 
+/// One line of a plot: its name and its (step, value) points.
+type Series = (String, Vec<[f64; 2]>);
+
 /// Per-step P, weight entropy, distance to the nearest training image and ᾱ, each in a small
 /// plot with its own axis and unit (on one axis all but P lay flat near zero); the x axes are
 /// linked. Returns a step to jump to when the user hovers a point or clicks a plot.
-/// With `compare_r` (compare mode), a fifth plot: the Pearson r of the two columns' x̂₀.
-pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize, compare_r: Option<&[[f64; 2]]>) -> Option<usize> {
+/// With `compare_r` (compare mode), a fifth plot: the Pearson r of the two columns' x̂₀;
+/// with `healing` (a wounded run beside its unedited self), the RMS difference of their x̂₀
+/// inside and outside the wound per step.
+pub fn stats_plot(
+    ui: &mut Ui,
+    run: &Run,
+    cursor: usize,
+    compare_r: Option<&[[f64; 2]]>,
+    healing: Option<&[Vec<[f64; 2]>; 2]>,
+) -> Option<usize> {
     let mut jump = None;
     let link = ui.scope_id().with("run_stats");
-    let mut series: Vec<(&str, String, Vec<[f64; 2]>)> = STATS
+    // Each plot: id, title, and its lines (name, points).
+    let mut series: Vec<(&str, String, Vec<Series>)> = STATS
         .iter()
+        .filter(|stat| stat.id != "stat_d" || run.steps.iter().all(|s| s.record.nearest.is_some()))
         .map(|stat| {
             let pts = run.steps.iter().map(|s| [s.record.step as f64, (stat.value)(s)]).collect();
-            (stat.id, format!("{} ({})", stat.title, stat.unit), pts)
+            let title = format!("{} ({})", stat.title, stat.unit);
+            (stat.id, title.clone(), vec![(title, pts)])
         })
         .collect();
-    if let Some(r) = compare_r {
-        series.push(("stat_r", "r of the two columns' x̂₀ (Pearson)".into(), r.to_vec()));
+    match (healing, compare_r) {
+        (Some([inside, outside]), _) => series.push((
+            "stat_heal",
+            "healing: RMS of x̂₀ wounded − unedited".into(),
+            vec![("inside the wound".into(), inside.clone()), ("outside".into(), outside.clone())],
+        )),
+        (None, Some(r)) => {
+            let title = "r of the two columns' x̂₀ (Pearson)".to_string();
+            series.push(("stat_r", title.clone(), vec![(title, r.to_vec())]));
+        }
+        (None, None) => {}
     }
     ui.columns(series.len(), |cols| {
-        for (col, (id, title, pts)) in cols.iter_mut().zip(series) {
+        for (col, (id, title, lines)) in cols.iter_mut().zip(series) {
             col.label(egui::RichText::new(&title).small());
-            let response = Plot::new(id)
+            let legend = lines.len() > 1;
+            let mut plot = Plot::new(id);
+            if legend {
+                plot = plot.legend(egui_plot::Legend::default());
+            }
+            let response = plot
                 .height(120.0)
                 .allow_zoom(false)
                 .allow_drag(false)
@@ -105,8 +133,10 @@ pub fn stats_plot(ui: &mut Ui, run: &Run, cursor: usize, compare_r: Option<&[[f6
                 .include_y(0.0)
                 .x_axis_label("step")
                 .show(col, |p| {
-                    p.line(Line::new(title.as_str(), PlotPoints::from(pts.clone())));
-                    p.points(Points::new(title.as_str(), PlotPoints::from(pts)).radius(2.5));
+                    for (name, pts) in lines {
+                        p.line(Line::new(name.as_str(), PlotPoints::from(pts.clone())));
+                        p.points(Points::new(name.as_str(), PlotPoints::from(pts)).radius(2.5));
+                    }
                     p.vline(VLine::new("current step", cursor as f64));
                     p.pointer_coordinate()
                 });

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{ColorMode, DatasetSource, LoadOptions};
 use crate::engine::sampling::patch::PRESETS;
-use crate::engine::{Boundary, DeviceChoice, MachineKind, NoiseSchedule, PatchSchedule, SamplerConfig};
+use crate::engine::{
+    Boundary, DeviceChoice, Edit, ImageShape, LocalityMap, MachineKind, NoiseSchedule, PatchSchedule, SamplerConfig,
+};
 use crate::recipe::Recipe;
 
 /// How the patch size is chosen in the UI.
@@ -69,6 +71,14 @@ pub struct Settings {
     /// Compare mode: whether the second column runs, and what it changes.
     pub compare_on: bool,
     pub compare: super::compare::CompareSettings,
+    /// The canvas [H, W] when it is not the training images' size.
+    pub canvas: Option<[usize; 2]>,
+    /// The painted locality map (a multiplier of P per canvas pixel).
+    pub locality_map: Option<LocalityMap>,
+    /// The wounds painted on x_t, in the order they were made.
+    pub edits: Vec<Edit>,
+    /// The brush: which tool and how large (display only: it changes no run).
+    pub brush: super::brush::BrushSettings,
 }
 
 impl Default for Settings {
@@ -103,6 +113,10 @@ impl Default for Settings {
             show_nearest: true,
             compare_on: false,
             compare: Default::default(),
+            canvas: None,
+            locality_map: None,
+            edits: Vec::new(),
+            brush: Default::default(),
         }
     }
 }
@@ -140,7 +154,9 @@ impl Settings {
             t_start: self.t_start,
             eta: self.eta,
             seed: self.seed,
-            ..SamplerConfig::default()
+            canvas: self.canvas,
+            locality_map: self.locality_map.clone(),
+            edits: self.edits.clone(),
         }
     }
 
@@ -200,6 +216,9 @@ impl Settings {
             eta: s.eta,
             seed: s.seed,
             device: r.device,
+            canvas: s.canvas,
+            locality_map: s.locality_map.clone(),
+            edits: s.edits.clone(),
             ..self.clone()
         };
         match &s.patch {
@@ -233,6 +252,30 @@ impl Settings {
             && self.t_start == old.t_start
             && self.seed == old.seed
             && self.device == old.device
+            && self.canvas == old.canvas
+    }
+
+    /// The canvas of a run of these settings on training images of `train`'s shape.
+    pub fn canvas_shape(&self, train: ImageShape) -> ImageShape {
+        match self.canvas {
+            Some([h, w]) => ImageShape { c: train.c, h, w },
+            None => train,
+        }
+    }
+
+    /// Drops a locality map and edits painted for another canvas (after a dataset or canvas
+    /// change); true when something was dropped.
+    pub fn fit_paint_to(&mut self, train: ImageShape) -> bool {
+        let s = self.canvas_shape(train);
+        let map_off = self.locality_map.as_ref().is_some_and(|m| (m.h, m.w) != (s.h, s.w));
+        let edits_off = self.edits.iter().any(|e| e.mask.bits(s.h, s.w).is_err());
+        if map_off {
+            self.locality_map = None;
+        }
+        if edits_off {
+            self.edits.clear();
+        }
+        map_off || edits_off
     }
 }
 
@@ -244,5 +287,16 @@ pub fn segment_label(s: &SamplerConfig) -> String {
         String::new()
     };
     let boundary = if s.machine.needs().boundary { format!(" {}", s.boundary.name()) } else { String::new() };
-    format!("{}{boundary}{locality} · {} · η {:.2}", s.machine.title(), s.schedule.name(), s.eta)
+    let mut grown = String::new();
+    if let Some([h, w]) = s.canvas {
+        grown += &format!(" · {h}×{w} canvas");
+    }
+    if s.locality_map.is_some() {
+        grown += " · painted locality";
+    }
+    if !s.edits.is_empty() {
+        let steps: Vec<String> = s.edits.iter().map(|e| e.step.to_string()).collect();
+        grown += &format!(" · {} wound(s) at step {}", s.edits.len(), steps.join(", "));
+    }
+    format!("{}{boundary}{locality} · {} · η {:.2}{grown}", s.machine.title(), s.schedule.name(), s.eta)
 }

@@ -32,6 +32,8 @@ pub struct TimelineView<'a> {
     pub fps: &'a mut f64,
     /// Compare mode's Pearson r of the two columns' x̂₀ per step ([step, r]).
     pub compare_r: Option<Vec<[f64; 2]>>,
+    /// RMS of x̂₀ wounded − unedited, inside and outside the wound, per step.
+    pub healing: Option<[Vec<[f64; 2]>; 2]>,
 }
 
 /// What the user asked of the timeline this frame.
@@ -64,7 +66,7 @@ impl TimeControl {
     /// The timeline panel: transport buttons, the scrubber, progress and ETA of the run in
     /// flight, and the statistics plot.
     pub fn ui(&mut self, ui: &mut Ui, view: TimelineView<'_>) -> TimelineOutput {
-        let TimelineView { run, live, progress, looping, fps, compare_r: view_r } = view;
+        let TimelineView { run, live, progress, looping, fps, compare_r: view_r, healing } = view;
         let mut out = TimelineOutput::default();
         let cmds = &mut out.commands;
         let total = run.total_steps.max(1);
@@ -156,7 +158,7 @@ impl TimeControl {
                 ui.label(format!("done: {done} steps in {total_seconds:.2} s"));
             }
         });
-        if let Some(k) = super::plots::stats_plot(ui, run, self.cursor, view_r.as_deref()) {
+        if let Some(k) = super::plots::stats_plot(ui, run, self.cursor, view_r.as_deref(), healing.as_ref()) {
             out.commands.push(TimeCommand::Seek(k));
         }
         out

@@ -202,6 +202,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         results.push(r);
     };
     calls(args, &mut sets, &mut report);
+    grow(args, &mut sets, &mut report);
     gaussian_fits(args, &sets, &mut report);
     samples(args, &mut sets, device.kind == DeviceChoice::Gpu, &mut report)?;
     if args.json {
@@ -256,6 +257,59 @@ fn calls(args: &BenchArgs, sets: &mut Sets, report: &mut dyn FnMut(Timed)) {
                 report(Timed { case: name, call: Call { patch: p, ..call }, n, shape, seconds, flops });
             }
         }
+    }
+}
+
+/// Growing on MNIST: ELS at P = 7 on a canvas twice the side (about 4× the ×1 call, as the
+/// theory's cost per pixel says), and a patch map of three sizes in vertical thirds (3, 7, 11)
+/// against the pixel-weighted sum of the three uniform calls. Each row prints its ratio.
+fn grow(args: &BenchArgs, sets: &mut Sets, report: &mut dyn FnMut(Timed)) {
+    let set = sets.get(false);
+    let (n, shape) = (set.n, set.shape);
+    let els = MachineKind::Els;
+    let mut seed = 100;
+    let mut time = |den: &mut Denoiser, call: &Call, map: Option<&[u32]>| {
+        let canvas = call.canvas_shape(shape);
+        let mut once = || {
+            seed += 1;
+            let x = synthetic_seeded(seed, canvas);
+            let t = Instant::now();
+            match map {
+                Some(m) => den.denoise_patch_map(&x, call, m, &mut Control::none()),
+                None => den.denoise(&x, call, &mut Control::none()),
+            }
+            .expect("no cancel");
+            t.elapsed().as_secs_f64()
+        };
+        once();
+        median((0..args.reps.max(1)).map(|_| once()).collect())
+    };
+    let uniform = |p: usize| Call::new(els, Boundary::Zeros, p, 0.5);
+    let name = "els-zeros-56x56-canvas-gray-P7";
+    if wanted(args, name) {
+        let one = time(&mut set.denoiser, &uniform(7), None);
+        let call = uniform(7).on_canvas(shape, 2 * shape.h, 2 * shape.w);
+        let seconds = time(&mut set.denoiser, &call, None);
+        eprintln!("{name}: {:.2}× the 28×28 call ({one:.3} s)", seconds / one);
+        // The per-pixel work of the interior, over four times the pixels.
+        let flops = 4.0 * flops(els, Boundary::Zeros, n, shape, 7);
+        report(Timed { case: name.into(), call, n, shape: call.canvas_shape(shape), seconds, flops });
+    }
+    let name = "els-zeros-28x28-gray-patchmap-3-7-11";
+    if wanted(args, name) {
+        let w = shape.w;
+        let map: Vec<u32> = (0..shape.pixels()).map(|i| [3, 7, 11][(i % w) * 3 / w]).collect();
+        let mut weighted = 0.0;
+        let mut flops_sum = 0.0;
+        for p in [3usize, 7, 11] {
+            let share = map.iter().filter(|&&q| q as usize == p).count() as f64 / map.len() as f64;
+            weighted += share * time(&mut set.denoiser, &uniform(p), None);
+            flops_sum += share * flops(els, Boundary::Zeros, n, shape, p);
+        }
+        let call = uniform(7);
+        let seconds = time(&mut set.denoiser, &call, Some(&map));
+        eprintln!("{name}: {:.2}× the pixel-weighted sum of the uniform calls ({weighted:.3} s)", seconds / weighted);
+        report(Timed { case: name.into(), call, n, shape, seconds, flops: flops_sum });
     }
 }
 

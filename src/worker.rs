@@ -314,7 +314,7 @@ impl Worker {
         let Some(loaded) = &self.loaded else {
             return self.emit(Event::Error { run: Some(run), message: "no dataset is loaded to inspect".into() });
         };
-        let shape = loaded.denoiser.shape();
+        let shape = call.canvas_shape(loaded.denoiser.shape());
         if dataset_hash.as_ref().is_some_and(|h| *h != loaded.hash) || x_t.len() != shape.len() {
             return self.emit(Event::Error {
                 run: Some(run),
@@ -332,9 +332,10 @@ impl Worker {
         let den = &mut self.loaded.as_mut().expect("checked above").denoiser;
         let Ok(result) = den.inspect(&x_t, &call, y, x, top, &ctl) else { return };
         let den = &*den;
-        let crops = result.votes.iter().map(|v| crop(den, &den.training_image(v.image), v.y, v.x, &call)).collect();
+        let train = den.shape();
+        let crops = result.votes.iter().map(|v| crop(train, &den.training_image(v.image), v.y, v.x, &call)).collect();
         let images = result.votes.iter().map(|v| den.training_image(v.image)).collect();
-        let query = crop(den, &x_t, y, x, &call);
+        let query = crop(shape, &x_t, y, x, &call);
         self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query });
     }
 
@@ -476,7 +477,9 @@ impl Worker {
             self.devices.iter().find(|(c, _)| *c == recipe.device).map(|(_, d)| d.kind).unwrap_or(recipe.device);
         let hash = loaded.hash.clone();
         let sampler = match branch {
-            Some((step, x_t)) if x_t.len() == shape.len() && step < recipe.sampler.steps => {
+            Some((step, x_t))
+                if x_t.len() == recipe.sampler.canvas_shape(shape).len() && step < recipe.sampler.steps =>
+            {
                 segments.clear();
                 Sampler::resume(recipe.sampler.clone(), step, x_t)
             }
@@ -553,8 +556,9 @@ pub const MAX_INSPECT_TOP: usize = 200;
 
 /// The P×P window of `img` centred at (y, x) (outside the image: −1, black), or the whole
 /// image for the machines that see whole images.
-fn crop(denoiser: &Denoiser, img: &[f32], y: usize, x: usize, call: &Call) -> (ImageShape, Vec<f32>) {
-    let shape = denoiser.shape();
+/// The P×P window of `img` (of `shape`) around (y, x), −1 outside; the whole image for
+/// machines without a window.
+fn crop(shape: ImageShape, img: &[f32], y: usize, x: usize, call: &Call) -> (ImageShape, Vec<f32>) {
     if !call.machine.uses_patch() {
         return (shape, img.to_vec());
     }

@@ -392,10 +392,18 @@ impl StudioApp {
                 };
                 let crops =
                     crops.iter().enumerate().map(|(k, (shape, img))| tex(format!("vote{k}"), *shape, img)).collect();
-                let shape = self.history.runs.iter().find(|r| r.id == run).map(|r| r.shape).unwrap_or(query.0);
-                let images = images.iter().enumerate().map(|(k, img)| tex(format!("voteimg{k}"), shape, img)).collect();
+                // The run's canvas, and the training images' shape (the votes' images are
+                // training images, whatever the canvas).
+                let canvas = self.history.runs.iter().find(|r| r.id == run).map(|r| r.shape).unwrap_or(query.0);
+                let shape = self.dataset.as_ref().map(|d| d.shape).unwrap_or(canvas);
+                let images = images
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, img)| img.len() == shape.len())
+                    .map(|(k, img)| tex(format!("voteimg{k}"), shape, img))
+                    .collect();
                 // A whole-image query means a whole-image machine: no window to outline.
-                let patch = if query.0 == shape { 0 } else { query.0.w };
+                let patch = if query.0 == canvas || query.0 == shape { 0 } else { query.0.w };
                 let filter = result.filter.as_ref().map(|f| {
                     ctx.load_texture("filter", super::inspector::filter_image(f, shape), TextureOptions::NEAREST)
                 });
@@ -512,8 +520,15 @@ impl StudioApp {
         let Some(run) = self.shown_run() else { return };
         let Some(step) = run.steps.get(self.time.cursor) else { return };
         let r = &step.record;
-        let mut call =
-            Call::new(run.recipe.sampler.machine, run.recipe.sampler.boundary, r.patch as usize, r.alpha_bar);
+        let cfg = &run.recipe.sampler;
+        // With a painted locality map, the pixel's own P at this step.
+        let train = self.dataset.as_ref().map(|d| d.shape);
+        let patch = train
+            .and_then(|t| cfg.patches_at(r.step, t))
+            .and_then(|p| p.get(y * run.shape.w + x).copied())
+            .unwrap_or(r.patch);
+        let mut call = Call::new(cfg.machine, cfg.boundary, patch as usize, r.alpha_bar);
+        call.canvas = cfg.canvas;
         call.entropy = false;
         let dataset_hash = run.recipe.dataset_hash.clone();
         let top = self.settings.inspect_top;

@@ -107,11 +107,10 @@ impl StudioApp {
         if let Some([h, w]) = pick {
             if let Some((secs, from)) = measured {
                 let eta = eta_seconds(secs, from, h, w);
-                if eta > 60.0 {
-                    self.errors.push(format!(
-                        "a {h}×{w} canvas takes about {eta:.0} s a run at this machine's measured rate; Stop (below the timeline) cancels it"
-                    ));
-                }
+                // Said before it runs, beside the control (not as a problem: it is the user's choice).
+                self.notice = (eta > 60.0).then(|| {
+                    format!("a {h}×{w} canvas takes about {eta:.0} s a run here; Stop (below the timeline) cancels it")
+                });
             }
             self.settings.canvas = ((h, w) != (train.h, train.w)).then_some([h, w]);
             if self.settings.fit_paint_to(train) {

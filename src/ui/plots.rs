@@ -120,7 +120,7 @@ pub fn stats_plot(
             let legend = lines.len() > 1;
             let mut plot = Plot::new(id);
             if legend {
-                plot = plot.legend(egui_plot::Legend::default());
+                plot = plot.legend(egui_plot::Legend::default().position(egui_plot::Corner::LeftTop));
             }
             let response = plot
                 .height(120.0)

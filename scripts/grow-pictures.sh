@@ -17,7 +17,7 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 # 1. Textures on a canvas three times their side.
 "$BIN" sample --dataset textures --canvas 96x96 --seed 2 --device cpu --out-dir "$WORK/tex" \
   --sheet "$WORK/tex.png" --scale 3
-cp "$WORK/tex.png" "$OUT/grow-textures-3x.png"
+install -m 644 "$WORK/tex.png" "$OUT/grow-textures-3x.png"
 
 # 2. A painted locality map: left half local, right half global.
 python3 - "$WORK" <<'EOF'
@@ -52,7 +52,9 @@ u, v = last("cnn"), last("els"); u, v = u - u.mean(), v - v.mean()
 print(f"{u @ v / np.sqrt((u @ u) * (v @ v)):.3f}")
 EOF
 )
-montage -label 'CNN (fully convolutional)' "$WORK/cnn/final.png" -label 'ELS (closed form)' "$WORK/els/final.png" \
-  -tile 2x -geometry +8+6 -background '#1b1b1b' -fill white -title "56x56 canvas from 28x28 digits, seed 3: r = $R" \
-  "$OUT/grow-cnn-els-2x.png"
+for m in cnn els; do convert "$WORK/$m/final.png" -filter point -resize 336x336 "$WORK/$m-big.png"; done
+montage -pointsize 18 -label 'CNN (fully convolutional)' "$WORK/cnn-big.png" -label 'ELS (closed form)' "$WORK/els-big.png" \
+  -tile 2x -geometry +10+8 -background '#1b1b1b' -fill white "$WORK/pair.png"
+convert "$WORK/pair.png" -gravity north -background '#1b1b1b' -splice 0x34 -fill white -pointsize 18 \
+  -annotate +0+8 "56x56 canvas grown from 28x28 digits, same noise (seed 3): r = $R" "$OUT/grow-cnn-els-2x.png"
 echo "r(CNN, ELS) on 56x56, seed 3: $R"

@@ -290,9 +290,15 @@ fn grow(args: &BenchArgs, sets: &mut Sets, report: &mut dyn FnMut(Timed)) {
         let one = time(&mut set.denoiser, &uniform(7), None);
         let call = uniform(7).on_canvas(shape, 2 * shape.h, 2 * shape.w);
         let seconds = time(&mut set.denoiser, &call, None);
-        eprintln!("{name}: {:.2}× the 28×28 call ({one:.3} s)", seconds / one);
-        // The per-pixel work of the interior, over four times the pixels.
-        let flops = 4.0 * flops(els, Boundary::Zeros, n, shape, 7);
+        let canvas = call.canvas_shape(shape);
+        let (pairs, pairs_one) = (key_pairs(shape, canvas, 7, None), key_pairs(shape, shape, 7, None));
+        eprintln!(
+            "{name}: {:.2}× the 28×28 call ({one:.3} s); {:.2}× the (pixel, key) pairs, {:.0}× the pixels",
+            seconds / one,
+            pairs / pairs_one,
+            canvas.pixels() as f64 / shape.pixels() as f64
+        );
+        let flops = 2.0 * shape.c as f64 * 50.0 * n as f64 * pairs;
         report(Timed { case: name.into(), call, n, shape: call.canvas_shape(shape), seconds, flops });
     }
     let name = "els-zeros-28x28-gray-patchmap-3-7-11";
@@ -304,13 +310,28 @@ fn grow(args: &BenchArgs, sets: &mut Sets, report: &mut dyn FnMut(Timed)) {
         for p in [3usize, 7, 11] {
             let share = map.iter().filter(|&&q| q as usize == p).count() as f64 / map.len() as f64;
             weighted += share * time(&mut set.denoiser, &uniform(p), None);
-            flops_sum += share * flops(els, Boundary::Zeros, n, shape, p);
+            let only: Vec<bool> = map.iter().map(|&q| q as usize == p).collect();
+            flops_sum += 2.0 * (p * p + 1) as f64 * n as f64 * key_pairs(shape, shape, p, Some(&only));
         }
         let call = uniform(7);
         let seconds = time(&mut set.denoiser, &call, Some(&map));
         eprintln!("{name}: {:.2}× the pixel-weighted sum of the uniform calls ({weighted:.3} s)", seconds / weighted);
         report(Timed { case: name.into(), call, n, shape, seconds, flops: flops_sum });
     }
+}
+
+/// (pixel, key position) pairs of one training image that an ELS call at `p` on `canvas`
+/// scores, over the pixels `only` marks: its FLOPs are 2·C·(P² + 1)·N times this.
+fn key_pairs(train: ImageShape, canvas: ImageShape, p: usize, only: Option<&[bool]>) -> f64 {
+    let groups = engine::geometry::els_groups_cancellable(train, canvas, p, Boundary::Zeros, true, &|| false)
+        .expect("never cancelled");
+    groups
+        .iter()
+        .map(|g| {
+            let pixels = g.pixels.iter().filter(|&&px| only.is_none_or(|o| o[px])).count();
+            (pixels * g.key_pixels.len()) as f64
+        })
+        .sum()
 }
 
 /// The Gaussian machines' fit: mean, covariance (or Gram matrix) and its eigendecomposition,

@@ -77,6 +77,9 @@ const STATS: [Stat; 4] = [
 /// One line of a plot: its name and its (step, value) points.
 type Series = (String, Vec<[f64; 2]>);
 
+/// The colours of a plot's lines when it has several (orange, then blue).
+const LINE_COLOURS: [egui::Color32; 2] = [egui::Color32::from_rgb(255, 150, 30), egui::Color32::from_rgb(90, 160, 255)];
+
 /// Per-step P, weight entropy, distance to the nearest training image and ᾱ, each in a small
 /// plot with its own axis and unit (on one axis all but P lay flat near zero); the x axes are
 /// linked. Returns a step to jump to when the user hovers a point or clicks a plot.
@@ -105,7 +108,7 @@ pub fn stats_plot(
     match (healing, compare_r) {
         (Some([inside, outside]), _) => series.push((
             "stat_heal",
-            "healing: RMS of x̂₀ wounded − unedited".into(),
+            "healing: RMS of x̂₀ wounded − unedited (orange: inside the wound, blue: outside)".into(),
             vec![("inside the wound".into(), inside.clone()), ("outside".into(), outside.clone())],
         )),
         (None, Some(r)) => {
@@ -117,12 +120,10 @@ pub fn stats_plot(
     ui.columns(series.len(), |cols| {
         for (col, (id, title, lines)) in cols.iter_mut().zip(series) {
             col.label(egui::RichText::new(&title).small());
-            let legend = lines.len() > 1;
-            let mut plot = Plot::new(id);
-            if legend {
-                plot = plot.legend(egui_plot::Legend::default().position(egui_plot::Corner::LeftTop));
-            }
-            let response = plot
+            // Several lines: each its own colour, named in the title (a legend would cover a
+            // plot this small).
+            let many = lines.len() > 1;
+            let response = Plot::new(id)
                 .height(120.0)
                 .allow_zoom(false)
                 .allow_drag(false)
@@ -133,9 +134,17 @@ pub fn stats_plot(
                 .include_y(0.0)
                 .x_axis_label("step")
                 .show(col, |p| {
-                    for (name, pts) in lines {
-                        p.line(Line::new(name.as_str(), PlotPoints::from(pts.clone())));
-                        p.points(Points::new(name.as_str(), PlotPoints::from(pts)).radius(2.5));
+                    for (i, (name, pts)) in lines.into_iter().enumerate() {
+                        let (mut line, mut points) = (
+                            Line::new(name.as_str(), PlotPoints::from(pts.clone())),
+                            Points::new(name.as_str(), PlotPoints::from(pts)),
+                        );
+                        if many {
+                            line = line.color(LINE_COLOURS[i % 2]);
+                            points = points.color(LINE_COLOURS[i % 2]);
+                        }
+                        p.line(line);
+                        p.points(points.radius(2.5));
                     }
                     p.vline(VLine::new("current step", cursor as f64));
                     p.pointer_coordinate()

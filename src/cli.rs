@@ -204,7 +204,7 @@ pub struct SampleArgs {
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Grow on a canvas of HxW pixels instead of the training images' size (ELS and CNN).
-    #[arg(long, value_parser = parse_canvas)]
+    #[arg(long, value_parser = data::paint::parse_canvas)]
     pub canvas: Option<[usize; 2]>,
     /// A float (H, W) .npy multiplying each pixel's P (ELS and Local): paint locality.
     #[arg(long)]
@@ -271,18 +271,6 @@ pub struct ExportArgs {
     pub steps: Option<(usize, usize)>,
     #[command(flatten)]
     pub export: ExportFlags,
-}
-
-/// `--canvas HxW` (rows × columns), e.g. 56x56.
-pub(crate) fn parse_canvas(s: &str) -> Result<[usize; 2], String> {
-    let bad = || format!("--canvas takes HxW (two whole numbers, e.g. 56x56), not '{s}'");
-    let (h, w) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
-    let (h, w): (usize, usize) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
-    let max = engine::machine::MAX_CANVAS;
-    if h == 0 || w == 0 || h > max || w > max {
-        return Err(format!("--canvas {h}x{w} is out of range: each side must be 1 to {max}"));
-    }
-    Ok([h, w])
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {

@@ -43,7 +43,7 @@ pub struct CompareArgs {
     pub json: bool,
     /// Grow on an HxW canvas instead of the training images' size (the theory's prediction
     /// out of the training geometry): only ELS runs there beside the fully convolutional CNN.
-    #[arg(long, value_parser = crate::cli::parse_canvas)]
+    #[arg(long, value_parser = crate::data::paint::parse_canvas)]
     pub canvas: Option<[usize; 2]>,
 }
 

@@ -838,12 +838,14 @@ fn calibration_fits_p_to_the_cnn_and_can_become_the_schedule() {
 fn over_x_t(h: &mut Harness<'static, StudioApp>) -> egui::Pos2 {
     let title = h.get_by_label("x_t (noisy state)").rect();
     for dy in (10..800).step_by(10) {
-        let pos = title.left_bottom() + egui::vec2(40.0, dy as f32);
-        h.hover_at(pos);
-        h.run_steps(1);
-        if h.state().maps_view.hovered.is_some() {
-            // Well inside the image, not on its edge.
-            return pos + egui::vec2(0.0, 30.0);
+        for dx in (0..600).step_by(20) {
+            let pos = title.left_bottom() + egui::vec2(dx as f32, dy as f32);
+            h.hover_at(pos);
+            h.run_steps(1);
+            if h.state().maps_view.hovered.is_some() {
+                // Well inside the image, not on its edge.
+                return pos + egui::vec2(30.0, 30.0);
+            }
         }
     }
     panic!("no image under the x_t title");

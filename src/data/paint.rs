@@ -41,6 +41,18 @@ fn check_side(path: &Path, h: usize, w: usize) -> Result<(), DataError> {
     Ok(())
 }
 
+/// `--canvas HxW` (rows × columns), e.g. 56x56.
+pub fn parse_canvas(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("--canvas takes HxW (two whole numbers, e.g. 56x56), not '{s}'");
+    let (h, w) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
+    let (h, w): (usize, usize) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
+    let max = MAX_CANVAS;
+    if h == 0 || w == 0 || h > max || w > max {
+        return Err(format!("--canvas {h}x{w} is out of range: each side must be 1 to {max}"));
+    }
+    Ok([h, w])
+}
+
 /// An (H, W) array of `what` over an H×W canvas.
 fn read_map(path: &Path, h: usize, w: usize, what: &str) -> Result<Vec<f32>, DataError> {
     let (dims, values) = read_npy_numbers(path)?;

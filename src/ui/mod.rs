@@ -6,6 +6,7 @@
 pub mod app;
 mod app_export;
 pub mod brush;
+pub mod brush_settings;
 pub mod calibration;
 pub mod canvas;
 pub mod compare;

@@ -78,7 +78,7 @@ pub struct Settings {
     /// The wounds painted on x_t, in the order they were made.
     pub edits: Vec<Edit>,
     /// The brush: which tool and how large (display only: it changes no run).
-    pub brush: super::brush::BrushSettings,
+    pub brush: super::brush_settings::BrushSettings,
 }
 
 impl Default for Settings {

@@ -112,7 +112,7 @@ pub struct CallArgs {
     pub input: PathBuf,
     #[arg(long)]
     pub t: f64,
-    /// ideal, equivariant, local, els, gaussian, pspc or pca-locality.
+    /// ideal, equivariant, local, els, gaussian, pspc, pca-locality or cnn.
     #[arg(long, value_parser = MachineKind::parse)]
     pub machine: MachineKind,
     #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]
@@ -175,7 +175,7 @@ fn parse_pixel(s: &str) -> Result<(usize, usize), String> {
 pub struct SampleArgs {
     #[command(flatten)]
     pub data: DatasetArgs,
-    /// ideal, equivariant, local, els, gaussian, pspc or pca-locality.
+    /// ideal, equivariant, local, els, gaussian, pspc, pca-locality or cnn.
     #[arg(long, default_value = "els", value_parser = MachineKind::parse)]
     pub machine: MachineKind,
     #[arg(long, default_value = "zeros", value_parser = engine::Boundary::parse)]

@@ -55,6 +55,13 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             return Err(format!("{flag} must be between {} and {max}, not {value}", usize::from(flag != "--blocks")));
         }
     }
+    // A zero budget would write a one-step model and call it trained; a week is the most a
+    // run here is worth.
+    if let Some(m) = args.minutes
+        && !(m > 0.0 && m <= 10_080.0)
+    {
+        return Err(format!("--minutes must be more than 0 and at most 10080 (a week), not {m}"));
+    }
     if !(args.lr > 0.0 && args.lr < 1.0) {
         return Err(format!("--lr must be in (0, 1), not {}", args.lr));
     }

@@ -153,3 +153,44 @@ fn sample_refuses_a_machine_too_large_for_memory() {
     ]);
     assert!(e.contains("Equivariant") && e.contains("GB") && e.contains("limit"), "{e}");
 }
+
+/// A successful headless command says nothing about displays, even with XDG_RUNTIME_DIR unset
+/// (the GPU probe's libwayland used to print eight "error:" lines on a run that worked).
+#[test]
+fn a_headless_run_without_xdg_runtime_dir_prints_no_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, _) = setup(dir.path());
+    let out = dir.path().join("run");
+    let o = Command::new(BIN)
+        .args(["sample", "--dataset", &train, "--steps", "2", "--out-dir", out.to_str().unwrap()])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("error"), "a successful run printed an error: {err}");
+    assert!(out.join("final.png").exists());
+}
+
+/// `train --minutes 0` is refused like `--steps 0`, instead of writing a one-step model.
+#[test]
+fn train_refuses_a_zero_or_absurd_time_budget() {
+    for minutes in ["0", "-1", "NaN", "1e9"] {
+        let flag = format!("--minutes={minutes}");
+        let err = fails(&["train", "--dataset", "mnist", "--out", "/tmp/never.mgcnn", &flag]);
+        assert!(err.contains("--minutes must be more than 0"), "{minutes}: {err}");
+    }
+}
+
+/// Every registered machine is named in the `--machine` help of each command that takes one.
+#[test]
+fn every_machine_is_listed_in_the_help() {
+    for command in ["sample", "denoise", "inspect"] {
+        let o = Command::new(BIN).args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        let all = morphogen::engine::MachineKind::all();
+        let listed = all.iter().filter(|m| help.contains(m.name())).count();
+        assert_eq!(listed, all.len(), "{command} --help: {help}");
+        assert!(listed >= 8);
+    }
+}

@@ -518,6 +518,11 @@ fn sample(args: SampleArgs) -> Result<(), String> {
         }
     };
     recipe.validate()?;
+    if recipe.root().init.is_none()
+        && let Some(why) = recipe.sampler.noise_start_warning()
+    {
+        eprintln!("warning: {why}");
+    }
     let out_dir = &args.out_dir;
     if !args.export.force
         && let Ok(mut entries) = std::fs::read_dir(out_dir)

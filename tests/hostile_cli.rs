@@ -194,3 +194,26 @@ fn every_machine_is_listed_in_the_help() {
         assert!(listed >= 8);
     }
 }
+
+/// A run from seeded noise that starts late says its result can only be noise (it once ended
+/// on the initial noise without a word); from t = 1, or from a given x, it says nothing.
+#[test]
+fn a_late_start_from_noise_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, x) = setup(dir.path());
+    let run = |extra: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let mut args = vec!["sample", "--dataset", &train, "--steps", "2", "--out-dir", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = Command::new(BIN).args(&args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let late = run(&["--t-start", "0.3"], "late");
+    assert!(late.contains("warning: t start 0.30 on pure noise") && late.contains("can only be noise"), "{late}");
+    assert!(!run(&[], "full").contains("warning"));
+    assert!(!run(&["--t-start", "0.3", "--init", &x], "init").contains("warning"));
+    // The threshold: ᾱ(t) > 0.2, t ≈ 0.71 on the cosine schedule.
+    let cfg = |t_start| morphogen::engine::SamplerConfig { t_start, ..Default::default() };
+    assert!(cfg(0.70).noise_start_warning().is_some() && cfg(0.73).noise_start_warning().is_none());
+}

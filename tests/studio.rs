@@ -555,7 +555,12 @@ fn the_inspector_lists_the_top_k_with_the_ninety_percent_count() {
     })
     .unwrap();
     h.run_steps(2);
-    h.get_by_label_contains("4 carry 90% of the weight");
+    let summary = h.get_by_label_contains("4 carry 90% of the weight").rect();
+    // The summary wraps inside the inspector instead of widening it (it once grew the panel
+    // from 280 to 870 px and squeezed the images to 65 px).
+    assert!(summary.width() <= 420.0 && summary.height() > 20.0, "{summary:?}");
+    let x_t = h.get_by_label("x_t (noisy state)").rect();
+    assert!(x_t.right() < summary.left(), "the canvas keeps its room: {x_t:?} vs {summary:?}");
     h.get_by_label("#104");
     assert!(h.query_by_label("#105").is_none(), "only the top 5 are listed");
 }
@@ -1002,4 +1007,70 @@ fn the_canvas_size_control_grows_the_canvas() {
     h.run_steps(3);
     let cmds = drain(&rx);
     assert!(cmds.iter().any(|c| matches!(c, Command::Start { recipe, .. } if recipe.sampler.canvas.is_none())));
+}
+
+/// A calibration shows its cost before it starts, has a Stop, and stops by itself when the
+/// time grid changes or its window closes (it once ran 45,000 calls on after both).
+#[test]
+fn a_calibration_stops_when_its_inputs_change_or_its_window_closes() {
+    let (cal_handle, cal_rx, _cal_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(Settings { steps: 4, ..Settings::default() }, |app| {
+        app.calibration.worker = Some(cal_handle);
+        app.calibration.open = true;
+    });
+    started_with_steps(&mut h, &rx, &tx, 4);
+    // 3 seeds × 4 steps × (14 odd P up to 27 + the CNN) calls.
+    h.get_by_label_contains("180 denoiser calls, about");
+    h.get_by_label("Run calibration").click();
+    h.run_steps(2);
+    assert!(h.state().calibration.is_running());
+    h.state_mut().settings.steps = 50;
+    h.run_steps(2);
+    assert!(!h.state().calibration.is_running(), "a new time grid stops it");
+    let cmds: Vec<Command> = cal_rx.try_iter().collect();
+    assert!(matches!(cmds.last(), Some(Command::Cancel)), "{cmds:?}");
+    h.get_by_label("stopped: the dataset or the time grid changed");
+    // Again, then close the window.
+    h.get_by_label("Run calibration").click();
+    h.run_steps(2);
+    assert!(h.state().calibration.is_running());
+    h.get_by_label("Stop calibration").click();
+    h.run_steps(2);
+    assert!(!h.state().calibration.is_running(), "Stop stops it");
+    h.get_by_label("Run calibration").click();
+    h.run_steps(2);
+    h.state_mut().calibration.open = false;
+    h.run_steps(2);
+    assert!(!h.state().calibration.is_running(), "closing the window stops it");
+    let cancels = cal_rx.try_iter().filter(|c| matches!(c, Command::Cancel)).count();
+    assert_eq!(cancels, 2);
+}
+
+/// The seed grid stops and forgets its cells when its tab changes (the zoo once showed the
+/// grid's old cells), and stops when the settings it was started for change.
+#[test]
+fn the_seed_grid_stops_on_a_tab_switch_or_a_settings_change() {
+    let (grid_handle, grid_rx, _grid_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(Settings::default(), |app| {
+        app.seed_grid.worker = Some(grid_handle);
+        app.seed_grid.open = true;
+        (app.seed_grid.rows, app.seed_grid.cols) = (1, 2);
+    });
+    started_with_steps(&mut h, &rx, &tx, 1);
+    h.get_by_label("Run grid").click();
+    h.run_steps(2);
+    assert!(h.state().seed_grid.is_running());
+    assert_eq!(h.state().seed_grid.cells.len(), 2);
+    h.get_by_label("machine zoo").click();
+    h.run_steps(2);
+    assert!(!h.state().seed_grid.is_running() && h.state().seed_grid.cells.is_empty());
+    h.get_by_label("Run grid").click();
+    h.run_steps(2);
+    assert!(h.state().seed_grid.is_running());
+    h.state_mut().settings.seed = 99;
+    h.run_steps(2);
+    assert!(!h.state().seed_grid.is_running(), "a new seed stops the zoo started for the old one");
+    h.get_by_label("stopped: the settings changed");
+    let cancels = grid_rx.try_iter().filter(|c| matches!(c, Command::Cancel)).count();
+    assert_eq!(cancels, 2);
 }

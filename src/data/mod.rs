@@ -117,9 +117,14 @@ pub struct LoadReport {
     pub total: usize,
 }
 
+/// "1 image", "2 images": a count with its noun, singular or plural.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 impl LoadReport {
     pub fn summary(&self) -> String {
-        let mut parts = vec![format!("{} images read", self.total)];
+        let mut parts = vec![format!("{} read", count(self.total, "image"))];
         if self.downscaled > 0 {
             parts.push(format!("{} large images downscaled", self.downscaled));
         }

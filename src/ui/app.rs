@@ -191,10 +191,26 @@ impl StudioApp {
         let mut open = self.calibration.open;
         let base = self.dataset.as_ref().map(|_| self.settings.recipe(self.dataset_hash()));
         let mut action = None;
-        egui::Window::new("Calibrate P(t) to the CNN").open(&mut open).resizable(true).show(ctx, |ui| {
-            action = self.calibration.ui(ui, base.as_ref());
-        });
+        // Each call costs about one step of the main run.
+        self.calibration.seconds_per_call = self
+            .history
+            .current()
+            .filter(|r| !r.steps.is_empty())
+            .map(|r| r.steps.iter().map(|s| s.seconds).sum::<f64>() / r.steps.len() as f64);
+        egui::Window::new("Calibrate P(t) to the CNN")
+            .open(&mut open)
+            .resizable(true)
+            .default_pos(egui::pos2(340.0, 60.0))
+            .show(ctx, |ui| {
+                action = self.calibration.ui(ui, base.as_ref());
+            });
         self.calibration.open = open;
+        // A job runs for what it was started for, while its window is open.
+        if !open {
+            self.calibration.stop("stopped: its window was closed");
+        } else if base.as_ref().is_some_and(|b| !self.calibration.started_for(b)) {
+            self.calibration.stop("stopped: the dataset or the time grid changed");
+        }
         if let Some(super::calibration::CalibrationAction::Use(list)) = action {
             self.settings.patch_mode = super::settings::PatchMode::List;
             self.settings.steps = list.len();
@@ -211,13 +227,20 @@ impl StudioApp {
             super::seed_grid::GridMode::Seeds => "Seed grid",
             super::seed_grid::GridMode::Zoo => "Machine zoo",
         };
-        egui::Window::new(title).id(egui::Id::unique("seed_grid_window")).open(&mut open).resizable(true).show(
-            ctx,
-            |ui| {
+        egui::Window::new(title)
+            .id(egui::Id::unique("seed_grid_window"))
+            .open(&mut open)
+            .resizable(true)
+            .default_pos(egui::pos2(340.0, 60.0))
+            .show(ctx, |ui| {
                 action = self.seed_grid.ui(ui, Some(&base));
-            },
-        );
+            });
         self.seed_grid.open = open;
+        if !open {
+            self.seed_grid.stop("stopped: its window was closed");
+        } else if !self.seed_grid.started_for(&base) {
+            self.seed_grid.stop("stopped: the settings changed");
+        }
         match action {
             Some(super::seed_grid::GridAction::Open(seed, machine)) => {
                 self.settings.seed = seed;
@@ -555,10 +578,12 @@ impl StudioApp {
 
         egui::Panel::top("menu").show(ui, |ui| self.top_bar(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
-        egui::Panel::left("controls").resizable(true).default_size(300.0).show(ui, |ui| {
+        // Side panels keep sane widths whatever their text (and whatever width a saved layout
+        // remembers): a long line wraps instead of pushing the images off screen.
+        egui::Panel::left("controls").resizable(true).default_size(300.0).size_range(240.0..=440.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| self.controls(ui));
         });
-        egui::Panel::right("inspector").resizable(true).default_size(280.0).show(ui, |ui| {
+        egui::Panel::right("inspector").resizable(true).default_size(280.0).size_range(240.0..=420.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 if self.inspector.ui(ui, &mut self.settings.inspect_top)
                     && let Some(v) = &self.inspector.view
@@ -613,7 +638,14 @@ impl StudioApp {
             }
             if let Some(d) = &self.dataset {
                 ui.separator();
-                ui.label(format!("{}: {} images, {}×{}×{}", d.source.label(), d.len, d.shape.c, d.shape.h, d.shape.w));
+                ui.label(format!(
+                    "{}: {}, {}×{}×{}",
+                    d.source.label(),
+                    crate::data::count(d.len, "image"),
+                    d.shape.c,
+                    d.shape.h,
+                    d.shape.w
+                ));
             }
             ui.separator();
             ui.label(format!("history {:.1} MB", self.history.total_bytes() as f64 / 1e6));

@@ -18,6 +18,17 @@ pub enum CalibrationAction {
     Use(Vec<u32>),
 }
 
+/// "40 s", "12 min", "3.5 h".
+fn duration(seconds: f64) -> String {
+    if seconds < 90.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 5400.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
 pub struct Calibration {
     pub open: bool,
     pub seeds: u64,
@@ -29,6 +40,10 @@ pub struct Calibration {
     pub progress: Option<(usize, usize)>,
     pub fits: Option<Vec<StepFit>>,
     pub message: Option<String>,
+    /// The recipe the calibration in flight was started for.
+    started_for: Option<Recipe>,
+    /// Seconds one denoiser call takes at the main run's measured rate (its cost estimate).
+    pub seconds_per_call: Option<f64>,
 }
 
 impl Default for Calibration {
@@ -43,6 +58,8 @@ impl Default for Calibration {
             progress: None,
             fits: None,
             message: None,
+            started_for: None,
+            seconds_per_call: None,
         }
     }
 }
@@ -60,7 +77,35 @@ impl Calibration {
         recipe.branched_from = None;
         worker.send(Command::Calibrate { run: self.next_run, recipe, seeds: self.seeds, max_p: self.max_p });
         self.running = Some(self.next_run);
+        self.started_for = Some(base.clone());
         (self.progress, self.fits, self.message) = (Some((0, 1)), None, None);
+    }
+
+    /// Stops the calibration in flight (window closed, inputs changed, or Stop), saying why.
+    pub fn stop(&mut self, why: &str) {
+        if self.running.take().is_some() {
+            if let Some(w) = &self.worker {
+                w.send(Command::Cancel);
+            }
+            (self.progress, self.message) = (None, Some(why.into()));
+        }
+    }
+
+    /// Whether `current` still has the dataset and time grid the calibration was started for.
+    pub fn started_for(&self, current: &Recipe) -> bool {
+        self.started_for.as_ref().is_none_or(|b| {
+            let (s, c) = (&b.sampler, &current.sampler);
+            b.dataset == current.dataset
+                && b.load == current.load
+                && (s.steps, s.schedule, s.t_start, s.boundary, s.canvas)
+                    == (c.steps, c.schedule, c.t_start, c.boundary, c.canvas)
+        })
+    }
+
+    /// Denoiser calls a calibration makes: per seed and step, the CNN's and one ELS call per
+    /// odd P up to `max_p`.
+    pub fn calls(&self, steps: usize) -> u64 {
+        self.seeds * steps as u64 * (self.max_p.div_ceil(2) as u64 + 1)
     }
 
     pub fn is_running(&self) -> bool {
@@ -106,7 +151,22 @@ impl Calibration {
             {
                 self.start(ui.ctx(), base);
             }
+            if self.is_running() && ui.button("Stop calibration").clicked() {
+                self.stop("stopped");
+            }
         });
+        if let Some(base) = base {
+            let calls = self.calls(base.sampler.steps);
+            let cost = match self.seconds_per_call {
+                Some(s) => {
+                    format!("{calls} denoiser calls, about {} at the main run's rate", duration(calls as f64 * s))
+                }
+                None => format!("{calls} denoiser calls"),
+            };
+            let long = self.seconds_per_call.is_some_and(|s| calls as f64 * s > 60.0);
+            let text = egui::RichText::new(cost);
+            ui.label(if long { text.color(ui.visuals().warn_fg_color) } else { text.weak() });
+        }
         if let Some((done, total)) = self.progress {
             ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).text(format!("{done} / {total} calls")));
         }

@@ -103,8 +103,8 @@ impl StudioApp {
         });
         if let Some(d) = &self.dataset {
             ui.label(format!(
-                "{} images, {}×{} {}",
-                d.len,
+                "{}, {}×{} {}",
+                crate::data::count(d.len, "image"),
                 d.shape.w,
                 d.shape.h,
                 if d.shape.c == 3 { "RGB" } else { "gray" }
@@ -187,9 +187,22 @@ impl StudioApp {
             ui.add(egui::Slider::new(&mut s.locality_scale, LOCALITY_SCALE.0..=LOCALITY_SCALE.1).logarithmic(true).text("locality scale"))
                 .on_hover_text("Multiplies every P of the schedule (rounded to odd, clamped to the image): below 1 is more local, above 1 less");
         });
-        if let Some(shape) = shape {
-            let cursor = self.time.cursor;
-            plots::patch_plot(ui, &self.settings.sampler(), shape, Some(cursor));
+        match shape {
+            // A machine without a window draws no P(t): it has none.
+            Some(shape) if self.settings.machine.uses_patch() => {
+                let cursor = self.time.cursor;
+                plots::patch_plot(ui, &self.settings.sampler(), shape, Some(cursor));
+            }
+            Some(_) => {
+                ui.label(
+                    egui::RichText::new(format!(
+                        "{} has no patch size: P(t) does not apply.",
+                        self.settings.machine.title()
+                    ))
+                    .weak(),
+                );
+            }
+            None => {}
         }
     }
 
@@ -218,12 +231,26 @@ impl StudioApp {
         }
         let steps_before = s.steps;
         ui.add(egui::Slider::new(&mut s.steps, STEPS.0..=STEPS.1).logarithmic(true).text("steps"));
+        // The common step counts in one click (the slider's 1 to 1000 jumps by tens near 100).
+        ui.horizontal(|ui| {
+            for n in [10, 20, 50, 100, 200] {
+                if ui.selectable_label(s.steps == n, n.to_string()).clicked() {
+                    s.steps = n;
+                }
+            }
+        });
         if s.steps != steps_before && !s.patch_list.is_empty() {
             // A per-step list follows the step count: stretch it by nearest index.
             let old = std::mem::take(&mut s.patch_list);
             s.patch_list = (0..s.steps).map(|k| old[k * old.len() / s.steps]).collect();
         }
-        ui.add(egui::Slider::new(&mut s.t_start, T_START.0..=T_START.1).text("t start"));
+        ui.add(egui::Slider::new(&mut s.t_start, T_START.0..=T_START.1).text("t start")).on_hover_text(
+            "The time of the starting state. Runs here start from seeded noise, which is pure noise only at t = 1: \
+             below that the noise is read as a partly clean image.",
+        );
+        if let Some(why) = s.sampler().noise_start_warning() {
+            ui.label(egui::RichText::new(why).small().color(ui.visuals().warn_fg_color));
+        }
         ui.add(egui::Slider::new(&mut s.eta, 0.0..=1.0).text("η"))
             .on_hover_text("0 = deterministic DDIM; 1 = fresh noise every step (DDPM-like)");
         let cursor_t = self.shown_run().and_then(|r| r.steps.get(self.time.cursor)).map(|s| s.record.t);

@@ -130,18 +130,21 @@ impl Inspector {
                 ui.add(egui::Image::new(q).fit_to_exact_size(vec2(48.0, 48.0)))
                     .on_hover_text("the query: x_t around the pixel, which every candidate is compared with");
             }
-            ui.label(format!(
-                "pixel ({}, {}) at step {}: {} candidates; {} carry 90% of the weight; entropy {:.2} nats \
+            ui.add(
+                egui::Label::new(format!(
+                    "pixel ({}, {}) at step {}: {} candidates; {} carry 90% of the weight; entropy {:.2} nats \
                  (≈{:.0} effective voters); weights sum to {:.6}",
-                iv.x,
-                iv.y,
-                iv.step,
-                r.candidates,
-                r.count_90,
-                r.entropy,
-                r.entropy.exp(),
-                r.weight_sum
-            ));
+                    iv.x,
+                    iv.y,
+                    iv.step,
+                    r.candidates,
+                    r.count_90,
+                    r.entropy,
+                    r.entropy.exp(),
+                    r.weight_sum
+                ))
+                .wrap(),
+            );
         });
         egui::Grid::new("votes").striped(true).show(ui, |ui| {
             ui.strong("patch");

@@ -129,6 +129,25 @@ impl SeedGrid {
         self.running.is_some()
     }
 
+    /// Stops the grid in flight (its window closed, its tab or its inputs changed, or Stop),
+    /// saying why; the cells already done stay.
+    pub fn stop(&mut self, why: &str) {
+        if self.running.take().is_some() {
+            if let Some(w) = &self.worker {
+                w.send(Command::Cancel);
+            }
+            self.message = Some(why.into());
+        }
+    }
+
+    /// Whether `current` (the studio's settings now) is still the run the grid was started
+    /// for.
+    pub fn started_for(&self, current: &Recipe) -> bool {
+        self.base
+            .as_ref()
+            .is_none_or(|b| b.dataset == current.dataset && b.load == current.load && b.sampler == current.sampler)
+    }
+
     /// Takes the worker's events: a run's last step fills its cell and starts the next.
     pub fn drain(&mut self, ctx: &Context) {
         let Some(worker) = &self.worker else { return };
@@ -177,12 +196,19 @@ impl SeedGrid {
     /// The grid window's contents.
     pub fn ui(&mut self, ui: &mut Ui, can_start: Option<&Recipe>) -> Option<GridAction> {
         let mut action = None;
+        let mode = self.mode;
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.mode, GridMode::Seeds, "seeds")
                 .on_hover_text("the current settings, seeds counting up from the seed");
             ui.selectable_value(&mut self.mode, GridMode::Zoo, "machine zoo")
                 .on_hover_text("all seven machines from the same noise, one column each");
         });
+        if self.mode != mode {
+            // The other tab's cells are not this tab's: stop and clear them.
+            self.stop("stopped: switched tabs");
+            self.cells.clear();
+            self.message = None;
+        }
         ui.horizontal(|ui| {
             ui.add(egui::DragValue::new(&mut self.rows).range(1..=6));
             match self.mode {
@@ -210,6 +236,9 @@ impl SeedGrid {
             let done = self.cells.iter().filter(|c| c.image.is_some() || c.error.is_some()).count();
             if !self.cells.is_empty() {
                 ui.label(format!("{done} / {} done", self.cells.len()));
+            }
+            if self.is_running() && ui.button("Stop grid").clicked() {
+                self.stop("stopped");
             }
             if self.cells.iter().any(|c| c.image.is_some()) && ui.button("Export sheet…").clicked() {
                 action = Some(GridAction::Export);

@@ -141,8 +141,10 @@ impl TimeControl {
                 let avg = if done > 0 { total_seconds / done as f64 } else { 0.0 };
                 let frac = progress.map(|(_, d, t)| d as f64 / t.max(1) as f64).unwrap_or(0.0);
                 let eta = avg * ((total - done) as f64 - frac).max(0.0);
-                let chunks =
-                    progress.map(|(k, d, t)| format!("step {k}: chunk {d}/{t}")).unwrap_or_else(|| "starting…".into());
+                let chunks = progress.map(|(k, d, t)| format!("step {k}: chunk {d}/{t}")).unwrap_or_else(|| {
+                    // Machines that report no chunks (PCA-locality, the CNN) still say which step.
+                    if done == 0 { "starting…".into() } else { format!("step {done}: computing…") }
+                });
                 ui.add(
                     egui::ProgressBar::new(((done as f64 + frac) / total as f64) as f32)
                         .desired_width(240.0)
@@ -155,7 +157,7 @@ impl TimeControl {
                     out.stop = true;
                 }
             } else if run.finished {
-                ui.label(format!("done: {done} steps in {total_seconds:.2} s"));
+                ui.label(format!("done: {} in {total_seconds:.2} s", crate::data::count(done, "step")));
             }
         });
         if let Some(k) = super::plots::stats_plot(ui, run, self.cursor, view_r.as_deref(), healing.as_ref()) {

@@ -89,6 +89,23 @@ impl SamplerConfig {
         Ok(())
     }
 
+    /// Why a run from seeded noise (no init) that starts at `t_start` can only end as noise,
+    /// or None. The seed is read as x at t_start: at t = 1 it is pure noise, as it should be;
+    /// below t ≈ 0.7 (ᾱ > 0.2 on the cosine schedule) the sampler takes the noise for a
+    /// mostly-clean image and only polishes it.
+    pub fn noise_start_warning(&self) -> Option<String> {
+        let ab = self.schedule.alpha_bar(self.t_start);
+        (ab > 0.2).then(|| {
+            format!(
+                "t start {:.2} on pure noise: the noise is read as x at t = {:.2}, {:.0}% signal, so the result can only \
+                 be noise; start from t = 1, or give a starting image (--init, or a recipe's init)",
+                self.t_start,
+                self.t_start,
+                100.0 * ab
+            )
+        })
+    }
+
     /// The shape of x on a training set of `train`'s shape: the canvas, or the training size.
     pub fn canvas_shape(&self, train: ImageShape) -> ImageShape {
         match self.canvas {

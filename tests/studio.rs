@@ -1074,3 +1074,28 @@ fn the_seed_grid_stops_on_a_tab_switch_or_a_settings_change() {
     let cancels = grid_rx.try_iter().filter(|c| matches!(c, Command::Cancel)).count();
     assert_eq!(cancels, 2);
 }
+
+/// Without a desktop portal every export button did nothing and said nothing. When a dialog
+/// cannot open, the studio says so and the Export panel takes typed paths: a folder (under the
+/// home folder by default) and a recipe file.
+#[test]
+fn when_no_file_dialog_can_open_exports_go_to_a_typed_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 3);
+    h.state().dialogs.mark_failed();
+    h.run_steps(2);
+    h.get_by_label_contains("No file dialog could open here");
+    let fallback = h.state().export.fallback.clone().expect("path fields instead of dialogs");
+    assert!(fallback.0.ends_with("morphogen/exports"), "{fallback:?}");
+    h.get_by_label_contains("exports go to this folder");
+    // Typed elsewhere (here: a temporary folder), a click writes there.
+    h.state_mut().export.use_fallback(dir.path().join("out"));
+    h.get_by_label("Frame PNG…").click();
+    h.run_steps(3);
+    if let Some(msg) = h.state_mut().wait_for_export() {
+        assert!(msg.starts_with("wrote"), "{msg}");
+    }
+    let written: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(written.iter().any(|n| n.to_string_lossy().ends_with(".png")), "{written:?}");
+}

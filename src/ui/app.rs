@@ -93,7 +93,7 @@ pub struct StudioApp {
     pub viewing: Option<RunId>,
     pub(crate) folder_pick: Option<crossbeam_channel::Receiver<Option<std::path::PathBuf>>>,
     /// File dialogs asked for this frame; opened with the window as parent in `App::ui`.
-    pub(crate) dialogs: super::dialogs::Dialogs,
+    pub dialogs: super::dialogs::Dialogs,
     /// Lets export threads wake the UI when they finish.
     pub(crate) export_wake: Option<egui::Context>,
     /// The provenance-map panel's textures and hover.
@@ -573,6 +573,15 @@ impl StudioApp {
         self.poll_folder_pick();
         self.handle_drops(&ctx);
 
+        if self.dialogs.take_failure() && matches!(self.export.paths, super::export_panel::PathSource::Dialog) {
+            let dir = super::export_panel::fallback_dir();
+            self.errors.push(format!(
+                "No file dialog could open here (is a desktop portal running?). Exports now go to {}, shown in the \
+                 Export panel, where you can change it; click the export again.",
+                dir.display()
+            ));
+            self.export.use_fallback(dir);
+        }
         self.paint_keys(ui);
         let mut cmds = self.keyboard(ui);
 

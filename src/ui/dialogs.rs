@@ -5,6 +5,9 @@
 //! and a thread waits for the answer, so the UI keeps drawing while the dialog is open.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -21,10 +24,16 @@ pub enum Ask {
 
 type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Option<rfd::FileHandle>> + Send>>;
 
+/// A dialog answered "no path" faster than this never showed: nobody cancels a file dialog in
+/// a third of a second, but one that cannot open (no desktop portal) answers at once.
+const TOO_FAST_TO_BE_A_PERSON: Duration = Duration::from_millis(350);
+
 /// Dialogs asked for this frame, opened by [`Dialogs::open_pending`].
 #[derive(Default)]
 pub struct Dialogs {
     pending: Vec<(Ask, Sender<Option<PathBuf>>)>,
+    /// Set when a dialog could not open; the studio then offers path fields instead.
+    failed: Arc<AtomicBool>,
 }
 
 impl Dialogs {
@@ -33,6 +42,16 @@ impl Dialogs {
         let (tx, rx) = bounded(1);
         self.pending.push((ask, tx));
         rx
+    }
+
+    /// Whether a dialog failed to open since the last call (and forgets it).
+    pub fn take_failure(&self) -> bool {
+        self.failed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Marks a dialog as failed (what a dialog that cannot open does; tests call it).
+    pub fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Relaxed);
     }
 
     /// Opens the queued dialogs as children of `parent` (the main window).
@@ -55,8 +74,13 @@ impl Dialogs {
                     Box::pin(with_filter(dialog.set_title(title).set_file_name(name), extension).save_file())
                 }
             };
+            let failed = self.failed.clone();
             std::thread::spawn(move || {
+                let opened = Instant::now();
                 let path = pollster::block_on(answer).map(|handle| handle.path().to_path_buf());
+                if path.is_none() && opened.elapsed() < TOO_FAST_TO_BE_A_PERSON {
+                    failed.store(true, Ordering::Relaxed);
+                }
                 let _ = reply.send(path);
             });
         }

@@ -84,9 +84,24 @@ pub struct ExportPanel {
     pub confirm: Option<(ExportKind, Option<Snapshot>, PathBuf)>,
     job: Option<Job>,
     pub message: Option<String>,
+    /// When no file dialog can open: the folder exports go to and the recipe file "Open
+    /// recipe" reads, as the user typed them.
+    pub fallback: Option<(String, String)>,
+}
+
+/// Where exports go when no file dialog can open: a folder under the user's home.
+pub fn fallback_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join("morphogen").join("exports")
 }
 
 impl ExportPanel {
+    /// No file dialog can open: from now on exports go to `dir` (shown, and editable).
+    pub fn use_fallback(&mut self, dir: PathBuf) {
+        self.fallback = Some((dir.display().to_string(), String::new()));
+        self.paths = PathSource::Fixed(dir);
+    }
+
     pub fn is_running(&self) -> bool {
         self.job.is_some()
     }
@@ -206,7 +221,19 @@ impl ExportPanel {
         if copy {
             self.copy_frame(ui.ctx(), &cx);
         }
-        if ui.button("Open recipe…").clicked() {
+        if let Some((dir, recipe)) = &mut self.fallback {
+            // No file dialog here: the paths are typed instead.
+            ui.label(egui::RichText::new("No file dialog can open here; exports go to this folder:").small());
+            if ui.add(egui::TextEdit::singleline(dir).desired_width(240.0)).changed() {
+                self.paths = PathSource::Fixed(PathBuf::from(dir.as_str()));
+            }
+            ui.horizontal(|ui| {
+                ui.add(egui::TextEdit::singleline(recipe).desired_width(170.0).hint_text("path/to/recipe.json"));
+                if ui.button("Open recipe").clicked() {
+                    clicked = Some(ExportKind::OpenRecipe);
+                }
+            });
+        } else if ui.button("Open recipe…").clicked() {
             clicked = Some(ExportKind::OpenRecipe);
         }
         let mut actions = Vec::new();
@@ -276,7 +303,17 @@ impl ExportPanel {
         let name = cx.run.map(|r| default_name(r, kind, cx.cursor, self.view)).unwrap_or_else(|| "recipe.json".into());
         match &self.paths {
             PathSource::Fixed(dir) => {
-                let path = if kind == ExportKind::OpenRecipe { dir.join("recipe.json") } else { dir.join(name) };
+                let typed = self.fallback.as_ref().map(|f| f.1.trim()).filter(|p| !p.is_empty()).map(PathBuf::from);
+                let path = match kind {
+                    ExportKind::OpenRecipe => typed.unwrap_or_else(|| dir.join("recipe.json")),
+                    _ => dir.join(name),
+                };
+                if kind != ExportKind::OpenRecipe
+                    && let Err(e) = std::fs::create_dir_all(dir)
+                {
+                    self.message = Some(format!("{}: cannot create the folder: {e}", dir.display()));
+                    return None;
+                }
                 self.path_chosen(kind, snapshot, path, cx)
             }
             PathSource::Dialog => {

@@ -102,6 +102,9 @@ pub struct StudioArgs {
     /// Ignore saved settings and start from the defaults.
     #[arg(long)]
     pub fresh: bool,
+    /// Weights for the CNN machine (a file from `morphogen train`), instead of the shipped ones.
+    #[arg(long)]
+    pub cnn: Option<PathBuf>,
 }
 
 /// What one denoiser call needs: the noisy image, the time and the machine.

@@ -9,7 +9,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         None => ui::run(StudioOptions::default()),
-        Some(Command::Studio(args)) => ui::run(StudioOptions { dataset: args.dataset, fresh: args.fresh }),
+        Some(Command::Studio(args)) => {
+            ui::run(StudioOptions { dataset: args.dataset, fresh: args.fresh, cnn: args.cnn })
+        }
         Some(command) => {
             quiet_display_probe();
             run(command)

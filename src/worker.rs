@@ -8,6 +8,7 @@
 //! the worker carries on.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -201,6 +202,22 @@ struct Loaded {
     device: DeviceChoice,
     hash: String,
     denoiser: Denoiser,
+    /// The weights file the CNN was attached from (None: the shipped weights, if any).
+    cnn_from: Option<PathBuf>,
+}
+
+/// The CNN weights file the studio names (`studio --cnn FILE`, "Load weights…"), read by
+/// every worker of the process — the main run's, the compare column's, the calibration's —
+/// when it next loads or runs: all of them run the same network.
+static STUDIO_CNN: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Names the CNN weights file every worker attaches (None: a bundled set's shipped weights).
+pub fn set_studio_cnn(path: Option<PathBuf>) {
+    *STUDIO_CNN.lock().unwrap_or_else(|e| e.into_inner()) = path;
+}
+
+fn studio_cnn() -> Option<PathBuf> {
+    STUDIO_CNN.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 struct Active {
@@ -358,11 +375,17 @@ impl Worker {
         device: DeviceChoice,
         token: &CancelToken,
     ) -> Result<bool, String> {
-        if let Some(l) = &self.loaded
+        if let Some(l) = &mut self.loaded
             && l.source == *source
             && l.options == *options
             && l.device == device
         {
+            // Same data: only the CNN's weights may have been named since.
+            let cnn = studio_cnn();
+            if l.cnn_from != cnn {
+                crate::engine::machines::cnn::attach(&mut l.denoiser, l.source.bundled_name(), cnn.as_deref());
+                l.cnn_from = cnn;
+            }
             return Ok(true);
         }
         let resolved = self.device(device)?;
@@ -386,12 +409,14 @@ impl Worker {
         };
         let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &resolved.device);
         let bundled = source.bundled_name();
-        crate::engine::machines::cnn::attach(&mut denoiser, bundled, None);
+        let cnn_from = studio_cnn();
+        crate::engine::machines::cnn::attach(&mut denoiser, bundled, cnn_from.as_deref());
         if let Some(budget) = self.cache_budget {
             denoiser.cache_budget_bytes = budget;
         }
         let hash = info.hash.clone();
-        self.loaded = Some(Loaded { source: source.clone(), options: options.clone(), device, hash, denoiser });
+        self.loaded =
+            Some(Loaded { source: source.clone(), options: options.clone(), device, hash, denoiser, cnn_from });
         self.emit(Event::Dataset(Box::new(info)));
         Ok(true)
     }

@@ -1099,3 +1099,26 @@ fn when_no_file_dialog_can_open_exports_go_to_a_typed_folder() {
     let written: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(written.iter().any(|n| n.to_string_lossy().ends_with(".png")), "{written:?}");
 }
+
+/// A machine that cannot run (the CNN without weights) leaves a clear empty state saying why,
+/// not the previous run's images under its caption with a spinner that never stops.
+#[test]
+fn a_run_that_cannot_start_shows_why_instead_of_old_images() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 3);
+    h.state_mut().settings.machine = MachineKind::Cnn;
+    h.run_steps(3);
+    let cmds = drain(&rx);
+    let Some(Command::Start { run, .. }) = cmds.iter().rev().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("{cmds:?}")
+    };
+    h.get_by_label_contains("computing the new settings");
+    let message = "the CNN machine cannot run: no trained CNN ships for this dataset".to_string();
+    tx.send(Event::Error { run: Some(*run), message }).unwrap();
+    h.run_steps(3);
+    h.get_by_label_contains("This run could not start:");
+    assert!(h.query_by_label_contains("computing the new settings").is_none());
+    assert!(h.query_by_label("x_t (noisy state)").is_none(), "no old images under the new caption");
+    // The weights control is there for the CNN.
+    h.get_by_label("Load weights…");
+}

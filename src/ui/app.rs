@@ -112,6 +112,11 @@ pub struct StudioApp {
     pub grow_map_path: Option<String>,
     /// A one-line note of the last thing done (a file saved).
     pub notice: Option<String>,
+    /// The CNN weights path being typed, and a pending "Load weights…" dialog.
+    pub cnn_typed: Option<String>,
+    pub(crate) cnn_pick: Option<crossbeam_channel::Receiver<Option<std::path::PathBuf>>>,
+    /// The current run's error, when it could not start (shown in place of its images).
+    pub run_error: Option<(RunId, String)>,
 }
 
 impl StudioApp {
@@ -148,6 +153,9 @@ impl StudioApp {
             overlay: None,
             grow_map_path: None,
             notice: None,
+            cnn_typed: None,
+            cnn_pick: None,
+            run_error: None,
         }
     }
 
@@ -455,6 +463,14 @@ impl StudioApp {
                     self.computing = false;
                     self.progress = None;
                 }
+                // A run that could not start shows why in place of its images, not the
+                // previous run's images under its caption.
+                if let Some(id) = run.filter(|&r| Some(r) == current)
+                    && self.history.current().is_some_and(|r| r.steps.is_empty())
+                {
+                    self.stale = None;
+                    self.run_error = Some((id, message.clone()));
+                }
                 self.errors.push(message);
             }
             // Events of runs that were replaced.
@@ -582,6 +598,8 @@ impl StudioApp {
             ));
             self.export.use_fallback(dir);
         }
+        // Every worker attaches the CNN from the file named here when it next runs.
+        crate::worker::set_studio_cnn(self.settings.cnn_weights.clone());
         self.paint_keys(ui);
         let mut cmds = self.keyboard(ui);
 
@@ -720,6 +738,16 @@ impl StudioApp {
         let (step, shape, stale) = match (run.steps.get(cursor).or(run.steps.last()), &self.stale) {
             (Some(step), _) => (step, run.shape, None),
             (None, Some(old)) if self.viewing.is_none() => (&old.step, old.shape, Some(old.label.as_str())),
+            (None, _) if self.run_error.as_ref().is_some_and(|(id, _)| *id == run.id) => {
+                let why = self.run_error.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+                ui.centered_and_justified(|ui| {
+                    ui.label(format!(
+                        "This run could not start:\n{why}\n\nChange the machine or its settings, or load what it \
+                         needs; Restart (or any change) tries again."
+                    ))
+                });
+                return;
+            }
             (None, _) => {
                 ui.centered_and_justified(|ui| ui.spinner());
                 return;

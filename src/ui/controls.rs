@@ -136,6 +136,10 @@ impl StudioApp {
                 ui.radio_value(&mut s.machine, m, m.title()).on_hover_text(m.describe());
             }
         });
+        if s.machine == MachineKind::Cnn {
+            self.cnn_weights_controls(ui);
+        }
+        let s = &mut self.settings;
         ui.add_enabled_ui(s.machine.needs().boundary, |ui| {
             ui.horizontal(|ui| {
                 ui.label("Boundary");
@@ -145,6 +149,37 @@ impl StudioApp {
                     .on_hover_text("Windows wrap around; every interior training patch is a candidate for every pixel");
             });
         });
+    }
+
+    /// Which weights the CNN runs: the shipped ones, or a file (typed, or picked with a dialog).
+    fn cnn_weights_controls(&mut self, ui: &mut Ui) {
+        let current = match &self.settings.cnn_weights {
+            Some(p) => p.display().to_string(),
+            None => "the shipped weights (mnist, fashion)".into(),
+        };
+        ui.label(egui::RichText::new(format!("CNN weights: {current}")).small());
+        ui.horizontal(|ui| {
+            let typed = self.cnn_typed.get_or_insert_with(String::new);
+            ui.add(egui::TextEdit::singleline(typed).desired_width(150.0).hint_text("path/to/weights.mgcnn"));
+            if ui.button("Use").clicked() && !typed.trim().is_empty() {
+                self.settings.cnn_weights = Some(std::path::PathBuf::from(typed.trim()));
+            }
+            if ui.button("Load weights…").on_hover_text("A file written by `morphogen train`").clicked() {
+                let ask = super::dialogs::Ask::OpenFile { title: "CNN weights".into(), extension: Some("mgcnn") };
+                self.cnn_pick = Some(self.dialogs.ask(ask));
+            }
+            if self.settings.cnn_weights.is_some() && ui.button("Shipped").clicked() {
+                self.settings.cnn_weights = None;
+            }
+        });
+        if let Some(rx) = &self.cnn_pick
+            && let Ok(answer) = rx.try_recv()
+        {
+            self.cnn_pick = None;
+            if let Some(path) = answer {
+                self.settings.cnn_weights = Some(path);
+            }
+        }
     }
 
     fn locality_controls(&mut self, ui: &mut Ui) {

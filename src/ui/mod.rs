@@ -36,6 +36,8 @@ pub struct StudioOptions {
     pub dataset: Option<String>,
     /// Ignore saved settings and start from the defaults.
     pub fresh: bool,
+    /// The CNN's weights file.
+    pub cnn: Option<std::path::PathBuf>,
 }
 
 /// Opens the studio window; returns when it is closed.
@@ -64,6 +66,9 @@ pub fn run(args: StudioOptions) -> Result<(), String> {
                 if let Some(b) = crate::data::bundled_source(d) {
                     settings.preset = b.preset.into();
                 }
+            }
+            if args.cnn.is_some() {
+                settings.cnn_weights = args.cnn.clone();
             }
             let ctx = cc.egui_ctx.clone();
             let worker = WorkerHandle::spawn(move || ctx.request_repaint());

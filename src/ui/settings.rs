@@ -77,6 +77,8 @@ pub struct Settings {
     pub locality_map: Option<LocalityMap>,
     /// The wounds painted on x_t, in the order they were made.
     pub edits: Vec<Edit>,
+    /// The CNN's weights file (None: the shipped weights of a bundled dataset).
+    pub cnn_weights: Option<std::path::PathBuf>,
     /// The brush: which tool and how large (display only: it changes no run).
     pub brush: super::brush_settings::BrushSettings,
 }
@@ -116,6 +118,7 @@ impl Default for Settings {
             canvas: None,
             locality_map: None,
             edits: Vec::new(),
+            cnn_weights: None,
             brush: Default::default(),
         }
     }

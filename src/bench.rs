@@ -205,6 +205,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     grow(args, &mut sets, &mut report);
     gaussian_fits(args, &sets, &mut report);
     samples(args, &mut sets, device.kind == DeviceChoice::Gpu, &mut report)?;
+    background(args)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     }
@@ -332,6 +333,53 @@ fn key_pairs(train: ImageShape, canvas: ImageShape, p: usize, only: Option<&[boo
             (pixels * g.key_pixels.len()) as f64
         })
         .sum()
+}
+
+/// The main run beside a background job, through the studio's own workers: a 20-step MNIST
+/// run alone, then while a secondary worker (what the compare column, seed grid, zoo and
+/// calibration use) computes a long run. Prints both times and the background's progress.
+/// Only when `--only background` names it: it takes about a minute.
+fn background(args: &BenchArgs) -> Result<(), String> {
+    use crate::worker::{Command, Event, WorkerHandle};
+    if !args.only.as_deref().is_some_and(|o| o.contains("background")) {
+        return Ok(());
+    }
+    let recipe = |steps| {
+        let mut r = crate::recipe::Recipe {
+            dataset: DatasetSource::Bundled("mnist".into()),
+            device: args.device,
+            ..crate::recipe::Recipe::default()
+        };
+        r.sampler.steps = steps;
+        r
+    };
+    let run = |w: &WorkerHandle, run| -> Result<f64, String> {
+        let t = Instant::now();
+        w.send(Command::Start { run, recipe: recipe(20) });
+        loop {
+            match w.events.recv_timeout(std::time::Duration::from_secs(600)).map_err(|e| e.to_string())? {
+                Event::Finished { run: r } if r == run => return Ok(t.elapsed().as_secs_f64()),
+                Event::Error { message, .. } => return Err(message),
+                _ => {}
+            }
+        }
+    };
+    let main = WorkerHandle::spawn(|| {});
+    run(&main, 1)?; // loads the data and builds the key banks
+    let alone = run(&main, 2)?;
+    let bg = WorkerHandle::spawn_secondary(|| {});
+    bg.send(Command::Start { run: 1, recipe: recipe(1000) });
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let before = bg.events.try_iter().filter(|e| matches!(e, Event::Step { .. })).count();
+    let beside = run(&main, 3)?;
+    let during = bg.events.try_iter().filter(|e| matches!(e, Event::Step { .. })).count();
+    bg.send(Command::Cancel);
+    eprintln!(
+        "background: a 20-step MNIST run takes {alone:.2} s alone and {beside:.2} s beside a background run \
+         ({:.2}×); the background run did {during} steps meanwhile ({before} in its first 8 s alone)",
+        beside / alone
+    );
+    Ok(())
 }
 
 /// The Gaussian machines' fit: mean, covariance (or Gram matrix) and its eigendecomposition,

@@ -163,12 +163,22 @@ impl WorkerHandle {
         let (etx, events) = unbounded();
         let cancel = Arc::new(Mutex::new(CancelToken::new()));
         let shared = cancel.clone();
+        let secondary = cache_budget.is_some();
         let thread = std::thread::Builder::new()
             .name("morphogen-worker".into())
             .spawn(move || {
                 let mut worker = Worker::new(rx, etx, shared, Box::new(wake));
                 worker.cache_budget = cache_budget;
-                worker.run()
+                match secondary.then(background_pool).flatten() {
+                    // The main run first: a secondary worker (compare column, seed grid, zoo,
+                    // calibration) computes on one thread of its own at the lowest priority,
+                    // instead of on every core beside the main run.
+                    Some(pool) => {
+                        lower_priority();
+                        pool.install(|| worker.run())
+                    }
+                    None => worker.run(),
+                }
             })
             .expect("cannot spawn the worker thread");
         Self { tx, events, cancel, thread: Some(thread) }
@@ -204,6 +214,29 @@ struct Loaded {
     denoiser: Denoiser,
     /// The weights file the CNN was attached from (None: the shipped weights, if any).
     cnn_from: Option<PathBuf>,
+}
+
+/// One thread at the lowest priority, for a secondary worker's kernels (None when the OS will
+/// not make a thread: the worker then shares the global pool).
+fn background_pool() -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "morphogen-background".into())
+        .start_handler(|_| lower_priority())
+        .build()
+        .ok()
+}
+
+/// Lowers the calling thread's scheduling priority to the least (nice 19 on Linux), so the
+/// main run's threads win every contended core. Elsewhere the one-thread pool alone bounds it.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own id, with a valid priority; it only
+    // changes how the scheduler ranks this thread.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
 }
 
 /// The CNN weights file the studio names (`studio --cnn FILE`, "Load weights…"), read by

@@ -535,6 +535,9 @@ impl StudioApp {
         if back {
             self.canvas.enlarged = None;
         }
+        if ui.input(|i| i.key_pressed(Key::Num0)) {
+            (self.canvas.zoom, self.canvas.pan) = (1.0, egui::Vec2::ZERO);
+        }
     }
 
     /// A finished stroke becomes one change of the settings: the run restarts (locality) or
@@ -859,7 +862,9 @@ impl StudioApp {
         let legend_lines = if map.is_some() { 3 } else { 0 }
             + usize::from(self.compare.is_on())
             + usize::from(novelty.is_some())
-            + usize::from(map.is_some() && window.is_some());
+            + usize::from(map.is_some() && window.is_some())
+            // The note of a machine without votes wraps to two lines at most widths.
+            + if no_vote.is_some() { 2 } else { 0 };
         let radius = can_paint.then_some(self.settings.brush.radius);
         let out = canvas::show(ui, &mut self.canvas, shape, &panels, grid, marker, legend_lines, radius);
         self.maps_view.hovered = out.hovered;

@@ -80,6 +80,17 @@ pub struct CanvasOutput {
     pub stroke: Option<(Vec<(usize, usize)>, bool)>,
 }
 
+/// Keeps at least this many screen pixels of the image inside its panel when panning.
+const MIN_VISIBLE: f32 = 24.0;
+
+/// `pan` (image pixels) limited so that the image, `size` on screen at `scale`, keeps
+/// [`MIN_VISIBLE`] pixels inside a panel of `panel` size on each axis.
+fn clamp_pan(pan: Vec2, panel: Vec2, size: Vec2, scale: f32) -> Vec2 {
+    let limit = |p: f32, s: f32| ((p + s) / 2.0 - MIN_VISIBLE.min(s / 2.0)).max(0.0) / scale;
+    let (lx, ly) = (limit(panel.x, size.x), limit(panel.y, size.y));
+    vec2(pan.x.clamp(-lx, lx), pan.y.clamp(-ly, ly))
+}
+
 /// Title line of a panel (one line of strong text).
 const TITLE_H: f32 = 18.0;
 
@@ -238,6 +249,9 @@ pub fn show(
                         state.stroke_erase = response.dragged_by(egui::PointerButton::Secondary);
                     } else if response.dragged() {
                         state.pan += response.drag_delta() / scale;
+                        // A stray drag cannot push the image out of sight: some of it stays in
+                        // the panel (and Reset view brings it back).
+                        state.pan = clamp_pan(state.pan, vec2(panel_w, panel_h), size, scale);
                     }
                     if painting && response.drag_stopped() && !state.stroke.is_empty() {
                         out.stroke = Some((std::mem::take(&mut state.stroke), state.stroke_erase));
@@ -277,7 +291,15 @@ pub fn show(
     } else {
         "Hover a pixel to read it; click to see which training patches made it. Scroll zooms, drag pans; double-click or F enlarges a panel, Esc returns."
     };
-    ui.label(hover_text.unwrap_or_else(|| hint.into()));
+    ui.horizontal_wrapped(|ui| {
+        if state.zoom != 1.0 || state.pan != Vec2::ZERO {
+            let view = format!("zoom ×{:.1}, moved", state.zoom);
+            if ui.small_button("Reset view").on_hover_text(format!("{view}: back to fit (key 0)")).clicked() {
+                (state.zoom, state.pan) = (1.0, Vec2::ZERO);
+            }
+        }
+        ui.label(hover_text.unwrap_or_else(|| hint.into()));
+    });
     out
 }
 
@@ -296,5 +318,16 @@ mod tests {
         assert_eq!(panel_grid(3, vec2(1200.0, 300.0), digit, 8.0).0, 3);
         let (cols, w, h) = panel_grid(1, vec2(700.0, 420.0), digit, 8.0);
         assert_eq!((cols, w, h), (1, 700.0, 420.0 - TITLE_H));
+    }
+
+    #[test]
+    fn a_stray_drag_cannot_pan_the_image_out_of_sight() {
+        // A 200 px image in a 300 px panel at 4 screen px per image px.
+        let (panel, size, scale) = (vec2(300.0, 300.0), vec2(200.0, 200.0), 4.0);
+        let far = clamp_pan(vec2(1e4, -1e4), panel, size, scale);
+        // The image centre is at most (300 + 200)/2 − 24 = 226 px from the panel centre.
+        assert_eq!(far, vec2(226.0 / 4.0, -226.0 / 4.0));
+        let near = vec2(3.0, -2.0);
+        assert_eq!(clamp_pan(near, panel, size, scale), near, "small pans are left alone");
     }
 }

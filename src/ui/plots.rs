@@ -98,7 +98,10 @@ pub fn stats_plot(
     // Each plot: id, title, and its lines (name, points).
     let mut series: Vec<(&str, String, Vec<Series>)> = STATS
         .iter()
+        // No distance on a grown canvas (no training image of its size); no P for a machine
+        // without a window.
         .filter(|stat| stat.id != "stat_d" || run.steps.iter().all(|s| s.record.nearest.is_some()))
+        .filter(|stat| stat.id != "stat_p" || run.recipe.sampler.machine.uses_patch())
         .map(|stat| {
             let pts = run.steps.iter().map(|s| [s.record.step as f64, (stat.value)(s)]).collect();
             let title = format!("{} ({})", stat.title, stat.unit);

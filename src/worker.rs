@@ -421,6 +421,11 @@ impl Worker {
             }
             return Ok(true);
         }
+        // The old training set, its key banks and tables are unreachable now: free them before
+        // loading the next, and give the pages back (else every switch adds to the process).
+        if self.loaded.take().is_some() {
+            crate::memory::give_back_freed();
+        }
         let resolved = self.device(device)?;
         let dataset = match Dataset::load_cancellable(source, options, &|| token.is_cancelled()) {
             Ok(d) => d,

@@ -117,6 +117,8 @@ pub struct StudioApp {
     pub(crate) cnn_pick: Option<crossbeam_channel::Receiver<Option<std::path::PathBuf>>>,
     /// The current run's error, when it could not start (shown in place of its images).
     pub run_error: Option<(RunId, String)>,
+    /// The process's resident memory and when it was read.
+    resident: Option<(Instant, usize)>,
 }
 
 impl StudioApp {
@@ -156,6 +158,7 @@ impl StudioApp {
             cnn_typed: None,
             cnn_pick: None,
             run_error: None,
+            resident: None,
         }
     }
 
@@ -679,6 +682,15 @@ impl StudioApp {
             }
             ui.separator();
             ui.label(format!("history {:.1} MB", self.history.total_bytes() as f64 / 1e6));
+            // The whole process, not only the history: read once a second.
+            let now = Instant::now();
+            if self.resident.is_none_or(|(at, _)| now.duration_since(at).as_secs_f64() >= 1.0) {
+                self.resident = crate::memory::resident_bytes().map(|b| (now, b));
+            }
+            if let Some((_, bytes)) = self.resident {
+                ui.label(format!("memory {:.0} MB", bytes as f64 / 1e6))
+                    .on_hover_text("everything Morphogen holds: data, caches, images and the window");
+            }
             if self.show_debug {
                 ui.separator();
                 ui.label(format!("frame p95 {:.1} ms", self.frames.p95_ms()));

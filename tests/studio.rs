@@ -1122,3 +1122,21 @@ fn a_run_that_cannot_start_shows_why_instead_of_old_images() {
     // The weights control is there for the CNN.
     h.get_by_label("Load weights…");
 }
+
+/// Esc answers "Overwrite?" with Cancel: a question only a button could close held up the
+/// whole window.
+#[test]
+fn escape_cancels_the_overwrite_question() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 3);
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().export.paths = PathSource::Fixed(out.path().into());
+    std::fs::create_dir(out.path().join("mnist_els_seed0_trajectory")).unwrap();
+    h.state_mut().ask_path(ExportKind::Trajectory);
+    h.run_steps(2);
+    assert!(h.state().export.confirm.is_some());
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    assert!(h.state().export.confirm.is_none(), "Esc closed the question");
+    assert!(h.state_mut().wait_for_export().is_none(), "and wrote nothing");
+}

@@ -385,7 +385,7 @@ impl ExportPanel {
         let Some((kind, _, path)) = &self.confirm else { return };
         let (kind, path) = (*kind, path.clone());
         let mut answer = None;
-        egui::Modal::new(egui::Id::unique("overwrite")).show(ctx, |ui| {
+        let modal = egui::Modal::new(egui::Id::unique("overwrite")).show(ctx, |ui| {
             ui.label(format!("{} already exists. Overwrite it?", path.display()));
             ui.horizontal(|ui| {
                 if ui.button("Overwrite").clicked() {
@@ -396,6 +396,11 @@ impl ExportPanel {
                 }
             });
         });
+        // Esc or a click beside the question is "Cancel": a modal that only a button can
+        // close held up everything else (the scripted soak sat behind one for 8 minutes).
+        if answer.is_none() && modal.should_close() {
+            answer = Some(false);
+        }
         if let Some(yes) = answer {
             let (_, snapshot, _) = self.confirm.take().expect("checked");
             if yes && let Some(snapshot) = snapshot {

@@ -1140,3 +1140,47 @@ fn escape_cancels_the_overwrite_question() {
     assert!(h.state().export.confirm.is_none(), "Esc closed the question");
     assert!(h.state_mut().wait_for_export().is_none(), "and wrote nothing");
 }
+
+/// A wounded run beside its unedited self: the unedited column runs the same recipe without
+/// the edits, and the healing plot appears, with the RMS inside and outside the wound.
+#[test]
+fn a_wound_shows_the_unedited_run_and_the_healing_plot() {
+    use morphogen::engine::{Edit, EditOp, Mask};
+    use morphogen::ui::compare::CompareSettings;
+    let mut bits = vec![false; 64];
+    bits[..8].fill(true); // the top row of the 8×8 images
+    let edit = Edit { step: 1, op: EditOp::Set { value: 1.0 }, mask: Mask::from_bits(8, 8, &bits) };
+    let settings = Settings {
+        compare_on: true,
+        compare: CompareSettings { unedited: true, ..CompareSettings::default() },
+        edits: vec![edit],
+        ..Settings::default()
+    };
+    let (cmp_handle, cmp_rx, cmp_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(settings, |app| app.compare.worker = Some(cmp_handle));
+    started_with_steps(&mut h, &rx, &tx, 3);
+    let cmds: Vec<Command> = cmp_rx.try_iter().collect();
+    let Some(Command::Start { run, recipe }) = cmds.iter().find(|c| matches!(c, Command::Start { .. })) else {
+        panic!("{cmds:?}")
+    };
+    assert!(recipe.sampler.edits.is_empty(), "the column is the run without its wounds");
+    cmp_tx.send(dataset_event()).unwrap();
+    for k in 0..3 {
+        // Unedited x̂₀ differs from the main one by 0.5 in the top row only.
+        let Event::Step { mut record, .. } = step(*run, k) else { unreachable!() };
+        for v in &mut record.x0_hat[..8] {
+            *v += 0.5;
+        }
+        cmp_tx.send(Event::Step { run: *run, record, seconds: 0.01 }).unwrap();
+    }
+    h.run_steps(3);
+    h.get_by_label_contains("healing: RMS of x̂₀ wounded − unedited");
+    h.get_by_label("x̂₀, unedited");
+    // Inside the wound the columns differ by exactly 0.5, outside not at all.
+    let wound = morphogen::ui::brush::wound(&h.state().settings.edits, 8, 8).unwrap();
+    let app = h.state();
+    let main = &app.history.current().unwrap().steps[2].record.x0_hat;
+    let other = &app.compare.steps[2].record.x0_hat;
+    assert!((morphogen::ui::brush::rms_split(main, other, &wound, true) - 0.5).abs() < 1e-6);
+    assert_eq!(morphogen::ui::brush::rms_split(main, other, &wound, false), 0.0);
+}

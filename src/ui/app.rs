@@ -474,7 +474,10 @@ impl StudioApp {
                     self.stale = None;
                     self.run_error = Some((id, message.clone()));
                 }
-                self.errors.push(message);
+                // The same refusal again (a machine switched to twice) is said once.
+                if !self.errors.contains(&message) {
+                    self.errors.push(message);
+                }
             }
             // Events of runs that were replaced.
             Event::Progress { .. } | Event::Step { .. } | Event::Finished { .. } | Event::Calibrated { .. } => {}

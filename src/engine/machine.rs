@@ -122,14 +122,7 @@ pub trait Machine: Send + Sync + 'static {
         patches: &[u32],
         ctl: &mut Control,
     ) -> Result<Denoised, Cancelled> {
-        let hw = call.canvas_shape(den.shape).pixels();
-        let mut out = Denoised::blank(x.len(), hw, call.maps);
-        for (p, only) in pixels_by_patch(patches) {
-            let part = self.denoise(den, x, &Call { patch: p, maps: call.maps || call.entropy, ..*call }, ctl)?;
-            out.take_pixels(&part, &only, hw);
-        }
-        out.entropy = if call.entropy { out.entropy / hw as f32 } else { 0.0 };
-        Ok(out)
+        compose_patch_map(den, x, call, patches, &mut |den, part, _only| self.denoise(den, x, part, ctl))
     }
     /// The candidates that vote for one pixel, ranked (machines without votes return their
     /// x̂₀ at the pixel and what they have instead: a filter row, nothing).
@@ -271,6 +264,29 @@ pub struct Denoised {
     pub entropy: f32,
     /// Per-pixel provenance, when the call asked for it.
     pub maps: Option<PixelMaps>,
+}
+
+/// One patch size's call of a patch map, for the pixels it marks.
+pub(crate) type PartCall<'a> = dyn FnMut(&mut Denoiser, &Call, &[bool]) -> Result<Denoised, Cancelled> + 'a;
+
+/// x̂₀ of a per-pixel patch map, one distinct P at a time: `part` computes the call at that P
+/// (asked for per-pixel maps, which carry the entropy) for at least the pixels `only` marks,
+/// and each pixel keeps its own P's values.
+pub(crate) fn compose_patch_map(
+    den: &mut Denoiser,
+    x: &[f32],
+    call: &Call,
+    patches: &[u32],
+    part: &mut PartCall<'_>,
+) -> Result<Denoised, Cancelled> {
+    let hw = call.canvas_shape(den.shape).pixels();
+    let mut out = Denoised::blank(x.len(), hw, call.maps);
+    for (p, only) in pixels_by_patch(patches) {
+        let computed = part(den, &Call { patch: p, maps: call.maps || call.entropy, ..*call }, &only)?;
+        out.take_pixels(&computed, &only, hw);
+    }
+    out.entropy = if call.entropy { out.entropy / hw as f32 } else { 0.0 };
+    Ok(out)
 }
 
 /// The distinct patch sizes of a per-pixel map, each with the pixels that use it, ascending.

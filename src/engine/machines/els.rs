@@ -8,7 +8,7 @@ use super::super::denoiser::Denoiser;
 use super::super::geometry::{Boundary, ImageShape, els_groups_cancellable};
 use super::super::kernels::{self, groups::GeometryKey};
 use super::super::machine::{
-    BenchPatches, Call, Denoised, Info, Machine, Needs, Probe, check_patch_tables, pixels_by_patch,
+    BenchPatches, Call, Denoised, Info, Machine, Needs, Probe, check_patch_tables, compose_patch_map,
 };
 
 pub struct Els;
@@ -54,15 +54,9 @@ impl Machine for Els {
         patches: &[u32],
         ctl: &mut Control,
     ) -> Result<Denoised, Cancelled> {
-        let hw = call.canvas_shape(den.shape).pixels();
-        let mut out = Denoised::blank(x.len(), hw, call.maps);
-        for (p, only) in pixels_by_patch(patches) {
-            let part_call = Call { patch: p, maps: call.maps || call.entropy, ..*call };
-            let part = kernels::cpu::run(den, x, &part_call, GeometryKey::of(call, p, true), Some(&only), ctl)?;
-            out.take_pixels(&part, &only, hw);
-        }
-        out.entropy = if call.entropy { out.entropy / hw as f32 } else { 0.0 };
-        Ok(out)
+        compose_patch_map(den, x, call, patches, &mut |den, part, only| {
+            kernels::cpu::run(den, x, part, GeometryKey::of(part, part.patch, true), Some(only), ctl)
+        })
     }
 
     fn inspect(

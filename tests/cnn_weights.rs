@@ -4,23 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use common::wait_for;
 
-use crossbeam_channel::Receiver;
 use morphogen::data::DatasetSource;
 use morphogen::engine::{DeviceChoice, MachineKind, PatchSchedule};
 use morphogen::recipe::Recipe;
 use morphogen::worker::{Command, Event, WorkerHandle, set_studio_cnn};
-
-fn wait_for(events: &Receiver<Event>, what: impl Fn(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let e = events.recv_deadline(deadline).expect("timed out waiting for the worker");
-        if what(&e) {
-            return e;
-        }
-    }
-}
 
 #[test]
 fn the_studio_names_the_cnn_weights_every_worker_runs() {

@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::wait_for;
+
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use morphogen::data::{Dataset, DatasetSource, LoadOptions, write_npy_f32};
 use morphogen::engine::{Boundary, Call, CancelToken, Control, Denoiser, DeviceChoice, MachineKind};
 use morphogen::recipe::Recipe;
@@ -102,16 +103,6 @@ fn recipe(dataset: DatasetSource, steps: usize) -> Recipe {
     let mut r = Recipe { dataset, device: DeviceChoice::Cpu, ..Recipe::default() };
     r.sampler.steps = steps;
     r
-}
-
-fn wait_for(events: &Receiver<Event>, what: impl Fn(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let e = events.recv_deadline(deadline).expect("timed out waiting for the worker");
-        if what(&e) {
-            return e;
-        }
-    }
 }
 
 #[test]

@@ -71,3 +71,17 @@ pub fn random_set(n: usize, shape: ImageShape, seed: u64) -> Vec<f32> {
 pub fn morphogen_at(bin: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(bin).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
 }
+
+/// The first event from a worker that `what` accepts (others are skipped); panics after 60 s.
+pub fn wait_for(
+    events: &crossbeam_channel::Receiver<morphogen::worker::Event>,
+    what: impl Fn(&morphogen::worker::Event) -> bool,
+) -> morphogen::worker::Event {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let e = events.recv_deadline(deadline).expect("timed out waiting for the worker");
+        if what(&e) {
+            return e;
+        }
+    }
+}

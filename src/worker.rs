@@ -13,14 +13,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
 
 use crate::data::{Dataset, DatasetSource, LoadOptions};
 use crate::engine::{
     self, Call, CancelToken, Control, Denoiser, DeviceChoice, ImageShape, Inspection, Sampler, SamplerConfig,
     StepRecord,
 };
+use crate::memory::{Meter, Pool};
 use crate::recipe::Recipe;
+
+/// How often an idle worker looks at its budget.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Identifies one run (a restart or branch gets a new id), so stale events can be ignored.
 pub type RunId = u64;
@@ -143,32 +147,36 @@ pub struct WorkerHandle {
     pub events: Receiver<Event>,
     cancel: Arc<Mutex<CancelToken>>,
     thread: Option<JoinHandle<()>>,
+    /// What the worker holds, as it last reported.
+    meter: Arc<Meter>,
 }
 
 impl WorkerHandle {
     /// Spawns the worker; `wake` is called after every event (the UI passes `request_repaint`).
+    /// The worker draws on the process's [`Pool::global`] budget.
     pub fn spawn(wake: impl Fn() + Send + 'static) -> Self {
-        Self::spawn_with(wake, None)
+        Self::spawn_in(&Pool::global(), false, wake)
     }
 
-    /// A worker for a second view (compare column, seed grid): its caches are held to
-    /// [`SECONDARY_CACHE_BYTES`], so three workers cannot each keep 1.5 GB of key banks; past
-    /// that it cuts keys per call (slower, bounded).
+    /// A worker for a second view (compare column, seed grid, zoo, calibration): its caches
+    /// are held to an eighth of the global budget, so three of them cannot each keep a
+    /// main run's worth of key banks; past that it cuts keys per call (slower, bounded).
     pub fn spawn_secondary(wake: impl Fn() + Send + 'static) -> Self {
-        Self::spawn_with(wake, Some(SECONDARY_CACHE_BYTES))
+        Self::spawn_in(&Pool::global(), true, wake)
     }
 
-    fn spawn_with(wake: impl Fn() + Send + 'static, cache_budget: Option<usize>) -> Self {
+    /// A worker whose caches draw on `pool` (tests give each their own).
+    pub fn spawn_in(pool: &Arc<Pool>, secondary: bool, wake: impl Fn() + Send + 'static) -> Self {
         let (tx, rx) = unbounded();
         let (etx, events) = unbounded();
         let cancel = Arc::new(Mutex::new(CancelToken::new()));
         let shared = cancel.clone();
-        let secondary = cache_budget.is_some();
+        let meter = pool.join(secondary);
+        let (pool, theirs) = (pool.clone(), meter.clone());
         let thread = std::thread::Builder::new()
             .name("morphogen-worker".into())
             .spawn(move || {
-                let mut worker = Worker::new(rx, etx, shared, Box::new(wake));
-                worker.cache_budget = cache_budget;
+                let worker = Worker::new(rx, etx, shared, Box::new(wake), (pool, theirs));
                 match secondary.then(background_pool).flatten() {
                     // The main run first: a secondary worker (compare column, seed grid, zoo,
                     // calibration) computes on one thread of its own at the lowest priority,
@@ -181,14 +189,20 @@ impl WorkerHandle {
                 }
             })
             .expect("cannot spawn the worker thread");
-        Self { tx, events, cancel, thread: Some(thread) }
+        Self { tx, events, cancel, thread: Some(thread), meter }
+    }
+
+    /// What the worker holds as it last reported: (training data, caches) in bytes.
+    pub fn memory(&self) -> (usize, usize) {
+        (self.meter.data(), self.meter.caches())
     }
 
     /// A handle with no thread behind it: tests play the worker through the returned ends.
     pub fn detached() -> (Self, Receiver<Command>, Sender<Event>) {
         let (tx, commands) = unbounded();
         let (events_tx, events) = unbounded();
-        let handle = Self { tx, events, cancel: Arc::new(Mutex::new(CancelToken::new())), thread: None };
+        let meter = Arc::new(Meter::default());
+        let handle = Self { tx, events, cancel: Arc::new(Mutex::new(CancelToken::new())), thread: None, meter };
         (handle, commands, events_tx)
     }
 
@@ -269,8 +283,9 @@ struct Worker {
     devices: Vec<(DeviceChoice, engine::ResolvedDevice)>,
     loaded: Option<Loaded>,
     active: Option<Active>,
-    /// Overrides the denoiser's cache budget (secondary workers).
-    cache_budget: Option<usize>,
+    /// The budget this worker's caches draw on, and where it reports what it holds.
+    pool: Arc<Pool>,
+    meter: Arc<Meter>,
 }
 
 /// The fields of a [`Command::Inspect`], handed to [`Worker::inspect`] as one value.
@@ -285,17 +300,35 @@ struct InspectJob {
     top: usize,
 }
 
-/// Cache budget of a secondary worker: 256 MB.
-pub const SECONDARY_CACHE_BYTES: usize = 256 << 20;
-
 impl Worker {
     fn new(
         rx: Receiver<Command>,
         tx: Sender<Event>,
         cancel: Arc<Mutex<CancelToken>>,
         wake: Box<dyn Fn() + Send>,
+        (pool, meter): (Arc<Pool>, Arc<Meter>),
     ) -> Self {
-        Self { rx, tx, cancel, wake, devices: Vec::new(), loaded: None, active: None, cache_budget: None }
+        Self { rx, tx, cancel, wake, devices: Vec::new(), loaded: None, active: None, pool, meter }
+    }
+
+    /// Holds the caches to this worker's share of the pool (it changes with the budget and
+    /// with the views open): past it, everything that can be rebuilt is dropped now.
+    fn keep_to_budget(&mut self) {
+        let share = self.pool.share(&self.meter);
+        if let Some(l) = &mut self.loaded {
+            l.denoiser.cache_budget_bytes = share;
+            if l.denoiser.cache_bytes() > share {
+                l.denoiser.evict(None);
+                crate::memory::give_back_freed();
+            }
+        }
+    }
+
+    /// Reports what this worker holds to its meter.
+    fn report_memory(&self) {
+        let (data, caches) =
+            self.loaded.as_ref().map(|l| (l.denoiser.data_bytes(), l.denoiser.cache_bytes())).unwrap_or((0, 0));
+        self.meter.record(data, caches);
     }
 
     fn emit(&self, event: Event) {
@@ -313,11 +346,18 @@ impl Worker {
                     Err(TryRecvError::Disconnected) => return,
                 }
             } else {
-                match self.rx.recv() {
+                // Idle, it still wakes once a second to follow a budget that was lowered.
+                match self.rx.recv_timeout(IDLE_CHECK) {
                     Ok(c) => Some(c),
-                    Err(_) => return,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.keep_to_budget();
+                        self.report_memory();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             };
+            self.keep_to_budget();
             let outcome = catch_unwind(AssertUnwindSafe(|| match command {
                 Some(c) => self.handle(c),
                 None => self.step(),
@@ -329,6 +369,7 @@ impl Worker {
                 self.loaded = None;
                 self.emit(Event::Error { run, message: format!("the sampler crashed: {message}") });
             }
+            self.report_memory();
         }
     }
 
@@ -449,9 +490,7 @@ impl Worker {
         let bundled = source.bundled_name();
         let cnn_from = studio_cnn();
         crate::engine::machines::cnn::attach(&mut denoiser, bundled, cnn_from.as_deref());
-        if let Some(budget) = self.cache_budget {
-            denoiser.cache_budget_bytes = budget;
-        }
+        denoiser.cache_budget_bytes = self.pool.share(&self.meter);
         let hash = info.hash.clone();
         self.loaded =
             Some(Loaded { source: source.clone(), options: options.clone(), device, hash, denoiser, cnn_from });
@@ -617,8 +656,6 @@ pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// The most votes one inspection returns.
 pub const MAX_INSPECT_TOP: usize = 200;
 
-/// The P×P window of `img` centred at (y, x) (outside the image: −1, black), or the whole
-/// image for the machines that see whole images.
 /// The P×P window of `img` (of `shape`) around (y, x), −1 outside; the whole image for
 /// machines without a window.
 fn crop(shape: ImageShape, img: &[f32], y: usize, x: usize, call: &Call) -> (ImageShape, Vec<f32>) {

@@ -204,6 +204,14 @@ impl Denoiser {
         self.states.insert(TypeId::of::<T>(), Box::new(state));
     }
 
+    /// Bytes of the training set itself: the device copy ([N, C·H·W + 1]) and the two host
+    /// copies. Not a cache (it is held while the dataset is loaded), but part of what a
+    /// worker holds.
+    pub fn data_bytes(&self) -> usize {
+        let len = self.shape.len();
+        4 * (self.n * (len + 1) + self.host_centred.len() + self.host_images.len())
+    }
+
     /// Bytes held by every state together: what `cache_budget_bytes` bounds.
     pub fn cache_bytes(&self) -> usize {
         self.states.values().map(|s| s.bytes()).sum()

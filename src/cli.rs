@@ -105,6 +105,10 @@ pub struct StudioArgs {
     /// Weights for the CNN machine (a file from `morphogen train`), instead of the shipped ones.
     #[arg(long)]
     pub cnn: Option<PathBuf>,
+    /// Write the UI's frame times and the process's memory to this new CSV once a second
+    /// (for soaks and profiling; an existing file is refused).
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
 }
 
 /// What one denoiser call needs: the noisy image, the time and the machine.

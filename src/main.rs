@@ -10,7 +10,7 @@ fn main() {
     let result = match cli.command {
         None => ui::run(StudioOptions::default()),
         Some(Command::Studio(args)) => {
-            ui::run(StudioOptions { dataset: args.dataset, fresh: args.fresh, cnn: args.cnn })
+            ui::run(StudioOptions { dataset: args.dataset, fresh: args.fresh, cnn: args.cnn, stats: args.stats })
         }
         Some(command) => {
             quiet_display_probe();

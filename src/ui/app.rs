@@ -119,6 +119,8 @@ pub struct StudioApp {
     pub run_error: Option<(RunId, String)>,
     /// The process's resident memory and when it was read.
     resident: Option<(Instant, usize)>,
+    /// `studio --stats FILE`: frame times and memory, once a second.
+    pub stats_log: Option<super::stats_log::StatsLog>,
 }
 
 impl StudioApp {
@@ -159,6 +161,7 @@ impl StudioApp {
             cnn_pick: None,
             run_error: None,
             resident: None,
+            stats_log: None,
         }
     }
 
@@ -607,8 +610,10 @@ impl StudioApp {
             ));
             self.export.use_fallback(dir);
         }
-        // Every worker attaches the CNN from the file named here when it next runs.
+        // Every worker attaches the CNN from the file named here when it next runs, and keeps
+        // its caches to its share of the budget set here.
         crate::worker::set_studio_cnn(self.settings.cnn_weights.clone());
+        crate::memory::Pool::global().set_budget(self.settings.memory_budget_mb << 20);
         self.paint_keys(ui);
         let mut cmds = self.keyboard(ui);
 
@@ -684,19 +689,66 @@ impl StudioApp {
                 ));
             }
             ui.separator();
-            ui.label(format!("history {:.1} MB", self.history.total_bytes() as f64 / 1e6));
             // The whole process, not only the history: read once a second.
             let now = Instant::now();
             if self.resident.is_none_or(|(at, _)| now.duration_since(at).as_secs_f64() >= 1.0) {
                 self.resident = crate::memory::resident_bytes().map(|b| (now, b));
             }
             if let Some((_, bytes)) = self.resident {
-                ui.label(format!("memory {:.0} MB", bytes as f64 / 1e6))
+                ui.label(format!("memory {}", mb(bytes)))
                     .on_hover_text("everything Morphogen holds: data, caches, images and the window");
             }
+            let pool = crate::memory::Pool::global();
+            let totals = pool.totals();
+            ui.menu_button(format!("caches {} of {}", mb(totals.caches), mb(pool.budget())), |ui| {
+                self.memory_menu(ui, &totals)
+            })
+            .response
+            .on_hover_text("what the computation keeps between calls; click to see it all and set the budget");
             if self.show_debug {
                 ui.separator();
                 ui.label(format!("frame p95 {:.1} ms", self.frames.p95_ms()));
+            }
+        });
+    }
+
+    /// Where the memory goes, and the one budget every worker's caches share.
+    fn memory_menu(&mut self, ui: &mut Ui, totals: &crate::memory::Totals) {
+        ui.set_max_width(360.0);
+        ui.horizontal(|ui| {
+            ui.label("Cache budget");
+            ui.add(
+                egui::DragValue::new(&mut self.settings.memory_budget_mb)
+                    .range((crate::memory::MIN_BUDGET >> 20)..=(256 << 10))
+                    .speed(16)
+                    .suffix(" MiB"),
+            )
+            .on_hover_text(
+                "Key banks, pixel groups, PCA masks and Gaussian fits of every worker share it: the main run \
+                 has what the compare column, seed grid, zoo and calibration (an eighth each, while open) \
+                 leave. Lowered, each drops what is over its share within a second; runs then recut their \
+                 keys per call, slower but smaller.",
+            );
+        });
+        egui::Grid::new("memory").num_columns(2).show(ui, |ui| {
+            let workers = crate::data::count(totals.workers, "worker");
+            ui.label("caches");
+            ui.label(format!("{} ({workers}, {} secondary)", mb(totals.caches), totals.secondary));
+            ui.end_row();
+            ui.label("training data");
+            ui.label(format!("{} (each worker's copy)", mb(totals.data)));
+            ui.end_row();
+            ui.label("run history");
+            ui.label(format!(
+                "{} of {} (older runs are dropped past it)",
+                mb(self.history.total_bytes()),
+                mb(self.history.cap_bytes)
+            ));
+            ui.end_row();
+            if let Some((_, bytes)) = self.resident {
+                ui.label("everything");
+                ui.label(format!("{} resident, with the window and the images on screen", mb(bytes)));
+                ui.end_row();
             }
         });
     }
@@ -942,7 +994,16 @@ impl StudioApp {
 
 impl eframe::App for StudioApp {
     fn ui(&mut self, ui: &mut Ui, frame: &mut eframe::Frame) {
+        let started = Instant::now();
         self.ui_contents(ui);
+        if let Some(log) = &mut self.stats_log {
+            let work_ms = started.elapsed().as_secs_f64() * 1e3;
+            let caches = crate::memory::Pool::global().totals().caches;
+            if let Err(e) = log.frame(work_ms, self.resident.map(|(_, b)| b), caches) {
+                self.errors.push(e);
+                self.stats_log = None;
+            }
+        }
         self.dialogs.open_pending(frame);
         if self.computing || self.export.is_running() {
             // Keep the frame clock honest while work is in flight (events also wake us).
@@ -952,5 +1013,16 @@ impl eframe::App for StudioApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+}
+
+/// Bytes as the status bar says them, in the budget's binary units: "540 MiB", "2.0 GiB".
+fn mb(bytes: usize) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else if bytes >= 10 << 20 {
+        format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
     }
 }

@@ -66,6 +66,8 @@ impl LiveEdit {
             compare_on: false,
             compare: Default::default(),
             brush: Default::default(),
+            // The memory budget changes what is cached, never what is computed.
+            memory_budget_mb: 0,
             ..s.clone()
         }
     }
@@ -162,6 +164,7 @@ mod tests {
         assert_eq!(live.decide(&s, frame(t0, 16, false, None)), Decision::Nothing);
         s.fps = 30.0;
         s.show_grid = !s.show_grid;
+        s.memory_budget_mb /= 2;
         assert_eq!(live.decide(&s, frame(t0, 32, false, None)), Decision::Nothing);
         assert!(!live.is_pending());
     }

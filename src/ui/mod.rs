@@ -21,6 +21,7 @@ pub mod maps_view;
 pub mod plots;
 pub mod seed_grid;
 pub mod settings;
+pub mod stats_log;
 pub mod texture;
 pub mod timeline;
 
@@ -38,10 +39,14 @@ pub struct StudioOptions {
     pub fresh: bool,
     /// The CNN's weights file.
     pub cnn: Option<std::path::PathBuf>,
+    /// Write per-second frame times and memory to this CSV ([`stats_log`]).
+    pub stats: Option<std::path::PathBuf>,
 }
 
 /// Opens the studio window; returns when it is closed.
 pub fn run(args: StudioOptions) -> Result<(), String> {
+    // Refused before the window opens: the log is what a soak reads afterwards.
+    let stats = args.stats.as_deref().map(stats_log::StatsLog::create).transpose()?;
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Morphogen")
@@ -72,7 +77,9 @@ pub fn run(args: StudioOptions) -> Result<(), String> {
             }
             let ctx = cc.egui_ctx.clone();
             let worker = WorkerHandle::spawn(move || ctx.request_repaint());
-            Ok(Box::new(StudioApp::new(settings, worker)))
+            let mut app = StudioApp::new(settings, worker);
+            app.stats_log = stats;
+            Ok(Box::new(app))
         }),
     )
     .map_err(|e| format!("cannot open the window: {e}"))

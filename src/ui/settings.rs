@@ -81,6 +81,8 @@ pub struct Settings {
     pub cnn_weights: Option<std::path::PathBuf>,
     /// The brush: which tool and how large (display only: it changes no run).
     pub brush: super::brush_settings::BrushSettings,
+    /// The budget every worker's caches share, in MiB ([`crate::memory::Pool`]).
+    pub memory_budget_mb: usize,
 }
 
 impl Default for Settings {
@@ -120,6 +122,7 @@ impl Default for Settings {
             edits: Vec::new(),
             cnn_weights: None,
             brush: Default::default(),
+            memory_budget_mb: crate::memory::DEFAULT_BUDGET >> 20,
         }
     }
 }

@@ -170,11 +170,16 @@ impl MapsView {
                 let c = rect.min + vec2((sx as f32 + 0.5) * cell, (sy as f32 + 0.5) * cell);
                 ui.painter().circle_stroke(c, cell.max(3.0), egui::Stroke::new(2.0, Color32::from_rgb(255, 80, 80)));
             }
-            ui.label(format!(
-                "({x}, {y}): largest weight from training image #{n}, patch centred at ({sx}, {sy}) — moved {moved:.1} px; \
-                 entropy {h:.2} nats (≈ {:.0} patches vote)",
-                h.exp()
-            ));
+            // Beside the thumbnail a horizontal layout does not wrap by itself: this line
+            // would run under the inspector.
+            ui.add(
+                egui::Label::new(format!(
+                    "({x}, {y}): largest weight from training image #{n}, patch centred at ({sx}, {sy}) — moved \
+                     {moved:.1} px; entropy {h:.2} nats (≈ {:.0} patches vote)",
+                    h.exp()
+                ))
+                .wrap(),
+            );
         });
     }
 }

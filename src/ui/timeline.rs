@@ -105,7 +105,9 @@ impl TimeControl {
         let computing =
             if live { progress.map(|(k, d, t)| (k, d as f32 / t.max(1) as f32)).or(Some((done, 0.0))) } else { None };
 
-        ui.horizontal(|ui| {
+        // Wrapped: on a narrow central panel the readout goes to a second line instead of
+        // widening the panel under the inspector (which hid the last cells and plots).
+        ui.horizontal_wrapped(|ui| {
             if ui.button("First").on_hover_text("First step (Home)").clicked() {
                 cmds.push(TimeCommand::First);
             }
@@ -130,7 +132,8 @@ impl TimeControl {
             }
             ui.separator();
             if let Some(text) = readout {
-                ui.label(text);
+                // Whole onto the next line when it does not fit, not broken inside "P = 3".
+                ui.add(egui::Label::new(text).extend());
             }
         });
         if let Some(k) = scrubber(ui, &marks, self.cursor, computing) {

@@ -39,10 +39,9 @@ fn the_studio_names_the_cnn_weights_every_worker_runs() {
     let weights = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/mnist.mgcnn");
     set_studio_cnn(Some(weights));
     worker.send(Command::Start { run: 3, recipe });
-    let Event::Step { record, .. } =
-        wait_for(&worker.events, |e| matches!(e, Event::Step { run: 3, .. } | Event::Error { .. }))
-    else {
-        panic!("the CNN runs once its weights are named")
+    let record = match wait_for(&worker.events, |e| matches!(e, Event::Step { run: 3, .. } | Event::Error { .. })) {
+        Event::Step { record, .. } => record,
+        other => panic!("the CNN runs once its weights are named: {other:?}"),
     };
     assert_eq!(record.x0_hat.len(), 784);
     assert!(record.x0_hat.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)));

@@ -66,7 +66,8 @@ pub struct Denoiser {
     /// Everything cached between calls (pixel groups, key banks, the equivariant machine's
     /// shift tables, PCA masks, the Gaussian fit) is kept while it fits in this many bytes
     /// together. 1.5 GB holds every P of the bundled 2000-image sets and keeps a 20-step
-    /// N = 10000 run under 2 GB resident.
+    /// N = 10000 run under 2 GB resident. The studio's and CLI's workers set it to their
+    /// share of one budget (the app's memory pool) before every command and step.
     pub cache_budget_bytes: usize,
     /// Which implementation the local machines (ELS, LS, Local) run through; tests switch it
     /// to check one path against another.

@@ -8,7 +8,7 @@ use common::wait_for;
 use std::time::{Duration, Instant};
 
 use morphogen::data::{Dataset, DatasetSource, LoadOptions, write_npy_f32};
-use morphogen::engine::{Boundary, Call, CancelToken, Control, Denoiser, DeviceChoice, MachineKind};
+use morphogen::engine::{Boundary, Call, CancelToken, Control, Denoiser, DeviceChoice, ImageShape, MachineKind};
 use morphogen::recipe::Recipe;
 use morphogen::worker::{Command, Event, WorkerHandle};
 
@@ -16,10 +16,10 @@ use morphogen::worker::{Command, Event, WorkerHandle};
 /// cores they measure each other's page faults rather than the cancel.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `call` on `den`, cancels it after `after`, and returns how long it took to stop and
+/// Runs `call` on `den` (the caller holds [`ONE_AT_A_TIME`] for its whole test, set-up
+/// included), cancels it after `after`, and returns how long it took to stop and
 /// how many key chunks the kernel had finished by then.
 fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -> (Duration, usize) {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let token = CancelToken::new();
     let canceller = {
         let token = token.clone();
@@ -41,6 +41,7 @@ fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -
 
 #[test]
 fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
     // MNIST five times over (N = 10000) with circular windows of 15: one group whose bank of
     // 1.8 GB takes seconds to cut; the budget is raised so that it is built, not streamed.
@@ -57,6 +58,7 @@ fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
 
 #[test]
 fn building_the_pixel_groups_of_a_large_image_stops_within_100_ms_of_a_cancel() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // 256×256 with circular windows of 31: 63 million patch indices, about 1 GB of tables.
     let shape = morphogen::engine::ImageShape { c: 1, h: 256, w: 256 };
     let images = common::random_set(2, shape, 3);
@@ -67,6 +69,41 @@ fn building_the_pixel_groups_of_a_large_image_stops_within_100_ms_of_a_cancel() 
     eprintln!("pixel-group build stopped {latency:?} after the cancel");
     assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
     assert_eq!(den.cache_bytes(), 0, "nothing half-built is kept");
+}
+
+#[test]
+fn the_gaussian_fit_stops_within_100_ms_of_a_cancel() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // 1500 random 64×64 images: the fit's N×D×N Gram product alone is 9 GFLOP of float64,
+    // and its eigendecomposition seconds more; a cancel lands in the product's row blocks.
+    let shape = ImageShape { c: 1, h: 64, w: 64 };
+    let n = 1500;
+    let mut den = Denoiser::new(&common::random_set(n, shape, 41), n, shape, &burn::tensor::Device::flex());
+    let x = common::random_set(1, shape, 42);
+    let call = Call::new(MachineKind::Gaussian, Boundary::Zeros, 1, 0.5);
+    let (latency, _) = cancel_latency(&mut den, &x, &call, Duration::from_millis(300));
+    eprintln!("Gaussian fit stopped {latency:?} after the cancel");
+    assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
+    assert_eq!(den.cache_bytes(), 0, "a cancelled fit is not kept");
+}
+
+#[test]
+fn the_pca_locality_masks_stop_within_100_ms_of_a_cancel() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The fit first (300 images: quick); then a new noise level, whose masks need the D×r×D
+    // Wiener filter (4096 × 300 × 4096, 5 GFLOP): the cancel lands in that product.
+    let shape = ImageShape { c: 1, h: 64, w: 64 };
+    let n = 300;
+    let mut den = Denoiser::new(&common::random_set(n, shape, 43), n, shape, &burn::tensor::Device::flex());
+    let x = common::random_set(1, shape, 44);
+    den.denoise(&x, &Call::new(MachineKind::Gaussian, Boundary::Zeros, 1, 0.5), &mut Control::none()).unwrap();
+    let fitted = den.cache_bytes();
+    assert!(fitted > 0, "the fit is kept");
+    let call = Call::new(MachineKind::PcaLocality, Boundary::Zeros, 1, 0.3);
+    let (latency, _) = cancel_latency(&mut den, &x, &call, Duration::from_millis(150));
+    eprintln!("PCA-locality masks stopped {latency:?} after the cancel");
+    assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
+    assert_eq!(den.cache_bytes(), fitted, "no half-built masks are kept");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::super::analysis::inspect::Inspection;
-use super::super::analysis::linalg::{matmul, sym_eigen, transpose};
+use super::super::analysis::linalg::{matmul_cancellable, sym_eigen, transpose};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State};
 use super::super::geometry::{Boundary, ImageShape};
@@ -52,19 +52,19 @@ impl GaussianModel {
         let xt = transpose(&x, n, d); // [D, N]
         let mut check = || ctl.check();
         let (basis, lambda) = if n >= d {
-            let mut s = matmul(&xt, &x, d, n, d); // [D, D]
+            let mut s = matmul_cancellable(&xt, &x, (d, n, d), &mut check)?; // [D, D]
             s.iter_mut().for_each(|v| *v /= n as f64);
             let eig = sym_eigen(&s, d, &mut check)?;
             (eig.vectors, eig.values.iter().map(|&l| l.max(0.0)).collect())
         } else {
-            let mut g = matmul(&x, &xt, n, d, n); // [N, N]
+            let mut g = matmul_cancellable(&x, &xt, (n, d, n), &mut check)?; // [N, N]
             g.iter_mut().for_each(|v| *v /= n as f64);
             let eig = sym_eigen(&g, n, &mut check)?;
             let top = eig.values.iter().fold(0f64, |m, &v| m.max(v));
             // Below this the direction is rounding noise: Xᵀv would not be a unit vector.
             let keep: Vec<usize> = (0..n).filter(|&i| eig.values[i] > top * 1e-12).collect();
             let v_sel: Vec<f64> = keep.iter().flat_map(|&i| eig.vectors[i * n..(i + 1) * n].iter().copied()).collect(); // [r, N]
-            let mut basis = matmul(&v_sel, &x, keep.len(), n, d); // [r, D]
+            let mut basis = matmul_cancellable(&v_sel, &x, (keep.len(), n, d), &mut check)?; // [r, D]
             for (row, &i) in basis.chunks_exact_mut(d).zip(&keep) {
                 let scale = 1.0 / (n as f64 * eig.values[i]).sqrt();
                 row.iter_mut().for_each(|v| *v *= scale);
@@ -90,15 +90,16 @@ impl GaussianModel {
         out
     }
 
-    /// The whole filter W = S (S + s²I)⁻¹ ([D, D], row-major, symmetric).
-    pub fn filter(&self, s2: f64) -> Vec<f64> {
+    /// The whole filter W = S (S + s²I)⁻¹ ([D, D], row-major, symmetric); a D×r×D product,
+    /// seconds at D = 4096, so `check` may stop it between blocks of rows.
+    pub fn filter(&self, s2: f64, check: &mut dyn FnMut() -> Result<(), Cancelled>) -> Result<Vec<f64>, Cancelled> {
         let (d, r) = (self.d, self.lambda.len());
         let gains = self.gains(s2);
         let mut scaled = self.basis.clone(); // [r, D], row i times gᵢ
         for (row, g) in scaled.chunks_exact_mut(d).zip(&gains) {
             row.iter_mut().for_each(|v| *v *= g);
         }
-        matmul(&transpose(&self.basis, r, d), &scaled, d, r, d)
+        matmul_cancellable(&transpose(&self.basis, r, d), &scaled, (d, r, d), check)
     }
 
     /// Row `j` of W: how much each value of z − μ contributes to value j of x̂₀.

@@ -82,7 +82,7 @@ pub(crate) fn locality_masks(den: &mut Denoiser, call: &Call, ctl: &Control) -> 
         return Ok(masks);
     }
     let model = gaussian_model(den, ctl)?;
-    let masks = Arc::new(build_masks(den, &model, call));
+    let masks = Arc::new(build_masks(den, &model, call, ctl)?);
     let keep = (den.cache_budget_bytes / 4 / each).clamp(1, 32);
     let cached = den.state_mut::<MaskCache>();
     while cached.masks.len() >= keep {
@@ -92,10 +92,11 @@ pub(crate) fn locality_masks(den: &mut Denoiser, call: &Call, ctl: &Control) -> 
     Ok(masks)
 }
 
-fn build_masks(den: &Denoiser, model: &GaussianModel, call: &Call) -> LocalityMasks {
+fn build_masks(den: &Denoiser, model: &GaussianModel, call: &Call, ctl: &Control) -> Result<LocalityMasks, Cancelled> {
     let (d, hw) = (den.shape.len(), den.shape.pixels());
     let (s2, _) = gaussian_scales(call);
-    let lists = mask_lists(&model.filter(s2), d, den.pca_threshold);
+    let lists = mask_lists(&model.filter(s2, &mut || ctl.check())?, d, den.pca_threshold);
+    ctl.check()?;
     let mut b = vec![0f32; d * d];
     let mut pixels = PixelWindows::new(hw);
     for (m, list) in lists.iter().enumerate() {
@@ -105,7 +106,7 @@ fn build_masks(den: &Denoiser, model: &GaussianModel, call: &Call) -> LocalityMa
         }
     }
     let b = Tensor::from_data(TensorData::new(b, [d, d]), &den.device);
-    LocalityMasks { b, host: lists, pixels: Arc::new(pixels) }
+    Ok(LocalityMasks { b, host: lists, pixels: Arc::new(pixels) })
 }
 
 pub struct PcaLocality;

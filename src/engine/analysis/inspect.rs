@@ -4,7 +4,11 @@
 //! independent check of the device path. Each machine lists its candidates in its own
 //! `inspect` ([`crate::engine::machine::Machine::inspect`]); the ranking and summary are here.
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+
 use super::super::denoiser::Denoiser;
+use super::super::geometry::ImageShape;
 
 /// One training candidate's share of a pixel's vote.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,9 +44,6 @@ pub struct Inspection {
     pub window: Option<Vec<usize>>,
 }
 
-/// A candidate before ranking: its vote (weight still 0) and its logit.
-pub(crate) type Candidate = (Vote, f64);
-
 /// x − a·m in float64, flat, with the trailing zero slot.
 pub(crate) fn centred_x(den: &Denoiser, x: &[f32], a: f64) -> Vec<f64> {
     // x is [C, H, W] on its canvas, whatever its size: one plane per channel.
@@ -56,25 +57,153 @@ pub(crate) fn centred_value(den: &Denoiser, n: usize, i: usize) -> f64 {
     if i == len { 0.0 } else { den.host_centred[n * len + i] as f64 }
 }
 
-/// Softmax over the candidates' logits, ranked. Each vote's value is training image `image`
-/// at (y, x): its patch centre, the pixel itself (ideal, local) or the shifted source
-/// (equivariant).
-pub(crate) fn rank_candidates(den: &Denoiser, cands: Vec<Candidate>, top: usize) -> Inspection {
-    let s = den.shape;
-    let hw = s.pixels();
-    let weights = softmax(&cands.iter().map(|c| c.1).collect::<Vec<_>>());
-    let mut x0: Vec<f64> = den.mean.iter().map(|&m| m as f64).collect();
-    let votes: Vec<Vote> = cands
-        .into_iter()
-        .zip(weights)
-        .map(|((vote, _), weight)| {
-            for (ch, v) in x0.iter_mut().enumerate() {
-                *v += weight * centred_value(den, vote.image, ch * hw + vote.y * s.w + vote.x);
+/// Ranks a pixel's candidates as they are made, in memory independent of how many there are
+/// (one click on 128×128 RGB with 2000 images is 33 million of them: ranking a list of them all
+/// took 2.4 GB): the `top` largest in a heap; the softmax's normaliser, entropy and x̂₀ folded
+/// online against the running largest logit; and the 90% count from a histogram of the logits
+/// (1024 bins per nat, so exact for ties and within 0.1% of one weight otherwise). Bins more
+/// than 64 nats below the largest logit are dropped: all of them together weigh less than
+/// e⁻³⁶ of the total, for any number of candidates a machine can have.
+pub(crate) struct Ranker {
+    top: usize,
+    /// The `top` largest so far, smallest first out.
+    heap: BinaryHeap<Reverse<Ranked>>,
+    /// The largest logit so far, and against it: Σ e^(l − max), Σ e^(l − max)·(l − max) and
+    /// each channel's Σ e^(l − max)·value.
+    max: f64,
+    s0: f64,
+    s1: f64,
+    xs: Vec<f64>,
+    candidates: usize,
+    /// Bin ⌊1024·l⌋ → (count, Σ e^(l − bin's lower edge)).
+    bins: HashMap<i64, (u64, f64)>,
+    /// Vote values are read from here: the centred training images, [C, H, W] each.
+    shape: ImageShape,
+}
+
+/// A vote with its logit; the later of two equal logits ranks lower (deterministic ties).
+struct Ranked {
+    logit: f64,
+    order: usize,
+    vote: Vote,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.logit.total_cmp(&other.logit).then(other.order.cmp(&self.order))
+    }
+}
+
+const BINS_PER_NAT: f64 = 1024.0;
+const KEEP_NATS: f64 = 64.0;
+
+impl Ranker {
+    pub(crate) fn new(den: &Denoiser, top: usize) -> Self {
+        Self {
+            top: top.max(1),
+            heap: BinaryHeap::new(),
+            max: f64::NEG_INFINITY,
+            s0: 0.0,
+            s1: 0.0,
+            xs: vec![0.0; den.shape.c],
+            candidates: 0,
+            bins: HashMap::new(),
+            shape: den.shape,
+        }
+    }
+
+    /// One candidate: training image `vote.image` at (y, x) (its patch centre, the pixel
+    /// itself, or the shifted source), with its logit.
+    pub(crate) fn push(&mut self, den: &Denoiser, vote: Vote, logit: f64) {
+        if logit > self.max {
+            // Rescale what is folded so far to the new largest logit.
+            if self.s0 > 0.0 {
+                let f = (self.max - logit).exp();
+                self.s1 = f * (self.s1 + (self.max - logit) * self.s0);
+                self.s0 *= f;
+                self.xs.iter_mut().for_each(|v| *v *= f);
             }
-            Vote { weight, ..vote }
-        })
-        .collect();
-    ranked(votes, x0, top)
+            self.max = logit;
+            if self.bins.len() > 1 << 17 {
+                let floor = ((logit - KEEP_NATS) * BINS_PER_NAT).floor() as i64;
+                self.bins.retain(|&b, _| b >= floor);
+            }
+        }
+        let e = (logit - self.max).exp();
+        self.s0 += e;
+        self.s1 += e * (logit - self.max);
+        let (hw, w) = (self.shape.pixels(), self.shape.w);
+        for (ch, v) in self.xs.iter_mut().enumerate() {
+            *v += e * centred_value(den, vote.image, ch * hw + vote.y * w + vote.x);
+        }
+        if logit >= self.max - KEEP_NATS {
+            let bin = (logit * BINS_PER_NAT).floor();
+            let entry = self.bins.entry(bin as i64).or_insert((0, 0.0));
+            entry.0 += 1;
+            entry.1 += (logit - bin / BINS_PER_NAT).exp();
+        }
+        let ranked = Ranked { logit, order: self.candidates, vote };
+        self.candidates += 1;
+        if self.heap.len() < self.top {
+            self.heap.push(Reverse(ranked));
+        } else if self.heap.peek().is_some_and(|Reverse(low)| ranked > *low) {
+            self.heap.pop();
+            self.heap.push(Reverse(ranked));
+        }
+    }
+
+    /// The ranked votes and their summary.
+    pub(crate) fn finish(self, den: &Denoiser) -> Inspection {
+        let z = self.s0;
+        let x0 = den.mean.iter().zip(&self.xs).map(|(&m, &v)| m as f64 + v / z).collect();
+        let entropy = if z > 0.0 { z.ln() - self.s1 / z } else { 0.0 };
+        // Each bin's share of the weight, largest logits first.
+        let mut bins: Vec<(i64, u64, f64)> = self
+            .bins
+            .into_iter()
+            .map(|(b, (count, sum))| (b, count, (b as f64 / BINS_PER_NAT - self.max).exp() * sum / z))
+            .collect();
+        bins.sort_by_key(|b| Reverse(b.0));
+        let total: f64 = bins.iter().map(|b| b.2).sum();
+        let (mut acc, mut count_90) = (0.0, 0usize);
+        for &(_, count, mass) in &bins {
+            if acc + mass >= 0.9 * total {
+                // Within the bin the weights agree to 0.1%: as many as the rest needs.
+                let need = ((0.9 * total - acc) / (mass / count as f64)).ceil();
+                count_90 += (need.max(1.0) as u64).min(count) as usize;
+                break;
+            }
+            acc += mass;
+            count_90 += count as usize;
+        }
+        let votes = self
+            .heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(r)| Vote { weight: (r.logit - self.max).exp() / z, ..r.vote })
+            .collect();
+        Inspection {
+            votes,
+            candidates: self.candidates,
+            weight_sum: total,
+            entropy,
+            x0,
+            count_90: count_90.max(1),
+            filter: None,
+            window: None,
+        }
+    }
 }
 
 /// Ranked votes for a pixel whose value is Σₙ qₙ φₙ at the pixel itself.

@@ -2,10 +2,10 @@
 //! admissible place, so x̂₀ is stitched from patches of many images. The patch softmax itself
 //! is the kernel family in [`crate::engine::kernels`].
 
-use super::super::analysis::inspect::{Inspection, Vote, centred_value, centred_x, rank_candidates};
+use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::Denoiser;
-use super::super::geometry::{Boundary, ImageShape, els_groups_cancellable};
+use super::super::geometry::{Boundary, ImageShape};
 use super::super::kernels::{self, groups::GeometryKey};
 use super::super::machine::{
     BenchPatches, Call, Denoised, Info, Machine, Needs, Probe, check_patch_tables, compose_patch_map,
@@ -72,24 +72,24 @@ impl Machine for Els {
         let (a, s2) = call.scales();
         let xc = centred_x(den, x, a);
         let p = call.effective_patch(s);
-        let groups =
-            els_groups_cancellable(s, canvas, p, call.boundary, true, &|| ctl.check().is_err()).ok_or(Cancelled)?;
+        // The run's own pixel groups, cached: a click does not rebuild the canvas's tables.
+        let groups = kernels::groups::device_groups(den, GeometryKey::of(call, p, true), ctl)?;
         let pixel = at.y * canvas.w + at.x;
-        let g = groups.iter().find(|g| g.pixels.contains(&pixel)).expect("every pixel has a group");
+        let g = &groups.iter().find(|g| g.host.pixels.contains(&pixel)).expect("every pixel has a group").host;
         let q = g.pixels.iter().position(|&v| v == pixel).expect("pixel in its group");
         let d = g.query_idx.len() / g.pixels.len();
         let query: Vec<f64> = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| xc[i as usize]).collect();
-        let mut cands = Vec::new();
+        let mut ranked = Ranker::new(den, at.top);
         for n in 0..den.n {
             ctl.check()?;
             for (k, &kp) in g.key_pixels.iter().enumerate() {
                 let keys = &g.key_idx[k * d..(k + 1) * d];
                 let dist: f64 =
                     keys.iter().zip(&query).map(|(&i, &qv)| (qv - a * centred_value(den, n, i as usize)).powi(2)).sum();
-                cands.push((Vote { image: n, y: kp / s.w, x: kp % s.w, weight: 0.0 }, -dist / (2.0 * s2)));
+                ranked.push(den, Vote { image: n, y: kp / s.w, x: kp % s.w, weight: 0.0 }, -dist / (2.0 * s2));
             }
         }
-        Ok(rank_candidates(den, cands, at.top))
+        Ok(ranked.finish(den))
     }
 
     fn bench_patches(&self) -> BenchPatches {

@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 
-use super::super::analysis::inspect::{Inspection, Vote, centred_value, centred_x, rank_candidates};
+use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, to_host};
 use super::super::geometry::{Boundary, ImageShape};
@@ -66,13 +66,13 @@ impl Machine for Ideal {
         let len = den.shape.len();
         let xc = centred_x(den, x, a);
         let (y, px) = (at.y, at.x);
-        let mut cands = Vec::new();
+        let mut ranked = Ranker::new(den, at.top);
         for n in 0..den.n {
             ctl.check()?;
             let d: f64 = (0..len).map(|i| (xc[i] - a * centred_value(den, n, i)).powi(2)).sum();
-            cands.push((Vote { image: n, y, x: px, weight: 0.0 }, -d / (2.0 * s2)));
+            ranked.push(den, Vote { image: n, y, x: px, weight: 0.0 }, -d / (2.0 * s2));
         }
-        Ok(rank_candidates(den, cands, at.top))
+        Ok(ranked.finish(den))
     }
 
     fn flops(&self, n: usize, s: ImageShape, _p: usize, _boundary: Boundary) -> f64 {

@@ -1,7 +1,7 @@
 //! The local machine: per pixel, a softmax over training images seen through the P×P window
 //! around that pixel, at the same place only. Pixels outside the image do not count.
 
-use super::super::analysis::inspect::{Inspection, Vote, centred_value, centred_x, rank_candidates};
+use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, ElsPath};
 use super::super::geometry::{Boundary, ImageShape, patch_indices};
@@ -65,13 +65,13 @@ impl Machine for Local {
         let p = call.effective_patch(s);
         let mut idx = Vec::new();
         patch_indices(s, p, at.y, at.x, false, &mut idx);
-        let mut cands = Vec::new();
+        let mut ranked = Ranker::new(den, at.top);
         for n in 0..den.n {
             ctl.check()?;
             let d: f64 = idx.iter().map(|&i| (xc[i as usize] - a * centred_value(den, n, i as usize)).powi(2)).sum();
-            cands.push((Vote { image: n, y: at.y, x: at.x, weight: 0.0 }, -d / (2.0 * s2)));
+            ranked.push(den, Vote { image: n, y: at.y, x: at.x, weight: 0.0 }, -d / (2.0 * s2));
         }
-        Ok(rank_candidates(den, cands, at.top))
+        Ok(ranked.finish(den))
     }
 
     fn bench_patches(&self) -> BenchPatches {

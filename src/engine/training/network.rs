@@ -155,6 +155,18 @@ impl Cnn {
         if s.image_channels == 0 || s.image_channels > 3 || s.channels == 0 || s.channels > 512 || s.blocks > 64 {
             return Err(format!("the header's network shape is out of range: {s:?}"));
         }
+        // The image the header promises must be one the network can take: a mismatch loads
+        // and then panics inside the first convolution.
+        let [c, h, w] = header.image;
+        if c != s.image_channels {
+            return Err(format!(
+                "the header says its images have {c} channels but its network takes {}",
+                s.image_channels
+            ));
+        }
+        if !(1..=256).contains(&h) || !(1..=256).contains(&w) {
+            return Err(format!("the header's image size {h}×{w} is out of range (1 to 256 a side)"));
+        }
         let record =
             burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(rest[end + 1..].to_vec()))
                 .map_err(|e| format!("the weights are unreadable: {e}"))?;
@@ -204,4 +216,33 @@ pub fn cosine_time(alpha_bar: f64) -> f64 {
         _ => unreachable!("cosine() is the cosine schedule"),
     };
     (alpha_bar.clamp(0.0, 1.0).sqrt().acos() * 2.0 * (1.0 + s) / std::f64::consts::PI).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every header field the network depends on is checked before the weights are used.
+    #[test]
+    fn a_header_that_disagrees_with_its_network_is_refused() {
+        let bytes = bundled_weights("mnist").expect("shipped");
+        let rest = &bytes[MAGIC.len()..];
+        let end = rest.iter().position(|&b| b == b'\n').unwrap();
+        let good: CnnHeader = serde_json::from_slice(&rest[..end]).unwrap();
+        assert!(Cnn::from_bytes(bytes, &Device::flex()).is_ok(), "the shipped weights load");
+        let with = |header: &CnnHeader| {
+            let mut b = MAGIC.to_vec();
+            b.extend(serde_json::to_vec(header).unwrap());
+            b.push(b'\n');
+            b.extend(&rest[end + 1..]);
+            Cnn::from_bytes(&b, &Device::flex()).err().unwrap_or_else(|| panic!("{header:?} loaded"))
+        };
+        for (image, says) in [([3, 28, 28], "3 channels"), ([1, 0, 28], "0×28"), ([1, 28, 100_000], "out of range")] {
+            let err = with(&CnnHeader { image, ..good.clone() });
+            assert!(err.contains(says), "{image:?}: {err}");
+        }
+        let wide = CnnShape { channels: good.shape.channels * 2, ..good.shape };
+        let err = with(&CnnHeader { shape: wide, ..good.clone() });
+        assert!(err.contains("do not fit"), "{err}");
+    }
 }

@@ -51,6 +51,9 @@ pub enum Command {
         name: String,
         #[arg(long, default_value = "assets/datasets")]
         out: PathBuf,
+        /// Replace an existing atlas of that name.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -321,8 +324,8 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Train(args) => crate::train::run(&args),
         Command::Compare(args) => crate::experiment::run(&args),
         Command::Calibrate(args) => crate::experiment::calibrate(&args),
-        Command::PackDataset { folder, name, out } => {
-            let n = data::pack_atlas(&folder, &name, &out).map_err(|e| e.to_string())?;
+        Command::PackDataset { folder, name, out, force } => {
+            let n = data::pack_atlas(&folder, &name, &out, force).map_err(|e| e.to_string())?;
             eprintln!("packed {n} images into {}", out.join(format!("{name}.png")).display());
             Ok(())
         }
@@ -342,45 +345,38 @@ fn read_image_npy(path: &Path, dataset: &Dataset) -> Result<Vec<f32>, String> {
     data::read_image_npy(path, dataset.shape).map_err(|e| e.to_string())
 }
 
-/// The patch check a single denoiser call gets from the command line: odd, and no larger than
-/// the machine can use on this image.
+/// The patch check a single denoiser call gets from the command line: odd, and the P the call
+/// is computed at. A zero-padded window larger than any that still changes the result gives
+/// the largest one's answer, so it is computed there with a note (however large P is, it costs
+/// no more); a circular window larger than the image has no training patch to compare with,
+/// and is refused.
 fn check_patch_arg(
     patch: usize,
     machine: MachineKind,
     boundary: engine::Boundary,
     shape: engine::ImageShape,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     if patch.is_multiple_of(2) {
         return Err(format!("--patch {patch} must be odd"));
     }
-    if machine == MachineKind::Pspc {
-        // PSPC is defined for any P: beyond the image it uses the largest square that fits
-        // (where it is the Ideal machine), as the reference does.
-        let max = machine.max_patch(boundary, shape.h, shape.w) as usize;
-        if patch > max {
-            eprintln!(
-                "note: --patch {patch} is larger than the {}×{} image; PSPC uses {max}×{max} windows",
-                shape.w, shape.h
-            );
-        }
-    } else if machine.uses_patch() {
-        let max = machine.max_patch(boundary, shape.h, shape.w) as usize;
-        if patch > max {
-            let why = if machine == MachineKind::Els && boundary == engine::Boundary::Circular {
-                "a circular window cannot be larger than the image"
-            } else {
-                "larger windows cover the whole image from every pixel"
-            };
-            return Err(format!(
-                "--patch {patch} is too large for {}×{} images: at most {max} for {} with the {} boundary ({why})",
-                shape.w,
-                shape.h,
-                machine.name(),
-                boundary.name()
-            ));
-        }
+    let max = machine.max_patch(boundary, shape.h, shape.w) as usize;
+    if !machine.uses_patch() || patch <= max {
+        return Ok(patch);
     }
-    Ok(())
+    if machine == MachineKind::Els && boundary == engine::Boundary::Circular {
+        return Err(format!(
+            "--patch {patch} is too large for {}×{} images: at most {max} for els with the circular boundary (a \
+             circular window cannot be larger than the image)",
+            shape.w, shape.h
+        ));
+    }
+    let why = if machine == MachineKind::Pspc {
+        "the largest square that fits, where PSPC is the Ideal machine"
+    } else {
+        "larger windows cover the whole image from every pixel, so the answer is the same"
+    };
+    eprintln!("note: --patch {patch} is larger than {}×{} images need; computing at {max} ({why})", shape.w, shape.h);
+    Ok(max)
 }
 
 fn denoise(args: DenoiseArgs) -> Result<(), String> {
@@ -391,11 +387,12 @@ fn denoise(args: DenoiseArgs) -> Result<(), String> {
     // x may be a canvas of any size: ELS and the CNN compute on it, the others refuse by name.
     let (canvas, x) = data::paint::read_canvas_npy(&args.call.input, dataset.shape.c).map_err(|e| e.to_string())?;
     let (in_shape, _) = data::read_npy_f32(&args.call.input).map_err(|e| e.to_string())?;
-    let call = args.call.call().on_canvas(dataset.shape, canvas.h, canvas.w);
+    let mut call = args.call.call().on_canvas(dataset.shape, canvas.h, canvas.w);
     let patches = match &args.patch_map {
         Some(p) => Some(data::paint::read_patch_map(p, canvas.h, canvas.w).map_err(|e| e.to_string())?),
         None => {
-            check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, reach(&call, dataset.shape))?;
+            call.patch =
+                check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, reach(&call, dataset.shape))?;
             None
         }
     };
@@ -448,11 +445,11 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
             s.w - 1
         ));
     }
-    check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, s)?;
+    let patch = check_patch_arg(args.call.patch, args.call.machine, args.call.boundary, s)?;
     // One pixel is ranked on the host in float64: no device needed.
     let mut denoiser = Denoiser::new(&dataset.images, dataset.len(), s, &burn::tensor::Device::flex());
     args.data.attach_cnn(&mut denoiser);
-    let call = args.call.call();
+    let call = Call { patch, ..args.call.call() };
     denoiser.check_call(&call)?;
     let ins = denoiser.inspect(&x, &call, row, col, args.top, &Control::none()).map_err(|e| e.to_string())?;
     // Ideal votes are whole images: they come from no particular place.

@@ -65,8 +65,10 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     if !(args.lr > 0.0 && args.lr < 1.0) {
         return Err(format!("--lr must be in (0, 1), not {}", args.lr));
     }
-    if !args.force && args.out.exists() {
-        return Err(format!("{} already exists (use --force to overwrite)", args.out.display()));
+    // All three files are checked before an hour of training, not after it.
+    let (curve, plot) = (with_suffix(&args.out, "loss.csv"), with_suffix(&args.out, "loss.png"));
+    if let Some(there) = [&args.out, &curve, &plot].into_iter().find(|p| !args.force && p.exists()) {
+        return Err(format!("{} already exists (use --force to overwrite)", there.display()));
     }
     let dataset =
         Dataset::load(&DatasetSource::parse(&args.dataset), &LoadOptions::default()).map_err(|e| e.to_string())?;
@@ -134,13 +136,11 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create folder: {e}", dir.display()))?;
     }
     files::write_bytes(&args.out, args.force, &bytes).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let curve = with_suffix(&args.out, "loss.csv");
     let csv: String = std::iter::once("step,loss\n".to_string())
         .chain(losses.iter().enumerate().map(|(i, l)| format!("{},{l}\n", i + 1)))
         .collect();
-    files::write_bytes(&curve, true, csv.as_bytes()).map_err(|e| format!("{}: {e}", curve.display()))?;
-    let plot = with_suffix(&args.out, "loss.png");
-    files::write_bytes(&plot, true, &loss_plot(&losses)).map_err(|e| format!("{}: {e}", plot.display()))?;
+    files::write_bytes(&curve, args.force, csv.as_bytes()).map_err(|e| format!("{}: {e}", curve.display()))?;
+    files::write_bytes(&plot, args.force, &loss_plot(&losses)).map_err(|e| format!("{}: {e}", plot.display()))?;
     eprintln!(
         "{} steps in {:.0} s; final loss {final_loss:.4}; wrote {} ({} KB), {} and {}",
         losses.len(),

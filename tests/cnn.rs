@@ -200,6 +200,15 @@ fn train_sample_compare_and_calibrate_from_the_command_line() {
     // Not over an existing file without --force.
     let again = morphogen(&["train", "--dataset", "digits8", "--out", w, "--steps", "1"]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // Nor over its loss curve: a new name whose curve is already there is refused before
+    // training, and the curve is left as it was.
+    let other = dir.path().join("other.mgcnn");
+    std::fs::write(dir.path().join("other.loss.csv"), "mine").unwrap();
+    let again = morphogen(&["train", "--dataset", "digits8", "--out", other.to_str().unwrap(), "--steps", "1"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("other.loss.csv") && err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("other.loss.csv")).unwrap(), "mine");
+    assert!(!other.exists(), "nothing trained");
 
     let run = dir.path().join("run");
     let out = morphogen(&[

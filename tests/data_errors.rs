@@ -260,3 +260,37 @@ fn every_recipe_field_is_checked_and_named() {
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings.iter().any(|w| w.contains("sampler.colour")), "{warnings:?}");
 }
+
+/// `pack-dataset` writes its atlas atomically and never over an existing one without --force.
+#[test]
+fn packing_an_atlas_never_replaces_one_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    std::fs::create_dir(&folder).unwrap();
+    for k in 0..4 {
+        png(&folder.join(format!("d_{k}.png")), 6, 6, 60 * k as u8);
+    }
+    let out = dir.path().join("out");
+    let pack = |extra: &[&str]| {
+        let mut args = vec!["pack-dataset", folder.to_str().unwrap(), "tiny", "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        common::morphogen_at(env!("CARGO_BIN_EXE_morphogen"), &args)
+    };
+    let first = pack(&[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let atlas = std::fs::read(out.join("tiny.png")).unwrap();
+    assert_eq!(image::load_from_memory(&atlas).unwrap().to_luma8().dimensions(), (12, 12), "2×2 tiles of 6 px");
+    let index = std::fs::read_to_string(out.join("tiny.json")).unwrap();
+    assert!(index.contains("\"columns\":2"), "{index}");
+
+    std::fs::write(out.join("tiny.json"), "mine").unwrap();
+    let again = pack(&[]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("tiny.") && err.contains("already exists"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(std::fs::read_to_string(out.join("tiny.json")).unwrap(), "mine", "left as it was");
+    assert!(pack(&["--force"]).status.success());
+    assert_eq!(std::fs::read_to_string(out.join("tiny.json")).unwrap(), index);
+    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
+}

@@ -68,8 +68,24 @@ fn denoise_refuses_bad_times_patches_and_values() {
         let e = run(base(t, "els", "3", "zeros", &x));
         assert!(e.contains("--t must be in (0, 1]"), "t = {t}: {e}");
     }
-    let e = run(base("0.5", "els", "9999", "zeros", &x));
-    assert!(e.contains("--patch 9999") && e.contains("at most 15"), "{e}");
+    // A zero-padded window past the largest that changes anything is computed at that one,
+    // with a note, and gives its answer exactly.
+    let bin = env!("CARGO_BIN_EXE_morphogen");
+    let at = |patch: &str| {
+        let args = base("0.5", "els", patch, "zeros", &x);
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.push("--force");
+        let o = common::morphogen_at(bin, &args);
+        assert!(o.status.success(), "--patch {patch}: {}", String::from_utf8_lossy(&o.stderr));
+        (String::from_utf8_lossy(&o.stderr).into_owned(), std::fs::read(out).unwrap())
+    };
+    let (note, huge) = at("9999");
+    assert!(note.contains("--patch 9999") && note.contains("computing at 15"), "{note}");
+    assert_eq!(note.trim().lines().count(), 1, "one line: {note}");
+    let (quiet, largest) = at("15");
+    assert!(quiet.trim().is_empty(), "{quiet}");
+    assert_eq!(huge, largest, "P = 9999 is P = 15 on 8×8 images");
+    std::fs::remove_file(out).unwrap();
     let e = run(base("0.5", "els", "9", "circular", &x));
     assert!(e.contains("--patch 9") && e.contains("circular window"), "{e}");
     let e = run(base("0.5", "local", "4", "zeros", &x));

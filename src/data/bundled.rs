@@ -122,8 +122,15 @@ pub(crate) fn load(name: &str) -> Result<RawSet, DataError> {
     Ok(RawSet { images, report: LoadReport::default(), origin })
 }
 
-/// Packs a folder of same-sized images into `<out_dir>/<name>.png` and `<name>.json`.
-pub fn pack_atlas(folder_path: &Path, name: &str, out_dir: &Path) -> Result<usize, DataError> {
+/// Packs a folder of same-sized images into `<out_dir>/<name>.png` and `<name>.json`, each
+/// written atomically; an existing atlas is replaced only with `overwrite` (refused before
+/// any image is read).
+pub fn pack_atlas(folder_path: &Path, name: &str, out_dir: &Path, overwrite: bool) -> Result<usize, DataError> {
+    let png = out_dir.join(format!("{name}.png"));
+    let json = out_dir.join(format!("{name}.json"));
+    if let Some(there) = [&png, &json].into_iter().find(|p| !overwrite && p.exists()) {
+        return Err(DataError::new(there, "already exists (use --force to replace it)".to_string()));
+    }
     let raw = folder::load(folder_path, &LoadOptions::default(), &|| false)?;
     if let Some((p, e)) = raw.report.skipped.first() {
         return Err(DataError::new(p, format!("cannot pack a dataset with unreadable files: {e}")));
@@ -152,9 +159,17 @@ pub fn pack_atlas(folder_path: &Path, name: &str, out_dir: &Path) -> Result<usiz
         }
     }
     std::fs::create_dir_all(out_dir).map_err(|e| DataError::new(out_dir, format!("cannot create: {e}")))?;
-    let png = out_dir.join(format!("{name}.png"));
-    let saved = if c == 1 { image::DynamicImage::ImageRgb8(atlas).to_luma8().save(&png) } else { atlas.save(&png) };
-    saved.map_err(|e| DataError::new(&png, format!("cannot write: {e}")))?;
+    let mut encoded = std::io::Cursor::new(Vec::new());
+    let atlas = if c == 1 {
+        image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(atlas).to_luma8())
+    } else {
+        image::DynamicImage::ImageRgb8(atlas)
+    };
+    atlas
+        .write_to(&mut encoded, image::ImageFormat::Png)
+        .map_err(|e| DataError::new(&png, format!("cannot encode: {e}")))?;
+    crate::files::write_bytes(&png, overwrite, encoded.get_ref())
+        .map_err(|e| DataError::new(&png, format!("cannot write: {e}")))?;
     let index = AtlasIndex {
         width: w,
         height: h,
@@ -162,8 +177,7 @@ pub fn pack_atlas(folder_path: &Path, name: &str, out_dir: &Path) -> Result<usiz
         columns,
         labels: raw.images.iter().map(|i| i.label.clone()).collect(),
     };
-    let json = out_dir.join(format!("{name}.json"));
-    std::fs::write(&json, serde_json::to_string(&index).expect("index serialises"))
+    crate::files::write_bytes(&json, overwrite, serde_json::to_string(&index).expect("index serialises").as_bytes())
         .map_err(|e| DataError::new(&json, format!("cannot write: {e}")))?;
     Ok(raw.images.len())
 }

@@ -30,6 +30,8 @@ fn gpu_maps_name_the_inspectors_top_vote() {
 }
 
 fn check_paths(device: &Device, paths: &[ElsPath]) {
+    // Pixels whose winner was compared with the inspector's, and near-ties left out.
+    let (mut checked, mut ties) = (0usize, 0usize);
     for shape in [ImageShape { c: 1, h: 9, w: 10 }, ImageShape { c: 3, h: 8, w: 8 }] {
         let n = 13;
         let train = random_set(n, shape, 31);
@@ -57,8 +59,10 @@ fn check_paths(device: &Device, paths: &[ElsPath]) {
                     let top = &ins.votes[0];
                     // A near-tie may go either way in f32; only a clear winner must match.
                     if ins.votes.len() > 1 && ins.votes[1].weight > 0.98 * top.weight {
+                        ties += 1;
                         continue;
                     }
+                    checked += 1;
                     let src = (top.y * shape.w + top.x) as u32;
                     assert_eq!(
                         (maps.winner[px], maps.source[px]),
@@ -71,6 +75,11 @@ fn check_paths(device: &Device, paths: &[ElsPath]) {
             }
         }
     }
+    // Every pixel of every case is either compared or a near-tie, and the ties are few.
+    let total = paths.len() * 7 * (90 + 64);
+    eprintln!("{checked} of {total} pixels compared with the inspector, {ties} near-ties left out");
+    assert_eq!(checked + ties, total);
+    assert!(checked * 100 >= total * 95, "only {checked} of {total} pixels compared ({ties} near-ties)");
 }
 
 /// At small t the ideal machine returns its nearest training image, so its mosaic is that one
@@ -168,7 +177,7 @@ fn the_ninety_percent_count_spans_uniform_to_one_winner() {
 /// rolled copy is at distance 0 under the right shift, though far from it in plain L2.
 #[test]
 fn a_rolled_training_image_is_found_with_its_shift() {
-    let (den, shape, n) = training("mnist12_train.npy");
+    let (den, shape, _) = training("mnist12_train.npy");
     let (dy, dx) = (2usize, 3usize);
     let k = 7;
     let img = den.training_image(k);
@@ -183,5 +192,4 @@ fn a_rolled_training_image_is_found_with_its_shift() {
     assert!(rms < 1e-3, "{rms}");
     let (_, plain) = den.nearest_training(&rolled);
     assert!(plain > 0.1, "a plain L2 nearest is far: {plain}");
-    assert!(n == 12);
 }

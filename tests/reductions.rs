@@ -186,8 +186,61 @@ fn entropy_is_zero_for_one_candidate_and_log_n_for_equal_ones() {
     assert!((e as f64 - (n as f64).ln()).abs() < 1e-3, "{e}");
 }
 
+/// ELS with zero padding straight from its definition, in f64: each distance is a sum of
+/// squared differences over the window's in-image pixels, against the training positions whose
+/// window overhangs their image as the pixel's does. The kernels and the burn-ops path both
+/// expand ‖q − a·k‖² = ‖q‖² − 2a·q·k + a²‖k‖²; this path does not, so an error they share
+/// cannot cancel out of the comparison.
+fn els_zeros_direct(train: &[f32], n: usize, s: ImageShape, x: &[f32], p: usize, alpha_bar: f64) -> Vec<f64> {
+    let (r, h, w, c, hw) = ((p / 2) as isize, s.h as isize, s.w as isize, s.c, s.pixels());
+    let overhang =
+        |y: isize, x: isize| ((r - y).max(0), (y + r - (h - 1)).max(0), (r - x).max(0), (x + r - (w - 1)).max(0));
+    let at = |ch: usize, y: isize, x: isize| ch * hw + (y * w + x) as usize;
+    let (a, two_s2) = (alpha_bar.sqrt(), 2.0 * (1.0 - alpha_bar));
+    let mut out = vec![0f64; c * hw];
+    for y in 0..h {
+        for xx in 0..w {
+            let (mut logits, mut centres) = (Vec::new(), Vec::new());
+            for img in train.chunks_exact(s.len()).take(n) {
+                for i in 0..h {
+                    for j in 0..w {
+                        if overhang(i, j) != overhang(y, xx) {
+                            continue;
+                        }
+                        let mut d = 0f64;
+                        for ch in 0..c {
+                            for dy in -r..=r {
+                                for dx in -r..=r {
+                                    // Same overhang: the query's and the key's pixel are in the
+                                    // image together or out of it together.
+                                    let (qy, qx) = (y + dy, xx + dx);
+                                    if qy < 0 || qy >= h || qx < 0 || qx >= w {
+                                        continue;
+                                    }
+                                    let diff = x[at(ch, qy, qx)] as f64 - a * img[at(ch, i + dy, j + dx)] as f64;
+                                    d += diff * diff;
+                                }
+                            }
+                        }
+                        logits.push(-d / two_s2);
+                        centres.push((0..c).map(|ch| img[at(ch, i, j)] as f64).collect::<Vec<_>>());
+                    }
+                }
+            }
+            let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+            let z: f64 = weights.iter().sum();
+            for ch in 0..c {
+                out[at(ch, y, xx)] = weights.iter().zip(&centres).map(|(wt, v)| wt * v[ch]).sum::<f64>() / z;
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn fused_cpu_kernel_matches_the_burn_ops_path() {
+fn fused_cpu_kernel_and_burn_ops_match_each_other_and_a_direct_difference_of_squares() {
+    let mut direct_cases = 0;
     for shape in SHAPES {
         let n = 25;
         let train = random_set(n, shape, 17);
@@ -208,8 +261,17 @@ fn fused_cpu_kernel_matches_the_burn_ops_path() {
             assert!(d < 1e-4, "{shape:?} {boundary:?} P={p}: {d}");
             assert!((a.entropy - b.entropy).abs() < 1e-3, "entropy {} vs {}", a.entropy, b.entropy);
             assert!(a.entropy > 0.0);
+            if boundary == Boundary::Zeros {
+                let want: Vec<f32> = els_zeros_direct(&train, n, shape, &x, p, 0.3).iter().map(|&v| v as f32).collect();
+                for (path, got) in [("fused", &a.x0), ("burn ops", &b.x0)] {
+                    let d = max_abs_diff(got, &want);
+                    assert!(d < 1e-4, "{path} vs the direct sum, {shape:?} P={p}: {d}");
+                }
+                direct_cases += 1;
+            }
         }
     }
+    assert_eq!(direct_cases, 2 * SHAPES.len(), "every zero-padded case met the direct path");
 }
 
 #[test]

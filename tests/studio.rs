@@ -561,6 +561,10 @@ fn the_inspector_lists_the_top_k_with_the_ninety_percent_count() {
     assert!(summary.width() <= 420.0 && summary.height() > 20.0, "{summary:?}");
     let x_t = h.get_by_label("x_t (noisy state)").rect();
     assert!(x_t.right() < summary.left(), "the canvas keeps its room: {x_t:?} vs {summary:?}");
+    // The timeline's row wraps beside the wider inspector instead of running under it (its
+    // readout and last cells were hidden, and its separator ran into the inspector).
+    let readout = h.get_by_label_contains("ᾱ = ").rect();
+    assert!(readout.right() <= summary.left(), "the timeline readout {readout:?} runs under the inspector {summary:?}");
     h.get_by_label("#104");
     assert!(h.query_by_label("#105").is_none(), "only the top 5 are listed");
 }

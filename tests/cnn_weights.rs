@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::wait_for;
+use common::{repo_root, wait_for};
 
 use morphogen::data::DatasetSource;
 use morphogen::engine::{DeviceChoice, MachineKind, PatchSchedule};
@@ -36,7 +36,7 @@ fn the_studio_names_the_cnn_weights_every_worker_runs() {
     let message = error(2);
     assert!(message.contains("missing.mgcnn") && message.contains("cannot read"), "{message}");
     // The shipped MNIST weights as a file: the same data now runs the CNN, step by step.
-    let weights = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/mnist.mgcnn");
+    let weights = repo_root().join("assets/models/mnist.mgcnn");
     set_studio_cnn(Some(weights));
     worker.send(Command::Start { run: 3, recipe });
     let record = match wait_for(&worker.events, |e| matches!(e, Event::Step { run: 3, .. } | Event::Error { .. })) {

@@ -10,8 +10,13 @@ use morphogen::engine::{Denoiser, ImageShape};
 /// compile-time path: a test binary reused from a shared target dir may have been built in
 /// another checkout that no longer exists.
 pub fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures")
+}
+
+/// The checkout the tests run in (same reasoning as [`fixtures`]).
+pub fn repo_root() -> PathBuf {
     let root = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
-    root.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()).join("tests/fixtures")
+    root.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
 }
 
 /// One wgpu device for every GPU test (the `--ignored` ones): a second initialisation in

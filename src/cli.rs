@@ -413,6 +413,9 @@ fn denoise(args: DenoiseArgs) -> Result<(), String> {
         }
     }
     .map_err(|e| e.to_string())?;
+    for n in denoiser.take_notices() {
+        eprintln!("note: {n}");
+    }
     data::write_npy_f32(&args.out, &in_shape, &out.x0).map_err(|e| e.to_string())
 }
 
@@ -598,7 +601,11 @@ fn sample(args: SampleArgs) -> Result<(), String> {
         };
         let mut ctl = Control::new(&cancel, Some(&mut progress));
         sampler.set_maps(args.maps);
-        sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string())
+        let record = sampler.step(&mut denoiser, &mut ctl).expect("not done").map_err(|e| e.to_string());
+        for n in denoiser.take_notices() {
+            bar.suspend(|| eprintln!("note: {n}"));
+        }
+        record
     };
     let mut sampler = recipe.start_sampler(shape, init, &mut run_step, &mut |r| traj.push(r))?;
     while !sampler.is_done() {

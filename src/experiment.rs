@@ -61,6 +61,9 @@ pub fn final_image(den: &mut Denoiser, cfg: SamplerConfig) -> Result<Vec<f32>, S
     let mut last = None;
     while let Some(step) = sampler.step(den, &mut Control::new(&cancel, None)) {
         last = Some(step.map_err(|e| e.to_string())?.x0_hat);
+        for n in den.take_notices() {
+            eprintln!("note: {n}");
+        }
     }
     last.ok_or_else(|| "the run had no steps".into())
 }

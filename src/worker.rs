@@ -135,6 +135,11 @@ pub enum Event {
         /// The query: x_t's window around the pixel (its whole image for whole-image machines).
         query: (ImageShape, Vec<f32>),
     },
+    /// Something the user should know that stops nothing (the GPU could not run a call and
+    /// the CPU did).
+    Notice {
+        message: String,
+    },
     Error {
         run: Option<RunId>,
         message: String,
@@ -368,6 +373,10 @@ impl Worker {
                 // The device state may be inconsistent after a panic: start clean.
                 self.loaded = None;
                 self.emit(Event::Error { run, message: format!("the sampler crashed: {message}") });
+            }
+            let notices = self.loaded.as_mut().map(|l| l.denoiser.take_notices()).unwrap_or_default();
+            for message in notices {
+                self.emit(Event::Notice { message });
             }
             self.report_memory();
         }

@@ -255,6 +255,106 @@ fn engine_op_path_matches_burn_ops(device: &Device) {
     }
 }
 
+/// A call cut into many launches equals the one-launch call and the CPU kernel, a cancel
+/// lands between launches, and a geometry the adapter cannot bind or a device error falls
+/// back to the CPU kernel with one notice.
+fn launches_cancel_and_fall_back(device: &Device) {
+    use morphogen::engine::CancelToken;
+    use morphogen::engine::kernels::gpu::AdapterLimits;
+    let shape = ImageShape { c: 1, h: 20, w: 20 };
+    let n = 40;
+    let train = random_set(n, shape, 31);
+    let x = random_set(1, shape, 32);
+    let mut call = Call::new(MachineKind::Els, Boundary::Zeros, 5, 0.5);
+    call.entropy = true;
+    call.maps = true;
+    let mut cpu = Denoiser::new(&train, n, shape, &Device::flex());
+    cpu.els_path = ElsPath::HostKernel;
+    let want = cpu.denoise(&x, &call, &mut Control::none()).unwrap();
+    let fresh = |limits: Option<AdapterLimits>| {
+        let mut den = Denoiser::new(&train, n, shape, device);
+        den.els_path = ElsPath::Op;
+        den.adapter_limits = limits;
+        den
+    };
+    let agree = |got: &morphogen::engine::Denoised, what: &str| {
+        let err = max_abs_diff(&got.x0, &want.x0);
+        assert!(err < 1e-5, "{what}: x0 differs by {err}");
+        assert!((got.entropy - want.entropy).abs() < 1e-4, "{what}: entropy {} vs {}", got.entropy, want.entropy);
+        let (g, w) = (got.maps.as_ref().unwrap(), want.maps.as_ref().unwrap());
+        let same = g.winner.iter().zip(&w.winner).filter(|(a, b)| a == b).count();
+        assert!(same * 100 >= 95 * w.winner.len(), "{what}: {same} of {} winners agree", w.winner.len());
+    };
+    // One launch, then launches cut by a 300 kB binding limit (a 64-query block needs ~200 kB).
+    let mut one = fresh(None);
+    let mut totals = Vec::new();
+    let token = CancelToken::new();
+    let mut seen = |_: usize, total: usize| totals.push(total);
+    let got = one.denoise(&x, &call, &mut Control::new(&token, Some(&mut seen))).unwrap();
+    agree(&got, "one launch");
+    assert_eq!(totals.last(), Some(&1), "without a limit the call is one launch");
+    let small = AdapterLimits { max_binding_bytes: 300_000, memory_bytes: None, software: false };
+    let mut many = fresh(Some(small));
+    let mut totals = Vec::new();
+    let mut seen = |_: usize, total: usize| totals.push(total);
+    let got = many.denoise(&x, &call, &mut Control::new(&token, Some(&mut seen))).unwrap();
+    let notices = many.take_notices();
+    assert!(notices.is_empty(), "the device ran it: {notices:?}");
+    // The last `launches` reports are the launches (the first ones build the pixel groups).
+    let launches = *totals.last().unwrap();
+    let reports = totals.iter().rev().take_while(|&&t| t == launches).count();
+    assert!(launches >= 3 && reports == launches, "{launches} launches, progress {totals:?}");
+    agree(&got, "many launches");
+    // A cancel after the first launch: the call stops there.
+    let token = CancelToken::new();
+    let mut done = 0;
+    let mut cancel_after_one = |d: usize, _: usize| {
+        done = d;
+        token.cancel();
+    };
+    let out = many.denoise(&x, &call, &mut Control::new(&token, Some(&mut cancel_after_one)));
+    assert!(out.is_err(), "cancelled between launches");
+    assert_eq!(done, 1, "no launch after the cancel");
+    // A block past the binding limit: refused for that geometry, computed on the CPU, said once.
+    let tiny = AdapterLimits { max_binding_bytes: 100, memory_bytes: None, software: false };
+    let mut refused = fresh(Some(tiny));
+    agree(&refused.denoise(&x, &call, &mut Control::none()).unwrap(), "refused geometry");
+    let notices = refused.take_notices();
+    assert!(notices.len() == 1 && notices[0].contains("P = 5") && notices[0].contains("CPU"), "{notices:?}");
+    agree(&refused.denoise(&x, &call, &mut Control::none()).unwrap(), "refused again");
+    assert!(refused.take_notices().is_empty(), "said once");
+    assert_eq!(refused.els_path, ElsPath::Op, "other geometries still try the device");
+    // A device error mid-call: this call and every later one on the CPU, said once.
+    let mut failing = fresh(None);
+    failing.fail_next_launch = true;
+    agree(&failing.denoise(&x, &call, &mut Control::none()).unwrap(), "device error");
+    let notices = failing.take_notices();
+    assert!(notices.len() == 1 && notices[0].contains("injected device error"), "{notices:?}");
+    assert_eq!(failing.els_path, ElsPath::HostKernel);
+}
+
+#[test]
+fn op_launches_cancel_and_fall_back() {
+    launches_cancel_and_fall_back(&Device::flex());
+}
+
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_op_launches_cancel_and_fall_back() {
+    use morphogen::engine::kernels::gpu::AdapterLimits;
+    // The adapter's own limits are read: at least WebGPU's 128 MiB per binding, and Mesa's
+    // software rasteriser is known for one (its loop limit then sizes the splits).
+    let limits = AdapterLimits::of(&gpu()).expect("a cubecl device states its limits");
+    assert!(limits.max_binding_bytes >= 128 << 20, "{limits:?}");
+    let name = gpu().identity().map(|i| i.name).unwrap_or_default();
+    eprintln!("adapter {name}: {limits:?}");
+    if name.contains("llvmpipe") {
+        assert!(limits.software, "lavapipe is a software adapter: {limits:?}");
+    }
+    assert!(AdapterLimits::of(&Device::flex()).is_none(), "the CPU backend has no adapter");
+    launches_cancel_and_fall_back(&gpu());
+}
+
 #[test]
 fn op_matches_the_exact_softmax() {
     matches_exact_softmax(&Device::flex());

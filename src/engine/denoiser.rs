@@ -74,6 +74,15 @@ pub struct Denoiser {
     pub els_path: ElsPath,
     /// Every machine's and kernel's state, by type.
     states: HashMap<TypeId, Box<dyn State>>,
+    /// What the caller should tell the user and has not yet (a fall back to the CPU).
+    notices: Vec<String>,
+    /// The adapter limits the fused op plans its launches by, in place of the device's own:
+    /// the tests shrink them to force many launches, or a refusal, on any device.
+    #[doc(hidden)]
+    pub adapter_limits: Option<super::kernels::gpu::AdapterLimits>,
+    /// Fault injection: the fused op's next launch fails as a device out of memory would.
+    #[doc(hidden)]
+    pub fail_next_launch: bool,
 }
 
 impl Denoiser {
@@ -114,6 +123,9 @@ impl Denoiser {
             cache_budget_bytes: 3 << 29,
             els_path: if *device == Device::flex() { ElsPath::HostKernel } else { ElsPath::Op },
             states: HashMap::new(),
+            notices: Vec::new(),
+            adapter_limits: None,
+            fail_next_launch: false,
         }
     }
 
@@ -128,6 +140,18 @@ impl Denoiser {
     }
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Notices since the last call, oldest first: one line each, for the CLI's stderr or the
+    /// studio's message area.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    pub(crate) fn notice(&mut self, line: String) {
+        if !self.notices.contains(&line) {
+            self.notices.push(line);
+        }
     }
 
     /// x − a·m, flat, with the trailing zero slot: [1, C·H·W + 1].

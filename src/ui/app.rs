@@ -464,6 +464,12 @@ impl StudioApp {
                     window,
                 });
             }
+            Event::Notice { message } => {
+                self.device_notice = Some(message.clone());
+                if !self.errors.contains(&message) {
+                    self.errors.push(message);
+                }
+            }
             Event::Error { run, message } => {
                 if run.is_none() || run == current {
                     self.computing = false;

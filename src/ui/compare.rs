@@ -156,6 +156,8 @@ impl Compare {
                 Event::Error { run, message } if run.is_none() || run == self.run => {
                     self.error = Some(message);
                 }
+                // The column's own fall back to the CPU: said where the column is.
+                Event::Notice { message } => self.error = Some(format!("note: {message}")),
                 Event::Dataset(info) => {
                     let s = info.shape;
                     self.shape = Some(match self.canvas {

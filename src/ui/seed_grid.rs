@@ -180,6 +180,7 @@ impl SeedGrid {
                     self.message = Some(message);
                     self.running = None;
                 }
+                Event::Notice { message } => self.message = Some(format!("note: {message}")),
                 _ => {}
             }
         }

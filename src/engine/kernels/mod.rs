@@ -18,6 +18,7 @@ pub mod gpu;
 pub mod groups;
 pub mod op;
 pub mod op_call;
+pub mod op_plan;
 pub mod softmax;
 pub mod window_sums;
 
@@ -41,7 +42,10 @@ pub(crate) fn run(
     match den.els_path {
         _ if key.canvas.is_some() => cpu::run(den, x, call, key, None, ctl),
         ElsPath::HostKernel => cpu::run(den, x, call, key, None, ctl),
-        ElsPath::Op => op_call::run(den, x, call, key, ctl),
+        ElsPath::Op => match op_call::try_run(den, x, call, key, ctl)? {
+            Some(done) => Ok(done),
+            None => cpu::run(den, x, call, key, None, ctl),
+        },
         ElsPath::BurnOps => burn_ops::run(den, x, call, key, ctl),
     }
 }

@@ -159,14 +159,6 @@ pub fn min_splits(keys: usize, d: usize) -> usize {
     (keys * d).div_ceil(MAX_UNIT_TERMS).max(1)
 }
 
-/// How many key splits to launch for `blocks` blocks whose largest holds `max_keys` keys of
-/// width `d`: enough cubes to fill a large GPU (~4096) without splits under 64 keys, and
-/// never fewer than [`min_splits`]. At most 65535 (the grid's second axis).
-pub fn choose_splits(blocks: usize, max_keys: usize, d: usize) -> usize {
-    let fill = 4096usize.div_ceil(blocks.max(1)).min(max_keys.div_ceil(64));
-    fill.max(min_splits(max_keys, d)).clamp(1, 65_535)
-}
-
 // ---------------------------------------------------------------------------------------
 // The CPU body: the fused CPU kernel over keys gathered per block.
 

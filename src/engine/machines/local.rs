@@ -37,7 +37,9 @@ impl Machine for Local {
                 equivariant: false,
                 canvas: None,
             };
-            return op_call::run(den, x, call, key, ctl);
+            if let Some(done) = op_call::try_run(den, x, call, key, ctl)? {
+                return Ok(done);
+            }
         }
         let (x0, entropy, winner) = local_parts(den, x, call, ctl)?;
         let hw = den.shape.pixels();

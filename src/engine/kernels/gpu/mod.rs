@@ -3,5 +3,7 @@
 
 pub mod kernel;
 pub mod launch;
+pub mod limits;
 
 pub use launch::tile_keys;
+pub use limits::AdapterLimits;

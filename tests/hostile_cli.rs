@@ -120,6 +120,10 @@ fn recipes_and_flags_out_of_range_are_refused() {
 
     let e = fails(&["bench", "--n", "0", "--device", "cpu"]);
     assert!(e.contains("--n must be between 1"), "{e}");
+    let e = fails(&["bench", "--n-rgb", "100001", "--device", "cpu"]);
+    assert!(e.contains("--n-rgb"), "{e}");
+    let e = fails(&["bench", "--reps", "0", "--device", "cpu"]);
+    assert!(e.contains("--reps"), "{e}");
 
     // a real run to export from
     let o = Command::new(BIN)
@@ -133,7 +137,23 @@ fn recipes_and_flags_out_of_range_are_refused() {
     assert!(e.contains("--scale"), "{e}");
     let e = fails(&["export", "--run", out, "--gif", gif, "--hold", "1e12"]);
     assert!(e.contains("--hold"), "{e}");
+    for fps in ["0", "101", "NaN"] {
+        let e = fails(&["export", "--run", out, "--gif", gif, "--fps", fps]);
+        assert!(e.contains("--fps"), "{fps}: {e}");
+    }
     assert!(!Path::new(gif).exists());
+
+    // The run's own recipe replays; with another dataset hash it is refused: that run could
+    // not be reproduced from this data.
+    let text = std::fs::read_to_string(Path::new(out).join("recipe.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["dataset_hash"].as_str().map(str::len), Some(64), "the run recorded its data");
+    v["dataset_hash"] = serde_json::Value::String("0".repeat(64));
+    std::fs::write(&recipe, v.to_string()).unwrap();
+    let other = dir.path().join("other");
+    let e = fails(&["sample", "--recipe", r, "--out-dir", other.to_str().unwrap()]);
+    assert!(e.contains("recipe.json") && e.contains("no longer matches"), "{e}");
+    assert!(!other.exists());
 
     // the same folder again: no overwrite without --force
     let e = fails(&["sample", "--dataset", &train, "--steps", "3", "--device", "cpu", "--out-dir", out]);

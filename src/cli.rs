@@ -563,6 +563,13 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     }
     // The canvas: the recipe's, or the training images' size.
     let canvas = recipe.sampler.canvas_shape(dataset.shape);
+    // A recipe's own map and edits are checked against the data now, naming the recipe
+    // (those given by flags name their files below).
+    if let Some(path) = &args.recipe {
+        for (_, cfg) in recipe.segments() {
+            cfg.validate_paint(dataset.shape, dataset.len()).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
     let recipe = with_paint(recipe, &args, canvas)?;
     let init = recipe.init.as_deref().map(|p| read_init(p, canvas)).transpose()?;
     let device = resolve_device(recipe.device)?;

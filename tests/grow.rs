@@ -365,6 +365,60 @@ fn painted_inputs_are_refused_with_one_line() {
     assert!(!dir.path().join("run").exists(), "no run folder is made for a refused run");
 }
 
+/// A recipe is another way in: the same canvas, map and edit fields arrive through its JSON,
+/// and each is refused in one line naming the recipe and the problem, before any run folder
+/// or buffer is made.
+#[test]
+fn recipes_that_carry_canvases_maps_and_edits_are_refused_by_name() {
+    let bin = env!("CARGO_BIN_EXE_morphogen");
+    let dir = tempfile::tempdir().unwrap();
+    let train = fixtures().join("mnist12_train.npy").display().to_string();
+    let base = morphogen::recipe::Recipe {
+        dataset: morphogen::data::DatasetSource::parse(&train),
+        device: morphogen::engine::DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let base: Value = serde_json::from_str(&base.to_json()).unwrap();
+    let row = |c: char| Value::String(std::iter::repeat_n(c, 28).collect());
+    let mask = Value::Array((0..28).map(|_| row('#')).collect());
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("canvas", serde_json::json!([100000, 100000]), "each side must be 1 to 1024"),
+        ("canvas", serde_json::json!([0, 28]), "out of range"),
+        ("canvas", serde_json::json!([28]), "canvas"),
+        ("locality_map", serde_json::json!({"h": 28, "w": 28, "values": [1.0]}), "1 values), but the canvas is 28×28"),
+        (
+            "locality_map",
+            serde_json::json!({"h": 4294967296u64, "w": 4294967296u64, "values": []}),
+            "but the canvas is 28×28",
+        ),
+        ("locality_map", serde_json::json!({"h": 28, "w": 28, "values": vec![-2.0; 784]}), "is -2"),
+        ("locality_map", serde_json::json!({"h": 28, "w": 28, "values": [null]}), "locality_map"),
+        ("edits", serde_json::json!([{"step": 99, "op": "set", "value": 1, "mask": mask}]), "past the run's last step"),
+        ("edits", serde_json::json!([{"step": 0, "op": "set", "value": 1e30, "mask": mask}]), "between -1000 and 1000"),
+        ("edits", serde_json::json!([{"step": 0, "op": "noise", "mask": ["##"]}]), "the mask is 1×2"),
+        (
+            "edits",
+            serde_json::json!([{"step": 0, "op": "stamp", "image": 1, "row": i64::MIN, "col": 0, "mask": mask}]),
+            "within ±4096",
+        ),
+        ("steps", serde_json::json!(0), "steps must be between 1"),
+        ("patch", serde_json::json!({"Constant": {"p": 4}}), "patch"),
+    ];
+    for (i, (field, value, want)) in cases.iter().enumerate() {
+        let mut recipe = base.clone();
+        recipe["sampler"][*field] = value.clone();
+        let path = dir.path().join(format!("r{i}.json"));
+        std::fs::write(&path, recipe.to_string()).unwrap();
+        let out = dir.path().join(format!("run{i}"));
+        let o = morphogen_at(bin, &["sample", "--recipe", path.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{field} = {value}: accepted");
+        assert!(err.contains(want) && err.contains(&format!("r{i}.json")), "{field} = {value}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{field} = {value}: {err}");
+        assert!(!out.exists(), "{field}: no run folder");
+    }
+}
+
 /// The engine refuses what the CLI refuses, by name, without running.
 #[test]
 fn the_engine_checks_maps_and_canvases_before_it_runs() {

@@ -54,7 +54,9 @@ fn every_robustness_row_names_tests_that_exist() {
         for (file, test) in tests {
             let path = root.join("tests").join(format!("{file}.rs"));
             let source = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("row {input}: no tests/{file}.rs"));
-            let at = source.find(&format!("fn {test}(")).unwrap_or_else(|| panic!("row {input}: no fn {test} in tests/{file}.rs"));
+            let at = source
+                .find(&format!("fn {test}("))
+                .unwrap_or_else(|| panic!("row {input}: no fn {test} in tests/{file}.rs"));
             // A test, not a helper: a #[test] attribute in the lines just above it.
             let above = &source[..at];
             let attrs = above.rsplit("\n\n").next().unwrap_or(above);

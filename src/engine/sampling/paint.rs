@@ -119,6 +119,9 @@ pub enum EditOp {
     },
 }
 
+/// How far outside the canvas a stamp may be placed (well past the largest canvas).
+pub const MAX_STAMP_OFFSET: u64 = 4096;
+
 /// One change of the state, made before step `step` is denoised (0 = the first step).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Edit {
@@ -148,6 +151,11 @@ impl Edit {
             }
             EditOp::Stamp { image, .. } if image >= n => {
                 Err(format!("an edit stamps training image {image}, but the set has {n} images (0 to {})", n - 1))
+            }
+            // Beyond this no pixel of any image can land on any canvas; the bound also keeps
+            // `pixel − row` far from overflow.
+            EditOp::Stamp { row, col, .. } if row.unsigned_abs().max(col.unsigned_abs()) > MAX_STAMP_OFFSET => {
+                Err(format!("an edit stamps at row {row}, column {col}: each must be within ±{MAX_STAMP_OFFSET}"))
             }
             _ => Ok(()),
         }

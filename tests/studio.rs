@@ -216,6 +216,23 @@ fn an_error_event_shows_a_message() {
     assert!(h.query_by_label_contains("the sampler crashed").is_none());
 }
 
+/// A fall back to the CPU stops nothing: the run keeps computing, the message says what
+/// happened, and the status bar keeps saying it after the message is dismissed.
+#[test]
+fn a_gpu_fallback_is_said_and_the_run_goes_on() {
+    let (mut h, rx, tx) = harness(Settings::default());
+    started_with_steps(&mut h, &rx, &tx, 1);
+    let computing = h.state().computing;
+    let line = "the GPU failed (out of memory); ELS, LS and Local run on the CPU from here";
+    tx.send(Event::Notice { message: line.into() }).unwrap();
+    h.run_steps(2);
+    assert_eq!(h.state().computing, computing, "a notice stops nothing");
+    assert!(h.query_all_by_label_contains("run on the CPU from here").count() >= 2, "message and status bar");
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+    assert_eq!(h.query_all_by_label_contains("run on the CPU from here").count(), 1, "the status bar keeps it");
+}
+
 #[test]
 fn real_worker_survives_a_panic_and_runs_again() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Logit entries per key chunk (default: the engine's).
     #[arg(long)]
     pub chunk: Option<usize>,
+    /// Keep every key in the CPU kernel's banks, repeated ones too (to measure what merging
+    /// them saves).
+    #[arg(long)]
+    pub no_merge: bool,
 }
 
 /// One row of the results.
@@ -164,6 +168,7 @@ impl Sets {
             if let Some(chunk) = args.chunk {
                 denoiser.chunk_logits = chunk;
             }
+            denoiser.merge_keys = !args.no_merge;
             Set { images, n, shape, denoiser }
         };
         Ok(Self { gray: set(gray, args.n, gray_shape), rgb: set(rgb, args.n_rgb, rgb_shape) })

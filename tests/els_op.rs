@@ -333,6 +333,46 @@ fn launches_cancel_and_fall_back(device: &Device) {
     assert_eq!(failing.els_path, ElsPath::HostKernel);
 }
 
+/// MNIST's repeated patches (the blank background above all) merged into one key with a
+/// multiplicity: the same x̂₀, entropy and winners as the full bank, in a smaller bank.
+#[test]
+fn merged_duplicate_keys_change_nothing_but_the_bank() {
+    let (mut merged, shape, _) = training("mnist12_train.npy");
+    let (mut full, _, _) = training("mnist12_train.npy");
+    full.merge_keys = false;
+    assert_eq!(merged.els_path, ElsPath::HostKernel, "the CPU default path");
+    let mut cases = 0;
+    for (p, boundary) in [(3, Boundary::Zeros), (5, Boundary::Zeros), (3, Boundary::Circular), (7, Boundary::Zeros)] {
+        for (seed, ab) in [(1, 0.05), (2, 0.5), (3, 0.97)] {
+            let x = random_set(1, shape, 40 + seed);
+            let mut call = Call::new(MachineKind::Els, boundary, p, ab);
+            call.entropy = true;
+            call.maps = true;
+            let a = merged.denoise(&x, &call, &mut Control::none()).unwrap();
+            let b = full.denoise(&x, &call, &mut Control::none()).unwrap();
+            let what = format!("P={p} {boundary:?} ᾱ={ab}");
+            let err = max_abs_diff(&a.x0, &b.x0);
+            assert!(err < 2e-5, "{what}: x0 differs by {err}");
+            assert!(
+                (a.entropy - b.entropy).abs() < 1e-4 * b.entropy.max(1.0),
+                "{what}: {} vs {}",
+                a.entropy,
+                b.entropy
+            );
+            let (ma, mb) = (a.maps.unwrap(), b.maps.unwrap());
+            assert_eq!(ma.winner, mb.winner, "{what}: winners");
+            assert_eq!(ma.source, mb.source, "{what}: sources");
+            cases += 1;
+        }
+        // Measured after the geometry's bank is kept: merging must have shrunk it.
+        let (mb, fb) = (merged.cache_bytes(), full.cache_bytes());
+        if p == 3 {
+            assert!(mb * 3 < fb * 2, "P = 3 bank merged: {mb} vs {fb} bytes");
+        }
+    }
+    assert_eq!(cases, 12);
+}
+
 #[test]
 fn op_launches_cancel_and_fall_back() {
     launches_cancel_and_fall_back(&Device::flex());

@@ -74,6 +74,9 @@ pub struct Denoiser {
     pub els_path: ElsPath,
     /// Every machine's and kernel's state, by type.
     states: HashMap<TypeId, Box<dyn State>>,
+    /// Whether the fused CPU kernel's kept banks merge repeated keys into one with a
+    /// multiplicity ([`super::kernels::cpu::merge`]); off only to measure what it saves.
+    pub merge_keys: bool,
     /// What the caller should tell the user and has not yet (a fall back to the CPU).
     notices: Vec<String>,
     /// The adapter limits the fused op plans its launches by, in place of the device's own:
@@ -123,6 +126,7 @@ impl Denoiser {
             cache_budget_bytes: 3 << 29,
             els_path: if *device == Device::flex() { ElsPath::HostKernel } else { ElsPath::Op },
             states: HashMap::new(),
+            merge_keys: true,
             notices: Vec::new(),
             adapter_limits: None,
             fail_next_launch: false,

@@ -57,7 +57,7 @@ pub(crate) fn run(
             den.fill_mean(&mut x0, &group.host.pixels);
             continue;
         }
-        let queries = xq.clone().select(1, group.query_idx.clone()).reshape([q, d]); // [Q, D]
+        let queries = xq.clone().select(1, group.index_tensors(den).0.clone()).reshape([q, d]); // [Q, D]
         let q_aug = augment_query(queries, a, s2); // [Q, D+1]
         let mut sm = OnlineSoftmax::new(call.entropy || call.maps).with_argmax(call.maps);
         for ci in 0..den.n.div_ceil(group.images_per_chunk) {
@@ -103,7 +103,7 @@ pub(crate) fn key_chunk(den: &Denoiser, group: &DeviceGroup, centre: &Tensor<1, 
         .images
         .clone()
         .narrow(0, n0, nc) // [nc, C·H·W + 1]
-        .select(1, group.key_idx.clone()) // [nc, Kg·D]
+        .select(1, group.index_tensors(den).1.clone()) // [nc, Kg·D]
         .reshape([nc * kg, d]); // [Kc, D]
     let values = keys.clone().select(1, centre.clone()); // [Kc, C]
     let norms = keys.clone().square().sum_dim(1); // [Kc, 1]

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use burn::tensor::{Int, Tensor};
 
@@ -44,8 +44,10 @@ impl GeometryKey {
 
 pub(crate) struct DeviceGroup {
     pub host: PixelGroup,
-    pub query_idx: Tensor<1, Int>,
-    pub key_idx: Tensor<1, Int>,
+    /// The index tables on the device ([Q·D] queries, [Kpos·D] keys), made the first time a
+    /// path asks: only the burn-ops reference path reads them (the fused CPU kernel and the
+    /// fused op read the host tables), so the others never pay for the copy.
+    tensors: OnceLock<(Tensor<1, Int>, Tensor<1, Int>)>,
     /// Training images per key chunk, so a chunk's logits stay near `chunk_logits` entries.
     pub images_per_chunk: usize,
     /// A pixel whose window overhang no other pixel shares: its only keys are the same
@@ -59,6 +61,11 @@ pub(crate) struct DeviceGroup {
 }
 
 impl DeviceGroup {
+    /// The (query, key) index tables on `den`'s device, uploaded on first use.
+    pub fn index_tensors(&self, den: &Denoiser) -> &(Tensor<1, Int>, Tensor<1, Int>) {
+        self.tensors.get_or_init(|| (den.int_tensor(&self.host.query_idx), den.int_tensor(&self.host.key_idx)))
+    }
+
     /// Whether the group is computed by streaming its keys through the kernel.
     pub fn streams(&self) -> bool {
         !self.via_local && !self.host.key_pixels.is_empty()
@@ -72,8 +79,7 @@ impl DeviceGroup {
     pub fn restricted(&self, only: &[bool]) -> Self {
         Self {
             host: restrict_group(&self.host, only),
-            query_idx: self.query_idx.clone(),
-            key_idx: self.key_idx.clone(),
+            tensors: OnceLock::new(),
             images_per_chunk: self.images_per_chunk,
             via_local: self.via_local,
             direct: self.direct,
@@ -101,9 +107,15 @@ impl State for PixelGroups {
     }
 }
 
-/// Host and device copies of both index tables.
+/// Host copies of both index tables, and the device copies where they were made.
 pub(crate) fn groups_bytes(groups: &[DeviceGroup]) -> usize {
-    groups.iter().map(|g| (g.host.query_idx.len() + g.host.key_idx.len()) * 8 * 2 + g.host.pixels.len() * 16).sum()
+    groups
+        .iter()
+        .map(|g| {
+            let copies = if g.tensors.get().is_some() { 2 } else { 1 };
+            (g.host.query_idx.len() + g.host.key_idx.len()) * 8 * copies + g.host.pixels.len() * 16
+        })
+        .sum()
 }
 
 /// The pixel groups of a geometry with their index tensors, built once (cancellable: at large
@@ -132,14 +144,7 @@ pub(crate) fn device_groups(
                 && host.key_pixels == host.pixels;
             let direct =
                 !via_local && key.boundary == Boundary::Zeros && (1..=DIRECT_MAX_KEYS).contains(&host.keys_per_image());
-            DeviceGroup {
-                query_idx: den.int_tensor(&host.query_idx),
-                key_idx: den.int_tensor(&host.key_idx),
-                host,
-                images_per_chunk,
-                via_local,
-                direct,
-            }
+            DeviceGroup { tensors: OnceLock::new(), host, images_per_chunk, via_local, direct }
         })
         .collect();
     den.make_room(groups_bytes(&groups), None);

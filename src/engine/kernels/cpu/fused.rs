@@ -31,6 +31,10 @@ pub struct HostChunk {
     /// [C, K]: values channel-major, so each channel's dot product is contiguous.
     pub values_t: Vec<f32>,
     pub len: usize,
+    /// Empty for a chunk of every key in order. For a chunk of merged duplicates
+    /// ([`super::merge`]): each column's first occurrence (image·positions + position), and
+    /// the chunk carries one more key row and one more value row, ln(count).
+    pub first: Vec<u32>,
 }
 
 /// Running softmax state of Q query rows over C value channels.
@@ -43,8 +47,11 @@ pub struct RowState {
     q: usize,
     c: usize,
     m: Vec<f32>,
-    /// Column (over all chunks so far) of each row's largest logit: its winning key.
+    /// Column (over all chunks so far) of each row's largest key logit: its winning key.
     arg: Vec<u64>,
+    /// That key logit. It is m itself, except over merged keys ([`super::merge`]), whose
+    /// logits carry ln(count) and whose winner is judged without it.
+    best: Vec<f32>,
     /// Columns folded in so far.
     seen: u64,
     s: Vec<f64>,
@@ -63,6 +70,7 @@ impl RowState {
             c,
             m: vec![f32::NEG_INFINITY; q],
             arg: vec![0; q],
+            best: vec![f32::NEG_INFINITY; q],
             seen: 0,
             s: vec![0.0; q],
             u: vec![0.0; q],
@@ -123,12 +131,15 @@ impl RowState {
                         );
                     }
                     let vals = |ch: usize| &chunk.values_t[ch * k + k0..ch * k + k0 + tk];
+                    // A merged chunk's last key row is ln(count).
+                    let ln_count =
+                        (!chunk.first.is_empty()).then(|| &chunk.keys_t[(da - 1) * k + k0..(da - 1) * k + k0 + tk]);
                     for i in 0..rows {
                         let r = b * QUERY_BLOCK + i;
                         let row = &mut scores[i * tk..(i + 1) * tk];
-                        let best = (&mut st.m[r], &mut st.arg[r], seen + k0 as u64);
+                        let best = (&mut st.m[r], &mut st.arg[r], &mut st.best[r], seen + k0 as u64);
                         let acc = &mut st.acc[r * c..(r + 1) * c];
-                        fold_row(row, best, &mut st.s[r], &mut st.u[r], acc, vals, want_entropy);
+                        fold_row(row, best, ln_count, &mut st.s[r], &mut st.u[r], acc, vals, want_entropy);
                     }
                 }
             }
@@ -147,10 +158,11 @@ impl RowState {
     /// columns. Columns must come in increasing order across calls, as in [`Self::update`].
     pub fn fold_logits<'v>(&mut self, i: usize, logits: &mut [f32], col0: u64, vals: impl Fn(usize) -> &'v [f32]) {
         let c = self.c;
-        let best = (&mut self.m[i], &mut self.arg[i], col0);
+        let best = (&mut self.m[i], &mut self.arg[i], &mut self.best[i], col0);
         fold_row(
             logits,
             best,
+            None,
             &mut self.s[i],
             &mut self.u[i],
             &mut self.acc[i * c..(i + 1) * c],
@@ -172,6 +184,7 @@ impl RowState {
             let acc_o = &other.acc[i * c..(i + 1) * c];
             if !ms.is_finite() {
                 (self.m[i], self.arg[i], self.s[i], self.u[i]) = (mo, other.arg[i], other.s[i], other.u[i]);
+                self.best[i] = other.best[i];
                 self.acc[i * c..(i + 1) * c].copy_from_slice(acc_o);
                 continue;
             }
@@ -183,8 +196,9 @@ impl RowState {
             self.s[i] += s_o;
             self.u[i] += u_o;
             acc.iter_mut().zip(&acc_o).for_each(|(a, b)| *a += b);
-            if mo > ms || (mo == ms && other.arg[i] < self.arg[i]) {
-                self.arg[i] = other.arg[i];
+            let (bo, bs) = (other.best[i], self.best[i]);
+            if bo > bs || (bo == bs && other.arg[i] < self.arg[i]) {
+                (self.arg[i], self.best[i]) = (other.arg[i], bo);
             }
             self.m[i] = m;
         }
@@ -245,9 +259,11 @@ const RESCALE_LIMIT: f32 = 64.0;
 /// (or, past [`RESCALE_LIMIT`], fold the tile again against it). A separate max pass before
 /// the exp cost a tenth of a call at P = 3. The row keeps its logits, for the winner search.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn fold_row<'v>(
     row: &mut [f32],
-    (m, arg, col0): (&mut f32, &mut u64, u64),
+    (m, arg, best, col0): (&mut f32, &mut u64, &mut f32, u64),
+    ln_count: Option<&[f32]>,
     s: &mut f64,
     u: &mut f64,
     acc: &mut [f64],
@@ -255,12 +271,27 @@ fn fold_row<'v>(
     want_entropy: bool,
 ) {
     let c = acc.len();
-    if !matches!(c, 1 | 3) {
+    // Merged keys: the winner is the largest logit less ln(count), found before the fold
+    // (which may overwrite the row); m below only keeps the sums stable.
+    let track = ln_count.is_none();
+    if let Some(ln_count) = ln_count {
+        // Two vector passes (a difference, its max); the position only on a new best.
+        let mut x = [0f32; 512];
+        let x = &mut x[..row.len()];
+        x.iter_mut().zip(row.iter().zip(ln_count)).for_each(|(x, (&y, &l))| *x = y - l);
+        let top = simd::max(x);
+        if top > *best {
+            (*best, *arg) = (top, col0 + simd::position(x, top) as u64);
+        }
+    }
+    if !(1..=4).contains(&c) {
         // Channel counts without a fused sweep: the max first, then the row exponentiated
         // in place and one dot per channel.
         let m_new = m.max(simd::max(row));
         if m_new > *m {
-            *arg = col0 + simd::position(row, m_new) as u64;
+            if track {
+                (*arg, *best) = (col0 + simd::position(row, m_new) as u64, m_new);
+            }
             if m.is_finite() {
                 rebase(s, u, acc, (*m - m_new) as f64);
             }
@@ -279,20 +310,29 @@ fn fold_row<'v>(
     if !m.is_finite() {
         // The row's first tile: nothing to fold against yet.
         *m = simd::max(row);
-        *arg = col0 + simd::position(row, *m) as u64;
+        if track {
+            (*arg, *best) = (col0 + simd::position(row, *m) as u64, *m);
+        }
     }
+    // 1 and 3 channels (gray, RGB); 2 and 4 when a merged bank adds ln(count) to them.
     let fold = |m: f32| match (c, want_entropy) {
         (1, true) => simd::fold::<1, true>(row, m, [vals(0)]).widen(),
         (1, false) => simd::fold::<1, false>(row, m, [vals(0)]).widen(),
+        (2, true) => simd::fold::<2, true>(row, m, [vals(0), vals(1)]).widen(),
+        (2, false) => simd::fold::<2, false>(row, m, [vals(0), vals(1)]).widen(),
         (3, true) => simd::fold::<3, true>(row, m, [vals(0), vals(1), vals(2)]).widen(),
-        _ => simd::fold::<3, false>(row, m, [vals(0), vals(1), vals(2)]).widen(),
+        (3, false) => simd::fold::<3, false>(row, m, [vals(0), vals(1), vals(2)]).widen(),
+        (4, true) => simd::fold::<4, true>(row, m, [vals(0), vals(1), vals(2), vals(3)]).widen(),
+        _ => simd::fold::<4, false>(row, m, [vals(0), vals(1), vals(2), vals(3)]).widen(),
     };
     let m_old = *m;
     let mut folded = fold(m_old);
     let rose = folded.max > m_old;
     if rose {
         // A new winner: rare after the first tiles, so the search costs nothing.
-        *arg = col0 + simd::position(row, folded.max) as u64;
+        if track {
+            (*arg, *best) = (col0 + simd::position(row, folded.max) as u64, folded.max);
+        }
         *m = folded.max;
         if folded.max - m_old > RESCALE_LIMIT {
             rebase(s, u, acc, (m_old - folded.max) as f64);
@@ -337,7 +377,7 @@ mod tests {
         let queries: Vec<f32> = (0..q * da).map(|i| val(i) * 3.0).collect();
         let keys_t: Vec<f32> = (0..da * k).map(|i| val(i + 77_777)).collect();
         let values_t: Vec<f32> = (0..c * k).map(|i| val(i + 5_555)).collect();
-        let chunk = HostChunk { keys_t: keys_t.clone(), values_t: values_t.clone(), len: k };
+        let chunk = HostChunk { keys_t: keys_t.clone(), values_t: values_t.clone(), len: k, first: Vec::new() };
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
             pool.install(|| {
@@ -388,7 +428,8 @@ mod tests {
         // inside a row's fold, not between partial states.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
         let mut state = RowState::new(1, 1, true);
-        let chunk = HostChunk { keys_t: logits.clone(), values_t: values.clone(), len: logits.len() };
+        let chunk =
+            HostChunk { keys_t: logits.clone(), values_t: values.clone(), len: logits.len(), first: Vec::new() };
         pool.install(|| state.update(&[1.0], 1, &chunk));
         let winner = state.argmax()[0];
         let (out, entropy) = state.finish();
@@ -419,6 +460,7 @@ mod tests {
             keys_t: keys_t[r.clone()].to_vec(),
             values_t: values_t[r.clone()].to_vec(),
             len: r.len(),
+            first: Vec::new(),
         };
         let mut state = RowState::new(1, 1, true);
         state.update(&[1.0], 1, &chunk(0..a));

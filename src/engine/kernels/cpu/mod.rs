@@ -5,9 +5,11 @@
 //! - [`fused`]: the streaming softmax state and the one-pass fold of a score tile.
 //! - [`simd`]: the AVX2 / baseline lane loops the fold runs on.
 //! - [`direct`]: the small groups, keys read in place from the images.
+//! - [`merge`]: a kept bank's duplicate keys merged into one with a multiplicity.
 
 pub mod direct;
 pub mod fused;
+pub mod merge;
 pub mod simd;
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use super::window_sums::fill_via_local;
 use fused::HostChunk;
 
 /// Keys per chunk on the fused CPU path: small enough that a cancel lands within a few ms.
-const HOST_CHUNK_KEYS: usize = 16_384;
+pub(crate) const HOST_CHUNK_KEYS: usize = 16_384;
 
 /// ELS (or LS) x̂₀ through the fused CPU kernel: same groups, same math as the reference
 /// path, one fused pass per tile.
@@ -51,9 +53,15 @@ pub(crate) fn run(
     let mut entropy_sum = fill_via_local(den, x, call, key.patch, &groups, &mut out, ctl)?;
     let n = den.n;
     let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
-    let total: usize = groups.iter().filter(|g| g.banked_on_host()).map(|g| den.n.div_ceil(per_chunk(g))).sum();
-    ctl.begin(total + 1)?;
     let bank = host_bank(den, key, &groups, &per_chunk, ctl)?;
+    // Chunks to sweep: the bank's (merged groups have fewer), else one per image run.
+    let total: usize = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.banked_on_host())
+        .map(|(gi, g)| bank.as_ref().map_or(den.n.div_ceil(per_chunk(g)), |b| b[gi].len()))
+        .sum();
+    ctl.begin(total + 1)?;
     // x − a·m with the zero slot, like the device path's query row.
     let xc: Vec<f32> =
         x.iter().enumerate().map(|(i, &v)| (v as f64 - a * den.mean[i / hw] as f64) as f32).chain([0.0]).collect();
@@ -160,33 +168,51 @@ impl Sweep<'_> {
         let g = &group.host;
         let q = g.pixels.len();
         let d = c * self.patch * self.patch;
-        let da = d + 1;
-        let mut queries = vec![0f32; q * da]; // [Q, D+1]
+        // A merged bank's keys carry ln(count) as one more row, met by a query column of
+        // ones, and as one more value channel (see [`merge`]).
+        let merged = chunks.is_some_and(|ch| ch.first().is_some_and(|k| !k.first.is_empty()));
+        let (da, cv) = if merged { (d + 2, c + 1) } else { (d + 1, c) };
+        let mut queries = vec![0f32; q * da]; // [Q, Da]
         for i in 0..q {
             for t in 0..d {
                 queries[i * da + t] = self.xc[g.query_idx[i * d + t] as usize] * self.scale;
             }
             queries[i * da + d] = self.tail;
+            if merged {
+                queries[i * da + d + 1] = 1.0;
+            }
         }
-        let mut state = fused::RowState::new(q, c, self.want_entropy);
-        let ipc = (self.per_chunk)(group);
-        for (ci, n0) in (0..den.n).step_by(ipc).enumerate() {
-            let owned;
-            let chunk = match chunks {
-                Some(chunks) => &chunks[ci],
-                None => {
-                    owned = host_chunk(den, g, self.patch, n0, ipc.min(den.n - n0), ctl.token().as_ref())?;
-                    &owned
+        let mut state = fused::RowState::new(q, cv, self.want_entropy);
+        match chunks {
+            Some(chunks) => {
+                for chunk in chunks {
+                    state.update(&queries, da, chunk);
+                    ctl.chunk_done()?;
                 }
-            };
-            state.update(&queries, da, chunk);
-            ctl.chunk_done()?;
+            }
+            None => {
+                let ipc = (self.per_chunk)(group);
+                for n0 in (0..den.n).step_by(ipc) {
+                    let chunk = host_chunk(den, g, self.patch, n0, ipc.min(den.n - n0), ctl.token().as_ref())?;
+                    state.update(&queries, da, &chunk);
+                    ctl.chunk_done()?;
+                }
+            }
         }
-        let cols = state.argmax().to_vec();
-        let (vals, ent) = state.finish();
+        let mut cols = state.argmax().to_vec();
+        if merged {
+            // A merged column → its key's first occurrence in the full bank.
+            let first: Vec<u32> = chunks.into_iter().flatten().flat_map(|k| k.first.iter().copied()).collect();
+            cols.iter_mut().for_each(|col| *col = first[*col as usize] as u64);
+        }
+        let (vals, mut ent) = state.finish();
         for (i, &px) in g.pixels.iter().enumerate() {
             for ch in 0..c {
-                out.x0[ch * hw + px] = vals[i * c + ch] + den.mean[ch];
+                out.x0[ch * hw + px] = vals[i * cv + ch] + den.mean[ch];
+            }
+            if merged && self.want_entropy {
+                // H over every key = H over the merged keys + E[ln count].
+                ent[i] += vals[i * cv + c];
             }
         }
         *entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
@@ -248,7 +274,7 @@ fn host_chunk(
     for (ch, &off) in centre_offsets(c, p).iter().enumerate() {
         values_t[ch * k..(ch + 1) * k].copy_from_slice(&keys_t[off as usize * k..(off as usize + 1) * k]);
     }
-    Ok(fused::HostChunk { keys_t, values_t, len: k })
+    Ok(fused::HostChunk { keys_t, values_t, len: k, first: Vec::new() })
 }
 
 /// The host key bank of a geometry, kept between calls while it fits the budget
@@ -295,6 +321,26 @@ fn host_bank(
     for (&(gi, _, _), chunk) in jobs.iter().zip(cut) {
         bank[gi].push(chunk?);
     }
+    // Each group's repeated keys merged (in parallel over groups; a cancel is checked per
+    // group, the merge of one group being a hash pass over its keys).
+    let (d, c) = (den.shape.c * key.patch * key.patch, den.shape.c);
+    let merged: Vec<Option<Vec<HostChunk>>> = bank
+        .par_iter()
+        .map(|chunks| {
+            let skip = !this.merge_keys || token.as_ref().is_some_and(|t| t.is_cancelled());
+            if skip { None } else { merge::merge_duplicates(chunks, d, c) }
+        })
+        .collect();
+    if ctl.check().is_err() {
+        std::thread::spawn(move || drop(bank));
+        return Err(Cancelled);
+    }
+    for (chunks, m) in bank.iter_mut().zip(merged) {
+        if let Some(m) = m {
+            *chunks = m;
+        }
+    }
+    let bytes: usize = bank.iter().flatten().map(|k| (k.keys_t.len() + k.values_t.len() + k.first.len()) * 4).sum();
     let bank = Arc::new(bank);
     den.state_mut::<KeyBanks<HostChunk>>().insert(key, bank.clone(), bytes);
     Ok(Some(bank))

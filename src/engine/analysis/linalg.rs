@@ -186,19 +186,24 @@ mod tests {
         assert!(eig.values.windows(2).all(|w| w[0] <= w[1]), "eigenvalues come ascending");
     }
 
+    /// A seeded symmetric n×n matrix with entries in [−1, 1).
+    fn random_symmetric(n: usize, seed: &mut u64) -> Vec<f64> {
+        let mut a = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let v = lcg(seed);
+                a[i * n + j] = v;
+                a[j * n + i] = v;
+            }
+        }
+        a
+    }
+
     #[test]
     fn random_symmetric_matrices_decompose() {
         let mut seed = 7;
         for n in [1, 2, 3, 10, 57] {
-            let mut a = vec![0f64; n * n];
-            for i in 0..n {
-                for j in 0..=i {
-                    let v = lcg(&mut seed);
-                    a[i * n + j] = v;
-                    a[j * n + i] = v;
-                }
-            }
-            check_decomposition(&a, n);
+            check_decomposition(&random_symmetric(n, &mut seed), n);
         }
     }
 
@@ -222,15 +227,7 @@ mod tests {
     #[test]
     fn a_cancelled_decomposition_returns_at_once_and_the_next_one_is_right() {
         let n = 800;
-        let mut seed = 5;
-        let mut a = vec![0f64; n * n];
-        for i in 0..n {
-            for j in 0..=i {
-                let v = lcg(&mut seed);
-                a[i * n + j] = v;
-                a[j * n + i] = v;
-            }
-        }
+        let a = random_symmetric(n, &mut 5);
         let started = std::time::Instant::now();
         let mut polls = 0;
         let out = sym_eigen(&a, n, &mut || {

@@ -333,6 +333,51 @@ fn launches_cancel_and_fall_back(device: &Device) {
     assert_eq!(failing.els_path, ElsPath::HostKernel);
 }
 
+/// The loop-limit guarantee at its edge. Mesa's llvmpipe stops any shader loop whose
+/// iterations in one invocation pass 65535 (an inner loop's count runs on across the outer
+/// loop's iterations) and returns what it has. The split count keeps every unit's distance
+/// terms (keys × D, the largest loop) at most `MAX_UNIT_TERMS`, and every other loop runs
+/// fewer times: the key loop K ≤ K·D, the staging loop K·D/64. Two cases sit exactly at the
+/// bound: D = 1 with 60000 keys in one split (the key loop itself at 60000), and D = 147
+/// with 408 keys per split (59976 terms). Both must give the exact softmax.
+fn loop_limit_edge(device: &Device) {
+    let mut case = Case::random(600, 1, 1, 64, 100, false, 12);
+    assert_eq!(els_op::min_splits(600 * 100, case.d()), 1, "60000 one-value keys fit one split");
+    // Query 0's exact match is the very last key (image 599, position 99): a loop cut short
+    // misses it. At σ² = 1e−12 it outweighs every other key by e^100, so on the GPU (whose
+    // logits are exact differences) the answer is its value to f32 rounding.
+    let a = 0.9f32;
+    case.key_idx[99] = 0;
+    let last = 599 * (case.len + 1);
+    case.images[last] = case.queries[0] / a;
+    if *device != Device::flex() {
+        let (out, _) = case.run(device, a as f64, 1e-12, 1);
+        let want = case.images[last];
+        assert!((out[0] - want).abs() < 1e-6, "query 0: {} vs its exact match {want}", out[0]);
+    }
+    // At a moderate σ the sums run over all 60000 keys in f32 (1e-4: their rounding).
+    let (out, _) = case.run(device, 0.7, 0.4, 1);
+    assert_close(&out, &case.exact(0.7, 0.4).0, 1e-4, "D = 1, 60000 keys in one split");
+    let case = Case::random(8, 3, 7, 64, 102, false, 13);
+    let keys = 8 * 102;
+    assert_eq!(els_op::min_splits(keys, 147), 2, "816 keys × 147 need two splits of 408");
+    assert!(keys / 2 * 147 <= els_op::MAX_UNIT_TERMS && (keys / 2 + 1) * 147 > els_op::MAX_UNIT_TERMS);
+    // 2e-5: each distance sums 147 squares in f32.
+    let (out, _) = case.run(device, 0.7, 0.4, 1);
+    assert_close(&out, &case.exact(0.7, 0.4).0, 2e-5, "D = 147, 408 keys per split");
+}
+
+#[test]
+fn op_loop_limit_edge() {
+    loop_limit_edge(&Device::flex());
+}
+
+#[test]
+#[ignore = "needs a GPU adapter; run with --ignored"]
+fn gpu_op_loop_limit_edge() {
+    loop_limit_edge(&gpu());
+}
+
 /// MNIST's repeated patches (the blank background above all) merged into one key with a
 /// multiplicity: the same x̂₀, entropy and winners as the full bank, in a smaller bank.
 #[test]

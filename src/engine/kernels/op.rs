@@ -149,9 +149,15 @@ impl Block {
 }
 
 /// The most distance terms (keys × D) one unit may sum in one split. Mesa's llvmpipe (the
-/// lavapipe Vulkan driver CI-less machines test on) stops any loop after 65535 iterations
-/// in one invocation, nested iterations counted together, and silently returns what it has:
-/// a 600-key × 147 split came back wrong. Splits keep every unit under it on every adapter.
+/// lavapipe Vulkan driver CI-less machines test on) stops a shader loop once its iterations
+/// in one invocation pass 65535 — an inner loop's count runs on across the iterations of the
+/// loop around it — and silently returns what it has: a 600-key × 147 split came back wrong.
+/// The guarantee: with keys × D ≤ this per split, the largest loop (the distance loop, keys × D
+/// iterations) stays under the limit, and every other loop runs fewer times (the key loop
+/// `keys` ≤ keys × D, the tile staging keys × D / 64). `tests/els_op.rs`
+/// (`gpu_op_loop_limit_edge`) runs both ends on lavapipe: 60000 one-value keys in one split,
+/// whose last key must be seen, and 408 keys × 147 per split.
+/// [`super::op_plan`] applies it on software adapters only.
 pub const MAX_UNIT_TERMS: usize = 60_000;
 
 /// The fewest splits that keep a block of `keys` keys of width `d` under [`MAX_UNIT_TERMS`].

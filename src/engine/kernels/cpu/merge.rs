@@ -18,8 +18,8 @@ use super::fused::HostChunk;
 use std::collections::HashMap;
 
 /// Merging pays for its extra key row and value channel only when it removes at least this
-/// share of the keys (measured on MNIST: P = 3 removes 71%, P = 5 47%, P = 7 23%, which
-/// ran slower merged than whole).
+/// share of the keys (measured on MNIST: P = 3 removes 71%, P = 5 47%, P = 7 23%; merged,
+/// P = 7 saved 3% a call and its first call cost 0.4 s more: BENCHMARKS.md).
 const MIN_SAVING: f64 = 0.4;
 
 /// The merged form of one group's dense chunks (every image's keys, in image order), or

@@ -655,11 +655,7 @@ impl Worker {
 
 /// The message a panic carried.
 pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
+    crate::engine::control::panic_text(&**panic)
 }
 
 /// The most votes one inspection returns.

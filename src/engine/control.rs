@@ -34,6 +34,15 @@ impl std::fmt::Display for Cancelled {
 }
 impl std::error::Error for Cancelled {}
 
+/// The message a caught panic carried ("unknown panic" when it carried none).
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// What a machine sees of its caller: a cancel token and a progress sink.
 pub struct Control<'a> {
     cancel: Option<&'a CancelToken>,

@@ -102,11 +102,7 @@ pub(crate) fn try_run(
             Ok(None)
         }
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown error".into());
+            let why = super::super::control::panic_text(&*panic);
             let why: String = why.lines().next().unwrap_or("").chars().take(160).collect();
             den.els_path = ElsPath::HostKernel;
             den.evict(None);

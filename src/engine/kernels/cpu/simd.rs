@@ -5,12 +5,12 @@
 // register the loop keeps apart, and fixed-count loops unroll into them.
 #![allow(clippy::needless_range_loop)]
 
-use std::sync::OnceLock;
-
 const LANES: usize = 8;
 
 /// Below this (logit − running max) a key adds nothing an f32 sum can hold (e^−88 ≈ 6e−39),
-/// so eight such keys together skip the exp. At small t that is most of a row.
+/// so eight such keys together skip the exp. At small t that is most of a row. (The AVX2
+/// loop's test; the portable loop has no cheap eight-lane test to use it.)
+#[cfg(target_arch = "x86_64")]
 const SKIP_BELOW: f32 = -88.0;
 
 /// a·b + c: one fused instruction where the CPU has FMA (the AVX2 build), a multiply
@@ -466,18 +466,12 @@ fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// AVX2 and FMA, checked once. Only x86-64 has the fast path; every other target takes the
+/// portable loops (which LLVM vectorises for the target's own SIMD).
+#[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
 }
 
 macro_rules! multiversion {

@@ -79,7 +79,7 @@ fn keys_from_global<I: Numeric>(
     }
 }
 
-#[cube(launch)]
+#[cube(launch_unchecked)]
 pub(super) fn els_partials_kernel<I: Numeric>(
     images: &Tensor<f32>,  // [N, L+1]
     queries: &Tensor<f32>, // [Q, D]

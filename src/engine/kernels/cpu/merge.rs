@@ -41,7 +41,7 @@ pub fn merge_duplicates(chunks: &[HostChunk], d: usize, c: usize) -> Option<Vec<
     let mut first: Vec<(usize, usize)> = Vec::new(); // (chunk, column) of each distinct key
     let mut global: Vec<u32> = Vec::new(); // its column over the whole bank
     let mut count: Vec<u32> = Vec::new();
-    let (mut col0, mut seen) = (0usize, 0usize);
+    let mut col0 = 0usize; // keys seen so far: the next chunk's first column
     for (ci, ch) in chunks.iter().enumerate() {
         for j in 0..ch.len {
             match index.entry(hash(ch, j)) {
@@ -63,10 +63,9 @@ pub fn merge_duplicates(chunks: &[HostChunk], d: usize, c: usize) -> Option<Vec<
             }
         }
         col0 += ch.len;
-        seen += ch.len;
         // Large patches rarely repeat: once a fifth of the keys is seen, a bank that is still
         // almost all distinct is left as it is.
-        if seen * 5 >= total && seen < total && first.len() as f64 > (1.0 - MIN_SAVING) * seen as f64 {
+        if col0 * 5 >= total && col0 < total && first.len() as f64 > (1.0 - MIN_SAVING) * col0 as f64 {
             return None;
         }
     }
@@ -97,6 +96,18 @@ pub fn merge_duplicates(chunks: &[HostChunk], d: usize, c: usize) -> Option<Vec<
         out.push(HostChunk { keys_t, values_t, len: k, first: global[start..end].to_vec() });
     }
     Some(out)
+}
+
+/// The first occurrence (column of the full bank) of merged column `col`, counted over
+/// `chunks` in the order they were folded.
+pub fn first_occurrence(chunks: &[HostChunk], mut col: usize) -> u32 {
+    for ch in chunks {
+        if col < ch.len {
+            return ch.first[col];
+        }
+        col -= ch.len;
+    }
+    panic!("merged column {col} past the bank's end")
 }
 
 #[cfg(test)]
@@ -132,7 +143,7 @@ mod tests {
         let kept: usize = merged.iter().map(|c| c.len).sum();
         assert_eq!(kept, 3 + 19, "three patterns and 20 distinct keys ([0, 0] is also pattern 0)");
         // Every merged column names the first time its key appears.
-        let firsts: Vec<u32> = merged.iter().flat_map(|c| c.first.iter().copied()).collect();
+        let firsts: Vec<u32> = (0..kept).map(|col| first_occurrence(&merged, col)).collect();
         for &f in &firsts {
             let key = keys[f as usize];
             assert_eq!(keys.iter().position(|k| *k == key), Some(f as usize));

@@ -200,10 +200,9 @@ impl Sweep<'_> {
             }
         }
         let mut cols = state.argmax().to_vec();
-        if merged {
+        if let Some(chunks) = chunks.filter(|_| merged) {
             // A merged column → its key's first occurrence in the full bank.
-            let first: Vec<u32> = chunks.into_iter().flatten().flat_map(|k| k.first.iter().copied()).collect();
-            cols.iter_mut().for_each(|col| *col = first[*col as usize] as u64);
+            cols.iter_mut().for_each(|col| *col = merge::first_occurrence(chunks, *col as usize) as u64);
         }
         let (vals, mut ent) = state.finish();
         for (i, &px) in g.pixels.iter().enumerate() {

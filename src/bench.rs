@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// them saves).
     #[arg(long)]
     pub no_merge: bool,
+    /// Fold every key in the CPU kernel's banks, none skipped (to measure what exact
+    /// skipping saves).
+    #[arg(long)]
+    pub no_skip: bool,
 }
 
 /// One row of the results.
@@ -169,6 +173,7 @@ impl Sets {
                 denoiser.chunk_logits = chunk;
             }
             denoiser.merge_keys = !args.no_merge;
+            denoiser.skip_keys = !args.no_skip;
             Set { images, n, shape, denoiser }
         };
         Ok(Self { gray: set(gray, args.n, gray_shape), rgb: set(rgb, args.n_rgb, rgb_shape) })
@@ -207,6 +212,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         results.push(r);
     };
     calls(args, &mut sets, &mut report);
+    low_noise(args, &mut sets, &mut report);
     grow(args, &mut sets, &mut report);
     gaussian_fits(args, &sets, &mut report);
     samples(args, &mut sets, device.kind == DeviceChoice::Gpu, &mut report)?;
@@ -263,6 +269,40 @@ fn calls(args: &BenchArgs, sets: &mut Sets, report: &mut dyn FnMut(Timed)) {
                 report(Timed { case: name, call: Call { patch: p, ..call }, n, shape, seconds, flops });
             }
         }
+    }
+}
+
+/// ELS on MNIST late in a sample, where exact skipping rules most keys out: P = 3 at
+/// t = 0.1 and P = 7 at t = 0.3 of the cosine schedule. x is a training digit noised to t
+/// (a late sample is a mosaic of training patches, so its windows sit as near their keys),
+/// a different digit and noise each call. FLOPs are the dense call's, so the rate shows what
+/// skipping saves.
+fn low_noise(args: &BenchArgs, sets: &mut Sets, report: &mut dyn FnMut(Timed)) {
+    let set = sets.get(false);
+    let (n, shape) = (set.n, set.shape);
+    let schedule = engine::NoiseSchedule::cosine();
+    for (p, t) in [(3usize, 0.1f64), (7, 0.3)] {
+        let name = format!("{}-t{t}", case_name(MachineKind::Els, shape, p));
+        if !wanted(args, &name) {
+            continue;
+        }
+        let alpha_bar = schedule.alpha_bar(t);
+        let call = Call::new(MachineKind::Els, Boundary::Zeros, p, alpha_bar);
+        let (a, s) = (alpha_bar.sqrt() as f32, (1.0 - alpha_bar).sqrt() as f32);
+        let mut seed = 0;
+        let mut time = || {
+            seed += 1;
+            let x0 = &set.images[(seed * 7919 % n) * shape.len()..][..shape.len()];
+            let noise = engine::sampling::noise::gaussian(4242, seed as u64, shape.len());
+            let x: Vec<f32> = x0.iter().zip(noise).map(|(&v, e)| a * v + s * e).collect();
+            let t = Instant::now();
+            set.denoiser.denoise(&x, &call, &mut Control::none()).expect("no cancel");
+            t.elapsed().as_secs_f64()
+        };
+        time();
+        let seconds = median((0..args.reps.max(1)).map(|_| time()).collect());
+        let flops = flops(MachineKind::Els, Boundary::Zeros, n, shape, p);
+        report(Timed { case: name, call, n, shape, seconds, flops });
     }
 }
 

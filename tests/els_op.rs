@@ -380,6 +380,76 @@ fn gpu_op_loop_limit_edge() {
 
 /// MNIST's repeated patches (the blank background above all) merged into one key with a
 /// multiplicity: the same x̂₀, entropy and winners as the full bank, in a smaller bank.
+/// Exact skipping on real patches: ELS on training digits noised late in a sample (where
+/// most keys cannot count) gives what the dense sweep gives, maps included, while folding a
+/// fraction of the keys; early, where nothing can be skipped, the banks stay dense.
+#[test]
+fn exact_skipping_changes_nothing_but_the_work() {
+    use morphogen::data::{Dataset, DatasetSource, LoadOptions};
+    // 300 bundled digits: a bank large enough to sort (12 fixture digits merge to too few keys).
+    let opts = LoadOptions { subset: Some(300), subset_seed: 5, ..Default::default() };
+    let set = Dataset::load(&DatasetSource::Bundled("mnist".into()), &opts).unwrap();
+    let (shape, n, images) = (set.shape, set.len(), &set.images);
+    let device = Device::flex();
+    let mut skipping = Denoiser::new(images, n, shape, &device);
+    let mut dense = Denoiser::new(images, n, shape, &device);
+    dense.skip_keys = false;
+    let mut cases = 0;
+    let mut skipped_cases = 0;
+    for (p, boundary) in [(3, Boundary::Zeros), (5, Boundary::Zeros), (3, Boundary::Circular), (7, Boundary::Zeros)] {
+        for (seed, ab) in [(1u64, 0.995), (2, 0.97), (3, 0.9), (4, 0.3)] {
+            // A digit of the set, noised to ᾱ (a late sample's windows sit as near their keys).
+            let x0 = &images[(seed as usize % n) * shape.len()..][..shape.len()];
+            let noise = morphogen::engine::sampling::noise::gaussian(90 + seed, 0, shape.len());
+            let (a, s) = (f64::sqrt(ab) as f32, f64::sqrt(1.0 - ab) as f32);
+            let x: Vec<f32> = x0.iter().zip(&noise).map(|(&v, &e)| a * v + s * e).collect();
+            let mut call = Call::new(MachineKind::Els, boundary, p, ab);
+            call.entropy = true;
+            call.maps = true;
+            let got = skipping.denoise(&x, &call, &mut Control::none()).unwrap();
+            let want = dense.denoise(&x, &call, &mut Control::none()).unwrap();
+            let what = format!("P={p} {boundary:?} ᾱ={ab}");
+            let err = max_abs_diff(&got.x0, &want.x0);
+            assert!(err < 2e-5, "{what}: x0 differs by {err}");
+            assert!(
+                (got.entropy - want.entropy).abs() < 1e-4 * want.entropy.max(1.0),
+                "{what}: entropy {} vs {}",
+                got.entropy,
+                want.entropy
+            );
+            let (mg, mw) = (got.maps.unwrap(), want.maps.unwrap());
+            assert_eq!(mg.winner, mw.winner, "{what}: winners");
+            assert_eq!(mg.source, mw.source, "{what}: sources");
+            // Per pixel: at ᾱ = 0.995 the float32 logits are ~2500 ± 2e-4 (‖q‖²/2σ² is kept
+            // in them), and two summation orders of the same dot products (the gemm's and the
+            // skip path's row sweep) move a pixel's entropy by up to ~1e-3 nats.
+            for (px, (&g, &w)) in mg.entropy.iter().zip(&mw.entropy).enumerate() {
+                let tol = 2e-3 * w.abs().max(1.0);
+                assert!((g - w).abs() <= tol, "{what}: pixel {px} entropy {g} vs {w}");
+            }
+            let (folded, held) = skipping.skip_work.take();
+            assert_eq!(dense.skip_work.take(), (0, 0), "{what}: the dense twin skipped");
+            if held > 0 {
+                skipped_cases += 1;
+                assert!(folded < held, "{what}: folded {folded} of {held}");
+            }
+            if ab >= 0.995 {
+                // Measured: P = 3 keeps 7.5%, P = 7 15% of the (query, key) pairs.
+                assert!(
+                    held > 0 && folded * 5 < held,
+                    "{what}: skipping should keep under a fifth, kept {folded} of {held}"
+                );
+            }
+            if ab <= 0.3 {
+                assert_eq!(held, 0, "{what}: nothing to skip at high noise, yet the skip path ran");
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 16);
+    assert!(skipped_cases >= 4, "only {skipped_cases} cases took the skip path");
+}
+
 #[test]
 fn merged_duplicate_keys_change_nothing_but_the_bank() {
     let (mut merged, shape, _) = training("mnist12_train.npy");

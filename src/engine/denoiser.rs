@@ -77,6 +77,14 @@ pub struct Denoiser {
     /// Whether the fused CPU kernel's kept banks merge repeated keys into one with a
     /// multiplicity ([`super::kernels::cpu::merge`]); off only to measure what it saves.
     pub merge_keys: bool,
+    /// Whether the fused CPU kernel's kept banks are sorted into tiles and skip the keys that
+    /// cannot move a float32 result ([`super::kernels::cpu::skip`]); off to measure what it
+    /// saves and for the tests' dense twin.
+    pub skip_keys: bool,
+    /// What skipping did: (query, key) pairs folded and pairs held, over every call whose
+    /// group took the skip path. For tests (that skipping happened, and how much) and `bench`.
+    #[doc(hidden)]
+    pub skip_work: SkipWork,
     /// What the caller should tell the user and has not yet (a fall back to the CPU).
     notices: Vec<String>,
     /// The adapter limits the fused op plans its launches by, in place of the device's own:
@@ -127,6 +135,8 @@ impl Denoiser {
             els_path: if *device == Device::flex() { ElsPath::HostKernel } else { ElsPath::Op },
             states: HashMap::new(),
             merge_keys: true,
+            skip_keys: true,
+            skip_work: SkipWork::default(),
             notices: Vec::new(),
             adapter_limits: None,
             fail_next_launch: false,
@@ -263,4 +273,26 @@ impl Denoiser {
 /// Reads a small tensor back to the host as f32.
 pub(crate) fn to_host(t: Tensor<2>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().expect("a float tensor reads back as f32")
+}
+
+/// Counters of the skip path's work ([`Denoiser::skip_work`]), atomic so the kernel can add
+/// to them through a shared reference.
+#[derive(Debug, Default)]
+pub struct SkipWork {
+    pub folded: std::sync::atomic::AtomicU64,
+    pub held: std::sync::atomic::AtomicU64,
+}
+
+impl SkipWork {
+    pub fn add(&self, folded: u64, held: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.folded.fetch_add(folded, Relaxed);
+        self.held.fetch_add(held, Relaxed);
+    }
+
+    /// (folded, held) so far, and the counters back to zero.
+    pub fn take(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.folded.swap(0, Relaxed), self.held.swap(0, Relaxed))
+    }
 }

@@ -119,8 +119,8 @@ fn key_bank(
     key: GeometryKey,
     groups: &[DeviceGroup],
     ctl: &Control,
-) -> Result<Option<Bank<KeyChunk>>, Cancelled> {
-    if let Some(b) = den.state::<KeyBanks<KeyChunk>>().and_then(|s| s.get(&key)) {
+) -> Result<Option<Bank<Vec<KeyChunk>>>, Cancelled> {
+    if let Some(b) = den.state::<KeyBanks<Vec<KeyChunk>>>().and_then(|s| s.get(&key)) {
         return Ok(Some(b));
     }
     let c = den.shape.c;
@@ -141,7 +141,7 @@ fn key_bank(
         bank.push(chunks);
     }
     let bank = Arc::new(bank);
-    den.state_mut::<KeyBanks<KeyChunk>>().insert(key, bank.clone(), bytes);
+    den.state_mut::<KeyBanks<Vec<KeyChunk>>>().insert(key, bank.clone(), bytes);
     Ok(Some(bank))
 }
 

@@ -176,31 +176,32 @@ pub(crate) fn make_room_for_bank(den: &mut Denoiser, key: GeometryKey, bytes: us
     true
 }
 
-/// Every geometry's key bank on one kernel path (chunks of `C` per pixel group), with its size
+/// Every geometry's key bank on one kernel path (one `G` per pixel group), with its size
 /// in bytes. Evicted whole, and freed on a thread of its own: banks run to a gigabyte, and
 /// handing that back to the OS takes ~0.3 ms a MB, a fifth of a second the next step would
 /// wait for (they are counted out of the budget at once: nothing else holds them).
-pub(crate) struct KeyBanks<C>(HashMap<GeometryKey, (Bank<C>, usize)>);
+pub(crate) struct KeyBanks<G>(HashMap<GeometryKey, (Bank<G>, usize)>);
 
-/// One geometry's key bank: per pixel group, its key chunks.
-pub(crate) type Bank<C> = Arc<Vec<Vec<C>>>;
+/// One geometry's key bank: per pixel group, its keys (a path's own type: the burn path's
+/// chunks, the fused path's chunks with their skip index).
+pub(crate) type Bank<G> = Arc<Vec<G>>;
 
-impl<C> Default for KeyBanks<C> {
+impl<G> Default for KeyBanks<G> {
     fn default() -> Self {
         Self(HashMap::new())
     }
 }
 
-impl<C> KeyBanks<C> {
-    pub(crate) fn get(&self, key: &GeometryKey) -> Option<Bank<C>> {
+impl<G> KeyBanks<G> {
+    pub(crate) fn get(&self, key: &GeometryKey) -> Option<Bank<G>> {
         self.0.get(key).map(|b| b.0.clone())
     }
-    pub(crate) fn insert(&mut self, key: GeometryKey, bank: Bank<C>, bytes: usize) {
+    pub(crate) fn insert(&mut self, key: GeometryKey, bank: Bank<G>, bytes: usize) {
         self.0.insert(key, (bank, bytes));
     }
 }
 
-impl<C: Send + Sync + 'static> State for KeyBanks<C> {
+impl<G: Send + Sync + 'static> State for KeyBanks<G> {
     fn bytes(&self) -> usize {
         self.0.values().map(|b| b.1).sum()
     }

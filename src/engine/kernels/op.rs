@@ -257,7 +257,11 @@ impl ElsOps for Flex {
                     }
                     let mut state = RowState::new(qn, c, true);
                     if k > 0 {
-                        state.update(&qa, da, &HostChunk { keys_t, values_t, len: k, first: Vec::new() });
+                        state.update(
+                            &qa,
+                            da,
+                            &HostChunk { keys_t, values_t, len: k, first: Vec::new(), counted: false },
+                        );
                     }
                     let (m, l, t, acc, arg) = state.into_parts();
                     let mut out = vec![0f32; qn * cols];

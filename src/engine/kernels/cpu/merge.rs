@@ -93,7 +93,7 @@ pub fn merge_duplicates(chunks: &[HostChunk], d: usize, c: usize) -> Option<Vec<
             }
             values_t[c * k + j] = ln_n;
         }
-        out.push(HostChunk { keys_t, values_t, len: k, first: global[start..end].to_vec() });
+        out.push(HostChunk { keys_t, values_t, len: k, first: global[start..end].to_vec(), counted: true });
     }
     Some(out)
 }
@@ -128,7 +128,7 @@ mod tests {
                     keys_t[2 * k + j] = key[0] * key[0] + key[1] * key[1];
                     values_t[j] = key[0];
                 }
-                HostChunk { keys_t, values_t, len: k, first: Vec::new() }
+                HostChunk { keys_t, values_t, len: k, first: Vec::new(), counted: false }
             })
             .collect()
     }

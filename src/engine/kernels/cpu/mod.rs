@@ -6,11 +6,14 @@
 //! - [`simd`]: the AVX2 / baseline lane loops the fold runs on.
 //! - [`direct`]: the small groups, keys read in place from the images.
 //! - [`merge`]: a kept bank's duplicate keys merged into one with a multiplicity.
+//! - [`skip`]: a kept bank sorted into tiles that a lower bound rules out, so keys that
+//!   cannot move a float32 result are never computed.
 
 pub mod direct;
 pub mod fused;
 pub mod merge;
 pub mod simd;
+pub mod skip;
 
 use std::sync::Arc;
 
@@ -50,21 +53,31 @@ pub(crate) fn run(
     let canvas = key.canvas_shape(den.shape);
     let (hw, len) = (canvas.pixels(), canvas.len());
     let mut out = Denoised { x0: vec![0f32; len], entropy: 0.0, maps: call.maps.then(|| PixelMaps::empty(hw)) };
-    let mut entropy_sum = fill_via_local(den, x, call, key.patch, &groups, &mut out, ctl)?;
+    // The pixels that reduce to the Local machine: through its window sums over the whole
+    // image (~N·HW·C·(2P + 2) operations) when there are many, else each straight from the
+    // images with the small groups (~N·C·P² each). At P = 3 the window sums cost a call
+    // 17 ms for its four corners, a fifth of a late step once skipping made the rest fast.
+    let local_px = groups.iter().filter(|g| g.via_local && !g.host.pixels.is_empty()).count();
+    let by_window_sums = local_px * key.patch * key.patch > hw * (2 * key.patch + 2);
+    let mut entropy_sum =
+        if by_window_sums { fill_via_local(den, x, call, key.patch, &groups, &mut out, ctl)? } else { 0.0 };
     let n = den.n;
     let per_chunk = move |g: &DeviceGroup| (HOST_CHUNK_KEYS / g.host.keys_per_image().max(1)).clamp(1, n);
-    let bank = host_bank(den, key, &groups, &per_chunk, ctl)?;
+    // x − a·m with the zero slot, like the device path's query row.
+    let xc: Vec<f32> =
+        x.iter().enumerate().map(|(i, &v)| (v as f64 - a * den.mean[i / hw] as f64) as f32).chain([0.0]).collect();
+    let bank = match host_bank(den, key, &groups, &per_chunk, ctl)? {
+        Some(bank) if den.skip_keys => Some(sort_for_skipping(den, key, &groups, bank, &xc, a, s2, ctl)?),
+        bank => bank,
+    };
     // Chunks to sweep: the bank's (merged groups have fewer), else one per image run.
     let total: usize = groups
         .iter()
         .enumerate()
         .filter(|(_, g)| g.banked_on_host())
-        .map(|(gi, g)| bank.as_ref().map_or(den.n.div_ceil(per_chunk(g)), |b| b[gi].len()))
+        .map(|(gi, g)| bank.as_ref().map_or(den.n.div_ceil(per_chunk(g)), |b| b[gi].chunks.len()))
         .sum();
     ctl.begin(total + 1)?;
-    // x − a·m with the zero slot, like the device path's query row.
-    let xc: Vec<f32> =
-        x.iter().enumerate().map(|(i, &v)| (v as f64 - a * den.mean[i / hw] as f64) as f32).chain([0.0]).collect();
     // The small groups, in parallel over groups, straight from the images.
     let inputs = direct::Inputs {
         shape: den.shape,
@@ -76,12 +89,19 @@ pub(crate) fn run(
         scale: a / s2,
         tail: -a * a / (2.0 * s2),
     };
-    let solved =
-        direct::solve(&inputs, &groups, |g| g.direct && g.streams() && !g.host.pixels.is_empty(), ctl.token())?;
+    let solved = direct::solve(
+        &inputs,
+        &groups,
+        |g| !g.host.pixels.is_empty() && ((g.direct && g.streams()) || (g.via_local && !by_window_sums)),
+        ctl.token(),
+    )?;
     fill_direct(den, hw, &groups, &solved, &mut out, &mut entropy_sum);
     ctl.chunk_done()?;
     let sweep = Sweep {
         xc: &xc,
+        a,
+        s2,
+        skip: den.skip_keys,
         scale: (a / s2) as f32,
         tail: (-a * a / (2.0 * s2)) as f32,
         patch: key.patch,
@@ -92,8 +112,8 @@ pub(crate) fn run(
         if group.host.key_pixels.is_empty() {
             fill_mean(den, hw, &mut out.x0, &group.host.pixels);
         } else if group.banked_on_host() && !group.host.pixels.is_empty() {
-            let chunks = bank.as_ref().map(|b| b[gi].as_slice());
-            sweep.group(den, hw, group, chunks, &mut out, &mut entropy_sum, ctl)?;
+            let kept = bank.as_ref().map(|b| &*b[gi]);
+            sweep.group(den, hw, group, kept, &mut out, &mut entropy_sum, ctl)?;
         }
     }
     let computed = only.map_or(hw, |o| o.iter().filter(|&&v| v).count());
@@ -140,6 +160,11 @@ fn fill_direct(
 /// slot), the logit's two coefficients, and how the keys are chunked.
 struct Sweep<'a> {
     xc: &'a [f32],
+    /// √ᾱ and σ² = 1 − ᾱ, for the skip bounds.
+    a: f64,
+    s2: f64,
+    /// Whether a sorted bank may skip (off: `bench --no-skip`, the tests' dense twin).
+    skip: bool,
     /// a/σ², applied to the queries.
     scale: f32,
     /// −a²/(2σ²), the queries' last column, met by each key's ‖k‖².
@@ -151,7 +176,8 @@ struct Sweep<'a> {
 
 impl Sweep<'_> {
     /// One group through [`fused::RowState`], chunk by chunk: from the bank when there is one
-    /// (`chunks`), else cut from the images as it goes.
+    /// (`kept`), else cut from the images as it goes; or through [`skip::sweep`] when the
+    /// bank is sorted and this noise level lets it skip enough.
     /// `hw`: the canvas's pixels (x̂₀'s plane stride).
     #[allow(clippy::too_many_arguments)]
     fn group(
@@ -159,7 +185,7 @@ impl Sweep<'_> {
         den: &Denoiser,
         hw: usize,
         group: &DeviceGroup,
-        chunks: Option<&[HostChunk]>,
+        kept: Option<&HostBank>,
         out: &mut Denoised,
         entropy_sum: &mut f64,
         ctl: &mut Control,
@@ -170,7 +196,8 @@ impl Sweep<'_> {
         let d = c * self.patch * self.patch;
         // A merged bank's keys carry ln(count) as one more row, met by a query column of
         // ones, and as one more value channel (see [`merge`]).
-        let merged = chunks.is_some_and(|ch| ch.first().is_some_and(|k| !k.first.is_empty()));
+        let chunks = kept.map(|k| k.chunks.as_slice());
+        let merged = chunks.is_some_and(|ch| ch.first().is_some_and(|k| k.counted));
         let (da, cv) = if merged { (d + 2, c + 1) } else { (d + 1, c) };
         let mut queries = vec![0f32; q * da]; // [Q, Da]
         for i in 0..q {
@@ -180,6 +207,29 @@ impl Sweep<'_> {
             queries[i * da + d] = self.tail;
             if merged {
                 queries[i * da + d + 1] = 1.0;
+            }
+        }
+        if let Some((bank, index)) = kept.and_then(|k| Some(&k.chunks).zip(k.skip.as_ref())).filter(|_| self.skip) {
+            let raw: Vec<f32> = (0..q * d).map(|i| self.xc[g.query_idx[i] as usize]).collect(); // [Q, D]
+            if skip::worth_it(index, bank, &raw, self.a, self.s2) {
+                let swept = skip::sweep(
+                    index,
+                    bank,
+                    &queries,
+                    &raw,
+                    self.a,
+                    self.s2,
+                    cv,
+                    self.want_entropy,
+                    ctl.token().as_ref(),
+                )?;
+                den.skip_work.add(swept.folded, (q * index.keys()) as u64);
+                for _ in bank {
+                    ctl.chunk_done()?;
+                }
+                let cols: Vec<u64> = swept.winners;
+                self.write(den, hw, g, merged, &swept.vals, swept.entropy, &cols, out, entropy_sum);
+                return Ok(());
             }
         }
         let mut state = fused::RowState::new(q, cv, self.want_entropy);
@@ -200,11 +250,32 @@ impl Sweep<'_> {
             }
         }
         let mut cols = state.argmax().to_vec();
-        if let Some(chunks) = chunks.filter(|_| merged) {
-            // A merged column → its key's first occurrence in the full bank.
+        if let Some(chunks) = chunks.filter(|ch| ch.first().is_some_and(|k| !k.first.is_empty())) {
+            // A merged or sorted column → its key's (first) place in the full bank.
             cols.iter_mut().for_each(|col| *col = merge::first_occurrence(chunks, *col as usize) as u64);
         }
-        let (vals, mut ent) = state.finish();
+        let (vals, ent) = state.finish();
+        self.write(den, hw, g, merged, &vals, ent, &cols, out, entropy_sum);
+        Ok(())
+    }
+
+    /// Writes one group's x̂₀ ([Q, C'] values less the mean, `merged`: with ln(count) last),
+    /// entropies and winners into the call's output.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        den: &Denoiser,
+        hw: usize,
+        g: &PixelGroup,
+        merged: bool,
+        vals: &[f32],
+        mut ent: Vec<f32>,
+        cols: &[u64],
+        out: &mut Denoised,
+        entropy_sum: &mut f64,
+    ) {
+        let c = den.shape.c;
+        let cv = if merged { c + 1 } else { c };
         for (i, &px) in g.pixels.iter().enumerate() {
             for ch in 0..c {
                 out.x0[ch * hw + px] = vals[i * cv + ch] + den.mean[ch];
@@ -216,10 +287,67 @@ impl Sweep<'_> {
         }
         *entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
         if let Some(m) = out.maps.as_mut() {
-            m.set_group(g, &cols, &ent);
+            m.set_group(g, cols, &ent);
         }
-        Ok(())
     }
+}
+
+/// One pixel group's kept keys on the fused path: its chunks (merged and sorted where that
+/// pays) and, when sorted, the tile bounds [`skip`] rules tiles out with.
+pub(crate) struct HostBank {
+    pub chunks: Vec<HostChunk>,
+    pub skip: Option<skip::SkipIndex>,
+}
+
+impl HostBank {
+    fn bytes(&self) -> usize {
+        self.chunks.iter().map(|k| (k.keys_t.len() + k.values_t.len() + k.first.len()) * 4).sum::<usize>()
+            + self.skip.as_ref().map_or(0, |s| s.bytes())
+    }
+}
+
+/// Sorts the kept banks of the groups this call would skip enough on ([`skip::would_skip`]),
+/// and puts the bank back in the cache with them. A bank is sorted once, at the first call
+/// low enough in noise to use it: the sort costs about a bank's cutting (0.1–0.7 s on MNIST),
+/// which the high-noise calls at large P, where nothing can be skipped, never pay.
+#[allow(clippy::too_many_arguments)]
+fn sort_for_skipping(
+    den: &mut Denoiser,
+    key: GeometryKey,
+    groups: &[DeviceGroup],
+    bank: Bank<Arc<HostBank>>,
+    xc: &[f32],
+    a: f64,
+    s2: f64,
+    ctl: &Control,
+) -> Result<Bank<Arc<HostBank>>, Cancelled> {
+    let d = den.shape.c * key.patch * key.patch;
+    let raw = |g: &PixelGroup| -> Vec<f32> { g.query_idx.iter().map(|&i| xc[i as usize]).collect() };
+    let wanted: Vec<usize> = (0..groups.len())
+        .filter(|&gi| {
+            let (g, b) = (&groups[gi], &bank[gi]);
+            g.banked_on_host() && b.skip.is_none() && g.host.pixels.len() >= skip::MIN_QUERIES && {
+                let represented = den.n * g.host.keys_per_image();
+                skip::would_skip(&b.chunks, &raw(&g.host), d, a, s2, represented)
+            }
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(bank);
+    }
+    let mut next: Vec<Arc<HostBank>> = bank.iter().cloned().collect();
+    for gi in wanted {
+        ctl.check()?;
+        if let Some((chunks, index)) = skip::order(&bank[gi].chunks, d, ctl.token().as_ref())? {
+            next[gi] = Arc::new(HostBank { chunks, skip: Some(index) });
+        }
+    }
+    let bytes: usize = next.iter().map(|b| b.bytes()).sum();
+    let next = Arc::new(next);
+    // The unsorted chunks go when the last call holding them ends; freed off this thread.
+    std::thread::spawn(move || drop(bank));
+    den.state_mut::<KeyBanks<Arc<HostBank>>>().insert(key, next.clone(), bytes);
+    Ok(next)
 }
 
 /// Keys of images n0..n0+nc at a group's key positions, with norms, on the host.
@@ -273,7 +401,7 @@ fn host_chunk(
     for (ch, &off) in centre_offsets(c, p).iter().enumerate() {
         values_t[ch * k..(ch + 1) * k].copy_from_slice(&keys_t[off as usize * k..(off as usize + 1) * k]);
     }
-    Ok(fused::HostChunk { keys_t, values_t, len: k, first: Vec::new() })
+    Ok(fused::HostChunk { keys_t, values_t, len: k, first: Vec::new(), counted: false })
 }
 
 /// The host key bank of a geometry, kept between calls while it fits the budget
@@ -285,8 +413,8 @@ fn host_bank(
     groups: &[DeviceGroup],
     per_chunk: &dyn Fn(&DeviceGroup) -> usize,
     ctl: &Control,
-) -> Result<Option<Bank<HostChunk>>, Cancelled> {
-    if let Some(b) = den.state::<KeyBanks<HostChunk>>().and_then(|s| s.get(&key)) {
+) -> Result<Option<Bank<Arc<HostBank>>>, Cancelled> {
+    if let Some(b) = den.state::<KeyBanks<Arc<HostBank>>>().and_then(|s| s.get(&key)) {
         return Ok(Some(b));
     }
     let bytes = bank_bytes(den, key, DeviceGroup::banked_on_host);
@@ -339,8 +467,9 @@ fn host_bank(
             *chunks = m;
         }
     }
-    let bytes: usize = bank.iter().flatten().map(|k| (k.keys_t.len() + k.values_t.len() + k.first.len()) * 4).sum();
-    let bank = Arc::new(bank);
-    den.state_mut::<KeyBanks<HostChunk>>().insert(key, bank.clone(), bytes);
+    let kept: Vec<Arc<HostBank>> = bank.into_iter().map(|chunks| Arc::new(HostBank { chunks, skip: None })).collect();
+    let bytes: usize = kept.iter().map(|b| b.bytes()).sum();
+    let bank = Arc::new(kept);
+    den.state_mut::<KeyBanks<Arc<HostBank>>>().insert(key, bank.clone(), bytes);
     Ok(Some(bank))
 }

@@ -466,6 +466,34 @@ fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// One query's logits against a tile of keys: `out[j] = Σ_t q[t]·keys_t[t·stride + k0 + j]`,
+/// the keys read as `out.len()` contiguous values of each row of a [Da, K] chunk. Row by row
+/// so each row's load feeds one multiply-add per lane; a dot per key would gather across rows.
+#[inline(always)]
+fn tile_logits_impl(q: &[f32], keys_t: &[f32], stride: usize, k0: usize, out: &mut [f32]) {
+    let n = out.len();
+    if n == 64 {
+        // A full tile: a fixed-size accumulator the compiler keeps in registers (eight AVX
+        // vectors) across the rows, instead of a load and store per row.
+        let mut acc = [0f32; 64];
+        for (t, &qv) in q.iter().enumerate() {
+            let row: &[f32; 64] = keys_t[t * stride + k0..][..64].try_into().expect("64 keys");
+            for j in 0..64 {
+                acc[j] += qv * row[j];
+            }
+        }
+        out.copy_from_slice(&acc);
+        return;
+    }
+    out.fill(0.0);
+    for (t, &qv) in q.iter().enumerate() {
+        let row = &keys_t[t * stride + k0..t * stride + k0 + n];
+        for (o, &k) in out.iter_mut().zip(row) {
+            *o += qv * k;
+        }
+    }
+}
+
 /// AVX2 and FMA, checked once. Only x86-64 has the fast path; every other target takes the
 /// portable loops (which LLVM vectorises for the target's own SIMD).
 #[cfg(target_arch = "x86_64")]
@@ -496,6 +524,7 @@ macro_rules! multiversion {
 multiversion!(max, max_avx2, max_impl, (row: &[f32]) -> f32);
 multiversion!(exp_shift_sum_with_logit, exp_shift_sum_with_logit_avx2, exp_shift_sum_with_logit_impl, (row: &mut [f32], m: f32) -> (f32, f32));
 multiversion!(dot, dot_avx2, dot_impl, (a: &[f32], b: &[f32]) -> f32);
+multiversion!(tile_logits, tile_logits_avx2, tile_logits_impl, (q: &[f32], keys_t: &[f32], stride: usize, k0: usize, out: &mut [f32]) -> ());
 
 #[cfg(test)]
 mod tests {

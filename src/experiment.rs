@@ -19,6 +19,7 @@ use crate::engine::{
 };
 use crate::files;
 use crate::recipe::Recipe;
+use crate::sweep::{Experiment, SeedResult, Shard};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -45,6 +46,17 @@ pub struct CompareArgs {
     /// out of the training geometry): only ELS runs there beside the fully convolutional CNN.
     #[arg(long, value_parser = crate::data::paint::parse_canvas)]
     pub canvas: Option<[usize; 2]>,
+    /// Run only the seeds s with s mod K = I (`I/K`), for an array job; needs --out-dir.
+    #[arg(long, value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Write one result file per seed here, named by the hash of what defines it; a seed
+    /// whose file is there already is not run again.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Merge the result files of these folders (shards of one experiment) into the table,
+    /// instead of running anything. Repeat for more folders.
+    #[arg(long)]
+    pub from: Vec<PathBuf>,
 }
 
 /// The machines compared with the CNN, in the paper's order.
@@ -81,6 +93,15 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: &CompareArgs) -> Result<(), String> {
+    if !args.from.is_empty() {
+        if args.shard.is_some() || args.out_dir.is_some() {
+            return Err("--from merges finished results: it takes no --shard or --out-dir".into());
+        }
+        return merge(args);
+    }
+    if args.shard.is_some() && args.out_dir.is_none() {
+        return Err("--shard needs --out-dir: a shard's results are files that `compare --from` merges".into());
+    }
     if args.seeds == 0 || args.seeds > 100_000 {
         return Err(format!("--seeds must be between 1 and 100000, not {}", args.seeds));
     }
@@ -97,6 +118,9 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     let device = engine::device::resolve(args.device)?;
     if let Some(n) = &device.notice {
         eprintln!("note: {n}");
+    }
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot make the folder: {e}", dir.display()))?;
     }
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let bundled = source.bundled_name();
@@ -116,32 +140,92 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     if let Some([h, w]) = base.canvas {
         eprintln!("note: on a {h}×{w} canvas only ELS is compared (Local and Ideal need the training images' size)");
     }
+    let experiment = Experiment {
+        dataset_hash: dataset.content_hash(),
+        cnn_hash: cnn_hash(bundled, args.cnn.as_deref())?,
+        steps: args.steps,
+        patch_schedule: args.patch_schedule.clone(),
+        canvas: base.canvas,
+        device: device.kind,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let shard = args.shard.unwrap_or(Shard::ALL);
     let started = std::time::Instant::now();
-    let mut rs: Vec<Vec<f64>> = vec![Vec::new(); against.len()];
-    for seed in 0..args.seeds {
-        let cnn = final_image(&mut den, SamplerConfig { machine: MachineKind::Cnn, seed, ..base.clone() })?;
-        for (i, &m) in against.iter().enumerate() {
-            let img = final_image(&mut den, SamplerConfig { machine: m, seed, ..base.clone() })?;
-            rs[i].push(engine::analysis::stats::pearson(&cnn, &img));
+    let mut results = Vec::new();
+    for seed in (0..args.seeds).filter(|&s| shard.takes(s)) {
+        if let Some(dir) = &args.out_dir
+            && let Some(found) = crate::sweep::done(dir, &experiment, seed)?
+        {
+            eprintln!("seed {seed}: done before ({})", SeedResult::file_name(&experiment, seed));
+            results.push(found);
+            continue;
         }
-        let each: Vec<String> =
-            against.iter().zip(&rs).map(|(m, r)| format!("r(CNN, {}) {:.3}", m.title(), r[seed as usize])).collect();
+        let cnn = final_image(&mut den, SamplerConfig { machine: MachineKind::Cnn, seed, ..base.clone() })?;
+        let mut r = std::collections::BTreeMap::new();
+        for &m in &against {
+            let img = final_image(&mut den, SamplerConfig { machine: m, seed, ..base.clone() })?;
+            r.insert(m.name().to_string(), engine::analysis::stats::pearson(&cnn, &img));
+        }
+        let each: Vec<String> = against.iter().map(|m| format!("r(CNN, {}) {:.3}", m.title(), r[m.name()])).collect();
         eprintln!("seed {seed}: {}  ({:.0} s)", each.join("  "), started.elapsed().as_secs_f64());
+        let result = SeedResult { experiment: experiment.clone(), dataset: source.short_name(), seed, r };
+        if let Some(dir) = &args.out_dir {
+            result.write(dir)?;
+        }
+        results.push(result);
     }
-    let med = |m: MachineKind| against.iter().position(|&a| a == m).map(|i| median(rs[i].clone()));
-    if args.json {
+    if results.is_empty() {
+        return Err(format!("shard {}/{} has no seeds of the {} asked for", shard.index, shard.count, args.seeds));
+    }
+    report(&results, args.json);
+    Ok(())
+}
+
+/// `compare --from DIR…`: the table of every result the folders hold.
+fn merge(args: &CompareArgs) -> Result<(), String> {
+    let results = crate::sweep::gather(&args.from)?;
+    let seeds: Vec<u64> = results.iter().map(|r| r.seed).collect();
+    let top = seeds.iter().copied().max().unwrap_or(0);
+    let missing = top + 1 - seeds.len() as u64;
+    if missing > 0 {
+        eprintln!("note: {} seeds up to {top}; {missing} of 0..={top} are not among the results", seeds.len());
+    }
+    report(&results, args.json);
+    Ok(())
+}
+
+/// SHA-256 of the CNN's weights: the file's, or the shipped ones of a bundled set.
+fn cnn_hash(bundled: Option<&str>, path: Option<&std::path::Path>) -> Result<String, String> {
+    match (path, bundled.and_then(engine::training::network::bundled_weights)) {
+        (Some(p), _) => {
+            let bytes = std::fs::read(p).map_err(|e| format!("{}: cannot read the weights: {e}", p.display()))?;
+            Ok(crate::sweep::sha256_hex(&bytes))
+        }
+        (None, Some(bytes)) => Ok(crate::sweep::sha256_hex(bytes)),
+        (None, None) => Ok("none".into()),
+    }
+}
+
+/// Prints the medians of `results` (one experiment, one per seed): a table, or JSON.
+fn report(results: &[SeedResult], json: bool) {
+    let e = &results[0].experiment;
+    let med = |m: MachineKind| -> Option<f64> {
+        let rs: Vec<f64> = results.iter().filter_map(|r| r.r.get(m.name()).copied()).collect();
+        (!rs.is_empty()).then(|| median(rs))
+    };
+    if json {
         let out = serde_json::json!({
             "els": med(MachineKind::Els),
             "local": med(MachineKind::Local),
             "ideal": med(MachineKind::Ideal),
-            "seeds": args.seeds,
-            "canvas": base.canvas,
+            "seeds": results.len(),
+            "canvas": e.canvas,
         });
         println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     } else {
-        let on = base.canvas.map(|[h, w]| format!(" on a {h}×{w} canvas")).unwrap_or_default();
-        println!("median Pearson r of final images with the CNN's{on}, {} seeds, {} steps:", args.seeds, args.steps);
-        let (label, paper) = if args.dataset.to_ascii_lowercase().contains("fashion") {
+        let on = e.canvas.map(|[h, w]| format!(" on a {h}×{w} canvas")).unwrap_or_default();
+        println!("median Pearson r of final images with the CNN's{on}, {} seeds, {} steps:", results.len(), e.steps);
+        let (label, paper) = if results[0].dataset.to_ascii_lowercase().contains("fashion") {
             ("paper (FashionMNIST ResNet)", PAPER_FASHION)
         } else {
             ("paper (MNIST ResNet)", PAPER_MNIST)
@@ -153,7 +237,6 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
             }
         }
     }
-    Ok(())
 }
 
 #[derive(Args, Debug)]

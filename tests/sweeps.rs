@@ -1,0 +1,175 @@
+//! Sweeps beyond one machine: `compare` in shards that run as separate processes, merged by
+//! `compare --from`, gives the single process's table bit for bit; reruns skip finished seeds;
+//! files that do not belong are refused by name.
+
+mod common;
+
+use common::morphogen_at;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_morphogen");
+
+fn morphogen(args: &[&str]) -> std::process::Output {
+    morphogen_at(BIN, args)
+}
+
+fn ok(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn err(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected a refusal: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+const SEEDS: u64 = 7;
+
+/// compare's arguments on the small digits8 set with a CNN trained here.
+fn compare_args<'a>(weights: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "compare",
+        "--dataset",
+        "digits8",
+        "--cnn",
+        weights,
+        "--seeds",
+        "7",
+        "--steps",
+        "4",
+        "--patch-schedule",
+        "3,3,5,5",
+        "--device",
+        "cpu",
+        "--json",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn three_shards_in_three_processes_merge_to_the_single_run_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("digits.mgcnn");
+    let w = weights.to_str().unwrap();
+    let trained = morphogen(&[
+        "train",
+        "--dataset",
+        "digits8",
+        "--out",
+        w,
+        "--steps",
+        "8",
+        "--batch",
+        "8",
+        "--channels",
+        "8",
+        "--blocks",
+        "2",
+    ]);
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+
+    let single = ok(&morphogen(&compare_args(w, &[])));
+    assert_eq!(single["seeds"], SEEDS);
+
+    // Three shards as three processes at once, into two folders (shards 0 and 1 share one).
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let shards: Vec<std::process::Child> = [("0/3", a_s), ("1/3", a_s), ("2/3", b_s)]
+        .into_iter()
+        .map(|(shard, out)| {
+            std::process::Command::new(BIN)
+                .args(compare_args(w, &["--shard", shard, "--out-dir", out]))
+                .env("XDG_RUNTIME_DIR", "/tmp")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut per_shard = Vec::new();
+    for child in shards {
+        per_shard.push(ok(&child.wait_with_output().unwrap())["seeds"].as_u64().unwrap());
+    }
+    // Seeds 0..7 in thirds: 0,3,6 / 1,4 / 2,5.
+    assert_eq!(per_shard, vec![3, 2, 2]);
+    let files = |d: &std::path::Path| std::fs::read_dir(d).unwrap().count();
+    assert_eq!((files(&a), files(&b)), (5, 2), "one file per seed");
+
+    let merged = ok(&morphogen(&["compare", "--from", a_s, "--from", b_s, "--json"]));
+    assert_eq!(merged["seeds"], SEEDS);
+    for k in ["els", "local", "ideal"] {
+        let (m, s) = (merged[k].as_f64(), single[k].as_f64());
+        assert!(m.is_some() && s.is_some(), "{k}: {m:?} vs {s:?}");
+        assert_eq!(m.unwrap().to_bits(), s.unwrap().to_bits(), "{k}: merged {m:?}, single {s:?}");
+    }
+
+    // A rerun of a shard runs nothing and leaves the files as they were.
+    let before: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    let again = morphogen(&compare_args(w, &["--shard", "2/3", "--out-dir", b_s]));
+    assert_eq!(ok(&again)["seeds"], 2);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(stderr.matches("done before").count(), 2, "{stderr}");
+    for (p, text) in &before {
+        assert_eq!(&std::fs::read_to_string(p).unwrap(), text, "{} rewritten", p.display());
+    }
+
+    // A shard's file that is not a result is refused by name, not overwritten.
+    let victim = before[0].0.clone();
+    std::fs::write(&victim, "not json").unwrap();
+    let e = err(&morphogen(&compare_args(w, &["--shard", "2/3", "--out-dir", b_s])));
+    assert!(e.contains(&victim.display().to_string()) && e.contains("not a compare result"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not json");
+    let e = err(&morphogen(&["compare", "--from", b_s]));
+    assert!(e.contains(&victim.display().to_string()), "{e}");
+    std::fs::write(&victim, &before[0].1).unwrap();
+
+    // Another experiment's results (other steps) do not merge with these.
+    let c = dir.path().join("c");
+    let other = ok(&morphogen(&[
+        "compare",
+        "--dataset",
+        "digits8",
+        "--cnn",
+        w,
+        "--seeds",
+        "1",
+        "--steps",
+        "2",
+        "--patch-schedule",
+        "3,3",
+        "--device",
+        "cpu",
+        "--json",
+        "--out-dir",
+        c.to_str().unwrap(),
+    ]));
+    assert_eq!(other["seeds"], 1);
+    let e = err(&morphogen(&["compare", "--from", a_s, "--from", c.to_str().unwrap()]));
+    assert!(e.contains("a different experiment") && e.contains("patch_schedule"), "{e}");
+}
+
+#[test]
+fn shard_arguments_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (args, says) in [
+        (vec!["compare", "--shard", "3/3", "--out-dir", d], "'3/3' is not a shard"),
+        (vec!["compare", "--shard", "x", "--out-dir", d], "'x' is not a shard"),
+        (vec!["compare", "--shard", "0/2"], "--shard needs --out-dir"),
+        (vec!["compare", "--from", d, "--shard", "0/2"], "--from merges finished results"),
+        (vec!["compare", "--from", d], "no compare results"),
+        (vec!["compare", "--from", "/no/such/folder"], "/no/such/folder"),
+    ] {
+        let e = err(&morphogen(&args));
+        assert!(e.contains(says), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+    }
+}

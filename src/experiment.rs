@@ -19,7 +19,7 @@ use crate::engine::{
 };
 use crate::files;
 use crate::recipe::Recipe;
-use crate::sweep::{Experiment, SeedResult, Shard};
+use crate::sweep::{CalibrationExperiment, CalibrationSeed, Experiment, SeedResult, Shard};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -154,9 +154,9 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     let mut results = Vec::new();
     for seed in (0..args.seeds).filter(|&s| shard.takes(s)) {
         if let Some(dir) = &args.out_dir
-            && let Some(found) = crate::sweep::done(dir, &experiment, seed)?
+            && let Some(found) = crate::sweep::done::<SeedResult>(dir, &experiment, seed)?
         {
-            eprintln!("seed {seed}: done before ({})", SeedResult::file_name(&experiment, seed));
+            eprintln!("seed {seed}: done before ({})", crate::sweep::file_name(&experiment, seed));
             results.push(found);
             continue;
         }
@@ -170,7 +170,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         eprintln!("seed {seed}: {}  ({:.0} s)", each.join("  "), started.elapsed().as_secs_f64());
         let result = SeedResult { experiment: experiment.clone(), dataset: source.short_name(), seed, r };
         if let Some(dir) = &args.out_dir {
-            result.write(dir)?;
+            crate::sweep::write(&result, dir)?;
         }
         results.push(result);
     }
@@ -183,7 +183,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
 
 /// `compare --from DIR…`: the table of every result the folders hold.
 fn merge(args: &CompareArgs) -> Result<(), String> {
-    let results = crate::sweep::gather(&args.from)?;
+    let results: Vec<SeedResult> = crate::sweep::gather(&args.from)?;
     let seeds: Vec<u64> = results.iter().map(|r| r.seed).collect();
     let top = seeds.iter().copied().max().unwrap_or(0);
     let missing = top + 1 - seeds.len() as u64;
@@ -259,9 +259,21 @@ pub struct CalibrateArgs {
     pub cnn: Option<PathBuf>,
     #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
     pub device: DeviceChoice,
-    /// Folder for calibration.json, calibration.png and recipe.json (new or empty).
+    /// Folder for calibration.json, calibration.png and recipe.json (new or empty). Not with
+    /// --shard, whose seeds go to --out-dir; merge the shards with --from … --out.
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// Run only the seeds s with s mod K = I (`I/K`), for an array job; needs --out-dir.
+    #[arg(long, value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Write one fit file per seed here, named by the hash of what defines it; a seed whose
+    /// file is there already is not run again.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Merge the seed files of these folders into the calibration written to --out, instead
+    /// of running anything. Repeat for more folders.
+    #[arg(long)]
+    pub from: Vec<PathBuf>,
 }
 
 pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
@@ -274,12 +286,50 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     if args.max_p == 0 || args.max_p > engine::sampling::patch::MAX_P {
         return Err(format!("--max-p must be between 1 and {}, not {}", engine::sampling::patch::MAX_P, args.max_p));
     }
-    if args.out.exists() && std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(format!("{} exists and is not an empty folder", args.out.display()));
+    let started = std::time::Instant::now();
+    let new_folder = |out: &PathBuf| {
+        if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(format!("{} exists and is not an empty folder", out.display()));
+        }
+        Ok(())
+    };
+    if !args.from.is_empty() {
+        if args.shard.is_some() || args.out_dir.is_some() {
+            return Err("--from merges finished seeds: it takes no --shard or --out-dir".into());
+        }
+        let out = args
+            .out
+            .as_ref()
+            .ok_or("--from needs --out: the folder for calibration.json, calibration.png and recipe.json")?;
+        new_folder(out)?;
+        let seeds: Vec<CalibrationSeed> = crate::sweep::gather(&args.from)?;
+        return write_calibration(out, &seeds, started);
+    }
+    let out = match (args.shard, &args.out, &args.out_dir) {
+        (Some(_), _, None) => {
+            return Err("--shard needs --out-dir: a shard's seeds are files that `calibrate --from` merges".into());
+        }
+        (Some(_), Some(_), _) => {
+            return Err(
+                "--shard writes its seeds to --out-dir; --out takes the merge (`calibrate --from DIR --out FOLDER`)"
+                    .into(),
+            );
+        }
+        (Some(_), None, _) => None,
+        (None, Some(out), _) => Some(out),
+        (None, None, _) => {
+            return Err("--out is needed: the folder for calibration.json, calibration.png and recipe.json".into());
+        }
+    };
+    if let Some(out) = out {
+        new_folder(out)?;
     }
     let source = DatasetSource::parse(&args.dataset);
     let dataset = Dataset::load(&source, &LoadOptions::default()).map_err(|e| e.to_string())?;
     let device = engine::device::resolve(args.device)?;
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot make the folder: {e}", dir.display()))?;
+    }
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
     let bundled = source.bundled_name();
     engine::machines::cnn::attach(&mut den, bundled, args.cnn.as_deref());
@@ -288,27 +338,105 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     let candidates: Vec<u32> = (1..=max).step_by(2).collect();
     let reference = SamplerConfig { machine: MachineKind::Cnn, steps: args.steps, ..SamplerConfig::default() };
     den.check_run(&reference)?;
-    let seeds: Vec<u64> = (0..args.seeds).collect();
-    let cancel = CancelToken::new();
-    let started = std::time::Instant::now();
-    let mut last = 0;
-    let mut progress = |done: usize, total: usize| {
-        if done * 10 / total != last {
-            last = done * 10 / total;
-            eprintln!("{}% ({:.0} s)", last * 10, started.elapsed().as_secs_f64());
-        }
+    let experiment = CalibrationExperiment {
+        dataset_hash: dataset.content_hash(),
+        cnn_hash: cnn_hash(bundled, args.cnn.as_deref())?,
+        steps: args.steps,
+        max_p: max,
+        boundary: args.boundary,
+        device: device.kind,
+        version: env!("CARGO_PKG_VERSION").into(),
     };
-    let fits = engine::analysis::calibrate::calibrate(
-        &mut den,
-        &reference,
-        &seeds,
-        &candidates,
-        args.boundary,
-        &mut Control::new(&cancel, None),
-        &mut progress,
-    )
-    .map_err(|e| e.to_string())?;
+    let shard = args.shard.unwrap_or(Shard::ALL);
+    let seeds: Vec<u64> = (0..args.seeds).filter(|&s| shard.takes(s)).collect();
+    if seeds.is_empty() {
+        return Err(format!("shard {}/{} has no seeds of the {} asked for", shard.index, shard.count, args.seeds));
+    }
+    let cancel = CancelToken::new();
+    let per_seed = args.steps * (1 + candidates.len());
+    let total = per_seed * seeds.len();
+    let mut last = 0;
+    let mut records = Vec::new();
+    for (i, &seed) in seeds.iter().enumerate() {
+        if let Some(dir) = &args.out_dir
+            && let Some(found) = crate::sweep::done(dir, &experiment, seed)?
+        {
+            eprintln!("seed {seed}: done before ({})", crate::sweep::file_name(&experiment, seed));
+            records.push(found);
+            continue;
+        }
+        let mut progress = |done: usize, _: usize| {
+            let done = i * per_seed + done;
+            if done * 10 / total != last {
+                last = done * 10 / total;
+                eprintln!("{}% ({:.0} s)", last * 10, started.elapsed().as_secs_f64());
+            }
+        };
+        let fits = engine::analysis::calibrate::calibrate(
+            &mut den,
+            &reference,
+            &[seed],
+            &candidates,
+            args.boundary,
+            &mut Control::new(&cancel, None),
+            &mut progress,
+        )
+        .map_err(|e| e.to_string())?;
+        let record = CalibrationSeed {
+            experiment: experiment.clone(),
+            dataset: args.dataset.clone(),
+            seed,
+            candidates: candidates.clone(),
+            t: fits.iter().map(|f| f.t).collect(),
+            best: fits.iter().map(|f| f.best[0]).collect(),
+            cosine: fits.iter().map(|f| f.cosine[0].clone()).collect(),
+        };
+        if let Some(dir) = &args.out_dir {
+            crate::sweep::write(&record, dir)?;
+        }
+        records.push(record);
+    }
+    match out {
+        Some(out) => write_calibration(out, &records, started),
+        None => {
+            eprintln!(
+                "shard {}/{}: {} seed(s) in {}; merge the shards with `morphogen calibrate --from DIR … --out FOLDER`",
+                shard.index,
+                shard.count,
+                records.len(),
+                args.out_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The fit of `records` (one per seed, one experiment) printed as a table and written to
+/// `out`: calibration.json, recipe.json (ELS with the fitted P) and calibration.png.
+fn write_calibration(
+    out: &std::path::Path,
+    records: &[CalibrationSeed],
+    started: std::time::Instant,
+) -> Result<(), String> {
+    use engine::analysis::calibrate::{StepFit, combine};
+    let first = &records[0];
+    let e = &first.experiment;
+    let parts: Vec<Vec<StepFit>> = records
+        .iter()
+        .map(|r| {
+            (0..r.t.len())
+                .map(|k| StepFit {
+                    t: r.t[k],
+                    best: vec![r.best[k]],
+                    cosine: vec![r.cosine[k].clone()],
+                    median: r.best[k],
+                })
+                .collect()
+        })
+        .collect();
+    let fits = combine(&parts);
     let fitted: Vec<u32> = fits.iter().map(|f| f.median).collect();
+    let reference = SamplerConfig { machine: MachineKind::Cnn, steps: e.steps, ..SamplerConfig::default() };
     let preset_at = |name: &str, k: usize| {
         PatchSchedule::Preset { name: name.into() }.at(k, reference.t_of_step(k), 1.0, engine::sampling::patch::MAX_P)
     };
@@ -324,30 +452,30 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
             best_cos
         );
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: cannot create folder: {e}", args.out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create folder: {e}", out.display()))?;
     let json = serde_json::json!({
         "about": "patch size per step fitted to the CNN: at each step of its DDIM run, the odd P whose ELS score has the highest cosine similarity with the CNN's; median over seeds",
-        "dataset": args.dataset,
-        "boundary": args.boundary.name(),
-        "seeds": args.seeds,
-        "candidates": candidates,
+        "dataset": first.dataset,
+        "boundary": e.boundary.name(),
+        "seeds": records.len(),
+        "candidates": first.candidates,
         "t": fits.iter().map(|f| f.t).collect::<Vec<_>>(),
         "fitted": fitted,
         "per_seed": fits.iter().map(|f| f.best.clone()).collect::<Vec<_>>(),
         "cosine": fits.iter().map(|f| f.cosine.clone()).collect::<Vec<_>>(),
     });
     let write = |name: &str, bytes: &[u8]| {
-        let path = args.out.join(name);
+        let path = out.join(name);
         files::write_bytes(&path, false, bytes).map_err(|e| format!("{}: {e}", path.display()))
     };
     write("calibration.json", serde_json::to_string_pretty(&json).expect("serialises").as_bytes())?;
     let recipe = Recipe {
-        dataset: source.clone(),
-        dataset_hash: Some(dataset.content_hash()),
+        dataset: DatasetSource::parse(&first.dataset),
+        dataset_hash: Some(e.dataset_hash.clone()),
         sampler: SamplerConfig {
             machine: MachineKind::Els,
-            boundary: args.boundary,
-            steps: args.steps,
+            boundary: e.boundary,
+            steps: e.steps,
             patch: PatchSchedule::List { per_step: fitted.clone() },
             ..SamplerConfig::default()
         },
@@ -358,13 +486,13 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     let mut series = vec![("fitted to the CNN".to_string(), fitted.clone(), [220u8, 50, 40])];
     for (i, (name, _)) in PRESETS.iter().enumerate().filter(|(_, (n, _))| n.starts_with("MNIST")) {
         let colour = [[40, 90, 200], [60, 160, 90], [150, 110, 200]][i % 3];
-        series.push((name.to_string(), (0..args.steps).map(|k| preset_at(name, k)).collect(), colour));
+        series.push((name.to_string(), (0..e.steps).map(|k| preset_at(name, k)).collect(), colour));
     }
     write("calibration.png", &patch_plot(&ts, &series))?;
     eprintln!(
         "wrote {}/calibration.json, calibration.png and recipe.json (open it in the studio: \"Open recipe…\"; \
          or `morphogen sample --recipe`) in {:.0} s",
-        args.out.display(),
+        out.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

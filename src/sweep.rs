@@ -1,20 +1,22 @@
 //! Sweeps beyond one machine: `compare` split into shards that run anywhere and merge.
 //!
 //! A shard (`--shard I/K --out-dir DIR`) takes the seeds s with s mod K = I and writes one
-//! small JSON file per seed, named by the hash of what defines that seed's result (the
-//! training data's content hash, the CNN weights' hash, steps, patch schedule, canvas, device
-//! kind, Morphogen version, and the seed). A rerun finds a seed's file and skips the seed, so a
-//! preempted array job just runs again. `compare --from DIR…` reads any set of shard folders
-//! and prints the same table as one process would, to the bit: each r is stored as the
-//! shortest decimal that reads back to the same f64.
+//! small JSON file per seed, named by the hash of what defines that seed's result (for
+//! `compare`: the training data's content hash, the CNN weights' hash, steps, patch schedule,
+//! canvas, device kind, Morphogen version, and the seed). A rerun finds a seed's file and
+//! skips the seed, so a preempted array job just runs again. `--from DIR…` reads any set of
+//! shard folders and gives what one process would, to the bit: every number is stored as the
+//! shortest decimal that reads back to the same f64. `compare` ([`SeedResult`]) and
+//! `calibrate` ([`CalibrationSeed`]) are the two kinds of record.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{DeviceChoice, PatchSchedule};
+use crate::engine::{Boundary, DeviceChoice, PatchSchedule};
 use crate::files;
 
 /// Which seeds this process runs: `index` of `count`.
@@ -74,50 +76,74 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl SeedResult {
-    /// The file a seed's result lives in: the first 16 hex digits of the hash of its
-    /// experiment and seed.
-    pub fn file_name(experiment: &Experiment, seed: u64) -> String {
-        let key = serde_json::json!({ "experiment": experiment, "seed": seed });
-        format!("{}.json", &sha256_hex(key.to_string().as_bytes())[..16])
-    }
+/// One seed's record of a sweep: what defines it besides the seed, and how to tell two
+/// results of one seed apart.
+pub trait SeedRecord: Serialize + DeserializeOwned + Sized {
+    type Experiment: Serialize + PartialEq + Clone;
+    /// What the record says it is ("a compare result").
+    const WHAT: &'static str;
+    fn experiment(&self) -> &Self::Experiment;
+    fn seed(&self) -> u64;
+    /// Whether two records of one seed agree (the same numbers).
+    fn agrees(&self, other: &Self) -> bool;
+}
 
-    /// Reads one result file; errors name the file.
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: not a compare result: {e}", path.display()))
+impl SeedRecord for SeedResult {
+    type Experiment = Experiment;
+    const WHAT: &'static str = "a compare result";
+    fn experiment(&self) -> &Experiment {
+        &self.experiment
     }
-
-    /// Writes the file atomically into `dir`; never over another file.
-    pub fn write(&self, dir: &Path) -> Result<PathBuf, String> {
-        let path = dir.join(Self::file_name(&self.experiment, self.seed));
-        let text = serde_json::to_string_pretty(self).expect("a result serialises");
-        files::write_bytes(&path, false, text.as_bytes()).map_err(|e| e.to_string())?;
-        Ok(path)
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn agrees(&self, other: &Self) -> bool {
+        self.r == other.r
     }
 }
 
-/// The result of `seed` already in `dir`, if its file is there. A file under the seed's name
-/// that is not that result (corrupt, or another experiment's) is an error naming it: it is
+/// The file a seed's record lives in: the first 16 hex digits of the hash of its experiment
+/// and seed.
+pub fn file_name<E: Serialize>(experiment: &E, seed: u64) -> String {
+    let key = serde_json::json!({ "experiment": experiment, "seed": seed });
+    format!("{}.json", &sha256_hex(key.to_string().as_bytes())[..16])
+}
+
+/// Reads one record file; errors name the file.
+pub fn read<R: SeedRecord>(path: &Path) -> Result<R, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not {}: {e}", path.display(), R::WHAT))
+}
+
+/// Writes a record atomically into `dir`; never over another file.
+pub fn write<R: SeedRecord>(record: &R, dir: &Path) -> Result<PathBuf, String> {
+    let path = dir.join(file_name(record.experiment(), record.seed()));
+    let text = serde_json::to_string_pretty(record).expect("a record serialises");
+    files::write_bytes(&path, false, text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// The record of `seed` already in `dir`, if its file is there. A file under the seed's name
+/// that is not that record (corrupt, or another experiment's) is an error naming it: it is
 /// never overwritten.
-pub fn done(dir: &Path, experiment: &Experiment, seed: u64) -> Result<Option<SeedResult>, String> {
-    let path = dir.join(SeedResult::file_name(experiment, seed));
+pub fn done<R: SeedRecord>(dir: &Path, experiment: &R::Experiment, seed: u64) -> Result<Option<R>, String> {
+    let path = dir.join(file_name(experiment, seed));
     if !path.exists() {
         return Ok(None);
     }
-    let found = SeedResult::read(&path)?;
-    if found.experiment != *experiment || found.seed != seed {
-        return Err(format!("{}: holds another run's result (seed {}); move it away", path.display(), found.seed));
+    let found: R = read(&path)?;
+    if found.experiment() != experiment || found.seed() != seed {
+        return Err(format!("{}: holds another run's result (seed {}); move it away", path.display(), found.seed()));
     }
     Ok(Some(found))
 }
 
-/// Every result in `dirs` (each folder's `*.json`), one per seed, all of one experiment.
-/// A file of another experiment, or two files that disagree on a seed, is an error naming
-/// the file.
-pub fn gather(dirs: &[PathBuf]) -> Result<Vec<SeedResult>, String> {
-    let mut by_seed: BTreeMap<u64, (SeedResult, PathBuf)> = BTreeMap::new();
-    let mut first: Option<(Experiment, PathBuf)> = None;
+/// Every record in `dirs` (each folder's `*.json`), one per seed in seed order, all of one
+/// experiment. A file of another experiment, or two files that disagree on a seed, is an
+/// error naming the file.
+pub fn gather<R: SeedRecord>(dirs: &[PathBuf]) -> Result<Vec<R>, String> {
+    let mut by_seed: BTreeMap<u64, (R, PathBuf)> = BTreeMap::new();
+    let mut first: Option<(R::Experiment, PathBuf)> = None;
     for dir in dirs {
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot read the folder: {e}", dir.display()))?;
         let mut paths: Vec<PathBuf> = entries
@@ -127,37 +153,78 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Vec<SeedResult>, String> {
             .collect();
         paths.sort();
         for path in paths {
-            let result = SeedResult::read(&path)?;
+            let record: R = read(&path)?;
             match &first {
-                None => first = Some((result.experiment.clone(), path.clone())),
-                Some((e, at)) if *e != result.experiment => {
+                None => first = Some((record.experiment().clone(), path.clone())),
+                Some((e, at)) if e != record.experiment() => {
                     return Err(format!(
                         "{}: a different experiment from {} ({}); merge one experiment at a time",
                         path.display(),
                         at.display(),
-                        difference(e, &result.experiment)
+                        difference(e, record.experiment())
                     ));
                 }
                 Some(_) => {}
             }
-            if let Some((other, at)) = by_seed.get(&result.seed) {
-                if other.r != result.r {
-                    return Err(format!("{}: seed {} disagrees with {}", path.display(), result.seed, at.display()));
+            if let Some((other, at)) = by_seed.get(&record.seed()) {
+                if !other.agrees(&record) {
+                    return Err(format!("{}: seed {} disagrees with {}", path.display(), record.seed(), at.display()));
                 }
                 continue;
             }
-            by_seed.insert(result.seed, (result, path));
+            by_seed.insert(record.seed(), (record, path));
         }
     }
     if by_seed.is_empty() {
         let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        return Err(format!("{}: no compare results (*.json) found", list.join(", ")));
+        return Err(format!("{}: no results (*.json) found", list.join(", ")));
     }
     Ok(by_seed.into_values().map(|(r, _)| r).collect())
 }
 
+/// Everything a calibration seed's fit depends on besides the seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationExperiment {
+    pub dataset_hash: String,
+    pub cnn_hash: String,
+    pub steps: usize,
+    /// The candidates: every odd P from 1 up to this.
+    pub max_p: u32,
+    pub boundary: Boundary,
+    pub device: DeviceChoice,
+    pub version: String,
+}
+
+/// One seed's calibration: per step of the CNN's run, every candidate's score cosine and the
+/// best P.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationSeed {
+    pub experiment: CalibrationExperiment,
+    /// `--dataset` as given, for the merged outputs (not part of the identity).
+    pub dataset: String,
+    pub seed: u64,
+    pub candidates: Vec<u32>,
+    pub t: Vec<f64>,
+    pub best: Vec<u32>,
+    pub cosine: Vec<Vec<f64>>,
+}
+
+impl SeedRecord for CalibrationSeed {
+    type Experiment = CalibrationExperiment;
+    const WHAT: &'static str = "a calibration seed";
+    fn experiment(&self) -> &CalibrationExperiment {
+        &self.experiment
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn agrees(&self, other: &Self) -> bool {
+        self.best == other.best && self.cosine == other.cosine
+    }
+}
+
 /// The first field where two experiments differ, for the error line.
-fn difference(a: &Experiment, b: &Experiment) -> String {
+fn difference<E: Serialize>(a: &E, b: &E) -> String {
     let (a, b) = (serde_json::to_value(a).expect("serialises"), serde_json::to_value(b).expect("serialises"));
     let (a, b) = (a.as_object().expect("an object"), b.as_object().expect("an object"));
     a.iter()

@@ -165,11 +165,126 @@ fn shard_arguments_are_refused_in_one_line() {
         (vec!["compare", "--shard", "x", "--out-dir", d], "'x' is not a shard"),
         (vec!["compare", "--shard", "0/2"], "--shard needs --out-dir"),
         (vec!["compare", "--from", d, "--shard", "0/2"], "--from merges finished results"),
-        (vec!["compare", "--from", d], "no compare results"),
+        (vec!["compare", "--from", d], "no results"),
         (vec!["compare", "--from", "/no/such/folder"], "/no/such/folder"),
     ] {
         let e = err(&morphogen(&args));
         assert!(e.contains(says), "{args:?}: {e}");
         assert!(!e.contains("panicked"), "{args:?}: {e}");
     }
+}
+
+/// calibrate in shards: three processes' seed files merged by `calibrate --from` write the
+/// same calibration.json as one process, to the bit, and the shard arguments are checked.
+#[test]
+fn calibration_shards_merge_to_the_single_run_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("digits.mgcnn");
+    let w = weights.to_str().unwrap();
+    let trained = morphogen(&[
+        "train",
+        "--dataset",
+        "digits8",
+        "--out",
+        w,
+        "--steps",
+        "8",
+        "--batch",
+        "8",
+        "--channels",
+        "8",
+        "--blocks",
+        "2",
+    ]);
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "calibrate",
+            "--dataset",
+            "digits8",
+            "--cnn",
+            w,
+            "--seeds",
+            "5",
+            "--steps",
+            "4",
+            "--max-p",
+            "5",
+            "--device",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: Vec<String>| morphogen(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let single = dir.path().join("single");
+    let out = run([args(&[]), vec!["--out".into(), single.display().to_string()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let shards = dir.path().join("shards");
+    let s = shards.display().to_string();
+    let children: Vec<std::process::Child> = ["0/3", "1/3", "2/3"]
+        .into_iter()
+        .map(|shard| {
+            std::process::Command::new(BIN)
+                .args([args(&[]), vec!["--shard".into(), shard.into(), "--out-dir".into(), s.clone()]].concat())
+                .env("XDG_RUNTIME_DIR", "/tmp")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read_dir(&shards).unwrap().count(), 5, "one file per seed");
+    let merged = dir.path().join("merged");
+    let out = run(vec!["calibrate".into(), "--from".into(), s.clone(), "--out".into(), merged.display().to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |d: &std::path::Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("calibration.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (read(&single), read(&merged));
+    assert_eq!(a["seeds"], 5);
+    for k in ["fitted", "per_seed", "cosine", "t", "candidates", "dataset", "boundary", "seeds"] {
+        assert!(!a[k].is_null(), "{k} missing");
+        assert_eq!(a[k], b[k], "{k}: single and merged differ");
+    }
+    assert_eq!(
+        std::fs::read_to_string(single.join("recipe.json")).unwrap(),
+        std::fs::read_to_string(merged.join("recipe.json")).unwrap()
+    );
+    // A rerun of a shard runs nothing.
+    let again = run([args(&[]), vec!["--shard".into(), "0/3".into(), "--out-dir".into(), s.clone()]].concat());
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stderr).matches("done before").count(), 2);
+    // And the arguments that do not go together are refused in one line.
+    for (extra, says) in [
+        (vec!["--shard", "0/3"], "--shard needs --out-dir"),
+        (vec!["--shard", "0/3", "--out-dir", "x", "--out", "y"], "--shard writes its seeds to --out-dir"),
+        (vec![], "--out is needed"),
+    ] {
+        let out = run([args(&[]), extra.iter().map(|s| s.to_string()).collect()].concat());
+        let e = err(&out);
+        assert!(e.contains(says), "{extra:?}: {e}");
+    }
+    let e = err(&run(vec!["calibrate".into(), "--from".into(), s.clone()]));
+    assert!(e.contains("--from needs --out"), "{e}");
+    // compare's results are not calibration seeds.
+    let c = dir.path().join("c");
+    let out = morphogen(&compare_args(w, &["--out-dir", c.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = err(&run(vec![
+        "calibrate".into(),
+        "--from".into(),
+        c.display().to_string(),
+        "--out".into(),
+        dir.path().join("z").display().to_string(),
+    ]));
+    assert!(e.contains("not a calibration seed"), "{e}");
 }

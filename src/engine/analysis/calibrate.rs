@@ -86,3 +86,22 @@ pub fn calibrate(
     }
     Ok(fits)
 }
+
+/// The fit over several runs of [`calibrate`] on the same grid (one seed each, say, from
+/// shards of a sweep), seeds in the order given: the same as one run over all of them.
+pub fn combine(parts: &[Vec<StepFit>]) -> Vec<StepFit> {
+    let steps = parts.first().map_or(0, |p| p.len());
+    (0..steps)
+        .map(|k| {
+            let mut fit = StepFit { t: parts[0][k].t, best: Vec::new(), cosine: Vec::new(), median: 0 };
+            for part in parts {
+                fit.best.extend_from_slice(&part[k].best);
+                fit.cosine.extend(part[k].cosine.iter().cloned());
+            }
+            let mut v = fit.best.clone();
+            v.sort_unstable();
+            fit.median = v[(v.len() - 1) / 2];
+            fit
+        })
+        .collect()
+}

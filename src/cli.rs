@@ -173,6 +173,13 @@ pub struct InspectArgs {
     /// How many of the largest weights to list.
     #[arg(long, default_value_t = 12)]
     pub top: usize,
+    /// Also write the pixel's Jacobian here as a (C, C, H, W) float32 .npy:
+    /// J[o, c, h, w] = ∂x̂₀[o, ROW, COL] / ∂x_t[c, h, w] (ELS, Local and Ideal).
+    #[arg(long)]
+    pub jacobian: Option<PathBuf>,
+    /// Replace an existing --jacobian file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_pixel(s: &str) -> Result<(usize, usize), String> {
@@ -454,6 +461,26 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
     args.data.attach_cnn(&mut denoiser);
     let call = Call { patch, ..args.call.call() };
     denoiser.check_call(&call)?;
+    if let Some(path) = &args.jacobian {
+        if path.exists() && !args.force {
+            return Err(format!("{}: already exists; pass --force to replace it", path.display()));
+        }
+        let j =
+            denoiser.jacobian(&x, &call, row, col, &Control::none()).map_err(|e| e.to_string())?.ok_or_else(|| {
+                format!("the {} machine has no Jacobian yet (ELS, Local and Ideal have one)", call.machine.title())
+            })?;
+        let values: Vec<f32> = j.values.iter().map(|&v| v as f32).collect();
+        crate::data::write_npy_f32(path, &[s.c, s.c, s.h, s.w], &values)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!(
+            "wrote {} ({}, {}, {}, {}): ∂x̂₀[o, {row}, {col}] / ∂x_t[c, h, w]",
+            path.display(),
+            s.c,
+            s.c,
+            s.h,
+            s.w
+        );
+    }
     let ins = denoiser.inspect(&x, &call, row, col, args.top, &Control::none()).map_err(|e| e.to_string())?;
     // Ideal votes are whole images: they come from no particular place.
     let located = args.call.machine != MachineKind::Ideal;

@@ -133,6 +133,9 @@ pub enum Event {
         /// Each vote's whole training image, to show where its patch sits.
         images: Vec<Vec<f32>>,
         /// The query: x_t's window around the pixel (its whole image for whole-image machines).
+        /// What the pixel is sensitive to: ∂x̂₀/∂x_t over the canvas ([H·W], summed over input
+        /// channels and averaged over the pixel's), for the machines with a Jacobian.
+        sensitivity: Option<Vec<f64>>,
         query: (ImageShape, Vec<f32>),
     },
     /// Something the user should know that stops nothing (the GPU could not run a call and
@@ -436,7 +439,13 @@ impl Worker {
         let crops = result.votes.iter().map(|v| crop(train, &den.training_image(v.image), v.y, v.x, &call)).collect();
         let images = result.votes.iter().map(|v| den.training_image(v.image)).collect();
         let query = crop(shape, &x_t, y, x, &call);
-        self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query });
+        let den = &mut self.loaded.as_mut().expect("checked above").denoiser;
+        let Ok(jacobian) = den.jacobian(&x_t, &call, y, x, &ctl) else { return };
+        let sensitivity = jacobian.map(|j| {
+            let maps: Vec<Vec<f64>> = (0..shape.c).map(|o| j.map(o)).collect();
+            (0..shape.pixels()).map(|p| maps.iter().map(|m| m[p]).sum::<f64>() / shape.c as f64).collect()
+        });
+        self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query, sensitivity });
     }
 
     fn device(&mut self, choice: DeviceChoice) -> Result<engine::ResolvedDevice, String> {

@@ -574,10 +574,14 @@ fn the_inspector_lists_the_top_k_with_the_ninety_percent_count() {
         crops: vec![patch.clone(); 8],
         images: vec![vec![0.0; 64]; 8],
         query: patch,
+        sensitivity: Some((0..64).map(|i| (i as f64 - 30.0) / 64.0).collect()),
     })
     .unwrap();
     h.run_steps(2);
     let summary = h.get_by_label_contains("4 carry 90% of the weight").rect();
+    // The sensitivity map sits in the inspector beside its caption, which wraps too.
+    let caption = h.get_by_label_contains("Sensitivity of pixel (4, 3)").rect();
+    assert!(caption.right() <= summary.right() + 1.0 && caption.height() > 20.0, "{caption:?}");
     // The summary wraps inside the inspector instead of widening it (it once grew the panel
     // from 280 to 870 px and squeezed the images to 65 px).
     assert!(summary.width() <= 420.0 && summary.height() > 20.0, "{summary:?}");
@@ -818,6 +822,7 @@ fn the_inspector_shows_the_gaussian_filter_row() {
         crops: Vec::new(),
         images: Vec::new(),
         query: whole,
+        sensitivity: None,
     })
     .unwrap();
     h.run_steps(2);

@@ -170,10 +170,23 @@ fn inspecting_a_run_of_another_dataset_says_so() {
         top: 24,
     };
     worker.send(inspect(&hash_a));
-    let Event::Inspected { result, .. } = wait_for(&worker.events, |e| matches!(e, Event::Inspected { .. })) else {
+    let Event::Inspected { result, sensitivity, .. } =
+        wait_for(&worker.events, |e| matches!(e, Event::Inspected { .. }))
+    else {
         unreachable!()
     };
     assert!((result.weight_sum - 1.0).abs() < 1e-9);
+    // ELS has a Jacobian: the sensitivity map comes with the votes, one value per pixel,
+    // zero outside the 3×3 window around (4, 4), and the same as the engine's own.
+    let map = sensitivity.expect("ELS has a sensitivity map");
+    let shape = morphogen::engine::ImageShape { c: 1, h: 8, w: 8 };
+    assert_eq!(map.len(), shape.pixels());
+    for (p, &v) in map.iter().enumerate() {
+        let (y, x) = (p / shape.w, p % shape.w);
+        if y.abs_diff(4) > 1 || x.abs_diff(4) > 1 {
+            assert_eq!(v, 0.0, "({y}, {x}) is outside the window");
+        }
+    }
 
     // switch datasets, then inspect the old run: an error, not a ranking of the wrong set
     worker.send(Command::Start { run: 2, recipe: recipe(b, 2) });

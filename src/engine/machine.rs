@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::analysis::inspect::Inspection;
+use super::analysis::jacobian::Jacobian;
 use super::control::{Cancelled, Control};
 use super::denoiser::Denoiser;
 use super::geometry::{Boundary, ImageShape, PixelGroup, PixelWindows};
@@ -134,6 +135,18 @@ pub trait Machine: Send + Sync + 'static {
         at: Probe,
         ctl: &Control,
     ) -> Result<Inspection, Cancelled>;
+    /// ∂x̂₀ at one pixel with respect to every value of x_t ([`Jacobian`]): what the pixel is
+    /// sensitive to. None for a machine whose Jacobian is not written yet.
+    fn jacobian(
+        &self,
+        _den: &mut Denoiser,
+        _x: &[f32],
+        _call: &Call,
+        _at: Probe,
+        _ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        Ok(None)
+    }
     /// FLOPs of one call on N images of `shape` at patch size `p` (SCIENCE.md's cost table):
     /// what `bench` divides by the time.
     fn flops(&self, n: usize, shape: ImageShape, p: usize, boundary: Boundary) -> f64;
@@ -472,6 +485,21 @@ impl Denoiser {
         let s = call.canvas_shape(self.shape);
         assert!(y < s.h && px < s.w, "pixel ({y}, {px}) is outside the image");
         call.machine.inspect(self, x, call, Probe { y, x: px, top }, ctl)
+    }
+
+    /// ∂x̂₀[·, y, px] / ∂x_t under `call` ([`Machine::jacobian`]); None for machines without
+    /// one yet. Checks `ctl` once per training image.
+    pub fn jacobian(
+        &mut self,
+        x: &[f32],
+        call: &Call,
+        y: usize,
+        px: usize,
+        ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        let s = call.canvas_shape(self.shape);
+        assert!(y < s.h && px < s.w, "pixel ({y}, {px}) is outside the image");
+        call.machine.jacobian(self, x, call, Probe { y, x: px, top: 0 }, ctl)
     }
 }
 

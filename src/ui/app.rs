@@ -423,7 +423,7 @@ impl StudioApp {
                 self.computing = false;
                 self.progress = None;
             }
-            Event::Inspected { run, step, y, x, result, crops, images, query } => {
+            Event::Inspected { run, step, y, x, result, crops, images, query, sensitivity } => {
                 let tex = |name: String, shape: ImageShape, img: &[f32]| {
                     ctx.load_texture(name, color_image(img, shape), TextureOptions::NEAREST)
                 };
@@ -449,6 +449,10 @@ impl StudioApp {
                     ctx.load_texture("window", img, TextureOptions::NEAREST)
                 });
                 let query = Some(tex("query".into(), query.0, &query.1));
+                let sensitivity = sensitivity.filter(|m| m.len() == canvas.pixels()).map(|m| {
+                    let img = super::inspector::filter_image(&m, canvas);
+                    (ctx.load_texture("sensitivity", img, TextureOptions::NEAREST), canvas)
+                });
                 self.inspector.view = Some(InspectView {
                     run,
                     step,
@@ -462,6 +466,7 @@ impl StudioApp {
                     patch,
                     filter,
                     window,
+                    sensitivity,
                 });
             }
             Event::Notice { message } => {

@@ -25,6 +25,9 @@ pub struct InspectView {
     pub filter: Option<TextureHandle>,
     /// The PCA-locality machine's learned window over x_t ([`window_image`]).
     pub window: Option<TextureHandle>,
+    /// ∂x̂₀(pixel)/∂x_t over the canvas as a red/blue image ([`filter_image`]), with the
+    /// canvas's shape: what the pixel is sensitive to.
+    pub sensitivity: Option<(TextureHandle, ImageShape)>,
 }
 
 /// A filter row ([H·W]) as an image: red where the pixel adds to x̂₀, blue where it
@@ -146,6 +149,9 @@ impl Inspector {
                 .wrap(),
             );
         });
+        if let Some((tex, canvas)) = &iv.sensitivity {
+            self.sensitivity(ui, tex, *canvas, iv);
+        }
         egui::Grid::new("votes").striped(true).show(ui, |ui| {
             ui.strong("patch");
             ui.strong("from");
@@ -170,6 +176,43 @@ impl Inspector {
             }
         });
         changed
+    }
+
+    /// The sensitivity map: ∂x̂₀ at the pixel over every x_t pixel, signed, with the machine's
+    /// window outlined (a patch machine's map lives inside it; Ideal's spreads over the image).
+    fn sensitivity(&self, ui: &mut Ui, tex: &TextureHandle, canvas: ImageShape, iv: &InspectView) {
+        let side = 96.0;
+        let size = vec2(side, side * canvas.h as f32 / canvas.w.max(1) as f32);
+        ui.horizontal(|ui| {
+            let (rect, response) = ui.allocate_exact_size(size, Sense::hover());
+            ui.painter().image(tex.id(), rect, Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), Color32::WHITE);
+            let cell = rect.width() / canvas.w as f32;
+            if iv.patch > 0 {
+                let r = (iv.patch / 2) as f32;
+                let min = rect.min + vec2((iv.x as f32 - r) * cell, (iv.y as f32 - r) * cell);
+                let window = Rect::from_min_size(min, vec2(iv.patch as f32 * cell, iv.patch as f32 * cell));
+                ui.painter().with_clip_rect(rect).rect_stroke(
+                    window,
+                    0.0,
+                    Stroke::new(1.0, Color32::from_rgb(255, 220, 60)),
+                    egui::StrokeKind::Outside,
+                );
+            }
+            let dot = rect.min + vec2((iv.x as f32 + 0.5) * cell, (iv.y as f32 + 0.5) * cell);
+            ui.painter().circle_stroke(dot, cell.max(2.0), Stroke::new(1.0, Color32::WHITE));
+            response.on_hover_text(
+                "∂x̂₀(pixel)/∂x_t: red where raising x_t raises the pixel's x̂₀, blue where it lowers it; \
+                 brightness ∝ √|J|. Yellow: the machine's window.",
+            );
+            ui.add(
+                egui::Label::new(format!(
+                    "Sensitivity of pixel ({}, {}): how x̂₀ there moves with each pixel of x_t (the Jacobian, \
+                     (a/σ²)·the votes' covariance of centres and windows).",
+                    iv.x, iv.y
+                ))
+                .wrap(),
+            );
+        });
     }
 
     /// A training image with the voting patch's window outlined (the window may hang over

@@ -3,6 +3,7 @@
 //! is the kernel family in [`crate::engine::kernels`].
 
 use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
+use super::super::analysis::jacobian::{Covariance, Jacobian, assemble};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::Denoiser;
 use super::super::geometry::{Boundary, ImageShape};
@@ -90,6 +91,47 @@ impl Machine for Els {
             }
         }
         Ok(ranked.finish(den))
+    }
+
+    /// (a/σ²)·Cov_w(centre, window) over the pixel's candidates, the same ones `inspect` ranks.
+    fn jacobian(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        let s = den.shape;
+        let canvas = call.canvas_shape(s);
+        let (a, s2) = call.scales();
+        let xc = centred_x(den, x, a);
+        let p = call.effective_patch(s);
+        let groups = kernels::groups::device_groups(den, GeometryKey::of(call, p, true), ctl)?;
+        let pixel = at.y * canvas.w + at.x;
+        let g = &groups.iter().find(|g| g.host.pixels.contains(&pixel)).expect("every pixel has a group").host;
+        let q = g.pixels.iter().position(|&v| v == pixel).expect("pixel in its group");
+        let d = g.query_idx.len() / g.pixels.len();
+        let window: Vec<usize> = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| i as usize).collect();
+        let query: Vec<f64> = window.iter().map(|&i| xc[i]).collect();
+        let (c, hw) = (s.c, s.pixels());
+        let mut cov = Covariance::new(c, d);
+        let (mut key, mut centre) = (vec![0f64; d], vec![0f64; c]);
+        for n in 0..den.n {
+            ctl.check()?;
+            for (k, &kp) in g.key_pixels.iter().enumerate() {
+                let mut dist = 0f64;
+                for (t, &i) in g.key_idx[k * d..(k + 1) * d].iter().enumerate() {
+                    key[t] = centred_value(den, n, i as usize);
+                    dist += (query[t] - a * key[t]).powi(2);
+                }
+                for (o, v) in centre.iter_mut().enumerate() {
+                    *v = centred_value(den, n, o * hw + kp);
+                }
+                cov.push(-dist / (2.0 * s2), &centre, &key);
+            }
+        }
+        Ok(Some(assemble(canvas, &cov.finish(), &window, a, s2)))
     }
 
     fn bench_patches(&self) -> BenchPatches {

@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 
 use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
+use super::super::analysis::jacobian::{Covariance, Jacobian, assemble};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, to_host};
 use super::super::geometry::{Boundary, ImageShape};
@@ -73,6 +74,38 @@ impl Machine for Ideal {
             ranked.push(den, Vote { image: n, y, x: px, weight: 0.0 }, -d / (2.0 * s2));
         }
         Ok(ranked.finish(den))
+    }
+
+    /// (a/σ²)·Cov_w(the pixel's values, whole images) over the training images.
+    fn jacobian(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        let s = den.shape;
+        let (a, s2) = call.scales();
+        let (c, hw, len) = (s.c, s.pixels(), s.len());
+        let xc = centred_x(den, x, a);
+        let pixel = at.y * s.w + at.x;
+        let mut cov = Covariance::new(c, len);
+        let (mut key, mut centre) = (vec![0f64; len], vec![0f64; c]);
+        for n in 0..den.n {
+            ctl.check()?;
+            let mut dist = 0f64;
+            for (i, k) in key.iter_mut().enumerate() {
+                *k = centred_value(den, n, i);
+                dist += (xc[i] - a * *k).powi(2);
+            }
+            for (o, v) in centre.iter_mut().enumerate() {
+                *v = key[o * hw + pixel];
+            }
+            cov.push(-dist / (2.0 * s2), &centre, &key);
+        }
+        let window: Vec<usize> = (0..len).collect();
+        Ok(Some(assemble(s, &cov.finish(), &window, a, s2)))
     }
 
     fn flops(&self, n: usize, s: ImageShape, _p: usize, _boundary: Boundary) -> f64 {

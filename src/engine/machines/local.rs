@@ -2,6 +2,7 @@
 //! around that pixel, at the same place only. Pixels outside the image do not count.
 
 use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
+use super::super::analysis::jacobian::{Covariance, Jacobian, assemble};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, ElsPath};
 use super::super::geometry::{Boundary, ImageShape, patch_indices};
@@ -74,6 +75,41 @@ impl Machine for Local {
             ranked.push(den, Vote { image: n, y: at.y, x: at.x, weight: 0.0 }, -d / (2.0 * s2));
         }
         Ok(ranked.finish(den))
+    }
+
+    /// (a/σ²)·Cov_w(centre, window) over the training images seen through the pixel's window.
+    fn jacobian(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        let s = den.shape;
+        let (a, s2) = call.scales();
+        let xc = centred_x(den, x, a);
+        let p = call.effective_patch(s);
+        let mut idx = Vec::new();
+        patch_indices(s, p, at.y, at.x, false, &mut idx);
+        let window: Vec<usize> = idx.iter().map(|&i| i as usize).collect();
+        let (c, hw, d) = (s.c, s.pixels(), window.len());
+        let pixel = at.y * s.w + at.x;
+        let mut cov = Covariance::new(c, d);
+        let (mut key, mut centre) = (vec![0f64; d], vec![0f64; c]);
+        for n in 0..den.n {
+            ctl.check()?;
+            let mut dist = 0f64;
+            for (t, &i) in window.iter().enumerate() {
+                key[t] = centred_value(den, n, i);
+                dist += (xc[i] - a * key[t]).powi(2);
+            }
+            for (o, v) in centre.iter_mut().enumerate() {
+                *v = centred_value(den, n, o * hw + pixel);
+            }
+            cov.push(-dist / (2.0 * s2), &centre, &key);
+        }
+        Ok(Some(assemble(s, &cov.finish(), &window, a, s2)))
     }
 
     fn bench_patches(&self) -> BenchPatches {

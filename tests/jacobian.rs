@@ -1,0 +1,136 @@
+//! Sensitivity (Jacobian) maps: each machine's ∂x̂₀[pixel]/∂x_t against central finite
+//! differences of the float64 reference (tests/fixtures/manifest_jacobian.json, written by
+//! scripts/make_jacobian_fixtures.py), and `inspect --jacobian` on the command line.
+
+mod common;
+
+use common::*;
+use morphogen::engine::{Boundary, Call, Control, MachineKind, NoiseSchedule};
+
+const BIN: &str = env!("CARGO_BIN_EXE_morphogen");
+
+#[test]
+fn jacobians_match_finite_differences_of_the_reference() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest_jacobian.json")).unwrap()).unwrap();
+    let cases = manifest["cases"].as_array().unwrap();
+    let mut checked = 0;
+    let mut informative = 0;
+    for case in cases {
+        let (den_name, x_name) = (case["train"].as_str().unwrap(), case["input"].as_str().unwrap());
+        let (mut den, shape, _) = training(den_name);
+        let (_, x) = npy(x_name);
+        let machine = MachineKind::parse(case["machine"].as_str().unwrap()).unwrap();
+        let boundary = Boundary::parse(case["boundary"].as_str().unwrap()).unwrap();
+        let p = case["patch"].as_u64().unwrap() as usize;
+        let ab = NoiseSchedule::cosine().alpha_bar(case["t"].as_f64().unwrap());
+        let (row, col) = (case["pixel"][0].as_u64().unwrap() as usize, case["pixel"][1].as_u64().unwrap() as usize);
+        let call = Call::new(machine, boundary, p.max(1), ab);
+        let j = den.jacobian(&x, &call, row, col, &Control::none()).unwrap().expect("this machine has a Jacobian");
+        let (dims, want) = npy(case["expected"].as_str().unwrap());
+        assert_eq!(dims, vec![shape.c, shape.c, shape.h, shape.w]);
+        assert_eq!(j.values.len(), want.len());
+        let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+        let what = format!("{machine:?} {boundary:?} P={p} pixel ({row}, {col}) of {den_name}");
+        let mut worst = 0f64;
+        for (i, (&got, &w)) in j.values.iter().zip(&want).enumerate() {
+            let err = (got - w as f64).abs();
+            assert!(!got.is_nan(), "{what}: NaN at {i}");
+            // Float32 fixtures of a float64 difference quotient (h = 1e-5): the f32 rounding
+            // of the expected value is 6e-8 of the largest, the quotient's own error up to
+            // ~6e-7 of it where the weights are sharp (measured worst: 5.5e-8 at |J| = 0.09).
+            assert!(err <= 1e-8 + 2e-6 * scale, "{what}: entry {i} is {got}, the reference says {w}");
+            worst = worst.max(err);
+            if w == 0.0 && machine != MachineKind::Ideal {
+                // Outside the window the engine writes nothing, not merely something small.
+                assert!(got.abs() <= 1e-8 + 2e-6 * scale, "{what}: {got} outside the window at {i}");
+            }
+        }
+        eprintln!("{what}: largest |J| {scale:.3e}, worst error {worst:.1e}");
+        checked += 1;
+        informative += (scale > 1e-3) as usize;
+    }
+    assert_eq!(checked, cases.len());
+    assert!(checked >= 17 && informative >= 12, "{checked} cases, {informative} with a visible Jacobian");
+}
+
+/// Outside its window a patch machine's pixel reads nothing: J there is exactly zero, and the
+/// window's entries carry the whole response.
+#[test]
+fn a_patch_machines_jacobian_lives_in_its_window() {
+    let (mut den, shape, _) = training("mnist12_train.npy");
+    let (_, x) = npy("mnist12_t0.5_P7_noise_x.npy");
+    let ab = NoiseSchedule::cosine().alpha_bar(0.5);
+    for (machine, p) in [(MachineKind::Els, 7usize), (MachineKind::Local, 5)] {
+        let call = Call::new(machine, Boundary::Zeros, p, ab);
+        let (row, col) = (12, 15);
+        let j = den.jacobian(&x, &call, row, col, &Control::none()).unwrap().unwrap();
+        let r = (p / 2) as isize;
+        let mut inside = 0f64;
+        for h in 0..shape.h {
+            for w in 0..shape.w {
+                let v = j.at(0, 0, h, w);
+                if (h as isize - row as isize).abs() > r || (w as isize - col as isize).abs() > r {
+                    assert_eq!(v, 0.0, "{machine:?}: ({h}, {w}) is outside the window");
+                } else {
+                    inside += v.abs();
+                }
+            }
+        }
+        assert!(inside > 1e-3, "{machine:?}: the window carries {inside}");
+        assert_eq!(j.map(0).len(), shape.pixels());
+    }
+}
+
+#[test]
+fn inspect_writes_the_jacobian_and_says_which_machines_have_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("J.npy");
+    let o = out.to_str().unwrap();
+    let x = fixtures().join("mnist12_t0.5_P7_noise_x.npy");
+    let train = fixtures().join("mnist12_train.npy");
+    let args = |machine: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "inspect",
+            "--dataset",
+            train.to_str().unwrap(),
+            "--input",
+            x.to_str().unwrap(),
+            "--t",
+            "0.5",
+            "--machine",
+            machine,
+            "--patch",
+            "5",
+            "--pixel",
+            "14,13",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: Vec<String>| morphogen_at(BIN, &v.iter().map(String::as_str).collect::<Vec<_>>());
+    let done = run(args("els", &["--jacobian", o]));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let (dims, values) = morphogen::data::read_npy_f32(&out).unwrap();
+    assert_eq!(dims, vec![1, 1, 28, 28]);
+    let (want_dims, want) = npy("jacobian_mnist12_els_zeros_P5_14_13.npy");
+    assert_eq!(dims, want_dims);
+    let scale = want.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    for (g, w) in values.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * scale + 1e-6, "{g} vs {w}");
+    }
+    // Not over an existing file without --force.
+    let again = run(args("els", &["--jacobian", o]));
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && e.contains("J.npy") && e.contains("exists"), "{e}");
+    assert!(run(args("els", &["--jacobian", o, "--force"])).status.success());
+    // A machine without a closed form here yet says so in one line and writes nothing.
+    let other = dir.path().join("G.npy");
+    let none = run(args("gaussian", &["--jacobian", other.to_str().unwrap()]));
+    let e = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success() && e.contains("no Jacobian") && e.lines().count() == 1, "{e}");
+    assert!(!other.exists());
+}

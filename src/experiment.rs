@@ -57,6 +57,9 @@ pub struct CompareArgs {
     /// instead of running anything. Repeat for more folders.
     #[arg(long)]
     pub from: Vec<PathBuf>,
+    /// Also draw every seed's r per machine, sorted, as a PNG (never over an existing file).
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
 }
 
 /// The machines compared with the CNN, in the paper's order.
@@ -178,7 +181,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         return Err(format!("shard {}/{} has no seeds of the {} asked for", shard.index, shard.count, args.seeds));
     }
     report(&results, args.json);
-    Ok(())
+    figure(&results, args.figure.as_deref())
 }
 
 /// `compare --from DIR…`: the table of every result the folders hold.
@@ -191,6 +194,47 @@ fn merge(args: &CompareArgs) -> Result<(), String> {
         eprintln!("note: {} seeds up to {top}; {missing} of 0..={top} are not among the results", seeds.len());
     }
     report(&results, args.json);
+    figure(&results, args.figure.as_deref())
+}
+
+/// `--figure`: each machine's r over the seeds, sorted, so the median and the spread read off
+/// one picture.
+fn figure(results: &[SeedResult], path: Option<&std::path::Path>) -> Result<(), String> {
+    use crate::export::chart::{Chart, Series};
+    let Some(path) = path else { return Ok(()) };
+    let colours = [[220, 50, 40], [40, 90, 200], [60, 160, 90]];
+    let mut series = Vec::new();
+    for (m, colour) in AGAINST.into_iter().zip(colours) {
+        let mut rs: Vec<f64> = results.iter().filter_map(|r| r.r.get(m.name()).copied()).collect();
+        if rs.is_empty() {
+            continue;
+        }
+        rs.sort_by(f64::total_cmp);
+        let n = rs.len();
+        let points = rs.iter().enumerate().map(|(i, &r)| ((i as f64 + 0.5) / n as f64, r)).collect();
+        series.push(Series {
+            name: format!("{} (median {:.3})", m.title(), median(rs.clone())),
+            points,
+            colour,
+            steps: false,
+        });
+    }
+    let lo = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0, f64::min);
+    let e = &results[0].experiment;
+    let png = Chart {
+        title: format!("Pearson r with the CNN's final image, {} seeds, {} steps", results.len(), e.steps),
+        x_label: "share of seeds (sorted by r)".into(),
+        y_label: "Pearson r of final images".into(),
+        x_range: (0.0, 1.0),
+        y_range: ((lo - 0.05).max(-1.0), 1.0),
+        y_log: false,
+        series,
+        size: (720, 420),
+        legend_right: false,
+    }
+    .png()?;
+    files::write_bytes(path, false, &png).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
@@ -482,13 +526,7 @@ fn write_calibration(
         ..Recipe::default()
     };
     write("recipe.json", recipe.to_json().as_bytes())?;
-    let ts: Vec<f64> = fits.iter().map(|f| f.t).collect();
-    let mut series = vec![("fitted to the CNN".to_string(), fitted.clone(), [220u8, 50, 40])];
-    for (i, (name, _)) in PRESETS.iter().enumerate().filter(|(_, (n, _))| n.starts_with("MNIST")) {
-        let colour = [[40, 90, 200], [60, 160, 90], [150, 110, 200]][i % 3];
-        series.push((name.to_string(), (0..e.steps).map(|k| preset_at(name, k)).collect(), colour));
-    }
-    write("calibration.png", &patch_plot(&ts, &series))?;
+    write("calibration.png", &calibration_chart(&fits, e.steps, &preset_at)?)?;
     eprintln!(
         "wrote {}/calibration.json, calibration.png and recipe.json (open it in the studio: \"Open recipe…\"; \
          or `morphogen sample --recipe`) in {:.0} s",
@@ -498,48 +536,45 @@ fn write_calibration(
     Ok(())
 }
 
-/// P(t) curves as a PNG, 640×360: t from 0 (left) to 1, P from 1 to the largest; one colour
-/// per series, drawn as steps; no text (the caller prints the legend).
-fn patch_plot(ts: &[f64], series: &[(String, Vec<u32>, [u8; 3])]) -> Vec<u8> {
-    let (w, h, pad) = (640u32, 360u32, 24u32);
-    let mut img = image::RgbaImage::from_pixel(w, h, image::Rgba([255, 255, 255, 255]));
-    let pmax = series.iter().flat_map(|s| s.1.iter().copied()).max().unwrap_or(1).max(3) as f64;
-    let at = |t: f64, p: f64| {
-        let x = pad as f64 + (w - 2 * pad) as f64 * t.clamp(0.0, 1.0);
-        let y = (h - pad) as f64 - (h - 2 * pad) as f64 * (p - 1.0) / (pmax - 1.0);
-        (x as i64, y as i64)
+/// P against t as a PNG: the fit to the CNN beside the paper's MNIST presets, each step's P
+/// held over its stretch of t, with titled axes, ticks and a legend.
+fn calibration_chart(
+    fits: &[engine::analysis::calibrate::StepFit],
+    steps: usize,
+    preset_at: &dyn Fn(&str, usize) -> u32,
+) -> Result<Vec<u8>, String> {
+    use crate::export::chart::{Chart, Series};
+    let ts: Vec<f64> = fits.iter().map(|f| f.t).collect();
+    // Each step holds from its t to the next step's (the last one down to t = 0).
+    let held = |ps: Vec<u32>| -> Vec<(f64, f64)> {
+        let mut points: Vec<(f64, f64)> = ts.iter().zip(&ps).map(|(&t, &p)| (t, p as f64)).collect();
+        if let Some(&(_, p)) = points.last() {
+            points.push((0.0, p));
+        }
+        points
     };
-    let mut dot = |x: i64, y: i64, c: [u8; 3]| {
-        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-            let (px, py) = (x + dx, y + dy);
-            if px >= 0 && py >= 0 && (px as u32) < w && (py as u32) < h {
-                img.put_pixel(px as u32, py as u32, image::Rgba([c[0], c[1], c[2], 255]));
-            }
-        }
-    };
-    for p in (1..=pmax as u32).step_by(2) {
-        let (_, y) = at(0.0, p as f64);
-        for x in pad..w - pad {
-            if x % 4 == 0 {
-                dot(x as i64, y, [225, 225, 225]);
-            }
-        }
+    let mut series = vec![Series {
+        name: "fitted to the CNN (median over seeds)".into(),
+        points: held(fits.iter().map(|f| f.median).collect()),
+        colour: [220, 50, 40],
+        steps: true,
+    }];
+    for (i, (name, _)) in PRESETS.iter().enumerate().filter(|(_, (n, _))| n.starts_with("MNIST")) {
+        let colour = [[40, 90, 200], [60, 160, 90], [150, 110, 200]][i % 3];
+        let points = held((0..steps).map(|k| preset_at(name, k)).collect());
+        series.push(Series { name: format!("paper: {name}"), points, colour, steps: true });
     }
-    for (_, ps, colour) in series {
-        for i in 0..ps.len() {
-            let (x0, y0) = at(ts[i], ps[i] as f64);
-            let next_t = if i + 1 < ts.len() { ts[i + 1] } else { 0.0 };
-            let (x1, _) = at(next_t, ps[i] as f64);
-            for x in x1.min(x0)..=x1.max(x0) {
-                dot(x, y0, *colour);
-            }
-            if i + 1 < ps.len() {
-                let (_, y2) = at(next_t, ps[i + 1] as f64);
-                for y in y0.min(y2)..=y0.max(y2) {
-                    dot(x1, y, *colour);
-                }
-            }
-        }
+    let top = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0, f64::max);
+    Chart {
+        title: "Patch size per step, fitted to the CNN".into(),
+        x_label: "t (diffusion time; a run goes from 1 to 0)".into(),
+        y_label: "P (patch side, pixels)".into(),
+        x_range: (0.0, 1.0),
+        y_range: (0.0, top + 2.0),
+        y_log: false,
+        series,
+        size: (760, 440),
+        legend_right: false,
     }
-    crate::export::frame::encode_png(&img)
+    .png()
 }

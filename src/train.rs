@@ -140,7 +140,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         .chain(losses.iter().enumerate().map(|(i, l)| format!("{},{l}\n", i + 1)))
         .collect();
     files::write_bytes(&curve, args.force, csv.as_bytes()).map_err(|e| format!("{}: {e}", curve.display()))?;
-    files::write_bytes(&plot, args.force, &loss_plot(&losses)).map_err(|e| format!("{}: {e}", plot.display()))?;
+    files::write_bytes(&plot, args.force, &loss_plot(&losses)?).map_err(|e| format!("{}: {e}", plot.display()))?;
     eprintln!(
         "{} steps in {:.0} s; final loss {final_loss:.4}; wrote {} ({} KB), {} and {}",
         losses.len(),
@@ -159,43 +159,38 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}.{suffix}"))
 }
 
-/// The loss curve as a PNG: the running mean over 50 steps on a log scale, 640×320.
-pub fn loss_plot(losses: &[f32]) -> Vec<u8> {
-    let (w, h, pad) = (640u32, 320u32, 24u32);
-    let mut img = image::RgbaImage::from_pixel(w, h, image::Rgba([255, 255, 255, 255]));
-    let smooth: Vec<f64> = (0..losses.len())
+/// The loss curve as a PNG: the per-step loss and its running mean over 50 steps, on a log
+/// scale, with titled axes and a legend.
+pub fn loss_plot(losses: &[f32]) -> Result<Vec<u8>, String> {
+    use crate::export::chart::{Chart, Series};
+    let raw: Vec<(f64, f64)> = losses
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| ((i + 1) as f64, l as f64))
+        .filter(|(_, l)| l.is_finite() && *l > 0.0)
+        .collect();
+    let smooth: Vec<(f64, f64)> = (0..losses.len())
         .map(|i| {
             let from = i.saturating_sub(49);
-            losses[from..=i].iter().map(|&l| l as f64).sum::<f64>() / (i + 1 - from) as f64
+            ((i + 1) as f64, losses[from..=i].iter().map(|&l| l as f64).sum::<f64>() / (i + 1 - from) as f64)
         })
-        .filter(|v| v.is_finite() && *v > 0.0)
+        .filter(|(_, l)| l.is_finite() && *l > 0.0)
         .collect();
-    if smooth.len() >= 2 {
-        let (lo, hi) = smooth.iter().fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v.ln()), b.max(v.ln())));
-        let span = (hi - lo).max(1e-6);
-        let at = |i: usize, v: f64| {
-            let x = pad as f64 + (w - 2 * pad) as f64 * i as f64 / (smooth.len() - 1) as f64;
-            let y = pad as f64 + (h - 2 * pad) as f64 * (hi - v.ln()) / span;
-            (x, y)
-        };
-        for x in pad..w - pad {
-            img.put_pixel(x, h - pad, image::Rgba([120, 120, 120, 255]));
-        }
-        for y in pad..h - pad {
-            img.put_pixel(pad, y, image::Rgba([120, 120, 120, 255]));
-        }
-        for i in 1..smooth.len() {
-            let (x0, y0) = at(i - 1, smooth[i - 1]);
-            let (x1, y1) = at(i, smooth[i]);
-            let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-            for k in 0..=n {
-                let f = k as f64 / n as f64;
-                let (x, y) = ((x0 + (x1 - x0) * f) as u32, (y0 + (y1 - y0) * f) as u32);
-                if x < w && y < h {
-                    img.put_pixel(x, y, image::Rgba([40, 90, 200, 255]));
-                }
-            }
-        }
+    let (lo, hi) = raw.iter().fold((f64::INFINITY, 0f64), |(a, b), &(_, l)| (a.min(l), b.max(l)));
+    let (lo, hi) = if lo < hi { (lo * 0.9, hi * 1.1) } else { (0.01, 10.0) };
+    Chart {
+        title: "CNN training loss".into(),
+        x_label: "training step".into(),
+        y_label: "ε-MSE (mean squared error of the predicted noise)".into(),
+        x_range: (1.0, losses.len().max(2) as f64),
+        y_range: (lo, hi),
+        y_log: true,
+        series: vec![
+            Series { name: "per step".into(), points: raw, colour: [170, 190, 230], steps: false },
+            Series { name: "running mean of 50".into(), points: smooth, colour: [40, 90, 200], steps: false },
+        ],
+        size: (720, 400),
+        legend_right: true,
     }
-    crate::export::frame::encode_png(&img)
+    .png()
 }

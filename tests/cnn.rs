@@ -195,6 +195,12 @@ fn train_sample_compare_and_calibrate_from_the_command_line() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.path().join("digits.loss.png").exists() && dir.path().join("digits.loss.csv").exists());
+    common::assert_chart(
+        &std::fs::read(dir.path().join("digits.loss.png")).unwrap(),
+        (720, 400),
+        &[[40, 90, 200], [170, 190, 230]],
+        "digits.loss.png",
+    );
     let csv = std::fs::read_to_string(dir.path().join("digits.loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 31, "a header and one line per step");
     // Not over an existing file without --force.

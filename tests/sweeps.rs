@@ -96,7 +96,18 @@ fn three_shards_in_three_processes_merge_to_the_single_run_bit_for_bit() {
     let files = |d: &std::path::Path| std::fs::read_dir(d).unwrap().count();
     assert_eq!((files(&a), files(&b)), (5, 2), "one file per seed");
 
-    let merged = ok(&morphogen(&["compare", "--from", a_s, "--from", b_s, "--json"]));
+    let fig = dir.path().join("r.png");
+    let merged =
+        ok(&morphogen(&["compare", "--from", a_s, "--from", b_s, "--json", "--figure", fig.to_str().unwrap()]));
+    // The sweep's figure: each machine's sorted r, in its colour, with axes and a title.
+    common::assert_chart(
+        &std::fs::read(&fig).unwrap(),
+        (720, 420),
+        &[[220, 50, 40], [40, 90, 200], [60, 160, 90]],
+        "r.png",
+    );
+    let again = morphogen(&["compare", "--from", a_s, "--figure", fig.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("r.png"), "overwrote r.png");
     assert_eq!(merged["seeds"], SEEDS);
     for k in ["els", "local", "ideal"] {
         let (m, s) = (merged[k].as_f64(), single[k].as_f64());
@@ -250,6 +261,13 @@ fn calibration_shards_merge_to_the_single_run_bit_for_bit() {
         serde_json::from_str(&std::fs::read_to_string(d.join("calibration.json")).unwrap()).unwrap()
     };
     let (a, b) = (read(&single), read(&merged));
+    // The fit against the paper's presets, drawn with axes, ticks and a legend.
+    common::assert_chart(
+        &std::fs::read(merged.join("calibration.png")).unwrap(),
+        (760, 440),
+        &[[220, 50, 40], [150, 110, 200]],
+        "calibration.png",
+    );
     assert_eq!(a["seeds"], 5);
     for k in ["fitted", "per_seed", "cosine", "t", "candidates", "dataset", "boundary", "seeds"] {
         assert!(!a[k].is_null(), "{k} missing");

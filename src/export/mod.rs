@@ -3,6 +3,7 @@
 //! being told to.
 
 pub mod animation;
+pub mod chart;
 mod font;
 pub mod frame;
 pub mod maps;

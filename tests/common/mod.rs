@@ -90,3 +90,22 @@ pub fn wait_for(
         }
     }
 }
+
+/// Checks an exported chart (`export::chart`): a PNG of `size`, each of `colours` drawn (a
+/// series' line), and dark text in the left and bottom margins (tick labels and axis titles)
+/// and across the top (the title). Panics naming `what`.
+pub fn assert_chart(png: &[u8], size: (u32, u32), colours: &[[u8; 3]], what: &str) {
+    let img = image::load_from_memory(png).unwrap_or_else(|e| panic!("{what}: not a PNG: {e}")).to_rgb8();
+    assert_eq!(img.dimensions(), size, "{what}: size");
+    for c in colours {
+        let n = img.pixels().filter(|p| p.0 == *c).count();
+        assert!(n > 50, "{what}: the series in {c:?} has {n} pixels");
+    }
+    let (w, h) = size;
+    let dark = |x0: u32, x1: u32, y0: u32, y1: u32| {
+        (x0..x1).flat_map(|x| (y0..y1).map(move |y| (x, y))).filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100).count()
+    };
+    assert!(dark(0, 70, 40, h - 50) > 100, "{what}: no y-axis labels");
+    assert!(dark(70, w, h - 50, h) > 100, "{what}: no x-axis labels");
+    assert!(dark(w / 4, 3 * w / 4, 0, 34) > 30, "{what}: no title");
+}

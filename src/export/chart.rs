@@ -1,0 +1,200 @@
+//! Figures a reader can read without the README: line charts with a title, titled axes with
+//! units, ticks and a legend, drawn with plotters into a pixel buffer and encoded as PNG.
+//! Used by `calibrate` (P against t), `train` (the loss curve) and `compare --figure`.
+
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+
+/// One line of a chart.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub colour: [u8; 3],
+    /// Drawn as steps (a value holds until the next point), as a patch size per step is.
+    pub steps: bool,
+}
+
+/// A line chart: title, axis titles (with units) and the series, over the given ranges.
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    /// The y axis on a log scale (the loss).
+    pub y_log: bool,
+    pub series: Vec<Series>,
+    pub size: (u32, u32),
+    /// The legend's corner: upper right instead of upper left (where a falling curve starts).
+    pub legend_right: bool,
+}
+
+/// The font family every chart uses, registered once from egui's bundled Ubuntu Light.
+const FAMILY: &str = "sans-serif";
+
+fn fonts() -> Result<(), String> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        plotters::style::register_font(FAMILY, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT)
+            .map_err(|_| "the chart font does not parse".to_string())
+    })
+    .clone()
+}
+
+impl Chart {
+    /// The chart as PNG bytes.
+    pub fn png(&self) -> Result<Vec<u8>, String> {
+        fonts()?;
+        let (w, h) = self.size;
+        let mut buf = vec![255u8; (w * h * 3) as usize];
+        self.draw(&mut buf).map_err(|e| format!("drawing the chart '{}': {e}", self.title))?;
+        let img = image::RgbImage::from_raw(w, h, buf).expect("the buffer is w×h×3");
+        let mut bytes = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .map_err(|e| e.to_string())?;
+        Ok(bytes)
+    }
+
+    fn draw(&self, buf: &mut [u8]) -> Result<(), String> {
+        let root = BitMapBackend::with_buffer(buf, self.size).into_drawing_area();
+        root.fill(&WHITE).map_err(text)?;
+        let (x0, x1) = self.x_range;
+        let (y0, y1) = self.y_range;
+        let mut builder = ChartBuilder::on(&root);
+        builder.caption(&self.title, (FAMILY, 20)).margin(12).x_label_area_size(44).y_label_area_size(56);
+        let style = |series: &Series| RGBColor(series.colour[0], series.colour[1], series.colour[2]);
+        let points = |series: &Series| -> Vec<(f64, f64)> {
+            if !series.steps {
+                return series.points.clone();
+            }
+            let mut out = Vec::with_capacity(series.points.len() * 2);
+            for (i, &(x, y)) in series.points.iter().enumerate() {
+                out.push((x, y));
+                if let Some(&(nx, _)) = series.points.get(i + 1) {
+                    out.push((nx, y));
+                }
+            }
+            out
+        };
+        let (xf, yf) = (tick_format(x1 - x0), tick_format(y1 - y0));
+        // A log axis marks only powers of ten: over less than a decade and a half it would
+        // show one tick or none, so a narrow range stays linear.
+        if self.y_log && y1 > 30.0 * y0 && y0 > 0.0 {
+            let mut chart = builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(text)?;
+            chart
+                .configure_mesh()
+                .x_desc(&self.x_label)
+                .y_desc(&self.y_label)
+                .label_style((FAMILY, 14))
+                .axis_desc_style((FAMILY, 15))
+                .x_label_formatter(&|v| xf(*v))
+                .y_label_formatter(&|v| format!("{v:e}"))
+                .draw()
+                .map_err(text)?;
+            for s in &self.series {
+                let colour = style(s);
+                chart
+                    .draw_series(LineSeries::new(points(s), colour.stroke_width(2)))
+                    .map_err(text)?
+                    .label(&s.name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            }
+            legend(&mut chart, self.legend_right).map_err(text)?;
+        } else {
+            let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(text)?;
+            chart
+                .configure_mesh()
+                .x_desc(&self.x_label)
+                .y_desc(&self.y_label)
+                .label_style((FAMILY, 14))
+                .axis_desc_style((FAMILY, 15))
+                .x_label_formatter(&|v| xf(*v))
+                .y_label_formatter(&|v| yf(*v))
+                .draw()
+                .map_err(text)?;
+            for s in &self.series {
+                let colour = style(s);
+                chart
+                    .draw_series(LineSeries::new(points(s), colour.stroke_width(2)))
+                    .map_err(text)?
+                    .label(&s.name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            }
+            legend(&mut chart, self.legend_right).map_err(text)?;
+        }
+        root.present().map_err(text)?;
+        Ok(())
+    }
+}
+
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    right: bool,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(if right { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::UpperLeft })
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(text)?;
+    Ok(())
+}
+
+/// Tick labels with as many decimals as an axis spanning `span` needs: whole numbers from a
+/// span of 10 up (patch sizes, steps), two significant digits below.
+fn tick_format(span: f64) -> impl Fn(f64) -> String {
+    let decimals = if span >= 10.0 { 0 } else { (1.0 - span.max(1e-9).log10().floor()).max(0.0) as usize };
+    move |v| format!("{v:.decimals$}")
+}
+
+fn text<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chart decodes at its size, draws each series in its colour, and puts dark text in
+    /// the axis margins (tick labels and axis titles) and above the plot (the title).
+    #[test]
+    fn a_chart_has_its_series_axes_and_title() {
+        let chart = Chart {
+            title: "test chart".into(),
+            x_label: "t (diffusion time)".into(),
+            y_label: "P (pixels)".into(),
+            x_range: (0.0, 1.0),
+            y_range: (0.0, 10.0),
+            y_log: false,
+            series: vec![
+                Series { name: "up".into(), points: vec![(0.0, 1.0), (1.0, 9.0)], colour: [220, 50, 40], steps: false },
+                Series {
+                    name: "steps".into(),
+                    points: vec![(0.0, 5.0), (0.5, 3.0), (1.0, 3.0)],
+                    colour: [40, 90, 200],
+                    steps: true,
+                },
+            ],
+            size: (480, 320),
+            legend_right: false,
+        };
+        let png = chart.png().unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (480, 320));
+        let count = |c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
+        assert!(count([220, 50, 40]) > 100 && count([40, 90, 200]) > 100, "both series drawn");
+        let dark = |x0: u32, x1: u32, y0: u32, y1: u32| {
+            (x0..x1)
+                .flat_map(|x| (y0..y1).map(move |y| (x, y)))
+                .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
+                .count()
+        };
+        assert!(dark(0, 60, 40, 280) > 50, "y tick labels and title");
+        assert!(dark(60, 480, 280, 320) > 50, "x tick labels and title");
+        assert!(dark(150, 330, 0, 30) > 20, "the chart's title");
+    }
+}

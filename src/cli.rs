@@ -174,7 +174,8 @@ pub struct InspectArgs {
     #[arg(long, default_value_t = 12)]
     pub top: usize,
     /// Also write the pixel's Jacobian here as a (C, C, H, W) float32 .npy:
-    /// J[o, c, h, w] = ∂x̂₀[o, ROW, COL] / ∂x_t[c, h, w] (ELS, Local and Ideal).
+    /// J[o, c, h, w] = ∂x̂₀[o, ROW, COL] / ∂x_t[c, h, w] (ELS, Local, Ideal, Gaussian and
+    /// PCA-locality).
     #[arg(long)]
     pub jacobian: Option<PathBuf>,
     /// Replace an existing --jacobian file.
@@ -467,7 +468,10 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
         }
         let j =
             denoiser.jacobian(&x, &call, row, col, &Control::none()).map_err(|e| e.to_string())?.ok_or_else(|| {
-                format!("the {} machine has no Jacobian yet (ELS, Local and Ideal have one)", call.machine.title())
+                format!(
+                    "the {} machine has no Jacobian yet (ELS, Local, Ideal, Gaussian and PCA-locality have one)",
+                    call.machine.title()
+                )
             })?;
         let values: Vec<f32> = j.values.iter().map(|&v| v as f32).collect();
         crate::data::write_npy_f32(path, &[s.c, s.c, s.h, s.w], &values)

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use super::super::analysis::inspect::Inspection;
+use super::super::analysis::jacobian::Jacobian;
 use super::super::analysis::linalg::{matmul_cancellable, sym_eigen, transpose};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State};
@@ -235,6 +236,28 @@ impl Machine for Gaussian {
             filter: Some(filter),
             window: None,
         })
+    }
+
+    /// x̂₀ = μ + W(x/√ᾱ − μ) is linear in x: the Jacobian is W's rows for the pixel's
+    /// values, over √ᾱ.
+    fn jacobian(
+        &self,
+        den: &mut Denoiser,
+        _x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        let model = gaussian_model(den, ctl)?;
+        let (s2, inv_a) = gaussian_scales(call);
+        let s = den.shape;
+        let (hw, len) = (s.pixels(), s.len());
+        let pixel = at.y * s.w + at.x;
+        let mut values = Vec::with_capacity(s.c * len);
+        for ch in 0..s.c {
+            values.extend(model.filter_row(ch * hw + pixel, s2).into_iter().map(|w| w * inv_a));
+        }
+        Ok(Some(Jacobian { shape: s, values }))
     }
 
     fn bench_patches(&self) -> BenchPatches {

@@ -18,7 +18,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use std::any::Any;
 
-use super::super::analysis::inspect::{Inspection, centred_x, pixel_votes, softmax};
+use super::super::analysis::inspect::{Inspection, centred_value, centred_x, pixel_votes, softmax};
+use super::super::analysis::jacobian::{Covariance, Jacobian};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State, to_host};
 use super::super::geometry::{Boundary, ImageShape, PixelWindows};
@@ -205,6 +206,44 @@ impl Machine for PcaLocality {
         let mut out = pixel_votes(den, &q, (y, px), at.top, Some(masks.pixels.window(pixel)));
         out.x0 = x0;
         Ok(out)
+    }
+
+    /// Each of the pixel's values m has its own softmax over the training images, compared on
+    /// m's learned window: ∂x̂₀[m]/∂x_j = (a/σ²)·Cov_w(φ[m], φ[j]) for j in that window.
+    fn jacobian(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        let masks = locality_masks(den, call, ctl)?;
+        let s = den.shape;
+        let (a, s2) = call.scales();
+        let (hw, len) = (s.pixels(), s.len());
+        let xc = centred_x(den, x, a);
+        let pixel = at.y * s.w + at.x;
+        let mut values = vec![0f64; s.c * len];
+        for o in 0..s.c {
+            let m = o * hw + pixel;
+            let window: Vec<usize> = masks.host[m].iter().map(|&j| j as usize).collect();
+            let mut cov = Covariance::new(1, window.len());
+            let mut key = vec![0f64; window.len()];
+            for n in 0..den.n {
+                ctl.check()?;
+                let mut dist = 0f64;
+                for (t, &j) in window.iter().enumerate() {
+                    key[t] = centred_value(den, n, j);
+                    dist += (xc[j] - a * key[t]).powi(2);
+                }
+                cov.push(-dist / (2.0 * s2), &[centred_value(den, n, m)], &key);
+            }
+            for (&j, c) in window.iter().zip(cov.finish()) {
+                values[o * len + j] += a / s2 * c;
+            }
+        }
+        Ok(Some(Jacobian { shape: s, values }))
     }
 
     fn bench_patches(&self) -> BenchPatches {

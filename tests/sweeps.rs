@@ -23,6 +23,40 @@ fn err(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
 
+/// A small CNN for digits8, trained here in a second: compare and calibrate need weights.
+fn train_tiny(dir: &std::path::Path) -> std::path::PathBuf {
+    let weights = dir.join("digits.mgcnn");
+    let w = weights.to_str().unwrap();
+    let trained = morphogen(&[
+        "train",
+        "--dataset",
+        "digits8",
+        "--out",
+        w,
+        "--steps",
+        "8",
+        "--batch",
+        "8",
+        "--channels",
+        "8",
+        "--blocks",
+        "2",
+    ]);
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    weights
+}
+
+/// The binary started with `args`, its output piped, not waited for: shards run at once.
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 const SEEDS: u64 = 7;
 
 /// compare's arguments on the small digits8 set with a CNN trained here.
@@ -50,24 +84,8 @@ fn compare_args<'a>(weights: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn three_shards_in_three_processes_merge_to_the_single_run_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let weights = dir.path().join("digits.mgcnn");
+    let weights = train_tiny(dir.path());
     let w = weights.to_str().unwrap();
-    let trained = morphogen(&[
-        "train",
-        "--dataset",
-        "digits8",
-        "--out",
-        w,
-        "--steps",
-        "8",
-        "--batch",
-        "8",
-        "--channels",
-        "8",
-        "--blocks",
-        "2",
-    ]);
-    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
 
     let single = ok(&morphogen(&compare_args(w, &[])));
     assert_eq!(single["seeds"], SEEDS);
@@ -77,15 +95,7 @@ fn three_shards_in_three_processes_merge_to_the_single_run_bit_for_bit() {
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
     let shards: Vec<std::process::Child> = [("0/3", a_s), ("1/3", a_s), ("2/3", b_s)]
         .into_iter()
-        .map(|(shard, out)| {
-            std::process::Command::new(BIN)
-                .args(compare_args(w, &["--shard", shard, "--out-dir", out]))
-                .env("XDG_RUNTIME_DIR", "/tmp")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|(shard, out)| spawn(&compare_args(w, &["--shard", shard, "--out-dir", out])))
         .collect();
     let mut per_shard = Vec::new();
     for child in shards {
@@ -190,24 +200,8 @@ fn shard_arguments_are_refused_in_one_line() {
 #[test]
 fn calibration_shards_merge_to_the_single_run_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let weights = dir.path().join("digits.mgcnn");
+    let weights = train_tiny(dir.path());
     let w = weights.to_str().unwrap();
-    let trained = morphogen(&[
-        "train",
-        "--dataset",
-        "digits8",
-        "--out",
-        w,
-        "--steps",
-        "8",
-        "--batch",
-        "8",
-        "--channels",
-        "8",
-        "--blocks",
-        "2",
-    ]);
-    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
     let args = |extra: &[&'static str]| -> Vec<String> {
         let mut v: Vec<String> = [
             "calibrate",
@@ -239,15 +233,7 @@ fn calibration_shards_merge_to_the_single_run_bit_for_bit() {
     let s = shards.display().to_string();
     let children: Vec<std::process::Child> = ["0/3", "1/3", "2/3"]
         .into_iter()
-        .map(|shard| {
-            std::process::Command::new(BIN)
-                .args([args(&[]), vec!["--shard".into(), shard.into(), "--out-dir".into(), s.clone()]].concat())
-                .env("XDG_RUNTIME_DIR", "/tmp")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|shard| spawn(&[args(&[]), vec!["--shard".into(), shard.into(), "--out-dir".into(), s.clone()]].concat()))
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();

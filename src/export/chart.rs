@@ -79,50 +79,37 @@ impl Chart {
             out
         };
         let (xf, yf) = (tick_format(x1 - x0), tick_format(y1 - y0));
+        // The mesh, lines and legend on either y axis (the two are different types).
+        macro_rules! lines {
+            ($chart:expr, $y_format:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(&self.x_label)
+                    .y_desc(&self.y_label)
+                    .label_style((FAMILY, 14))
+                    .axis_desc_style((FAMILY, 15))
+                    .x_label_formatter(&|v| xf(*v))
+                    .y_label_formatter(&$y_format)
+                    .draw()
+                    .map_err(text)?;
+                for s in &self.series {
+                    let colour = style(s);
+                    chart
+                        .draw_series(LineSeries::new(points(s), colour.stroke_width(2)))
+                        .map_err(text)?
+                        .label(&s.name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+                }
+                legend(&mut chart, self.legend_right).map_err(text)?;
+            }};
+        }
         // A log axis marks only powers of ten: over less than a decade and a half it would
         // show one tick or none, so a narrow range stays linear.
         if self.y_log && y1 > 30.0 * y0 && y0 > 0.0 {
-            let mut chart = builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(text)?;
-            chart
-                .configure_mesh()
-                .x_desc(&self.x_label)
-                .y_desc(&self.y_label)
-                .label_style((FAMILY, 14))
-                .axis_desc_style((FAMILY, 15))
-                .x_label_formatter(&|v| xf(*v))
-                .y_label_formatter(&|v| format!("{v:e}"))
-                .draw()
-                .map_err(text)?;
-            for s in &self.series {
-                let colour = style(s);
-                chart
-                    .draw_series(LineSeries::new(points(s), colour.stroke_width(2)))
-                    .map_err(text)?
-                    .label(&s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-            }
-            legend(&mut chart, self.legend_right).map_err(text)?;
+            lines!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(text)?, |v: &f64| format!("{v:e}"));
         } else {
-            let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(text)?;
-            chart
-                .configure_mesh()
-                .x_desc(&self.x_label)
-                .y_desc(&self.y_label)
-                .label_style((FAMILY, 14))
-                .axis_desc_style((FAMILY, 15))
-                .x_label_formatter(&|v| xf(*v))
-                .y_label_formatter(&|v| yf(*v))
-                .draw()
-                .map_err(text)?;
-            for s in &self.series {
-                let colour = style(s);
-                chart
-                    .draw_series(LineSeries::new(points(s), colour.stroke_width(2)))
-                    .map_err(text)?
-                    .label(&s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-            }
-            legend(&mut chart, self.legend_right).map_err(text)?;
+            lines!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(text)?, |v: &f64| yf(*v));
         }
         root.present().map_err(text)?;
         Ok(())
@@ -196,5 +183,19 @@ mod tests {
         assert!(dark(0, 60, 40, 280) > 50, "y tick labels and title");
         assert!(dark(60, 480, 280, 320) > 50, "x tick labels and title");
         assert!(dark(150, 330, 0, 30) > 20, "the chart's title");
+        // The log axis (a loss falling over three decades) draws too.
+        let log = Chart {
+            y_log: true,
+            y_range: (0.001, 2.0),
+            series: vec![Series {
+                name: "loss".into(),
+                points: (1..200).map(|i| (i as f64 / 200.0, 1.0 / i as f64)).collect(),
+                colour: [40, 90, 200],
+                steps: false,
+            }],
+            ..chart
+        };
+        let img = image::load_from_memory(&log.png().unwrap()).unwrap().to_rgb8();
+        assert!(img.pixels().filter(|p| p.0 == [40, 90, 200]).count() > 100, "the log-scale line");
     }
 }

@@ -31,9 +31,11 @@ pub struct CompareArgs {
     pub seeds: u64,
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    /// Patch schedule of the ELS and Local machines: a preset name or a list.
-    #[arg(long, default_value = "MNIST ResNet", value_parser = PatchSchedule::parse)]
-    pub patch_schedule: PatchSchedule,
+    /// Patch schedule of the ELS and Local machines: a preset name or a list. Default: the
+    /// P(t) calibrated to the shipped CNN where one ships (MNIST, 20 steps), else the paper's
+    /// "MNIST ResNet" preset; compare says which it used.
+    #[arg(long, value_parser = PatchSchedule::parse)]
+    pub patch_schedule: Option<PatchSchedule>,
     /// Weights for the CNN (default: the shipped ones of a bundled dataset).
     #[arg(long)]
     pub cnn: Option<std::path::PathBuf>,
@@ -115,8 +117,10 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
             args.steps
         ));
     }
-    args.patch_schedule.validate(args.steps).map_err(|e| format!("--patch-schedule: {e}"))?;
     let source = DatasetSource::parse(&args.dataset);
+    let (schedule, which) = compare_schedule(source.bundled_name(), args.patch_schedule.as_ref(), args.steps);
+    schedule.validate(args.steps).map_err(|e| format!("--patch-schedule: {e}"))?;
+    eprintln!("patch schedule: {which}");
     let dataset = Dataset::load(&source, &LoadOptions::default()).map_err(|e| e.to_string())?;
     let device = engine::device::resolve(args.device)?;
     if let Some(n) = &device.notice {
@@ -130,7 +134,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     engine::machines::cnn::attach(&mut den, bundled, args.cnn.as_deref());
     let base = SamplerConfig {
         steps: args.steps,
-        patch: args.patch_schedule.clone(),
+        patch: schedule.clone(),
         canvas: args.canvas.filter(|&[h, w]| (h, w) != (dataset.shape.h, dataset.shape.w)),
         ..SamplerConfig::default()
     };
@@ -147,7 +151,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         dataset_hash: dataset.content_hash(),
         cnn_hash: cnn_hash(bundled, args.cnn.as_deref())?,
         steps: args.steps,
-        patch_schedule: args.patch_schedule.clone(),
+        patch_schedule: schedule.clone(),
         canvas: base.canvas,
         device: device.kind,
         version: env!("CARGO_PKG_VERSION").into(),
@@ -182,6 +186,32 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     }
     report(&results, args.json);
     figure(&results, args.figure.as_deref())
+}
+
+/// The ELS and Local machines' patch schedule for `compare`, and what it is: the one asked
+/// for; else the P(t) calibrated to the shipped CNN of a bundled set (the paper's protocol:
+/// each network against the schedule fitted to it), when it is for this many steps; else the
+/// paper's MNIST ResNet preset.
+pub fn compare_schedule(bundled: Option<&str>, asked: Option<&PatchSchedule>, steps: usize) -> (PatchSchedule, String) {
+    if let Some(s) = asked {
+        return (s.clone(), "as asked (--patch-schedule)".into());
+    }
+    let preset = PatchSchedule::Preset { name: "MNIST ResNet".into() };
+    match bundled.and_then(|b| engine::training::network::bundled_calibration(b).map(|p| (b, p))) {
+        Some((name, fitted)) if fitted.len() == steps => {
+            let list = fitted.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ");
+            let what = format!("calibrated to the shipped CNN (assets/models/{name}.calibration.json): {list}");
+            (PatchSchedule::List { per_step: fitted }, what)
+        }
+        Some((name, fitted)) => (
+            preset,
+            format!(
+                "the paper's MNIST ResNet preset (the shipped {name} calibration is for {} steps, not {steps})",
+                fitted.len()
+            ),
+        ),
+        None => (preset, "the paper's MNIST ResNet preset (no calibration ships for this dataset)".into()),
+    }
 }
 
 /// `compare --from DIR…`: the table of every result the folders hold.
@@ -230,7 +260,7 @@ fn figure(results: &[SeedResult], path: Option<&std::path::Path>) -> Result<(), 
         y_log: false,
         series,
         size: (720, 420),
-        legend_right: false,
+        legend: crate::export::chart::Corner::LowerRight,
     }
     .png()?;
     files::write_bytes(path, false, &png).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -264,6 +294,7 @@ fn report(results: &[SeedResult], json: bool) {
             "ideal": med(MachineKind::Ideal),
             "seeds": results.len(),
             "canvas": e.canvas,
+            "patch_schedule": e.patch_schedule,
         });
         println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     } else {
@@ -574,7 +605,34 @@ fn calibration_chart(
         y_log: false,
         series,
         size: (760, 440),
-        legend_right: false,
+        legend: crate::export::chart::Corner::UpperLeft,
     }
     .png()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// compare's default schedule: MNIST's shipped calibration at 20 steps (odd sizes, the
+    /// largest first as the noise falls), the paper's preset otherwise, and what was asked
+    /// for whenever something was.
+    #[test]
+    fn compare_uses_the_shipped_calibration_and_says_so() {
+        let (s, which) = compare_schedule(Some("mnist"), None, 20);
+        let PatchSchedule::List { per_step } = &s else { panic!("{s:?}") };
+        assert_eq!(per_step.len(), 20);
+        assert!(per_step.iter().all(|p| p % 2 == 1 && (1..=27).contains(p)), "{per_step:?}");
+        assert!(per_step[0] > per_step[19], "locality shrinks as the noise falls: {per_step:?}");
+        assert!(which.contains("calibrated to the shipped CNN"), "{which}");
+        let preset = PatchSchedule::Preset { name: "MNIST ResNet".into() };
+        let (s, which) = compare_schedule(Some("mnist"), None, 10);
+        assert_eq!(s, preset);
+        assert!(which.contains("for 20 steps, not 10"), "{which}");
+        let (s, which) = compare_schedule(Some("digits8"), None, 20);
+        assert_eq!(s, preset);
+        assert!(which.contains("no calibration ships"), "{which}");
+        let asked = PatchSchedule::List { per_step: vec![3; 20] };
+        assert_eq!(compare_schedule(Some("mnist"), Some(&asked), 20).0, asked);
+    }
 }

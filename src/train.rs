@@ -190,7 +190,7 @@ pub fn loss_plot(losses: &[f32]) -> Result<Vec<u8>, String> {
             Series { name: "running mean of 50".into(), points: smooth, colour: [40, 90, 200], steps: false },
         ],
         size: (720, 400),
-        legend_right: true,
+        legend: crate::export::chart::Corner::UpperRight,
     }
     .png()
 }

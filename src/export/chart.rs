@@ -26,8 +26,16 @@ pub struct Chart {
     pub y_log: bool,
     pub series: Vec<Series>,
     pub size: (u32, u32),
-    /// The legend's corner: upper right instead of upper left (where a falling curve starts).
-    pub legend_right: bool,
+    /// The legend's corner, where the lines are not.
+    pub legend: Corner,
+}
+
+/// Where a chart's legend sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corner {
+    UpperLeft,
+    UpperRight,
+    LowerRight,
 }
 
 /// The font family every chart uses, registered once from egui's bundled Ubuntu Light.
@@ -101,7 +109,7 @@ impl Chart {
                         .label(&s.name)
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
                 }
-                legend(&mut chart, self.legend_right).map_err(text)?;
+                legend(&mut chart, self.legend).map_err(text)?;
             }};
         }
         // A log axis marks only powers of ten: over less than a decade and a half it would
@@ -118,11 +126,16 @@ impl Chart {
 
 fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
-    right: bool,
+    corner: Corner,
 ) -> Result<(), String> {
+    let position = match corner {
+        Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
+        Corner::UpperRight => SeriesLabelPosition::UpperRight,
+        Corner::LowerRight => SeriesLabelPosition::LowerRight,
+    };
     chart
         .configure_series_labels()
-        .position(if right { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::UpperLeft })
+        .position(position)
         .label_font((FAMILY, 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
@@ -167,7 +180,7 @@ mod tests {
                 },
             ],
             size: (480, 320),
-            legend_right: false,
+            legend: Corner::UpperLeft,
         };
         let png = chart.png().unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();

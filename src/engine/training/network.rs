@@ -208,6 +208,18 @@ pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
     }
 }
 
+/// The patch size per step fitted to a bundled dataset's shipped CNN (`morphogen calibrate`,
+/// 20 steps; its `calibration.json`, shipped beside the weights), or None where none ships.
+pub fn bundled_calibration(dataset: &str) -> Option<Vec<u32>> {
+    let text = match dataset {
+        "mnist" => include_str!("../../../assets/models/mnist.calibration.json"),
+        _ => return None,
+    };
+    let json: serde_json::Value = serde_json::from_str(text).expect("the shipped calibration is JSON");
+    let fitted = json["fitted"].as_array().expect("the shipped calibration has a fit");
+    Some(fitted.iter().map(|p| p.as_u64().expect("a patch size") as u32).collect())
+}
+
 /// t under the cosine schedule the networks are trained with, from ᾱ: the network is told the
 /// noise level, whatever schedule the sampler walks.
 pub fn cosine_time(alpha_bar: f64) -> f64 {

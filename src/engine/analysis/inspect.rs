@@ -7,6 +7,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 
+use super::super::control::{Cancelled, Control};
 use super::super::denoiser::Denoiser;
 use super::super::geometry::ImageShape;
 
@@ -55,6 +56,34 @@ pub(crate) fn centred_x(den: &Denoiser, x: &[f32], a: f64) -> Vec<f64> {
 pub(crate) fn centred_value(den: &Denoiser, n: usize, i: usize) -> f64 {
     let len = den.shape.len();
     if i == len { 0.0 } else { den.host_centred[n * len + i] as f64 }
+}
+
+/// Every window candidate of one pixel, for the inspector and the Jacobian alike: for each
+/// training image n and each key window k (`keys`: flat [K, D] indices into an image, its
+/// zero slot outside), `visit(n, k, logit, values)` with logit −‖q − a·k‖²/2σ² and the key's
+/// D values. Checks `ctl` once per training image.
+pub(crate) fn visit_windows(
+    den: &Denoiser,
+    query: &[f64],
+    keys: &[i64],
+    (a, s2): (f64, f64),
+    ctl: &Control,
+    mut visit: impl FnMut(usize, usize, f64, &[f64]),
+) -> Result<(), Cancelled> {
+    let d = query.len().max(1);
+    let mut values = vec![0f64; query.len()];
+    for n in 0..den.n {
+        ctl.check()?;
+        for (k, key) in keys.chunks_exact(d).enumerate() {
+            let mut dist = 0f64;
+            for ((v, &i), &qv) in values.iter_mut().zip(key).zip(query) {
+                *v = centred_value(den, n, i as usize);
+                dist += (qv - a * *v).powi(2);
+            }
+            visit(n, k, -dist / (2.0 * s2), &values);
+        }
+    }
+    Ok(())
 }
 
 /// Ranks a pixel's candidates as they are made, in memory independent of how many there are

@@ -2,7 +2,7 @@
 //! admissible place, so x̂₀ is stitched from patches of many images. The patch softmax itself
 //! is the kernel family in [`crate::engine::kernels`].
 
-use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
+use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x, visit_windows};
 use super::super::analysis::jacobian::{Covariance, Jacobian, assemble};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::Denoiser;
@@ -81,15 +81,10 @@ impl Machine for Els {
         let d = g.query_idx.len() / g.pixels.len();
         let query: Vec<f64> = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| xc[i as usize]).collect();
         let mut ranked = Ranker::new(den, at.top);
-        for n in 0..den.n {
-            ctl.check()?;
-            for (k, &kp) in g.key_pixels.iter().enumerate() {
-                let keys = &g.key_idx[k * d..(k + 1) * d];
-                let dist: f64 =
-                    keys.iter().zip(&query).map(|(&i, &qv)| (qv - a * centred_value(den, n, i as usize)).powi(2)).sum();
-                ranked.push(den, Vote { image: n, y: kp / s.w, x: kp % s.w, weight: 0.0 }, -dist / (2.0 * s2));
-            }
-        }
+        visit_windows(den, &query, &g.key_idx, (a, s2), ctl, |n, k, logit, _| {
+            let kp = g.key_pixels[k];
+            ranked.push(den, Vote { image: n, y: kp / s.w, x: kp % s.w, weight: 0.0 }, logit);
+        })?;
         Ok(ranked.finish(den))
     }
 
@@ -116,21 +111,13 @@ impl Machine for Els {
         let query: Vec<f64> = window.iter().map(|&i| xc[i]).collect();
         let (c, hw) = (s.c, s.pixels());
         let mut cov = Covariance::new(c, d);
-        let (mut key, mut centre) = (vec![0f64; d], vec![0f64; c]);
-        for n in 0..den.n {
-            ctl.check()?;
-            for (k, &kp) in g.key_pixels.iter().enumerate() {
-                let mut dist = 0f64;
-                for (t, &i) in g.key_idx[k * d..(k + 1) * d].iter().enumerate() {
-                    key[t] = centred_value(den, n, i as usize);
-                    dist += (query[t] - a * key[t]).powi(2);
-                }
-                for (o, v) in centre.iter_mut().enumerate() {
-                    *v = centred_value(den, n, o * hw + kp);
-                }
-                cov.push(-dist / (2.0 * s2), &centre, &key);
+        let mut centre = vec![0f64; c];
+        visit_windows(den, &query, &g.key_idx, (a, s2), ctl, |n, k, logit, key| {
+            for (o, v) in centre.iter_mut().enumerate() {
+                *v = centred_value(den, n, o * hw + g.key_pixels[k]);
             }
-        }
+            cov.push(logit, &centre, key);
+        })?;
         Ok(Some(assemble(canvas, &cov.finish(), &window, a, s2)))
     }
 

@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 
-use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
+use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_x, visit_windows};
 use super::super::analysis::jacobian::{Covariance, Jacobian, assemble};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, to_host};
@@ -67,12 +67,11 @@ impl Machine for Ideal {
         let len = den.shape.len();
         let xc = centred_x(den, x, a);
         let (y, px) = (at.y, at.x);
+        let whole: Vec<i64> = (0..len as i64).collect();
         let mut ranked = Ranker::new(den, at.top);
-        for n in 0..den.n {
-            ctl.check()?;
-            let d: f64 = (0..len).map(|i| (xc[i] - a * centred_value(den, n, i)).powi(2)).sum();
-            ranked.push(den, Vote { image: n, y, x: px, weight: 0.0 }, -d / (2.0 * s2));
-        }
+        visit_windows(den, &xc[..len], &whole, (a, s2), ctl, |n, _, logit, _| {
+            ranked.push(den, Vote { image: n, y, x: px, weight: 0.0 }, logit);
+        })?;
         Ok(ranked.finish(den))
     }
 
@@ -91,19 +90,14 @@ impl Machine for Ideal {
         let xc = centred_x(den, x, a);
         let pixel = at.y * s.w + at.x;
         let mut cov = Covariance::new(c, len);
-        let (mut key, mut centre) = (vec![0f64; len], vec![0f64; c]);
-        for n in 0..den.n {
-            ctl.check()?;
-            let mut dist = 0f64;
-            for (i, k) in key.iter_mut().enumerate() {
-                *k = centred_value(den, n, i);
-                dist += (xc[i] - a * *k).powi(2);
-            }
+        let mut centre = vec![0f64; c];
+        let whole: Vec<i64> = (0..len as i64).collect();
+        visit_windows(den, &xc[..len], &whole, (a, s2), ctl, |_, _, logit, key| {
             for (o, v) in centre.iter_mut().enumerate() {
                 *v = key[o * hw + pixel];
             }
-            cov.push(-dist / (2.0 * s2), &centre, &key);
-        }
+            cov.push(logit, &centre, key);
+        })?;
         let window: Vec<usize> = (0..len).collect();
         Ok(Some(assemble(s, &cov.finish(), &window, a, s2)))
     }

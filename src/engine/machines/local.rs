@@ -1,7 +1,7 @@
 //! The local machine: per pixel, a softmax over training images seen through the P×P window
 //! around that pixel, at the same place only. Pixels outside the image do not count.
 
-use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x};
+use super::super::analysis::inspect::{Inspection, Ranker, Vote, centred_value, centred_x, visit_windows};
 use super::super::analysis::jacobian::{Covariance, Jacobian, assemble};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, ElsPath};
@@ -68,12 +68,11 @@ impl Machine for Local {
         let p = call.effective_patch(s);
         let mut idx = Vec::new();
         patch_indices(s, p, at.y, at.x, false, &mut idx);
+        let query: Vec<f64> = idx.iter().map(|&i| xc[i as usize]).collect();
         let mut ranked = Ranker::new(den, at.top);
-        for n in 0..den.n {
-            ctl.check()?;
-            let d: f64 = idx.iter().map(|&i| (xc[i as usize] - a * centred_value(den, n, i as usize)).powi(2)).sum();
-            ranked.push(den, Vote { image: n, y: at.y, x: at.x, weight: 0.0 }, -d / (2.0 * s2));
-        }
+        visit_windows(den, &query, &idx, (a, s2), ctl, |n, _, logit, _| {
+            ranked.push(den, Vote { image: n, y: at.y, x: at.x, weight: 0.0 }, logit);
+        })?;
         Ok(ranked.finish(den))
     }
 
@@ -95,20 +94,15 @@ impl Machine for Local {
         let window: Vec<usize> = idx.iter().map(|&i| i as usize).collect();
         let (c, hw, d) = (s.c, s.pixels(), window.len());
         let pixel = at.y * s.w + at.x;
+        let query: Vec<f64> = window.iter().map(|&i| xc[i]).collect();
         let mut cov = Covariance::new(c, d);
-        let (mut key, mut centre) = (vec![0f64; d], vec![0f64; c]);
-        for n in 0..den.n {
-            ctl.check()?;
-            let mut dist = 0f64;
-            for (t, &i) in window.iter().enumerate() {
-                key[t] = centred_value(den, n, i);
-                dist += (xc[i] - a * key[t]).powi(2);
-            }
+        let mut centre = vec![0f64; c];
+        visit_windows(den, &query, &idx, (a, s2), ctl, |n, _, logit, key| {
             for (o, v) in centre.iter_mut().enumerate() {
                 *v = centred_value(den, n, o * hw + pixel);
             }
-            cov.push(-dist / (2.0 * s2), &centre, &key);
-        }
+            cov.push(logit, &centre, key);
+        })?;
         Ok(Some(assemble(s, &cov.finish(), &window, a, s2)))
     }
 

@@ -18,7 +18,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use std::any::Any;
 
-use super::super::analysis::inspect::{Inspection, centred_value, centred_x, pixel_votes, softmax};
+use super::super::analysis::inspect::{Inspection, centred_value, centred_x, pixel_votes, softmax, visit_windows};
 use super::super::analysis::jacobian::{Covariance, Jacobian};
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State, to_host};
@@ -227,20 +227,14 @@ impl Machine for PcaLocality {
         let mut values = vec![0f64; s.c * len];
         for o in 0..s.c {
             let m = o * hw + pixel;
-            let window: Vec<usize> = masks.host[m].iter().map(|&j| j as usize).collect();
+            let window: Vec<i64> = masks.host[m].iter().map(|&j| j as i64).collect();
+            let query: Vec<f64> = window.iter().map(|&j| xc[j as usize]).collect();
             let mut cov = Covariance::new(1, window.len());
-            let mut key = vec![0f64; window.len()];
-            for n in 0..den.n {
-                ctl.check()?;
-                let mut dist = 0f64;
-                for (t, &j) in window.iter().enumerate() {
-                    key[t] = centred_value(den, n, j);
-                    dist += (xc[j] - a * key[t]).powi(2);
-                }
-                cov.push(-dist / (2.0 * s2), &[centred_value(den, n, m)], &key);
-            }
+            visit_windows(den, &query, &window, (a, s2), ctl, |n, _, logit, key| {
+                cov.push(logit, &[centred_value(den, n, m)], key);
+            })?;
             for (&j, c) in window.iter().zip(cov.finish()) {
-                values[o * len + j] += a / s2 * c;
+                values[o * len + j as usize] += a / s2 * c;
             }
         }
         Ok(Some(Jacobian { shape: s, values }))

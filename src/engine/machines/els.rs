@@ -69,17 +69,11 @@ impl Machine for Els {
         ctl: &Control,
     ) -> Result<Inspection, Cancelled> {
         let s = den.shape;
-        let canvas = call.canvas_shape(s);
         let (a, s2) = call.scales();
+        let (groups, gi, window) = pixel_window(den, call, at, ctl)?;
+        let g = &groups[gi].host;
         let xc = centred_x(den, x, a);
-        let p = call.effective_patch(s);
-        // The run's own pixel groups, cached: a click does not rebuild the canvas's tables.
-        let groups = kernels::groups::device_groups(den, GeometryKey::of(call, p, true), ctl)?;
-        let pixel = at.y * canvas.w + at.x;
-        let g = &groups.iter().find(|g| g.host.pixels.contains(&pixel)).expect("every pixel has a group").host;
-        let q = g.pixels.iter().position(|&v| v == pixel).expect("pixel in its group");
-        let d = g.query_idx.len() / g.pixels.len();
-        let query: Vec<f64> = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| xc[i as usize]).collect();
+        let query: Vec<f64> = window.iter().map(|&i| xc[i]).collect();
         let mut ranked = Ranker::new(den, at.top);
         visit_windows(den, &query, &g.key_idx, (a, s2), ctl, |n, k, logit, _| {
             let kp = g.key_pixels[k];
@@ -98,19 +92,13 @@ impl Machine for Els {
         ctl: &Control,
     ) -> Result<Option<Jacobian>, Cancelled> {
         let s = den.shape;
-        let canvas = call.canvas_shape(s);
         let (a, s2) = call.scales();
+        let (groups, gi, window) = pixel_window(den, call, at, ctl)?;
+        let g = &groups[gi].host;
         let xc = centred_x(den, x, a);
-        let p = call.effective_patch(s);
-        let groups = kernels::groups::device_groups(den, GeometryKey::of(call, p, true), ctl)?;
-        let pixel = at.y * canvas.w + at.x;
-        let g = &groups.iter().find(|g| g.host.pixels.contains(&pixel)).expect("every pixel has a group").host;
-        let q = g.pixels.iter().position(|&v| v == pixel).expect("pixel in its group");
-        let d = g.query_idx.len() / g.pixels.len();
-        let window: Vec<usize> = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| i as usize).collect();
         let query: Vec<f64> = window.iter().map(|&i| xc[i]).collect();
         let (c, hw) = (s.c, s.pixels());
-        let mut cov = Covariance::new(c, d);
+        let mut cov = Covariance::new(c, window.len());
         let mut centre = vec![0f64; c];
         visit_windows(den, &query, &g.key_idx, (a, s2), ctl, |n, k, logit, key| {
             for (o, v) in centre.iter_mut().enumerate() {
@@ -118,7 +106,7 @@ impl Machine for Els {
             }
             cov.push(logit, &centre, key);
         })?;
-        Ok(Some(assemble(canvas, &cov.finish(), &window, a, s2)))
+        Ok(Some(assemble(call.canvas_shape(s), &cov.finish(), &window, a, s2)))
     }
 
     fn bench_patches(&self) -> BenchPatches {
@@ -138,4 +126,21 @@ impl Machine for Els {
             }
         }
     }
+}
+
+/// The run's pixel groups, the clicked pixel's group among them, and its window.
+type PixelWindow = (std::sync::Arc<Vec<kernels::groups::DeviceGroup>>, usize, Vec<usize>);
+
+/// The clicked pixel's group in the run's own pixel groups (cached: a click does not rebuild
+/// the canvas's tables), and its window: flat indices into x_t, the zero slot outside.
+fn pixel_window(den: &mut Denoiser, call: &Call, at: Probe, ctl: &Control) -> Result<PixelWindow, Cancelled> {
+    let s = den.shape;
+    let pixel = at.y * call.canvas_shape(s).w + at.x;
+    let groups = kernels::groups::device_groups(den, GeometryKey::of(call, call.effective_patch(s), true), ctl)?;
+    let gi = groups.iter().position(|g| g.host.pixels.contains(&pixel)).expect("every pixel has a group");
+    let g = &groups[gi].host;
+    let q = g.pixels.iter().position(|&v| v == pixel).expect("pixel in its group");
+    let d = g.query_idx.len() / g.pixels.len();
+    let window = g.query_idx[q * d..(q + 1) * d].iter().map(|&i| i as usize).collect();
+    Ok((groups, gi, window))
 }

@@ -1,5 +1,5 @@
 //! The headless command line: `morphogen studio | denoise | sample | export | inspect | bench | train |
-//! compare | calibrate` (and the maintainers' hidden `pack-dataset`); `main.rs` dispatches here.
+//! compare | calibrate | regimes` (and the maintainers' hidden `pack-dataset`); `main.rs` dispatches here.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +44,9 @@ pub enum Command {
     Compare(crate::experiment::CompareArgs),
     /// Fits the patch size per step to the CNN (as the paper calibrated its presets).
     Calibrate(crate::experiment::CalibrateArgs),
+    /// When classes separate and when a run snaps to one training image: Biroli et al.'s
+    /// prediction from the data beside what Ideal runs measure.
+    Regimes(crate::regimes::RegimesArgs),
     /// Packs a folder of same-sized images into an embedded-dataset atlas (for maintainers).
     #[command(hide = true)]
     PackDataset {
@@ -332,6 +335,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Train(args) => crate::train::run(&args),
         Command::Compare(args) => crate::experiment::run(&args),
         Command::Calibrate(args) => crate::experiment::calibrate(&args),
+        Command::Regimes(args) => crate::regimes::run(&args),
         Command::PackDataset { folder, name, out, force } => {
             let n = data::pack_atlas(&folder, &name, &out, force).map_err(|e| e.to_string())?;
             eprintln!("packed {n} images into {}", out.join(format!("{name}.png")).display());

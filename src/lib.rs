@@ -15,6 +15,7 @@ pub mod export;
 pub mod files;
 pub mod memory;
 pub mod recipe;
+pub mod regimes;
 pub mod sweep;
 pub mod train;
 pub mod trajectory;

@@ -138,6 +138,12 @@ pub enum Event {
         sensitivity: Option<Vec<f64>>,
         query: (ImageShape, Vec<f32>),
     },
+    /// When classes separate and when a run snaps to one training image, predicted from the
+    /// loaded training set (computed once per set, while the worker is otherwise idle).
+    Regimes {
+        dataset_hash: String,
+        prediction: Result<crate::engine::analysis::regimes::Prediction, String>,
+    },
     /// Something the user should know that stops nothing (the GPU could not run a call and
     /// the CPU did).
     Notice {
@@ -184,7 +190,8 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name("morphogen-worker".into())
             .spawn(move || {
-                let worker = Worker::new(rx, etx, shared, Box::new(wake), (pool, theirs));
+                let mut worker = Worker::new(rx, etx, shared, Box::new(wake), (pool, theirs));
+                worker.predicts_regimes = !secondary;
                 match secondary.then(background_pool).flatten() {
                     // The main run first: a secondary worker (compare column, seed grid, zoo,
                     // calibration) computes on one thread of its own at the lowest priority,
@@ -236,6 +243,8 @@ struct Loaded {
     denoiser: Denoiser,
     /// The weights file the CNN was attached from (None: the shipped weights, if any).
     cnn_from: Option<PathBuf>,
+    /// [`Event::Regimes`] went out for this set.
+    regimes_sent: bool,
 }
 
 /// One thread at the lowest priority, for a secondary worker's kernels (None when the OS will
@@ -294,6 +303,9 @@ struct Worker {
     /// The budget this worker's caches draw on, and where it reports what it holds.
     pool: Arc<Pool>,
     meter: Arc<Meter>,
+    /// The studio's main worker predicts each set's regimes for the timeline; the secondary
+    /// views' workers do not need them.
+    predicts_regimes: bool,
 }
 
 /// The fields of a [`Command::Inspect`], handed to [`Worker::inspect`] as one value.
@@ -316,7 +328,18 @@ impl Worker {
         wake: Box<dyn Fn() + Send>,
         (pool, meter): (Arc<Pool>, Arc<Meter>),
     ) -> Self {
-        Self { rx, tx, cancel, wake, devices: Vec::new(), loaded: None, active: None, pool, meter }
+        Self {
+            rx,
+            tx,
+            cancel,
+            wake,
+            devices: Vec::new(),
+            loaded: None,
+            active: None,
+            pool,
+            meter,
+            predicts_regimes: false,
+        }
     }
 
     /// Holds the caches to this worker's share of the pool (it changes with the budget and
@@ -346,8 +369,9 @@ impl Worker {
 
     fn run(mut self) {
         loop {
-            // Block when idle; otherwise take what is queued and compute one step.
-            let command = if self.active.is_some() {
+            // Block when idle; otherwise take what is queued and compute one step (or, with
+            // no run, the loaded set's regimes).
+            let command = if self.active.is_some() || self.regimes_pending() {
                 match self.rx.try_recv() {
                     Ok(c) => Some(c),
                     Err(TryRecvError::Empty) => None,
@@ -368,7 +392,8 @@ impl Worker {
             self.keep_to_budget();
             let outcome = catch_unwind(AssertUnwindSafe(|| match command {
                 Some(c) => self.handle(c),
-                None => self.step(),
+                None if self.active.is_some() => self.step(),
+                None => self.predict_regimes(),
             }));
             if let Err(panic) = outcome {
                 let message = panic_text(&panic);
@@ -382,6 +407,26 @@ impl Worker {
                 self.emit(Event::Notice { message });
             }
             self.report_memory();
+        }
+    }
+
+    fn regimes_pending(&self) -> bool {
+        self.predicts_regimes && self.loaded.as_ref().is_some_and(|l| !l.regimes_sent)
+    }
+
+    /// Sends the loaded set's [`Event::Regimes`]. A command arriving meanwhile cancels it; it
+    /// is tried again the next time the worker has nothing else to do.
+    fn predict_regimes(&mut self) {
+        let token = self.fresh_token();
+        if !self.rx.is_empty() {
+            return;
+        }
+        let Some(loaded) = self.loaded.as_mut() else { return };
+        let ctl = Control::new(&token, None);
+        if let Ok(prediction) = crate::engine::analysis::regimes::predict_for(&mut loaded.denoiser, &ctl) {
+            loaded.regimes_sent = true;
+            let dataset_hash = loaded.hash.clone();
+            self.emit(Event::Regimes { dataset_hash, prediction });
         }
     }
 
@@ -510,8 +555,15 @@ impl Worker {
         crate::engine::machines::cnn::attach(&mut denoiser, bundled, cnn_from.as_deref());
         denoiser.cache_budget_bytes = self.pool.share(&self.meter);
         let hash = info.hash.clone();
-        self.loaded =
-            Some(Loaded { source: source.clone(), options: options.clone(), device, hash, denoiser, cnn_from });
+        self.loaded = Some(Loaded {
+            source: source.clone(),
+            options: options.clone(),
+            device,
+            hash,
+            denoiser,
+            cnn_from,
+            regimes_sent: false,
+        });
         self.emit(Event::Dataset(Box::new(info)));
         Ok(true)
     }

@@ -121,6 +121,8 @@ pub struct StudioApp {
     resident: Option<(Instant, usize)>,
     /// `studio --stats FILE`: frame times and memory, once a second.
     pub stats_log: Option<super::stats_log::StatsLog>,
+    /// The loaded set's predicted speciation and collapse, with its dataset hash.
+    pub regimes: Option<(String, crate::engine::analysis::regimes::Prediction)>,
 }
 
 impl StudioApp {
@@ -162,6 +164,7 @@ impl StudioApp {
             run_error: None,
             resident: None,
             stats_log: None,
+            regimes: None,
         }
     }
 
@@ -494,6 +497,14 @@ impl StudioApp {
                 }
             }
             // Events of runs that were replaced.
+            Event::Regimes { dataset_hash, prediction } => match prediction {
+                Ok(p) => self.regimes = Some((dataset_hash, p)),
+                // Not an error the user made: the timeline simply has no marks for this set.
+                Err(why) => {
+                    self.regimes = None;
+                    self.notice = Some(format!("no speciation or collapse marks on the timeline: {why}"));
+                }
+            },
             Event::Progress { .. } | Event::Step { .. } | Event::Finished { .. } | Event::Calibrated { .. } => {}
         }
     }
@@ -795,6 +806,12 @@ impl StudioApp {
             compare_r,
             healing,
             progress: self.progress,
+            // Only on a run of the set they were predicted for.
+            regimes: self
+                .regimes
+                .as_ref()
+                .filter(|(hash, _)| run.recipe.dataset_hash.as_ref() == Some(hash))
+                .map(|(_, p)| p),
             looping: &mut self.settings.looping,
             fps: &mut self.settings.fps,
         };

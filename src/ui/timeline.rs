@@ -4,6 +4,8 @@
 use egui::{Color32, Rect, Sense, Stroke, StrokeKind, Ui, pos2, vec2};
 
 use super::history::Run;
+use crate::engine::SamplerConfig;
+use crate::engine::analysis::regimes::{Prediction, step_of};
 
 /// Something the user asked the playhead to do this frame.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,6 +36,8 @@ pub struct TimelineView<'a> {
     pub compare_r: Option<Vec<[f64; 2]>>,
     /// RMS of x̂₀ wounded − unedited, inside and outside the wound, per step.
     pub healing: Option<[Vec<[f64; 2]>; 2]>,
+    /// The training set's predicted speciation and collapse, marked on the scrubber.
+    pub regimes: Option<&'a Prediction>,
 }
 
 /// What the user asked of the timeline this frame.
@@ -66,7 +70,7 @@ impl TimeControl {
     /// The timeline panel: transport buttons, the scrubber, progress and ETA of the run in
     /// flight, and the statistics plot.
     pub fn ui(&mut self, ui: &mut Ui, view: TimelineView<'_>) -> TimelineOutput {
-        let TimelineView { run, live, progress, looping, fps, compare_r: view_r, healing } = view;
+        let TimelineView { run, live, progress, looping, fps, compare_r: view_r, healing, regimes } = view;
         let mut out = TimelineOutput::default();
         let cmds = &mut out.commands;
         let total = run.total_steps.max(1);
@@ -136,7 +140,9 @@ impl TimeControl {
                 ui.add(egui::Label::new(text).extend());
             }
         });
-        if let Some(k) = scrubber(ui, &marks, self.cursor, computing) {
+        // On a canvas of another size the training set's transitions do not apply.
+        let regime_marks = regimes.filter(|_| cfg.canvas.is_none()).map(|p| regime_marks(cfg, p)).unwrap_or_default();
+        if let Some(k) = scrubber(ui, &marks, &regime_marks, self.cursor, computing) {
             cmds.push(TimeCommand::Seek(k));
         }
         ui.horizontal(|ui| {
@@ -248,6 +254,38 @@ pub struct StepMark {
     pub hover: String,
 }
 
+/// A transition of Biroli et al. (2024) on the scrubber.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegimeMark {
+    /// Where, in steps: k + f is between step k and k + 1.
+    pub at: f64,
+    pub label: &'static str,
+    pub hover: String,
+}
+
+/// Where the run's noise level crosses the predicted speciation and collapse.
+pub fn regime_marks(cfg: &SamplerConfig, p: &Prediction) -> Vec<RegimeMark> {
+    let speciation = format!(
+        "Speciation predicted here (Biroli et al. 2024): classes separate once the signal along the \
+         training set's top principal direction outgrows the noise, ᾱΛ = 1 − ᾱ.\n\
+         Λ = {:.2}, so ᾱ_S = {:.4}.",
+        p.top_eigenvalue, p.speciation_alpha_bar
+    );
+    let collapse = format!(
+        "Collapse predicted here (Biroli et al. 2024): past it an ideal sampler is drawn to one of the \
+         {} training images (½ Σ ln(1 + ᾱλᵢ/(1 − ᾱ)) = ln N).\nᾱ_C = {:.4}.",
+        p.images, p.collapse_alpha_bar
+    );
+    [("speciation", p.speciation_alpha_bar, speciation), ("collapse", p.collapse_alpha_bar, collapse)]
+        .into_iter()
+        .filter_map(|(label, ab, hover)| step_of(cfg, ab).map(|at| RegimeMark { at, label, hover }))
+        .collect()
+}
+
+/// The transitions' colours, as in `regimes --figure`.
+const SPECIATION_COLOUR: Color32 = Color32::from_rgb(200, 120, 30);
+const COLLAPSE_COLOUR: Color32 = Color32::from_rgb(220, 50, 40);
+
 pub const SEGMENT_COLOURS: [Color32; 4] = [
     Color32::from_rgb(90, 150, 230),
     Color32::from_rgb(230, 150, 70),
@@ -256,7 +294,13 @@ pub const SEGMENT_COLOURS: [Color32; 4] = [
 ];
 
 /// Draws the scrubber and returns a seek target when clicked or dragged.
-pub fn scrubber(ui: &mut Ui, marks: &[StepMark], cursor: usize, computing: Option<(usize, f32)>) -> Option<usize> {
+pub fn scrubber(
+    ui: &mut Ui,
+    marks: &[StepMark],
+    regimes: &[RegimeMark],
+    cursor: usize,
+    computing: Option<(usize, f32)>,
+) -> Option<usize> {
     let height = 28.0;
     let (rect, response) = ui.allocate_exact_size(vec2(ui.available_width(), height), Sense::click_and_drag());
     let painter = ui.painter_at(rect);
@@ -285,11 +329,33 @@ pub fn scrubber(ui: &mut Ui, marks: &[StepMark], cursor: usize, computing: Optio
         let r = cell_rect(cursor.min(n - 1));
         painter.rect_stroke(r.shrink(1.0), 2.0, Stroke::new(2.0, ui.visuals().strong_text_color()), StrokeKind::Inside);
     }
+    // Each transition: a line through the scrubber at its (fractional) step, in the colours
+    // of `regimes --figure`, named beside it: the earlier one to its left, the later to its
+    // right, so two a step apart do not write over each other.
+    let regime_x = |m: &RegimeMark| rect.left() + (m.at as f32 + 0.5) * cell;
+    for (i, m) in regimes.iter().enumerate() {
+        let x = regime_x(m);
+        let colour = if m.label == "speciation" { SPECIATION_COLOUR } else { COLLAPSE_COLOUR };
+        painter.line_segment([pos2(x, rect.top()), pos2(x, rect.bottom())], Stroke::new(2.0, colour));
+        let left = i + 1 < regimes.len() && regimes[i + 1].at > m.at;
+        let (anchor, at) = if left {
+            (egui::Align2::RIGHT_TOP, pos2(x - 3.0, rect.top()))
+        } else {
+            (egui::Align2::LEFT_TOP, pos2(x + 3.0, rect.top()))
+        };
+        let galley = painter.layout_no_wrap(m.label.to_string(), egui::FontId::proportional(10.0), Color32::WHITE);
+        let text_rect = anchor.anchor_size(at, galley.size());
+        painter.rect_filled(text_rect.expand(1.0), 2.0, colour);
+        painter.galley(text_rect.min, galley, Color32::WHITE);
+    }
     let step_at = |x: f32| (((x - rect.left()) / cell).floor().max(0.0) as usize).min(n - 1);
-    if let Some(pos) = response.hover_pos()
-        && let Some(m) = marks.get(step_at(pos.x))
-    {
-        response.clone().on_hover_text_at_pointer(&m.hover);
+    if let Some(pos) = response.hover_pos() {
+        let near = regimes.iter().find(|m| (regime_x(m) - pos.x).abs() <= 4.0);
+        match (near, marks.get(step_at(pos.x))) {
+            (Some(r), _) => response.clone().on_hover_text_at_pointer(&r.hover),
+            (None, Some(m)) => response.clone().on_hover_text_at_pointer(&m.hover),
+            (None, None) => response.clone(),
+        };
     }
     if (response.clicked() || response.dragged())
         && let Some(pos) = response.interact_pointer_pos()
@@ -320,6 +386,27 @@ mod tests {
         tc.apply(TimeCommand::Last, 3);
         tc.on_new_step(4);
         assert_eq!(tc.cursor, 3);
+    }
+
+    #[test]
+    fn the_transitions_sit_where_the_runs_noise_crosses_them() {
+        let cfg = SamplerConfig { steps: 20, ..SamplerConfig::default() };
+        let ab = |k: usize| cfg.schedule.alpha_bar(cfg.t_of_step(k));
+        let p = Prediction {
+            images: 2000,
+            top_eigenvalue: 1.0 / ab(3) - 1.0,
+            speciation_alpha_bar: ab(3),
+            collapse_alpha_bar: (ab(5) * ab(6)).sqrt(),
+        };
+        let marks = regime_marks(&cfg, &p);
+        assert_eq!(marks.len(), 2);
+        assert_eq!((marks[0].label, marks[1].label), ("speciation", "collapse"));
+        assert!((marks[0].at - 3.0).abs() < 1e-9, "{}", marks[0].at);
+        assert!(marks[1].at > 5.0 && marks[1].at < 6.0, "{}", marks[1].at);
+        assert!(marks[1].hover.contains("2000 training images"), "{}", marks[1].hover);
+        // A transition the run never reaches is not drawn.
+        let late = Prediction { collapse_alpha_bar: 0.999_999_9, ..p };
+        assert_eq!(regime_marks(&cfg, &late).len(), 1);
     }
 
     #[test]

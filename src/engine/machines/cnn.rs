@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::super::analysis::inspect::Inspection;
+use super::super::analysis::jacobian::Jacobian;
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State};
 use super::super::geometry::{Boundary, ImageShape};
@@ -120,6 +121,22 @@ impl Machine for Cnn {
             filter: None,
             window: None,
         })
+    }
+
+    /// Through burn's autodiff: its effective receptive field, to set beside ELS's square.
+    fn jacobian(
+        &self,
+        den: &mut Denoiser,
+        x: &[f32],
+        call: &Call,
+        at: Probe,
+        ctl: &Control,
+    ) -> Result<Option<Jacobian>, Cancelled> {
+        ctl.check()?;
+        let Some(cnn) = den.cnn() else { return Ok(None) };
+        let shape = call.canvas_shape(den.shape);
+        let values = cnn.x0_jacobian(x, call.canvas, cosine_time(call.alpha_bar), call.alpha_bar, at.y, at.x);
+        Ok(Some(Jacobian { shape, values }))
     }
 
     /// One forward pass of the shipped network: 2 FLOPs per weight per pixel.

@@ -197,6 +197,48 @@ impl Cnn {
             x.iter().zip(&eps).map(|(&xi, &e)| (((xi as f64 - s * e as f64) / a) as f32).clamp(-1.0, 1.0)).collect();
         (x0, eps)
     }
+
+    /// ∂x̂₀[o, y, px] / ∂x[c, h, w] for every o ([C, C, H, W] flat, in f64): one backward pass
+    /// of burn's autodiff per output channel, on a copy of the network forked to the CPU.
+    /// x̂₀ = (x − √(1−ᾱ)·ε̂(x))/√ᾱ, so a row is (δ − √(1−ᾱ)·∇ε̂[o, y, px])/√ᾱ, and 0 where
+    /// x̂₀ is clamped to [−1, 1] (the clamp does not move there).
+    pub fn x0_jacobian(
+        &self,
+        x: &[f32],
+        canvas: Option<[usize; 2]>,
+        t: f64,
+        alpha_bar: f64,
+        y: usize,
+        px: usize,
+    ) -> Vec<f64> {
+        let [c, th, tw] = self.header.image;
+        let [h, w] = canvas.unwrap_or([th, tw]);
+        let (hw, len) = (h * w, c * h * w);
+        assert_eq!(x.len(), len, "x is not C×H×W");
+        assert!(y < h && px < w, "pixel ({y}, {px}) is outside the image");
+        let device = Device::flex().autodiff();
+        let net = self.net.clone().fork(&device);
+        let (a, s) = (alpha_bar.sqrt(), (1.0 - alpha_bar).max(0.0).sqrt());
+        let mut out = vec![0f64; c * len];
+        for o in 0..c {
+            let xt = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [1, c, h, w]), &device).require_grad();
+            let eps = net.forward(xt.clone(), &[t]).slice([0..1, o..o + 1, y..y + 1, px..px + 1]).sum(); // [1]
+            let e = eps.clone().into_scalar::<f32>() as f64;
+            let x0 = (x[o * hw + y * w + px] as f64 - s * e) / a;
+            if !(-1.0..=1.0).contains(&x0) {
+                continue;
+            }
+            let grads = eps.backward();
+            let g = xt.grad(&grads).expect("x_t requires its gradient");
+            let g = g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data"); // [C·H·W]
+            let row = &mut out[o * len..(o + 1) * len];
+            for (r, &gi) in row.iter_mut().zip(&g) {
+                *r = -s * gi as f64 / a;
+            }
+            row[o * hw + y * w + px] += 1.0 / a;
+        }
+        out
+    }
 }
 
 /// The shipped weights for a bundled dataset, embedded in the binary.

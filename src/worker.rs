@@ -53,6 +53,10 @@ pub enum Command {
         x: usize,
         top: usize,
     },
+    /// ∂x̂₀ at pixel (y, x) over x_t at each of a run's steps `(step, x_t, call)`, one
+    /// [`Event::Sensitivity`] per step as it is done (compare mode sets the two columns'
+    /// maps side by side and follows their cosine over the run).
+    Sensitivity { run: RunId, dataset_hash: Option<String>, y: usize, x: usize, steps: Vec<(usize, Vec<f32>, Call)> },
     /// Fit P per step to the CNN along its own runs from seeds 0..`seeds`
     /// ([`crate::engine::analysis::calibrate`]): `recipe` names the dataset and the CNN's sampler
     /// settings (its machine is taken to be the CNN); candidates are odd P up to `max_p`.
@@ -136,6 +140,9 @@ pub enum Event {
         /// What the pixel is sensitive to: ∂x̂₀/∂x_t over the canvas ([H·W], summed over input
         /// channels and averaged over the pixel's), for the machines with a Jacobian.
         sensitivity: Option<Vec<f64>>,
+        /// The side of the square the pixel can read, where that is not the votes' window: the
+        /// CNN's receptive field (its map is the effective one inside it).
+        reach: Option<usize>,
         query: (ImageShape, Vec<f32>),
     },
     /// When classes separate and when a run snaps to one training image, predicted from the
@@ -143,6 +150,15 @@ pub enum Event {
     Regimes {
         dataset_hash: String,
         prediction: Result<crate::engine::analysis::regimes::Prediction, String>,
+    },
+    /// One step's sensitivity map of a [`Command::Sensitivity`] ([H·W], as in
+    /// [`Event::Inspected`]); None when the machine has no Jacobian.
+    Sensitivity {
+        run: RunId,
+        step: usize,
+        y: usize,
+        x: usize,
+        map: Option<Vec<f64>>,
     },
     /// Something the user should know that stops nothing (the GPU could not run a call and
     /// the CPU did).
@@ -444,6 +460,7 @@ impl Worker {
             Command::Inspect { run, dataset_hash, step, x_t, call, y, x, top } => {
                 self.inspect(InspectJob { run, dataset_hash, step, x_t, call, y, x, top })
             }
+            Command::Sensitivity { run, dataset_hash, y, x, steps } => self.sensitivity(run, dataset_hash, y, x, steps),
             Command::Calibrate { run, recipe, seeds, max_p } => self.calibrate(run, recipe, seeds, max_p),
             Command::Crash => panic!("crash requested"),
         }
@@ -459,22 +476,10 @@ impl Worker {
     fn inspect(&mut self, job: InspectJob) {
         let InspectJob { run, dataset_hash, step, x_t, call, y, x, top } = job;
         let token = self.fresh_token();
-        let Some(loaded) = &self.loaded else {
-            return self.emit(Event::Error { run: Some(run), message: "no dataset is loaded to inspect".into() });
-        };
-        let shape = call.canvas_shape(loaded.denoiser.shape());
-        if dataset_hash.as_ref().is_some_and(|h| *h != loaded.hash) || x_t.len() != shape.len() {
-            return self.emit(Event::Error {
-                run: Some(run),
-                message: "that run's training set is no longer loaded: switch back to its dataset to inspect it".into(),
-            });
+        if let Err(message) = self.inspectable(dataset_hash.as_deref(), &call, x_t.len(), y, x) {
+            return self.emit(Event::Error { run: Some(run), message });
         }
-        if y >= shape.h || x >= shape.w {
-            return self.emit(Event::Error {
-                run: Some(run),
-                message: format!("pixel ({x}, {y}) is outside the {}×{} image", shape.w, shape.h),
-            });
-        }
+        let shape = call.canvas_shape(self.loaded.as_ref().expect("checked").denoiser.shape());
         let ctl = Control::new(&token, None);
         let top = top.clamp(1, MAX_INSPECT_TOP);
         let den = &mut self.loaded.as_mut().expect("checked above").denoiser;
@@ -486,11 +491,53 @@ impl Worker {
         let query = crop(shape, &x_t, y, x, &call);
         let den = &mut self.loaded.as_mut().expect("checked above").denoiser;
         let Ok(jacobian) = den.jacobian(&x_t, &call, y, x, &ctl) else { return };
-        let sensitivity = jacobian.map(|j| {
-            let maps: Vec<Vec<f64>> = (0..shape.c).map(|o| j.map(o)).collect();
-            (0..shape.pixels()).map(|p| maps.iter().map(|m| m[p]).sum::<f64>() / shape.c as f64).collect()
-        });
-        self.emit(Event::Inspected { run, step, y, x, result: Box::new(result), crops, images, query, sensitivity });
+        let sensitivity = jacobian.map(|j| pixel_map(&j));
+        let reach = (call.machine == engine::MachineKind::Cnn)
+            .then(|| den.cnn().map(|c| c.header.shape.receptive_field()))
+            .flatten();
+        let result = Box::new(result);
+        self.emit(Event::Inspected { run, step, y, x, result, crops, images, query, sensitivity, reach });
+    }
+
+    /// Why pixel (y, x) of an `x_len`-value x_t under `call` cannot be read against the loaded
+    /// set (the run's set, named by `dataset_hash`, is no longer loaded; the pixel is outside).
+    fn inspectable(
+        &self,
+        dataset_hash: Option<&str>,
+        call: &Call,
+        x_len: usize,
+        y: usize,
+        x: usize,
+    ) -> Result<(), String> {
+        let Some(loaded) = &self.loaded else { return Err("no dataset is loaded to inspect".into()) };
+        let shape = call.canvas_shape(loaded.denoiser.shape());
+        if dataset_hash.is_some_and(|h| h != loaded.hash) || x_len != shape.len() {
+            return Err("that run's training set is no longer loaded: switch back to its dataset to inspect it".into());
+        }
+        if y >= shape.h || x >= shape.w {
+            return Err(format!("pixel ({x}, {y}) is outside the {}×{} image", shape.w, shape.h));
+        }
+        Ok(())
+    }
+
+    /// [`Command::Sensitivity`]: each step's map in turn, until done or cancelled.
+    fn sensitivity(
+        &mut self,
+        run: RunId,
+        hash: Option<String>,
+        y: usize,
+        x: usize,
+        steps: Vec<(usize, Vec<f32>, Call)>,
+    ) {
+        let token = self.fresh_token();
+        for (step, x_t, call) in steps {
+            if let Err(message) = self.inspectable(hash.as_deref(), &call, x_t.len(), y, x) {
+                return self.emit(Event::Error { run: Some(run), message });
+            }
+            let den = &mut self.loaded.as_mut().expect("checked").denoiser;
+            let Ok(jacobian) = den.jacobian(&x_t, &call, y, x, &Control::new(&token, None)) else { return };
+            self.emit(Event::Sensitivity { run, step, y, x, map: jacobian.map(|j| pixel_map(&j)) });
+        }
     }
 
     fn device(&mut self, choice: DeviceChoice) -> Result<engine::ResolvedDevice, String> {
@@ -712,6 +759,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// What the studio draws of a Jacobian: each input pixel's entry summed over input channels,
+/// averaged over the pixel's output channels ([H·W]).
+fn pixel_map(j: &engine::analysis::jacobian::Jacobian) -> Vec<f64> {
+    let s = j.shape;
+    let maps: Vec<Vec<f64>> = (0..s.c).map(|o| j.map(o)).collect();
+    (0..s.pixels()).map(|p| maps.iter().map(|m| m[p]).sum::<f64>() / s.c as f64).collect()
 }
 
 /// The message a panic carried.

@@ -566,6 +566,7 @@ fn the_inspector_lists_the_top_k_with_the_ninety_percent_count() {
     };
     let patch = (ImageShape { c: 1, h: 3, w: 3 }, vec![0.0; 9]);
     tx.send(Event::Inspected {
+        reach: None,
         run: id,
         step: 1,
         y: 3,
@@ -634,6 +635,68 @@ fn compare_mode_runs_a_second_column_and_plots_r() {
     let main: Vec<&StepRecord> = app.history.current().unwrap().steps.iter().map(|s| &s.record).collect();
     let r = app.compare.correlations(app.history.current().unwrap().id, &main);
     assert_eq!(r.iter().map(|p| p[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0], "one r per step both columns have");
+}
+
+/// Compare mode: clicking a pixel asks both columns' workers for its sensitivity at every
+/// computed step; the two maps show side by side at the scrubbed step with their cosine, and
+/// the cosine of every step both columns have is plotted.
+#[test]
+fn compare_mode_sets_both_sensitivity_maps_side_by_side_with_their_cosine() {
+    use morphogen::ui::compare::CompareSettings;
+    let settings = Settings {
+        compare_on: true,
+        compare: CompareSettings { machine: MachineKind::Cnn, preset: None, dataset: None, unedited: false },
+        ..Settings::default()
+    };
+    let (cmp_handle, cmp_rx, cmp_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(settings, |app| app.compare.worker = Some(cmp_handle));
+    let id = started_with_steps(&mut h, &rx, &tx, 3);
+    let cmp_id = cmp_rx.try_iter().find_map(|c| matches!(c, Command::Start { .. }).then(|| run_id(&c))).unwrap();
+    cmp_tx.send(dataset_event()).unwrap();
+    for k in 0..3 {
+        cmp_tx.send(step(cmp_id, k)).unwrap();
+    }
+    h.run_steps(3);
+    h.state_mut().time.apply(morphogen::ui::timeline::TimeCommand::Seek(1), 3);
+    h.state_mut().request_inspect(3, 4);
+    let asked = |cmds: Vec<Command>| {
+        cmds.into_iter()
+            .find_map(|c| match c {
+                Command::Sensitivity { run, y, x, steps, .. } => {
+                    Some((run, y, x, steps.iter().map(|s| (s.0, s.2.machine)).collect::<Vec<_>>()))
+                }
+                _ => None,
+            })
+            .expect("no sensitivity asked for")
+    };
+    let every = |m| (0..3).map(|k| (k, m)).collect::<Vec<_>>();
+    assert_eq!(asked(drain(&rx)), (id, 3, 4, every(MachineKind::Els)), "the main column's every step");
+    assert_eq!(asked(cmp_rx.try_iter().collect()), (cmp_id, 3, 4, every(MachineKind::Cnn)), "the second's");
+    // Step 1's maps: cos 0.6; step 0's: opposite (cos −1); step 2 only from one column.
+    let map = |v: [f64; 2]| {
+        let mut m = vec![0.0; 64];
+        (m[27], m[28]) = (v[0], v[1]);
+        Some(m)
+    };
+    let send =
+        |tx: &Sender<Event>, run, step, v| tx.send(Event::Sensitivity { run, step, y: 3, x: 4, map: map(v) }).unwrap();
+    send(&tx, id, 1, [1.0, 0.0]);
+    send(&cmp_tx, cmp_id, 1, [0.6, 0.8]);
+    send(&tx, id, 0, [1.0, 1.0]);
+    send(&cmp_tx, cmp_id, 0, [-2.0, -2.0]);
+    send(&tx, id, 2, [1.0, 0.0]);
+    h.run_steps(3);
+    h.get_by_label("Both columns' sensitivity of pixel (4, 3)");
+    h.get_by_label("cosine of the two maps at step 1: 0.600");
+    let pair = h.state().sensitivity_pair.as_ref().unwrap();
+    let cos: Vec<(usize, f64)> = pair.cosine.iter().map(|(&k, &c)| (k, (c * 1e9).round() / 1e9)).collect();
+    assert_eq!(cos, vec![(0, -1.0), (1, 0.6)]);
+    // A map for another pixel (an older click) is not mixed in.
+    tx.send(Event::Sensitivity { run: id, step: 2, y: 0, x: 0, map: map([0.0, 1.0]) }).unwrap();
+    send(&cmp_tx, cmp_id, 2, [0.0, 1.0]);
+    h.run_steps(2);
+    let c2 = h.state().sensitivity_pair.as_ref().unwrap().cosine[&2];
+    assert!(c2.abs() < 1e-12, "step 2 compares the (3, 4) maps: {c2}");
 }
 
 /// Novelty at a glance: x̂₀'s nearest training image beside it with its distance, and on the
@@ -814,6 +877,7 @@ fn the_inspector_shows_the_gaussian_filter_row() {
     };
     let whole = (ImageShape { c: 1, h: 8, w: 8 }, vec![0.0; 64]);
     tx.send(Event::Inspected {
+        reach: None,
         run: id,
         step: 1,
         y: 2,

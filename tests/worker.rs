@@ -282,3 +282,50 @@ fn the_worker_calibrates_to_the_shipped_cnn_or_says_why_not() {
         }
     }
 }
+
+/// Compare mode's per-step maps: the worker answers a Sensitivity command with one map per
+/// step, in order, each the engine's own Jacobian of that step's call summed over channels,
+/// and refuses a pixel outside the image in one message.
+#[test]
+fn the_worker_streams_a_pixels_sensitivity_at_every_step_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = tiny(dir.path(), "s.npy", 10, 5);
+    let worker = WorkerHandle::spawn(|| {});
+    worker.send(Command::Start { run: 1, recipe: recipe(source.clone(), 3) });
+    let Event::Started { dataset_hash, .. } = wait_for(&worker.events, |e| matches!(e, Event::Started { .. })) else {
+        unreachable!()
+    };
+    let mut records = Vec::new();
+    while records.len() < 3 {
+        if let Event::Step { record, .. } = wait_for(&worker.events, |e| matches!(e, Event::Step { run: 1, .. })) {
+            records.push(*record);
+        }
+    }
+    let calls: Vec<Call> =
+        records.iter().map(|r| Call::new(MachineKind::Els, Boundary::Zeros, r.patch as usize, r.alpha_bar)).collect();
+    let steps: Vec<(usize, Vec<f32>, Call)> =
+        records.iter().zip(&calls).rev().map(|(r, c)| (r.step, r.x_t.clone(), *c)).collect();
+    worker.send(Command::Sensitivity { run: 1, dataset_hash: Some(dataset_hash.clone()), y: 3, x: 5, steps });
+    let set = Dataset::load(&source, &LoadOptions::default()).unwrap();
+    let mut den = Denoiser::new(&set.images, set.len(), set.shape, &burn::tensor::Device::flex());
+    for k in (0..3).rev() {
+        let Event::Sensitivity { run, step, y, x, map } =
+            wait_for(&worker.events, |e| matches!(e, Event::Sensitivity { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!((run, step, y, x), (1, k, 3, 5), "in the order asked");
+        let want = den.jacobian(&records[k].x_t, &calls[k], 3, 5, &Control::none()).unwrap().unwrap().map(0);
+        let got = map.expect("ELS has a Jacobian");
+        assert_eq!(got.len(), 64);
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "step {k}: an empty map compares nothing");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-12 * scale.max(1.0), "step {k}: {g} vs {w}");
+        }
+    }
+    let outside = vec![(0, records[0].x_t.clone(), calls[0])];
+    worker.send(Command::Sensitivity { run: 1, dataset_hash: Some(dataset_hash), y: 9, x: 0, steps: outside });
+    let e = wait_for(&worker.events, |e| matches!(e, Event::Error { .. } | Event::Sensitivity { .. }));
+    assert!(matches!(&e, Event::Error { message, .. } if message.contains("outside")), "{e:?}");
+}

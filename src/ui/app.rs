@@ -58,6 +58,23 @@ pub struct StaleView {
     pub label: String,
 }
 
+/// The call that computed pixel (y, x) of step `r` under `cfg`: with a painted locality map,
+/// the pixel's own P at that step.
+fn pixel_call(
+    cfg: &crate::engine::SamplerConfig,
+    r: &crate::engine::StepRecord,
+    train: Option<ImageShape>,
+    canvas: ImageShape,
+    y: usize,
+    x: usize,
+) -> Call {
+    let patch =
+        train.and_then(|t| cfg.patches_at(r.step, t)).and_then(|p| p.get(y * canvas.w + x).copied()).unwrap_or(r.patch);
+    let mut call = Call::new(cfg.machine, cfg.boundary, patch as usize, r.alpha_bar);
+    call.canvas = cfg.canvas;
+    call
+}
+
 /// The run in view: `viewing`, or the current run.
 pub(crate) fn shown(history: &History, viewing: Option<RunId>) -> Option<&Run> {
     match viewing {
@@ -123,6 +140,8 @@ pub struct StudioApp {
     pub stats_log: Option<super::stats_log::StatsLog>,
     /// The loaded set's predicted speciation and collapse, with its dataset hash.
     pub regimes: Option<(String, crate::engine::analysis::regimes::Prediction)>,
+    /// In compare mode, both columns' sensitivity maps of the clicked pixel at every step.
+    pub sensitivity_pair: Option<super::sensitivity_pair::SensitivityPair>,
 }
 
 impl StudioApp {
@@ -165,6 +184,7 @@ impl StudioApp {
             resident: None,
             stats_log: None,
             regimes: None,
+            sensitivity_pair: None,
         }
     }
 
@@ -307,6 +327,7 @@ impl StudioApp {
 
     /// Starts (or stops) the second column for the current run's recipe: same seed and grid.
     pub fn restart_compare(&mut self, ctx: &egui::Context) {
+        self.sensitivity_pair = None;
         match (self.settings.compare_on, self.history.current().map(|r| r.recipe.clone())) {
             (true, Some(main)) => self.compare.start(ctx, &self.settings.compare, &main),
             _ => self.compare.stop(),
@@ -319,6 +340,7 @@ impl StudioApp {
         self.progress = None;
         self.computing = true;
         self.inspector.view = None;
+        self.sensitivity_pair = None;
         self.live.mark_applied(&self.settings);
     }
 
@@ -426,7 +448,7 @@ impl StudioApp {
                 self.computing = false;
                 self.progress = None;
             }
-            Event::Inspected { run, step, y, x, result, crops, images, query, sensitivity } => {
+            Event::Inspected { run, step, y, x, result, crops, images, query, sensitivity, reach } => {
                 let tex = |name: String, shape: ImageShape, img: &[f32]| {
                     ctx.load_texture(name, color_image(img, shape), TextureOptions::NEAREST)
                 };
@@ -470,6 +492,7 @@ impl StudioApp {
                     filter,
                     window,
                     sensitivity,
+                    outline: reach.unwrap_or(patch),
                 });
             }
             Event::Notice { message } => {
@@ -497,6 +520,15 @@ impl StudioApp {
                 }
             }
             // Events of runs that were replaced.
+            Event::Sensitivity { run, step, y, x, map } => {
+                let canvas = self.history.runs.iter().find(|r| r.id == run).map(|r| r.shape);
+                if let (Some(pair), Some(canvas)) = (&mut self.sensitivity_pair, canvas)
+                    && pair.run == run
+                    && pair.pixel == (y, x)
+                {
+                    pair.insert(ctx, super::sensitivity_pair::Column::Main, step, map, canvas);
+                }
+            }
             Event::Regimes { dataset_hash, prediction } => match prediction {
                 Ok(p) => self.regimes = Some((dataset_hash, p)),
                 // Not an error the user made: the timeline simply has no marks for this set.
@@ -588,25 +620,47 @@ impl StudioApp {
         }
     }
 
-    /// Asks the worker for the votes behind pixel (y, x) at the step under the cursor.
+    /// Asks the worker for the votes behind pixel (y, x) at the step under the cursor, and in
+    /// compare mode both columns' workers for the pixel's sensitivity at every computed step.
     pub fn request_inspect(&mut self, y: usize, x: usize) {
         let Some(run) = self.shown_run() else { return };
         let Some(step) = run.steps.get(self.time.cursor) else { return };
         let r = &step.record;
         let cfg = &run.recipe.sampler;
-        // With a painted locality map, the pixel's own P at this step.
         let train = self.dataset.as_ref().map(|d| d.shape);
-        let patch = train
-            .and_then(|t| cfg.patches_at(r.step, t))
-            .and_then(|p| p.get(y * run.shape.w + x).copied())
-            .unwrap_or(r.patch);
-        let mut call = Call::new(cfg.machine, cfg.boundary, patch as usize, r.alpha_bar);
-        call.canvas = cfg.canvas;
+        let mut call = pixel_call(cfg, r, train, run.shape, y, x);
         call.entropy = false;
         let dataset_hash = run.recipe.dataset_hash.clone();
         let top = self.settings.inspect_top;
         let cmd = Command::Inspect { run: run.id, dataset_hash, step: r.step, x_t: r.x_t.clone(), call, y, x, top };
         self.worker.send(cmd);
+        self.request_sensitivity_pair(y, x);
+    }
+
+    /// Compare mode: each column's worker computes the pixel's map at each of its steps.
+    fn request_sensitivity_pair(&mut self, y: usize, x: usize) {
+        self.sensitivity_pair = None;
+        let (Some(run), Some(second), Some(worker)) =
+            (self.shown_run(), self.compare.recipe.as_ref(), self.compare.worker.as_ref())
+        else {
+            return;
+        };
+        // The two columns' pixels line up only on canvases of one shape.
+        if !self.compare.is_on() || self.compare.shape != Some(run.shape) {
+            return;
+        }
+        let train = self.dataset.as_ref().map(|d| d.shape);
+        let steps = |records: Vec<&crate::engine::StepRecord>, cfg: &crate::engine::SamplerConfig| {
+            records.into_iter().map(|r| (r.step, r.x_t.clone(), pixel_call(cfg, r, train, run.shape, y, x))).collect()
+        };
+        let main = steps(run.steps.iter().map(|s| &s.record).collect(), &run.recipe.sampler);
+        let other = steps(self.compare.steps.iter().map(|s| &s.record).collect(), &second.sampler);
+        let dataset_hash = run.recipe.dataset_hash.clone();
+        self.worker.send(Command::Sensitivity { run: run.id, dataset_hash, y, x, steps: main });
+        let second_run = self.compare.run.unwrap_or_default();
+        worker.send(Command::Sensitivity { run: second_run, dataset_hash: None, y, x, steps: other });
+        let titles = [run.recipe.sampler.machine.title().to_string(), self.compare.label.clone()];
+        self.sensitivity_pair = Some(super::sensitivity_pair::SensitivityPair::new(run.id, (y, x), titles));
     }
 
     /// The whole studio inside `ui` (the eframe app and the UI tests both call this).
@@ -616,6 +670,13 @@ impl StudioApp {
         let dt = self.frames.tick();
         self.drain_events(&ctx);
         self.compare.drain(&ctx);
+        for (step, y, x, map) in std::mem::take(&mut self.compare.sensitivity) {
+            if let (Some(pair), Some(canvas)) = (&mut self.sensitivity_pair, self.compare.shape)
+                && pair.pixel == (y, x)
+            {
+                pair.insert(&ctx, super::sensitivity_pair::Column::Second, step, map, canvas);
+            }
+        }
         self.seed_grid.drain(&ctx);
         self.seed_grid_window(&ctx);
         self.calibration.drain();
@@ -653,6 +714,11 @@ impl StudioApp {
                 {
                     let (y, x) = (v.y, v.x);
                     self.request_inspect(y, x);
+                }
+                let shown = self.shown_run().map(|r| r.id);
+                if let Some(pair) = self.sensitivity_pair.as_ref().filter(|p| Some(p.run) == shown) {
+                    ui.separator();
+                    pair.ui(ui, self.time.cursor);
                 }
                 ui.separator();
                 self.export_ui(ui);

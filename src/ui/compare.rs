@@ -96,6 +96,10 @@ pub struct Compare {
     /// The column's canvas, when not its training images' size.
     canvas: Option<[usize; 2]>,
     next_run: RunId,
+    /// The column's recipe (its machine and schedule give each step's call).
+    pub recipe: Option<Recipe>,
+    /// Sensitivity maps the column's worker sent since the last frame: (step, y, x, map).
+    pub sensitivity: Vec<(usize, usize, usize, Option<Vec<f64>>)>,
     /// r per (main run, step), computed once when both columns have that step.
     r_cache: std::cell::RefCell<std::collections::HashMap<(RunId, usize), f64>>,
 }
@@ -116,6 +120,8 @@ impl Compare {
         self.steps.clear();
         self.error = None;
         self.r_cache.get_mut().clear();
+        self.sensitivity.clear();
+        self.recipe = Some(recipe.clone());
         worker.send(Command::Start { run, recipe });
     }
 
@@ -152,6 +158,9 @@ impl Compare {
                         );
                         self.steps.push(CompareStep { record: *record, x0 });
                     }
+                }
+                Event::Sensitivity { run, step, y, x, map } if Some(run) == self.run => {
+                    self.sensitivity.push((step, y, x, map));
                 }
                 Event::Error { run, message } if run.is_none() || run == self.run => {
                     self.error = Some(message);

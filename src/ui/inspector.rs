@@ -21,6 +21,9 @@ pub struct InspectView {
     /// Image shape and the patch size the votes were cut at (0: whole images).
     pub shape: ImageShape,
     pub patch: usize,
+    /// The square outlined on the sensitivity map (0: none): the patch machines' window, the
+    /// CNN's receptive field.
+    pub outline: usize,
     /// The Gaussian machine's Wiener-filter row as a red/blue image ([`filter_image`]).
     pub filter: Option<TextureHandle>,
     /// The PCA-locality machine's learned window over x_t ([`window_image`]).
@@ -117,6 +120,9 @@ impl Inspector {
                 iv.step,
                 r.x0.iter().map(|v| format!("{v:+.3}")).collect::<Vec<_>>().join(" ")
             ));
+            if let Some((tex, canvas)) = &iv.sensitivity {
+                self.sensitivity(ui, tex, *canvas, iv);
+            }
             return changed;
         }
         if let (Some(tex), Some(w)) = (&iv.window, &r.window) {
@@ -187,10 +193,11 @@ impl Inspector {
             let (rect, response) = ui.allocate_exact_size(size, Sense::hover());
             ui.painter().image(tex.id(), rect, Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), Color32::WHITE);
             let cell = rect.width() / canvas.w as f32;
-            if iv.patch > 0 {
-                let r = (iv.patch / 2) as f32;
+            if iv.outline > 0 {
+                let side = iv.outline as f32;
+                let r = (iv.outline / 2) as f32;
                 let min = rect.min + vec2((iv.x as f32 - r) * cell, (iv.y as f32 - r) * cell);
-                let window = Rect::from_min_size(min, vec2(iv.patch as f32 * cell, iv.patch as f32 * cell));
+                let window = Rect::from_min_size(min, vec2(side * cell, side * cell));
                 ui.painter().with_clip_rect(rect).rect_stroke(
                     window,
                     0.0,
@@ -204,10 +211,18 @@ impl Inspector {
                 "∂x̂₀(pixel)/∂x_t: red where raising x_t raises the pixel's x̂₀, blue where it lowers it; \
                  brightness ∝ √|J|. Yellow: the machine's window.",
             );
+            let how = if iv.result.candidates == 0 {
+                format!(
+                    "through the network's autodiff; yellow: its {0}×{0} receptive field, the map inside it the \
+                     field it uses",
+                    iv.outline
+                )
+            } else {
+                "(a/σ²)·the votes' covariance of centres and windows".to_string()
+            };
             ui.add(
                 egui::Label::new(format!(
-                    "Sensitivity of pixel ({}, {}): how x̂₀ there moves with each pixel of x_t (the Jacobian, \
-                     (a/σ²)·the votes' covariance of centres and windows).",
+                    "Sensitivity of pixel ({}, {}): how x̂₀ there moves with each pixel of x_t (the Jacobian, {how}).",
                     iv.x, iv.y
                 ))
                 .wrap(),

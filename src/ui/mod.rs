@@ -20,6 +20,7 @@ pub mod live;
 pub mod maps_view;
 pub mod plots;
 pub mod seed_grid;
+pub mod sensitivity_pair;
 pub mod settings;
 pub mod stats_log;
 pub mod texture;

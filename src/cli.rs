@@ -47,6 +47,16 @@ pub enum Command {
     /// When classes separate and when a run snaps to one training image: Biroli et al.'s
     /// prediction from the data beside what Ideal runs measure.
     Regimes(crate::regimes::RegimesArgs),
+    /// Redraws a loss curve from the `.loss.csv` a training run wrote (for maintainers: the
+    /// shipped curves in assets/models were drawn this way).
+    #[command(hide = true)]
+    PlotLoss {
+        csv: PathBuf,
+        out: PathBuf,
+        /// Replace an existing picture.
+        #[arg(long)]
+        force: bool,
+    },
     /// Packs a folder of same-sized images into an embedded-dataset atlas (for maintainers).
     #[command(hide = true)]
     PackDataset {
@@ -336,6 +346,15 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Compare(args) => crate::experiment::run(&args),
         Command::Calibrate(args) => crate::experiment::calibrate(&args),
         Command::Regimes(args) => crate::regimes::run(&args),
+        Command::PlotLoss { csv, out, force } => {
+            let losses = crate::train::read_loss_csv(&csv)?;
+            // `mnist.loss.csv` → "mnist": the name the weights were trained on.
+            let name = csv.file_name().map(|n| n.to_string_lossy().replace(".loss.csv", "")).unwrap_or_default();
+            let png = crate::train::loss_plot(&losses, &name)?;
+            crate::files::write_bytes(&out, force, &png).map_err(|e| e.to_string())?;
+            eprintln!("wrote {} ({} steps)", out.display(), losses.len());
+            Ok(())
+        }
         Command::PackDataset { folder, name, out, force } => {
             let n = data::pack_atlas(&folder, &name, &out, force).map_err(|e| e.to_string())?;
             eprintln!("packed {n} images into {}", out.join(format!("{name}.png")).display());

@@ -140,7 +140,8 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         .chain(losses.iter().enumerate().map(|(i, l)| format!("{},{l}\n", i + 1)))
         .collect();
     files::write_bytes(&curve, args.force, csv.as_bytes()).map_err(|e| format!("{}: {e}", curve.display()))?;
-    files::write_bytes(&plot, args.force, &loss_plot(&losses)?).map_err(|e| format!("{}: {e}", plot.display()))?;
+    files::write_bytes(&plot, args.force, &loss_plot(&losses, &args.dataset)?)
+        .map_err(|e| format!("{}: {e}", plot.display()))?;
     eprintln!(
         "{} steps in {:.0} s; final loss {final_loss:.4}; wrote {} ({} KB), {} and {}",
         losses.len(),
@@ -159,9 +160,32 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}.{suffix}"))
 }
 
-/// The loss curve as a PNG: the per-step loss and its running mean over 50 steps, on a log
-/// scale, with titled axes and a legend.
-pub fn loss_plot(losses: &[f32]) -> Result<Vec<u8>, String> {
+/// The per-step losses of a `.loss.csv` (`step,loss` lines after a header), or one line
+/// naming the file and the first bad line.
+pub fn read_loss_csv(path: &Path) -> Result<Vec<f32>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    let mut lines = text.lines();
+    if lines.next().map(str::trim) != Some("step,loss") {
+        return Err(format!("{}: not a loss curve (the first line is not 'step,loss')", path.display()));
+    }
+    let losses = lines
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            l.split(',').nth(1).and_then(|v| v.trim().parse::<f32>().ok()).filter(|v| v.is_finite()).ok_or_else(|| {
+                format!("{}: line {} is not 'step,loss' with a finite loss: {l:?}", path.display(), i + 2)
+            })
+        })
+        .collect::<Result<Vec<f32>, String>>()?;
+    if losses.is_empty() {
+        return Err(format!("{}: no losses after the header", path.display()));
+    }
+    Ok(losses)
+}
+
+/// The loss curve of a network trained on `dataset` as a PNG: the per-step loss and its
+/// running mean over 50 steps, on a log scale, with titled axes and a legend.
+pub fn loss_plot(losses: &[f32], dataset: &str) -> Result<Vec<u8>, String> {
     use crate::export::chart::{Chart, Series};
     let raw: Vec<(f64, f64)> = losses
         .iter()
@@ -179,7 +203,7 @@ pub fn loss_plot(losses: &[f32]) -> Result<Vec<u8>, String> {
     let (lo, hi) = raw.iter().fold((f64::INFINITY, 0f64), |(a, b), &(_, l)| (a.min(l), b.max(l)));
     let (lo, hi) = if lo < hi { (lo * 0.9, hi * 1.1) } else { (0.01, 10.0) };
     Chart {
-        title: "CNN training loss".into(),
+        title: format!("CNN training loss on {dataset}"),
         x_label: "training step".into(),
         y_label: "ε-MSE (mean squared error of the predicted noise)".into(),
         x_range: (1.0, losses.len().max(2) as f64),

@@ -345,3 +345,28 @@ fn independent_medians(weights: &std::path::Path, seeds: u64, steps: usize) -> [
     };
     [median(rs[0].clone()), median(rs[1].clone()), median(rs[2].clone())]
 }
+
+/// The shipped loss curves are the training runs' own CSVs drawn as every figure is (titled
+/// axes, a legend): `plot-loss` redraws one, and refuses a CSV that is not a loss curve.
+#[test]
+fn the_shipped_loss_curves_are_readable_figures_of_their_csvs() {
+    let root = common::repo_root();
+    for name in ["mnist", "fashion"] {
+        let png = std::fs::read(root.join(format!("assets/models/{name}.loss.png"))).unwrap();
+        common::assert_chart(&png, (720, 400), &[[40, 90, 200], [170, 190, 230]], &format!("{name}.loss.png"));
+        let losses = morphogen::train::read_loss_csv(&root.join(format!("assets/models/{name}.loss.csv"))).unwrap();
+        assert_eq!(
+            png,
+            morphogen::train::loss_plot(&losses, name).unwrap(),
+            "{name}.loss.png is not its CSV's drawing"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "step,loss\n1,0.5\n2,NaN\n").unwrap();
+    let out = dir.path().join("bad.png");
+    let r = morphogen(&["plot-loss", bad.to_str().unwrap(), out.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && e.contains("bad.csv") && e.contains("line 3") && e.lines().count() == 1, "{e}");
+    assert!(!out.exists());
+}

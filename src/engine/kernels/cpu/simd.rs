@@ -1,5 +1,9 @@
 //! Lane-parallel helpers written so LLVM vectorises them (8 independent accumulators, no
-//! branches), compiled twice: for AVX2+FMA when the CPU has it, and for the baseline.
+//! branches), compiled for each instruction set the CPU may have ([`Isa`]: AVX-512, AVX2+FMA,
+//! NEON, or the baseline). The fused sweep ([`fold`]) and the winner search ([`position`]) are
+//! written out per instruction set, since the auto-vectoriser splits the fused loop into
+//! scalar lanes; they share one algorithm (the polynomial [`exp`], the skip test), so each
+//! differs from the others only in lane count and summation order.
 
 // Lanes, channels and query rows are indexed by number on purpose: each index is a
 // register the loop keeps apart, and fixed-count loops unroll into them.
@@ -8,10 +12,75 @@
 const LANES: usize = 8;
 
 /// Below this (logit − running max) a key adds nothing an f32 sum can hold (e^−88 ≈ 6e−39),
-/// so eight such keys together skip the exp. At small t that is most of a row. (The AVX2
-/// loop's test; the portable loop has no cheap eight-lane test to use it.)
-#[cfg(target_arch = "x86_64")]
+/// so a vector of such keys together skips the exp. At small t that is most of a row. (The
+/// SIMD loops' test; the portable loop has no cheap all-lanes test to use it.)
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const SKIP_BELOW: f32 = -88.0;
+
+/// The instruction sets the hand-written loops come in, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// x86-64 with AVX-512F: 16 lanes.
+    Avx512,
+    /// x86-64 with AVX2 and FMA: 8 lanes.
+    Avx2,
+    /// AArch64 (Apple silicon, Graviton): NEON and FMA are part of the base architecture.
+    Neon,
+    /// Anything else: the portable loops, vectorised by LLVM for the baseline.
+    Portable,
+}
+
+impl Isa {
+    /// What this CPU has, detected once. `MORPHOGEN_SIMD=avx2|portable|…` picks a lesser one
+    /// (for `bench` comparisons and for testing a path on a CPU that has a better one); a name
+    /// the CPU does not support is ignored.
+    pub fn current() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let asked = std::env::var("MORPHOGEN_SIMD").ok().and_then(|v| Isa::parse(&v));
+            asked.filter(|a| Isa::supported().contains(a)).unwrap_or(Isa::supported()[0])
+        })
+    }
+
+    /// Every instruction set this CPU can run, best first (always ending in `Portable`).
+    pub fn supported() -> Vec<Isa> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                out.push(Isa::Avx2);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            out.push(Isa::Neon);
+        }
+        out.push(Isa::Portable);
+        out
+    }
+
+    pub fn parse(name: &str) -> Option<Isa> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "avx512" | "avx-512" => Some(Isa::Avx512),
+            "avx2" => Some(Isa::Avx2),
+            "neon" => Some(Isa::Neon),
+            "portable" | "scalar" | "none" => Some(Isa::Portable),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2+FMA",
+            Isa::Neon => "NEON",
+            Isa::Portable => "portable",
+        }
+    }
+}
 
 /// a·b + c: one fused instruction where the CPU has FMA (the AVX2 build), a multiply
 /// and an add otherwise (a software `fmaf` would be far slower than both).
@@ -133,14 +202,24 @@ fn fold_tail<const FMA: bool, const C: usize, const U: bool>(
 /// has it (the auto-vectoriser split the fused loop into scalar lanes, twice as slow as
 /// the two-pass version it replaced), the portable loop elsewhere.
 pub fn fold<const C: usize, const U: bool>(row: &[f32], m: f32, vals: [&[f32]; C]) -> Folded<[f32; C]> {
+    fold_with::<C, U>(Isa::current(), row, m, vals)
+}
+
+/// [`fold`] on a given instruction set, which must be one of [`Isa::supported`].
+pub fn fold_with<const C: usize, const U: bool>(isa: Isa, row: &[f32], m: f32, vals: [&[f32]; C]) -> Folded<[f32; C]> {
     assert!(vals.iter().all(|v| v.len() >= row.len()));
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time), and every value
-        // slice is at least as long as the row (asserted above).
-        return unsafe { avx2::fold::<C, U>(row, m, vals) };
+    assert!(isa == Isa::Portable || Isa::supported().contains(&isa), "{isa:?} is not supported here");
+    match isa {
+        // SAFETY (each arm): the CPU supports the instruction set (asserted above), and every
+        // value slice is at least as long as the row (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::fold::<C, U>(row, m, vals) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::fold::<C, U>(row, m, vals) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::fold::<C, U>(row, m, vals) },
+        _ => fold_impl::<C, U>(row, m, vals),
     }
-    fold_impl::<C, U>(row, m, vals)
 }
 
 /// Dot products of one key with Q query rows, and the key's squared norm. The key is
@@ -154,9 +233,9 @@ pub fn window_dots(img: &[f32], starts: &[usize], cols: usize, queries: &[f32], 
     assert_eq!(queries.len(), d * out.len());
     assert!(starts.iter().all(|&st| st + cols <= img.len()));
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time); every segment and
-        // query row is inside its slice (asserted above).
+    if matches!(Isa::current(), Isa::Avx512 | Isa::Avx2) {
+        // SAFETY: the CPU supports AVX2 and FMA (every AVX-512 CPU does, and `supported`
+        // checked it); every segment and query row is inside its slice (asserted above).
         return unsafe { avx2::window_dots(img, starts, cols, queries, out) };
     }
     let key: Vec<f32> = starts.iter().flat_map(|&st| img[st..st + cols].iter().copied()).collect();
@@ -170,12 +249,22 @@ pub fn window_dots(img: &[f32], starts: &[usize], cols: usize, queries: &[f32], 
 /// rises, eight values per compare. It ran per row and tile as a scalar loop, a tenth of
 /// a call at P = 3.
 pub fn position(row: &[f32], x: f32) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { avx2::position(row, x) };
+    position_with(Isa::current(), row, x)
+}
+
+/// [`position`] on a given instruction set, which must be one of [`Isa::supported`].
+pub fn position_with(isa: Isa, row: &[f32], x: f32) -> usize {
+    assert!(isa == Isa::Portable || Isa::supported().contains(&isa), "{isa:?} is not supported here");
+    match isa {
+        // SAFETY (each arm): the CPU supports the instruction set (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::position(row, x) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::position(row, x) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::position(row, x) },
+        _ => row.iter().position(|&v| v == x).unwrap_or(0),
     }
-    row.iter().position(|&v| v == x).unwrap_or(0)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -416,6 +505,196 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{EXP2_POLY, Folded, LOG2E_HI, LOG2E_LO, MAGIC, fold_tail};
+    use std::arch::x86_64::*;
+
+    const L: usize = 16;
+
+    /// [`super::exp`] on sixteen lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let t = _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2E_HI), _mm512_set1_ps(MAGIC));
+        let n = _mm512_sub_ps(t, _mm512_set1_ps(MAGIC));
+        let f = _mm512_fmsub_ps(x, _mm512_set1_ps(LOG2E_HI), n);
+        let f = _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2E_LO), f);
+        let mut p = _mm512_set1_ps(EXP2_POLY[5]);
+        for &c in EXP2_POLY[..5].iter().rev() {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+        }
+        let bias = _mm512_set1_epi32(127i32.wrapping_sub(MAGIC.to_bits() as i32));
+        let two_n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_castps_si512(t), bias)));
+        _mm512_mul_ps(p, two_n)
+    }
+
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn position(row: &[f32], x: f32) -> usize {
+        let xv = _mm512_set1_ps(x);
+        let full = row.len() - row.len() % L;
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 16 ≤ row.len().
+            let mask = unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_loadu_ps(row.as_ptr().add(j)), xv) };
+            if mask != 0 {
+                return j + mask.trailing_zeros() as usize;
+            }
+            j += L;
+        }
+        row[full..].iter().position(|&v| v == x).map_or(0, |p| full + p)
+    }
+
+    /// The AVX2 fold on sixteen lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, and every `vals[ch]` must be at least `row.len()` long.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn fold<const C: usize, const U: bool>(
+        row: &[f32],
+        m: f32,
+        vals: [&[f32]; C],
+    ) -> Folded<[f32; C]> {
+        let n = row.len();
+        let full = n - n % L;
+        let mv = _mm512_set1_ps(m);
+        let (mut sum, mut pl) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut acc = [_mm512_setzero_ps(); C];
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        let below_all = _mm512_set1_ps(super::SKIP_BELOW);
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 16 ≤ full ≤ row.len() ≤ vals[ch].len().
+            unsafe {
+                let logits = _mm512_loadu_ps(row.as_ptr().add(j));
+                let shifted = _mm512_sub_ps(logits, mv);
+                // Sixteen keys that all add nothing skip the exp (see `SKIP_BELOW`).
+                if _mm512_cmp_ps_mask::<_CMP_LT_OQ>(shifted, below_all) == 0xFFFF {
+                    j += L;
+                    continue;
+                }
+                max = _mm512_max_ps(max, logits);
+                let p = exp16(shifted);
+                sum = _mm512_add_ps(sum, p);
+                if U {
+                    pl = _mm512_fmadd_ps(p, shifted, pl);
+                }
+                for ch in 0..C {
+                    acc[ch] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vals[ch].as_ptr().add(j)), acc[ch]);
+                }
+            }
+            j += L;
+        }
+        let mut out = Folded {
+            sum: _mm512_reduce_add_ps(sum),
+            pl: _mm512_reduce_add_ps(pl),
+            acc: [0f32; C],
+            max: _mm512_reduce_max_ps(max),
+        };
+        for ch in 0..C {
+            out.acc[ch] = _mm512_reduce_add_ps(acc[ch]);
+        }
+        fold_tail::<true, C, U>(&mut out, row, m, &vals, full);
+        out
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{EXP2_POLY, Folded, LOG2E_HI, LOG2E_LO, MAGIC, fold_tail};
+    use std::arch::aarch64::*;
+
+    const L: usize = 4;
+
+    /// [`super::exp`] on four lanes (the same operations, NEON's fused multiply-add).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn exp4(x: float32x4_t) -> float32x4_t {
+        let x = vmaxq_f32(x, vdupq_n_f32(-87.0));
+        let t = vfmaq_f32(vdupq_n_f32(MAGIC), x, vdupq_n_f32(LOG2E_HI));
+        let n = vsubq_f32(t, vdupq_n_f32(MAGIC));
+        // x·log2e − n, then + x·log2e_lo: vfmsq computes a − b·c, so negate.
+        let f = vnegq_f32(vfmsq_f32(n, x, vdupq_n_f32(LOG2E_HI)));
+        let f = vfmaq_f32(f, x, vdupq_n_f32(LOG2E_LO));
+        let mut p = vdupq_n_f32(EXP2_POLY[5]);
+        for &c in EXP2_POLY[..5].iter().rev() {
+            p = vfmaq_f32(vdupq_n_f32(c), p, f);
+        }
+        let bias = vdupq_n_u32(127u32.wrapping_sub(MAGIC.to_bits()));
+        let two_n = vreinterpretq_f32_u32(vshlq_n_u32::<23>(vaddq_u32(vreinterpretq_u32_f32(t), bias)));
+        vmulq_f32(p, two_n)
+    }
+
+    /// # Safety
+    /// NEON.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn position(row: &[f32], x: f32) -> usize {
+        let xv = vdupq_n_f32(x);
+        let full = row.len() - row.len() % L;
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 4 ≤ row.len().
+            let eq = unsafe { vceqq_f32(vld1q_f32(row.as_ptr().add(j)), xv) };
+            if vmaxvq_u32(eq) != 0 {
+                return j + row[j..j + L].iter().position(|&v| v == x).unwrap_or(0);
+            }
+            j += L;
+        }
+        row[full..].iter().position(|&v| v == x).map_or(0, |p| full + p)
+    }
+
+    /// The AVX2 fold's algorithm on four lanes.
+    ///
+    /// # Safety
+    /// The CPU must support NEON, and every `vals[ch]` must be at least `row.len()` long.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn fold<const C: usize, const U: bool>(
+        row: &[f32],
+        m: f32,
+        vals: [&[f32]; C],
+    ) -> Folded<[f32; C]> {
+        let n = row.len();
+        let full = n - n % L;
+        let mv = vdupq_n_f32(m);
+        let (mut sum, mut pl) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        let mut acc = [vdupq_n_f32(0.0); C];
+        let mut max = vdupq_n_f32(f32::NEG_INFINITY);
+        let below_all = vdupq_n_f32(super::SKIP_BELOW);
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 4 ≤ full ≤ row.len() ≤ vals[ch].len().
+            unsafe {
+                let logits = vld1q_f32(row.as_ptr().add(j));
+                let shifted = vsubq_f32(logits, mv);
+                // Four keys that all add nothing skip the exp (see `SKIP_BELOW`).
+                if vminvq_u32(vcltq_f32(shifted, below_all)) != 0 {
+                    j += L;
+                    continue;
+                }
+                max = vmaxq_f32(max, logits);
+                let p = exp4(shifted);
+                sum = vaddq_f32(sum, p);
+                if U {
+                    pl = vfmaq_f32(pl, p, shifted);
+                }
+                for ch in 0..C {
+                    acc[ch] = vfmaq_f32(acc[ch], p, vld1q_f32(vals[ch].as_ptr().add(j)));
+                }
+            }
+            j += L;
+        }
+        let mut out = Folded { sum: vaddvq_f32(sum), pl: vaddvq_f32(pl), acc: [0f32; C], max: vmaxvq_f32(max) };
+        for ch in 0..C {
+            out.acc[ch] = vaddvq_f32(acc[ch]);
+        }
+        fold_tail::<true, C, U>(&mut out, row, m, &vals, full);
+        out
+    }
+}
+
 #[inline(always)]
 fn max_impl(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
@@ -494,16 +773,17 @@ fn tile_logits_impl(q: &[f32], keys_t: &[f32], stride: usize, k0: usize, out: &m
     }
 }
 
-/// AVX2 and FMA, checked once. Only x86-64 has the fast path; every other target takes the
-/// portable loops (which LLVM vectorises for the target's own SIMD).
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-}
-
+/// A portable helper compiled once per x86 instruction set (LLVM vectorises it to that
+/// width) and dispatched on [`Isa::current`]. On AArch64 the baseline build already has
+/// NEON, so the portable body is the NEON one.
 macro_rules! multiversion {
-    ($name:ident, $avx:ident, $imp:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+    ($name:ident, $avx512:ident, $avx:ident, $imp:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn $avx512($($arg: $ty),*) -> $ret {
+            $imp($($arg),*)
+        }
+
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         fn $avx($($arg: $ty),*) -> $ret {
@@ -511,20 +791,22 @@ macro_rules! multiversion {
         }
 
         pub fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                return unsafe { $avx($($arg),*) };
+            match Isa::current() {
+                // SAFETY (each arm): the CPU supports the features (detected at run time).
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { $avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { $avx($($arg),*) },
+                _ => $imp($($arg),*),
             }
-            $imp($($arg),*)
         }
     };
 }
 
-multiversion!(max, max_avx2, max_impl, (row: &[f32]) -> f32);
-multiversion!(exp_shift_sum_with_logit, exp_shift_sum_with_logit_avx2, exp_shift_sum_with_logit_impl, (row: &mut [f32], m: f32) -> (f32, f32));
-multiversion!(dot, dot_avx2, dot_impl, (a: &[f32], b: &[f32]) -> f32);
-multiversion!(tile_logits, tile_logits_avx2, tile_logits_impl, (q: &[f32], keys_t: &[f32], stride: usize, k0: usize, out: &mut [f32]) -> ());
+multiversion!(max, max_avx512, max_avx2, max_impl, (row: &[f32]) -> f32);
+multiversion!(exp_shift_sum_with_logit, exp_shift_sum_with_logit_avx512, exp_shift_sum_with_logit_avx2, exp_shift_sum_with_logit_impl, (row: &mut [f32], m: f32) -> (f32, f32));
+multiversion!(dot, dot_avx512, dot_avx2, dot_impl, (a: &[f32], b: &[f32]) -> f32);
+multiversion!(tile_logits, tile_logits_avx512, tile_logits_avx2, tile_logits_impl, (q: &[f32], keys_t: &[f32], stride: usize, k0: usize, out: &mut [f32]) -> ());
 
 #[cfg(test)]
 mod tests {
@@ -542,56 +824,117 @@ mod tests {
             }
             assert!(worst < limit, "fma {fma}: worst relative error {worst}");
         }
-        #[cfg(target_arch = "x86_64")]
-        if super::has_avx2() {
-            use std::arch::x86_64::*;
+        // Each instruction set's vector exp over the same range.
+        for isa in super::Isa::supported() {
+            let lanes = match isa {
+                super::Isa::Avx512 => 16,
+                super::Isa::Avx2 => 8,
+                super::Isa::Neon => 4,
+                super::Isa::Portable => continue,
+            };
             let mut worst = 0f64;
-            for i in (-64_000..=86_992).step_by(8) {
-                let xs: [f32; 8] = std::array::from_fn(|l| -((i + l as i32) as f32) / 1000.0);
-                let mut out = [0f32; 8];
-                // SAFETY: AVX2 and FMA are present (checked above); both arrays hold 8.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), super::avx2::exp8(_mm256_loadu_ps(xs.as_ptr()))) };
-                for (x, e) in xs.iter().zip(out) {
+            for i in (-64_000..=86_984).step_by(lanes) {
+                let xs: Vec<f32> = (0..lanes).map(|l| -((i + l as i32) as f32) / 1000.0).collect();
+                for (x, e) in xs.iter().zip(vector_exp(isa, &xs)) {
                     worst = worst.max(((e as f64) / (*x as f64).exp() - 1.0).abs());
                 }
             }
-            assert!(worst < 5e-7, "exp8: worst relative error {worst}");
+            assert!(worst < 5e-7, "{isa:?} exp: worst relative error {worst}");
         }
         // The largest weight of a softmax is exactly 1.
         assert_eq!((super::exp::<false>(0.0), super::exp::<true>(0.0)), (1.0, 1.0));
         assert_eq!(super::max(&[1.0, 7.0, -3.0, 2.0, 0.0, 1.0, 1.0, 1.0, 6.5, 9.5]), 9.5);
     }
 
-    /// Every fused variant (and the in-place fallback) against f64, on a row whose length
-    /// is not a multiple of the lane count, with values that differ per channel.
+    /// The vector exp of `isa` on `xs` (one vector's worth).
+    fn vector_exp(isa: super::Isa, xs: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; xs.len()];
+        match isa {
+            // SAFETY (each arm): `isa` is supported here (the caller took it from
+            // `supported`), and `xs` and `out` hold exactly one vector.
+            #[cfg(target_arch = "x86_64")]
+            super::Isa::Avx512 => unsafe {
+                use std::arch::x86_64::*;
+                _mm512_storeu_ps(out.as_mut_ptr(), super::avx512::exp16(_mm512_loadu_ps(xs.as_ptr())))
+            },
+            #[cfg(target_arch = "x86_64")]
+            super::Isa::Avx2 => unsafe {
+                use std::arch::x86_64::*;
+                _mm256_storeu_ps(out.as_mut_ptr(), super::avx2::exp8(_mm256_loadu_ps(xs.as_ptr())))
+            },
+            #[cfg(target_arch = "aarch64")]
+            super::Isa::Neon => unsafe {
+                use std::arch::aarch64::*;
+                vst1q_f32(out.as_mut_ptr(), super::neon::exp4(vld1q_f32(xs.as_ptr())))
+            },
+            _ => unreachable!("no vector exp for {isa:?}"),
+        }
+        out
+    }
+
+    /// The instruction set in use is the best this CPU has, unless the environment asks for
+    /// a lesser one; every CPU can run the portable loops.
+    #[test]
+    fn the_best_supported_instruction_set_is_used() {
+        let supported = super::Isa::supported();
+        assert_eq!(supported.last(), Some(&super::Isa::Portable));
+        assert!(supported.contains(&super::Isa::current()));
+        if std::env::var("MORPHOGEN_SIMD").is_err() {
+            assert_eq!(super::Isa::current(), supported[0]);
+        }
+        assert_eq!(super::Isa::parse("AVX-512"), Some(super::Isa::Avx512));
+        assert_eq!(super::Isa::parse("sse9"), None);
+    }
+
+    /// Every fused variant of every instruction set this CPU has (and the in-place
+    /// fallback) against f64, on rows whose length is not a multiple of any lane count, with
+    /// values that differ per channel.
     #[test]
     fn fused_folds_match_f64() {
-        let row: Vec<f32> = (0..37).map(|i| -((i * 7 % 11) as f32) * 0.31 + 0.2).collect();
-        let vals: Vec<Vec<f32>> = (0..3).map(|ch| (0..37).map(|j| ((j + ch) % 5) as f32 - 1.5).collect()).collect();
+        let isas = super::Isa::supported();
+        for &isa in &isas {
+            folds_match_f64(isa, 37);
+            folds_match_f64(isa, 77);
+        }
+        // A row every vector of which is far below the max: the skip test, which only the
+        // vector loops have, must leave the same sums (zero, bar the tail) as the portable one.
+        let row: Vec<f32> = (0..53).map(|i| if i == 52 { 0.0 } else { -200.0 - i as f32 }).collect();
+        let vals = vec![1.0f32; 53];
+        for &isa in &isas {
+            let f = super::fold_with::<1, true>(isa, &row, 0.0, [&vals]);
+            assert_eq!((f.sum, f.acc[0], f.max), (1.0, 1.0, 0.0), "{isa:?}");
+        }
+        eprintln!("folds checked on {isas:?}");
+    }
+
+    fn folds_match_f64(isa: super::Isa, len: usize) {
+        let row: Vec<f32> = (0..len).map(|i| -((i * 7 % 11) as f32) * 0.31 + 0.2).collect();
+        let vals: Vec<Vec<f32>> = (0..3).map(|ch| (0..len).map(|j| ((j + ch) % 5) as f32 - 1.5).collect()).collect();
         let m = 0.5f32;
         let p: Vec<f64> = row.iter().map(|&l| ((l - m) as f64).exp()).collect();
         let sum: f64 = p.iter().sum();
         let pl: f64 = p.iter().zip(&row).map(|(p, &l)| p * (l - m) as f64).sum();
         let acc = |ch: usize| p.iter().zip(&vals[ch]).map(|(p, &v)| p * v as f64).sum::<f64>();
         let close = |got: f32, want: f64| (got as f64 - want).abs() < 1e-5 * (1.0 + want.abs());
-        let f = super::fold::<3, true>(&row, m, [&vals[0], &vals[1], &vals[2]]);
-        assert!(close(f.sum, sum) && close(f.pl, pl), "{} {}", f.sum, f.pl);
-        assert_eq!(f.max, row.iter().copied().fold(f32::NEG_INFINITY, f32::max));
-        // The first of equal values, in the vector part and in the tail.
-        let mut ties = vec![0f32; 37];
-        (ties[11], ties[19], ties[34], ties[36]) = (5.0, 5.0, 7.0, 7.0);
-        assert_eq!((super::position(&ties, 5.0), super::position(&ties, 7.0)), (11, 34));
-        assert_eq!(super::position(&ties, 9.0), 0);
-        assert!((0..3).all(|ch| close(f.acc[ch], acc(ch))), "{:?}", f.acc);
-        let f = super::fold::<1, true>(&row, m, [&vals[1]]);
-        assert!(close(f.sum, sum) && close(f.pl, pl) && close(f.acc[0], acc(1)));
-        let f = super::fold::<3, false>(&row, m, [&vals[0], &vals[1], &vals[2]]);
-        assert!(close(f.sum, sum) && (0..3).all(|ch| close(f.acc[ch], acc(ch))));
-        let f = super::fold::<1, false>(&row, m, [&vals[2]]);
-        assert!(close(f.sum, sum) && close(f.acc[0], acc(2)));
-        // The portable loop, which a CPU with AVX2 never reaches through `fold`.
-        let f = super::fold_impl::<3, true>(&row, m, [&vals[0], &vals[1], &vals[2]]);
-        assert!(close(f.sum, sum) && close(f.pl, pl) && (0..3).all(|ch| close(f.acc[ch], acc(ch))));
+        let f = super::fold_with::<3, true>(isa, &row, m, [&vals[0], &vals[1], &vals[2]]);
+        assert!(close(f.sum, sum) && close(f.pl, pl), "{isa:?}: {} {}", f.sum, f.pl);
+        assert_eq!(f.max, row.iter().copied().fold(f32::NEG_INFINITY, f32::max), "{isa:?}");
+        // The first of equal values, in the vector part (twice in one vector, and in the
+        // second half of a 16-lane one) and in the tail.
+        let mut ties = vec![0f32; len];
+        (ties[11], ties[13], ties[len - 3], ties[len - 1]) = (5.0, 5.0, 7.0, 7.0);
+        let pos = |x| super::position_with(isa, &ties, x);
+        assert_eq!((pos(5.0), pos(7.0), pos(9.0)), (11, len - 3, 0), "{isa:?}");
+        assert!((0..3).all(|ch| close(f.acc[ch], acc(ch))), "{isa:?}: {:?}", f.acc);
+        let f = super::fold_with::<1, true>(isa, &row, m, [&vals[1]]);
+        assert!(close(f.sum, sum) && close(f.pl, pl) && close(f.acc[0], acc(1)), "{isa:?}");
+        let f = super::fold_with::<3, false>(isa, &row, m, [&vals[0], &vals[1], &vals[2]]);
+        assert!(close(f.sum, sum) && (0..3).all(|ch| close(f.acc[ch], acc(ch))), "{isa:?}");
+        let f = super::fold_with::<1, false>(isa, &row, m, [&vals[2]]);
+        assert!(close(f.sum, sum) && close(f.acc[0], acc(2)), "{isa:?}");
+        if isa != super::Isa::Portable {
+            return;
+        }
         // Dots of one key with 7 query rows (a block of four, then three single rows).
         let key: Vec<f32> = (0..37).map(|j| ((j * 5 % 9) as f32 - 4.0) * 0.25).collect();
         let queries: Vec<f32> = (0..7 * 37).map(|j| ((j * 3 % 13) as f32 - 6.0) * 0.1).collect();

@@ -287,6 +287,10 @@ pub struct ExportFlags {
     /// Folder for a numbered PNG per step.
     #[arg(long)]
     pub frames: Option<PathBuf>,
+    /// Folder for the per-step curves as figures: entropy.png and nearest.png, each with
+    /// titled axes and a legend.
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
     /// Overwrite files that already exist.
     #[arg(long)]
     pub force: bool,
@@ -331,10 +335,18 @@ pub fn run(command: Command) -> Result<(), String> {
             let traj = Trajectory::read_dir(&args.run)?;
             let mut options = args.export.to_options(&traj);
             options.steps = args.steps.or(options.steps);
-            if [&options.gif, &options.apng, &options.sheet, &options.frames].iter().all(|o| o.is_none()) {
-                return Err("nothing to export: give --gif, --apng, --sheet or --frames".into());
+            let images = [&options.gif, &options.apng, &options.sheet, &options.frames].iter().any(|o| o.is_some());
+            if !images && args.export.plots.is_none() {
+                return Err("nothing to export: give --gif, --apng, --sheet, --frames or --plots".into());
             }
-            let written = export::export_all(&traj, &options, &mut |_, _| true)?;
+            let mut written = Vec::new();
+            if let Some(dir) = &args.export.plots {
+                let curves = export::curves::Curves::default();
+                written.extend(export::curves::write_plots(&traj, &curves, dir, args.export.force)?);
+            }
+            if images {
+                written.extend(export::export_all(&traj, &options, &mut |_, _| true)?);
+            }
             for p in written {
                 eprintln!("wrote {}", p.display());
             }
@@ -681,6 +693,11 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     let flags = &args.export;
     if flags.gif.is_some() || flags.apng.is_some() || flags.sheet.is_some() || flags.frames.is_some() {
         for p in export::export_all(&traj, &flags.to_options(&traj), &mut |_, _| true)? {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    if let Some(dir) = &flags.plots {
+        for p in export::curves::write_plots(&traj, &export::curves::Curves::default(), dir, flags.force)? {
             eprintln!("wrote {}", p.display());
         }
     }

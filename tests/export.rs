@@ -304,3 +304,44 @@ fn colour_gifs_share_one_palette_so_colours_do_not_flicker() {
     let err: i32 = c.iter().zip([230, 120, 20]).map(|(&a, b)| (a as i32 - b).abs()).max().unwrap();
     assert!(err <= 12, "the square's colour {c:?} is close to orange");
 }
+
+/// `--plots`: the run's per-step curves as figures (titled axes, legend, every series drawn),
+/// from `sample` and again from `export --run`, never over an existing figure without
+/// --force; and the library draws the comparison curves when they are given.
+#[test]
+fn the_per_step_curves_export_as_readable_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let plots = dir.path().join("plots");
+    sample(&run, &["--plots", plots.to_str().unwrap()]);
+    let read = |name: &str| std::fs::read(plots.join(name)).unwrap();
+    common::assert_chart(&read("entropy.png"), (720, 400), &[[40, 90, 200]], "entropy.png");
+    common::assert_chart(&read("nearest.png"), (720, 400), &[[220, 50, 40]], "nearest.png");
+    let again = Command::new(BIN)
+        .args(["export", "--run", run.to_str().unwrap(), "--plots", plots.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && e.contains("already exists") && e.lines().count() == 1, "{e}");
+    let forced = Command::new(BIN)
+        .args(["export", "--run", run.to_str().unwrap(), "--plots", plots.to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+
+    let t = traj(&run);
+    let per_step = |f: &dyn Fn(usize) -> f64| (0..t.steps.len()).map(|k| [k as f64, f(k)]).collect::<Vec<_>>();
+    let curves = export::curves::Curves {
+        compare_r: Some(("Ideal".into(), per_step(&|k| 1.0 - 0.05 * k as f64))),
+        healing: Some([per_step(&|k| 0.5 / (1.0 + k as f64)), per_step(&|k| 0.1 / (1.0 + k as f64))]),
+        sensitivity_cosine: Some(((3, 4), per_step(&|k| (k as f64 * 0.7).cos()))),
+    };
+    let more = dir.path().join("more");
+    let written = export::curves::write_plots(&t, &curves, &more, false).unwrap();
+    let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["entropy.png", "nearest.png", "compare-r.png", "healing.png", "sensitivity-cosine.png"]);
+    let fig = |n: &str| std::fs::read(more.join(n)).unwrap();
+    common::assert_chart(&fig("compare-r.png"), (720, 400), &[[60, 160, 90]], "compare-r.png");
+    common::assert_chart(&fig("healing.png"), (720, 400), &[[220, 50, 40], [40, 90, 200]], "healing.png");
+    common::assert_chart(&fig("sensitivity-cosine.png"), (720, 400), &[[200, 120, 30]], "sensitivity-cosine.png");
+}

@@ -414,6 +414,7 @@ fn an_export_that_crashes_becomes_a_message_and_frees_the_panel() {
         traj: morphogen::trajectory::Trajectory { recipe: run.recipe.clone(), shape: run.shape, steps: Vec::new() },
         cursor: 5, // no such step: rendering it panics inside the export thread
         options: morphogen::export::ExportOptions { scale: 1, fps: 10.0, ..Default::default() },
+        curves: Default::default(),
     };
     h.state_mut().start_export(ExportKind::Frame, snapshot, out.path().join("f.png"), false);
     let msg = h.state_mut().wait_for_export().unwrap();
@@ -697,6 +698,45 @@ fn compare_mode_sets_both_sensitivity_maps_side_by_side_with_their_cosine() {
     h.run_steps(2);
     let c2 = h.state().sensitivity_pair.as_ref().unwrap().cosine[&2];
     assert!(c2.abs() < 1e-12, "step 2 compares the (3, 4) maps: {c2}");
+}
+
+/// "Plots…" writes the run's curves as the timeline plots them, with compare mode's r of the
+/// two columns among them, into a folder of its own.
+#[test]
+fn plots_export_the_runs_curves_with_the_comparison() {
+    use morphogen::ui::compare::CompareSettings;
+    let settings = Settings {
+        compare_on: true,
+        compare: CompareSettings { machine: MachineKind::Ideal, preset: None, dataset: None, unedited: false },
+        ..Settings::default()
+    };
+    let (cmp_handle, cmp_rx, cmp_tx) = WorkerHandle::detached();
+    let (mut h, rx, tx) = harness_with(settings, |app| app.compare.worker = Some(cmp_handle));
+    started_with_steps(&mut h, &rx, &tx, 3);
+    let cmp_id = cmp_rx.try_iter().find_map(|c| matches!(c, Command::Start { .. }).then(|| run_id(&c))).unwrap();
+    cmp_tx.send(dataset_event()).unwrap();
+    for k in 0..3 {
+        let Event::Step { mut record, .. } = step(cmp_id, k) else { unreachable!() };
+        record.x0_hat = record.x0_hat.iter().enumerate().map(|(i, v)| v + (i % 7) as f32 * 0.01 * k as f32).collect();
+        cmp_tx.send(Event::Step { run: cmp_id, record, seconds: 0.01 }).unwrap();
+    }
+    h.run_steps(3);
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().export.paths = PathSource::Fixed(out.path().into());
+    h.get_by_label("Plots…").click();
+    h.run_steps(2);
+    let msg = match h.state_mut().wait_for_export() {
+        Some(msg) => msg,
+        None => h.state().export.message.clone().expect("the export ran and said how it went"),
+    };
+    assert!(msg.starts_with("wrote 4"), "{msg}");
+    let dir = out.path().join("mnist_els_seed0_plots");
+    for name in ["entropy.png", "nearest.png", "compare-r.png", "recipe.json"] {
+        assert!(dir.join(name).exists(), "{name} is missing");
+    }
+    let png = image::load_from_memory(&std::fs::read(dir.join("compare-r.png")).unwrap()).unwrap().to_rgb8();
+    let green = png.pixels().filter(|p| p.0 == [60, 160, 90]).count();
+    assert!(green > 50, "the r line has {green} pixels");
 }
 
 /// Novelty at a glance: x̂₀'s nearest training image beside it with its distance, and on the

@@ -4,6 +4,7 @@
 
 pub mod animation;
 pub mod chart;
+pub mod curves;
 mod font;
 pub mod frame;
 pub mod maps;

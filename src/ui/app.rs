@@ -142,6 +142,8 @@ pub struct StudioApp {
     pub regimes: Option<(String, crate::engine::analysis::regimes::Prediction)>,
     /// In compare mode, both columns' sensitivity maps of the clicked pixel at every step.
     pub sensitivity_pair: Option<super::sensitivity_pair::SensitivityPair>,
+    /// The comparisons the timeline last plotted for the run in view, for "Plots…".
+    pub curves: crate::export::curves::Curves,
 }
 
 impl StudioApp {
@@ -185,6 +187,7 @@ impl StudioApp {
             stats_log: None,
             regimes: None,
             sensitivity_pair: None,
+            curves: Default::default(),
         }
     }
 
@@ -866,6 +869,16 @@ impl StudioApp {
             }
             lines
         });
+        let cosine = self
+            .sensitivity_pair
+            .as_ref()
+            .filter(|p| p.run == run.id && !p.cosine.is_empty())
+            .map(|p| (p.pixel, p.cosine.iter().map(|(&k, &c)| [k as f64, c]).collect()));
+        self.curves = crate::export::curves::Curves {
+            compare_r: compare_r.clone().map(|r| (self.compare.label.clone(), r)),
+            healing: healing.clone(),
+            sensitivity_cosine: cosine,
+        };
         let view = TimelineView {
             run,
             live,

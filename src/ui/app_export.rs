@@ -17,6 +17,7 @@ impl StudioApp {
             fps: self.settings.fps,
             dialogs: &mut self.dialogs,
             wake: self.export_wake.clone(),
+            curves: self.curves.clone(),
         };
         (&mut self.export, cx)
     }

@@ -25,6 +25,8 @@ pub enum ExportKind {
     Apng,
     Sheet,
     Trajectory,
+    /// The per-step curves as figures ([`export::curves`]).
+    Plots,
     Recipe,
     OpenRecipe,
 }
@@ -36,11 +38,11 @@ impl ExportKind {
             Self::Gif => Some("gif"),
             Self::Apng => Some("apng"),
             Self::Recipe | Self::OpenRecipe => Some("json"),
-            Self::Frames | Self::Trajectory => None,
+            Self::Frames | Self::Trajectory | Self::Plots => None,
         }
     }
     fn is_folder(&self) -> bool {
-        matches!(self, Self::Frames | Self::Trajectory)
+        matches!(self, Self::Frames | Self::Trajectory | Self::Plots)
     }
 }
 
@@ -67,6 +69,8 @@ pub struct Snapshot {
     pub traj: Trajectory,
     pub cursor: usize,
     pub options: ExportOptions,
+    /// What the run was compared with, for [`ExportKind::Plots`].
+    pub curves: export::curves::Curves,
 }
 
 #[derive(Default)]
@@ -142,6 +146,7 @@ fn default_name(run: &Run, kind: ExportKind, step: usize, view: View) -> String 
         ExportKind::Apng => format!("{base}_{}.apng", view.name()),
         ExportKind::Sheet => format!("{base}_sheet.png"),
         ExportKind::Trajectory => format!("{base}_trajectory"),
+        ExportKind::Plots => format!("{base}_plots"),
         ExportKind::Recipe | ExportKind::OpenRecipe => format!("{base}_recipe.json"),
     }
 }
@@ -157,6 +162,8 @@ pub struct ExportContext<'a> {
     pub dialogs: &'a mut Dialogs,
     /// Lets export threads wake the UI when they finish.
     pub wake: Option<egui::Context>,
+    /// The run's comparisons as the timeline plots them (compare r, healing, sensitivity cosine).
+    pub curves: export::curves::Curves,
 }
 
 /// What the export panel asks of the studio.
@@ -209,6 +216,7 @@ impl ExportPanel {
                     (ExportKind::Apng, "APNG…"),
                     (ExportKind::Sheet, "Contact sheet…"),
                     (ExportKind::Trajectory, "Trajectory .npy…"),
+                    (ExportKind::Plots, "Plots…"),
                     (ExportKind::Recipe, "Recipe…"),
                 ] {
                     if ui.button(label).clicked() {
@@ -293,7 +301,7 @@ impl ExportPanel {
             sheet_count: self.sheet_count,
             ..ExportOptions::default()
         };
-        Some(Snapshot { traj, cursor, options })
+        Some(Snapshot { traj, cursor, options, curves: cx.curves.clone() })
     }
 
     /// Gets a path for `kind`, from a dialog (off the UI thread) or the fixed test folder.
@@ -418,7 +426,7 @@ impl ExportPanel {
         overwrite: bool,
         wake: Option<egui::Context>,
     ) {
-        let Snapshot { traj, cursor, mut options } = snapshot;
+        let Snapshot { traj, cursor, mut options, curves } = snapshot;
         options.overwrite = overwrite;
         let done = Arc::new(AtomicUsize::new(0));
         let total = Arc::new(AtomicUsize::new(1));
@@ -432,7 +440,7 @@ impl ExportPanel {
                 !c.load(Ordering::Relaxed)
             };
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                write_export(kind, &traj, cursor, &mut options, &path, &mut progress)
+                write_export(kind, &traj, cursor, &mut options, &curves, &path, &mut progress)
             }))
             .unwrap_or_else(|panic| Err(format!("the export crashed: {}", crate::worker::panic_text(&panic))));
             let _ = tx.send(result);
@@ -463,6 +471,7 @@ fn write_export(
     traj: &Trajectory,
     cursor: usize,
     options: &mut ExportOptions,
+    curves: &export::curves::Curves,
     path: &std::path::Path,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Vec<PathBuf>, String> {
@@ -488,6 +497,13 @@ fn write_export(
         ExportKind::Trajectory => std::fs::create_dir_all(path)
             .map_err(|e| format!("{}: cannot create folder: {e}", path.display()))
             .and_then(|_| export::write_run(traj, path, overwrite)),
+        ExportKind::Plots => {
+            let mut written = export::curves::write_plots(traj, curves, path, overwrite)?;
+            let rp = path.join("recipe.json");
+            crate::files::write_bytes(&rp, overwrite, traj.recipe.to_json().as_bytes()).map_err(|e| e.to_string())?;
+            written.push(rp);
+            Ok(written)
+        }
         ExportKind::Recipe => crate::files::write_bytes(path, overwrite, traj.recipe.to_json().as_bytes())
             .map(|_| vec![path.to_path_buf()])
             .map_err(|e| e.to_string()),

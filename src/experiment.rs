@@ -32,7 +32,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Patch schedule of the ELS and Local machines: a preset name or a list. Default: the
-    /// P(t) calibrated to the shipped CNN where one ships (MNIST, 20 steps), else the paper's
+    /// P(t) calibrated to the shipped CNN where one ships (MNIST and FashionMNIST, 20 steps), else the paper's
     /// "MNIST ResNet" preset; compare says which it used.
     #[arg(long, value_parser = PatchSchedule::parse)]
     pub patch_schedule: Option<PatchSchedule>,
@@ -252,7 +252,12 @@ fn figure(results: &[SeedResult], path: Option<&std::path::Path>) -> Result<(), 
     let lo = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0, f64::min);
     let e = &results[0].experiment;
     let png = Chart {
-        title: format!("Pearson r with the CNN's final image, {} seeds, {} steps", results.len(), e.steps),
+        title: format!(
+            "Pearson r with the CNN's final image on {}, {} seeds, {} steps",
+            results[0].dataset,
+            results.len(),
+            e.steps
+        ),
         x_label: "share of seeds (sorted by r)".into(),
         y_label: "Pearson r of final images".into(),
         x_range: (0.0, 1.0),
@@ -634,5 +639,10 @@ mod tests {
         assert!(which.contains("no calibration ships"), "{which}");
         let asked = PatchSchedule::List { per_step: vec![3; 20] };
         assert_eq!(compare_schedule(Some("mnist"), Some(&asked), 20).0, asked);
+        // FashionMNIST's network has its own fit (5 seeds, `calibrate --dataset fashion`).
+        let (s, which) = compare_schedule(Some("fashion"), None, 20);
+        let fitted = vec![11, 11, 11, 11, 11, 11, 9, 9, 7, 7, 7, 7, 5, 5, 5, 5, 3, 3, 3, 1];
+        assert_eq!(s, PatchSchedule::List { per_step: fitted });
+        assert!(which.contains("assets/models/fashion.calibration.json"), "{which}");
     }
 }

@@ -638,15 +638,16 @@ fn compare_mode_runs_a_second_column_and_plots_r() {
     assert_eq!(r.iter().map(|p| p[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0], "one r per step both columns have");
 }
 
-/// Compare mode: clicking a pixel asks both columns' workers for its sensitivity at every
-/// computed step; the two maps show side by side at the scrubbed step with their cosine, and
-/// the cosine of every step both columns have is plotted.
-#[test]
-fn compare_mode_sets_both_sensitivity_maps_side_by_side_with_their_cosine() {
+/// A studio in compare mode against `machine`, its main run started with three steps; returns
+/// the harness, both ends of the main worker, the second column's ends and the run ids.
+#[allow(clippy::type_complexity)]
+fn comparing(
+    machine: MachineKind,
+) -> (Harness<'static, StudioApp>, Receiver<Command>, Sender<Event>, Receiver<Command>, Sender<Event>, u64, u64) {
     use morphogen::ui::compare::CompareSettings;
     let settings = Settings {
         compare_on: true,
-        compare: CompareSettings { machine: MachineKind::Cnn, preset: None, dataset: None, unedited: false },
+        compare: CompareSettings { machine, preset: None, dataset: None, unedited: false },
         ..Settings::default()
     };
     let (cmp_handle, cmp_rx, cmp_tx) = WorkerHandle::detached();
@@ -654,6 +655,15 @@ fn compare_mode_sets_both_sensitivity_maps_side_by_side_with_their_cosine() {
     let id = started_with_steps(&mut h, &rx, &tx, 3);
     let cmp_id = cmp_rx.try_iter().find_map(|c| matches!(c, Command::Start { .. }).then(|| run_id(&c))).unwrap();
     cmp_tx.send(dataset_event()).unwrap();
+    (h, rx, tx, cmp_rx, cmp_tx, id, cmp_id)
+}
+
+/// Compare mode: clicking a pixel asks both columns' workers for its sensitivity at every
+/// computed step; the two maps show side by side at the scrubbed step with their cosine, and
+/// the cosine of every step both columns have is plotted.
+#[test]
+fn compare_mode_sets_both_sensitivity_maps_side_by_side_with_their_cosine() {
+    let (mut h, rx, tx, cmp_rx, cmp_tx, id, cmp_id) = comparing(MachineKind::Cnn);
     for k in 0..3 {
         cmp_tx.send(step(cmp_id, k)).unwrap();
     }
@@ -704,17 +714,7 @@ fn compare_mode_sets_both_sensitivity_maps_side_by_side_with_their_cosine() {
 /// two columns among them, into a folder of its own.
 #[test]
 fn plots_export_the_runs_curves_with_the_comparison() {
-    use morphogen::ui::compare::CompareSettings;
-    let settings = Settings {
-        compare_on: true,
-        compare: CompareSettings { machine: MachineKind::Ideal, preset: None, dataset: None, unedited: false },
-        ..Settings::default()
-    };
-    let (cmp_handle, cmp_rx, cmp_tx) = WorkerHandle::detached();
-    let (mut h, rx, tx) = harness_with(settings, |app| app.compare.worker = Some(cmp_handle));
-    started_with_steps(&mut h, &rx, &tx, 3);
-    let cmp_id = cmp_rx.try_iter().find_map(|c| matches!(c, Command::Start { .. }).then(|| run_id(&c))).unwrap();
-    cmp_tx.send(dataset_event()).unwrap();
+    let (mut h, _rx, _tx, _cmp_rx, cmp_tx, _id, cmp_id) = comparing(MachineKind::Ideal);
     for k in 0..3 {
         let Event::Step { mut record, .. } = step(cmp_id, k) else { unreachable!() };
         record.x0_hat = record.x0_hat.iter().enumerate().map(|(i, v)| v + (i % 7) as f32 * 0.01 * k as f32).collect();

@@ -255,6 +255,7 @@ pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
 pub fn bundled_calibration(dataset: &str) -> Option<Vec<u32>> {
     let text = match dataset {
         "mnist" => include_str!("../../../assets/models/mnist.calibration.json"),
+        "fashion" => include_str!("../../../assets/models/fashion.calibration.json"),
         _ => return None,
     };
     let json: serde_json::Value = serde_json::from_str(text).expect("the shipped calibration is JSON");

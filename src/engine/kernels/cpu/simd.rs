@@ -42,8 +42,14 @@ impl Isa {
         })
     }
 
-    /// Every instruction set this CPU can run, best first (always ending in `Portable`).
-    pub fn supported() -> Vec<Isa> {
+    /// Every instruction set this CPU can run, best first (always ending in `Portable`);
+    /// detected once, since every fold checks its set against it.
+    pub fn supported() -> &'static [Isa] {
+        static SUPPORTED: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
+        SUPPORTED.get_or_init(Isa::detect)
+    }
+
+    fn detect() -> Vec<Isa> {
         let mut out = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
@@ -233,9 +239,9 @@ pub fn window_dots(img: &[f32], starts: &[usize], cols: usize, queries: &[f32], 
     assert_eq!(queries.len(), d * out.len());
     assert!(starts.iter().all(|&st| st + cols <= img.len()));
     #[cfg(target_arch = "x86_64")]
-    if matches!(Isa::current(), Isa::Avx512 | Isa::Avx2) {
-        // SAFETY: the CPU supports AVX2 and FMA (every AVX-512 CPU does, and `supported`
-        // checked it); every segment and query row is inside its slice (asserted above).
+    if Isa::current() != Isa::Portable && Isa::supported().contains(&Isa::Avx2) {
+        // SAFETY: the CPU supports AVX2 and FMA (detected at run time); every segment and
+        // query row is inside its slice (asserted above).
         return unsafe { avx2::window_dots(img, starts, cols, queries, out) };
     }
     let key: Vec<f32> = starts.iter().flat_map(|&st| img[st..st + cols].iter().copied()).collect();
@@ -825,7 +831,7 @@ mod tests {
             assert!(worst < limit, "fma {fma}: worst relative error {worst}");
         }
         // Each instruction set's vector exp over the same range.
-        for isa in super::Isa::supported() {
+        for &isa in super::Isa::supported() {
             let lanes = match isa {
                 super::Isa::Avx512 => 16,
                 super::Isa::Avx2 => 8,
@@ -892,7 +898,7 @@ mod tests {
     #[test]
     fn fused_folds_match_f64() {
         let isas = super::Isa::supported();
-        for &isa in &isas {
+        for &isa in isas {
             folds_match_f64(isa, 37);
             folds_match_f64(isa, 77);
         }
@@ -900,7 +906,7 @@ mod tests {
         // vector loops have, must leave the same sums (zero, bar the tail) as the portable one.
         let row: Vec<f32> = (0..53).map(|i| if i == 52 { 0.0 } else { -200.0 - i as f32 }).collect();
         let vals = vec![1.0f32; 53];
-        for &isa in &isas {
+        for &isa in isas {
             let f = super::fold_with::<1, true>(isa, &row, 0.0, [&vals]);
             assert_eq!((f.sum, f.acc[0], f.max), (1.0, 1.0, 0.0), "{isa:?}");
         }

@@ -176,6 +176,8 @@ pub struct WorkerHandle {
     tx: Sender<Command>,
     pub events: Receiver<Event>,
     cancel: Arc<Mutex<CancelToken>>,
+    /// The token of the worker's idle-time work (a set's regimes): any command stops it.
+    idle: Arc<Mutex<CancelToken>>,
     thread: Option<JoinHandle<()>>,
     /// What the worker holds, as it last reported.
     meter: Arc<Meter>,
@@ -201,6 +203,8 @@ impl WorkerHandle {
         let (etx, events) = unbounded();
         let cancel = Arc::new(Mutex::new(CancelToken::new()));
         let shared = cancel.clone();
+        let idle = Arc::new(Mutex::new(CancelToken::new()));
+        let idle_shared = idle.clone();
         let meter = pool.join(secondary);
         let (pool, theirs) = (pool.clone(), meter.clone());
         let thread = std::thread::Builder::new()
@@ -208,6 +212,7 @@ impl WorkerHandle {
             .spawn(move || {
                 let mut worker = Worker::new(rx, etx, shared, Box::new(wake), (pool, theirs));
                 worker.predicts_regimes = !secondary;
+                worker.idle = idle_shared;
                 match secondary.then(background_pool).flatten() {
                     // The main run first: a secondary worker (compare column, seed grid, zoo,
                     // calibration) computes on one thread of its own at the lowest priority,
@@ -220,7 +225,7 @@ impl WorkerHandle {
                 }
             })
             .expect("cannot spawn the worker thread");
-        Self { tx, events, cancel, thread: Some(thread), meter }
+        Self { tx, events, cancel, idle, thread: Some(thread), meter }
     }
 
     /// What the worker holds as it last reported: (training data, caches) in bytes.
@@ -233,12 +238,15 @@ impl WorkerHandle {
         let (tx, commands) = unbounded();
         let (events_tx, events) = unbounded();
         let meter = Arc::new(Meter::default());
-        let handle = Self { tx, events, cancel: Arc::new(Mutex::new(CancelToken::new())), thread: None, meter };
+        let token = || Arc::new(Mutex::new(CancelToken::new()));
+        let handle = Self { tx, events, cancel: token(), idle: token(), thread: None, meter };
         (handle, commands, events_tx)
     }
 
-    /// Sends a command; starting, branching or cancelling first stops the step in flight.
+    /// Sends a command; starting, branching or cancelling first stops the step in flight, and
+    /// any command stops idle-time work.
     pub fn send(&self, command: Command) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).cancel();
         if matches!(command, Command::Start { .. } | Command::Branch { .. } | Command::Cancel) {
             self.cancel.lock().unwrap_or_else(|e| e.into_inner()).cancel();
         }
@@ -322,6 +330,8 @@ struct Worker {
     /// The studio's main worker predicts each set's regimes for the timeline; the secondary
     /// views' workers do not need them.
     predicts_regimes: bool,
+    /// The token [`WorkerHandle::send`] cancels on every command (see [`Self::predict_regimes`]).
+    idle: Arc<Mutex<CancelToken>>,
 }
 
 /// The fields of a [`Command::Inspect`], handed to [`Worker::inspect`] as one value.
@@ -355,6 +365,7 @@ impl Worker {
             pool,
             meter,
             predicts_regimes: false,
+            idle: Arc::new(Mutex::new(CancelToken::new())),
         }
     }
 
@@ -430,10 +441,12 @@ impl Worker {
         self.predicts_regimes && self.loaded.as_ref().is_some_and(|l| !l.regimes_sent)
     }
 
-    /// Sends the loaded set's [`Event::Regimes`]. A command arriving meanwhile cancels it; it
-    /// is tried again the next time the worker has nothing else to do.
+    /// Sends the loaded set's [`Event::Regimes`]. Any command arriving meanwhile (an inspect
+    /// too, which does not stop a run) cancels it; it is tried again the next time the worker
+    /// has nothing else to do.
     fn predict_regimes(&mut self) {
-        let token = self.fresh_token();
+        let token = CancelToken::new();
+        *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
         if !self.rx.is_empty() {
             return;
         }

@@ -24,20 +24,44 @@ pub struct Curves {
     pub sensitivity_cosine: Option<((usize, usize), PerStep)>,
 }
 
+/// The corner whose quarter of the plot the series cross least, for the legend: a curve
+/// rises in one run and falls in another.
+fn free_corner(series: &[Series], x: (f64, f64), y: (f64, f64)) -> Corner {
+    let frac = |v: f64, (lo, hi): (f64, f64)| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+    let count = |right: bool, top: bool| {
+        series
+            .iter()
+            .flat_map(|s| &s.points)
+            .filter(|&&(px, py)| {
+                let (fx, fy) = (frac(px, x), frac(py, y));
+                (if right { fx >= 0.5 } else { fx <= 0.5 }) && (if top { fy >= 0.7 } else { fy <= 0.3 })
+            })
+            .count()
+    };
+    [
+        (Corner::UpperRight, count(true, true)),
+        (Corner::LowerRight, count(true, false)),
+        (Corner::UpperLeft, count(false, true)),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, n)| n)
+    .map_or(Corner::UpperRight, |(c, _)| c)
+}
+
 /// The figures `write_plots` writes for this run and these curves: (file name, chart).
 fn charts(traj: &Trajectory, curves: &Curves) -> Vec<(&'static str, Chart)> {
     let steps = traj.steps.len();
     let x_range = (0.0, steps.saturating_sub(1).max(1) as f64);
-    let chart = |title: String, y_label: &str, y_range: (f64, f64), series: Vec<Series>, legend: Corner| Chart {
+    let chart = |title: String, y_label: &str, y_range: (f64, f64), series: Vec<Series>| Chart {
         title,
         x_label: format!("sampling step (0 = pure noise, {steps} steps)"),
         y_label: y_label.into(),
         x_range,
         y_range,
         y_log: false,
+        legend: free_corner(&series, x_range, y_range),
         series,
         size: (720, 400),
-        legend,
     };
     let line = |name: &str, points: Vec<(f64, f64)>, colour: [u8; 3]| Series {
         name: name.into(),
@@ -64,7 +88,6 @@ fn charts(traj: &Trajectory, curves: &Curves) -> Vec<(&'static str, Chart)> {
             "weight entropy, mean over pixels (nats)",
             span(&ys, 0.0),
             vec![line("entropy of each pixel's weights", entropy, [40, 90, 200])],
-            Corner::UpperRight,
         ),
     ));
     let nearest: Vec<(f64, f64)> =
@@ -78,7 +101,6 @@ fn charts(traj: &Trajectory, curves: &Curves) -> Vec<(&'static str, Chart)> {
                 "RMS distance (pixel values in [−1, 1])",
                 span(&ys, 0.0),
                 vec![line("estimate to its nearest training image", nearest, [220, 50, 40])],
-                Corner::UpperRight,
             ),
         ));
     }
@@ -93,7 +115,6 @@ fn charts(traj: &Trajectory, curves: &Curves) -> Vec<(&'static str, Chart)> {
                 "Pearson r",
                 (lo.min(0.0), 1.0),
                 vec![line(&format!("r({machine}, {label})"), points(r), [60, 160, 90])],
-                Corner::LowerRight,
             ),
         ));
     }
@@ -109,7 +130,6 @@ fn charts(traj: &Trajectory, curves: &Curves) -> Vec<(&'static str, Chart)> {
                     line("inside the wound", points(inside), [220, 50, 40]),
                     line("outside it", points(outside), [40, 90, 200]),
                 ],
-                Corner::UpperRight,
             ),
         ));
     }
@@ -121,7 +141,6 @@ fn charts(traj: &Trajectory, curves: &Curves) -> Vec<(&'static str, Chart)> {
                 "cosine similarity",
                 (-1.0, 1.0),
                 vec![line("cosine of the two sensitivity maps", points(cos), [200, 120, 30])],
-                Corner::LowerRight,
             ),
         ));
     }
@@ -146,4 +165,27 @@ pub fn write_plots(traj: &Trajectory, curves: &Curves, dir: &Path, overwrite: bo
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_goes_where_the_curve_is_not() {
+        let line = |f: &dyn Fn(f64) -> f64| Series {
+            name: "s".into(),
+            points: (0..20).map(|k| (k as f64, f(k as f64))).collect(),
+            colour: [0, 0, 0],
+            steps: false,
+        };
+        let (x, y) = ((0.0, 19.0), (0.0, 1.0));
+        // Rising to the top right (a run moving away from its nearest training image).
+        assert_eq!(free_corner(&[line(&|k| k / 19.0)], x, y), Corner::LowerRight);
+        // Falling to the bottom right (the entropy).
+        assert_eq!(free_corner(&[line(&|k| 1.0 - k / 19.0)], x, y), Corner::UpperRight);
+        // Swinging top to bottom on the right, low on the left: only the upper left is free.
+        let swing = |k: f64| if k > 9.0 && (k as usize).is_multiple_of(2) { 0.95 } else { 0.05 };
+        assert_eq!(free_corner(&[line(&swing)], x, y), Corner::UpperLeft);
+    }
 }

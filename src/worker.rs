@@ -811,3 +811,33 @@ fn crop(shape: ImageShape, img: &[f32], y: usize, x: usize, call: &Call) -> (Ima
     }
     (ImageShape { c: shape.c, h: p, w: p }, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle-time work stops at any command, an inspect included, which leaves a run's token
+    /// alone; a start stops both.
+    #[test]
+    fn any_command_stops_idle_work_and_only_starts_stop_the_run() {
+        let (handle, _commands, _events) = WorkerHandle::detached();
+        let idle = CancelToken::new();
+        *handle.idle.lock().unwrap() = idle.clone();
+        let run = handle.cancel.lock().unwrap().clone();
+        let call = Call::new(crate::engine::MachineKind::Els, crate::engine::Boundary::Zeros, 3, 0.5);
+        handle.send(Command::Inspect {
+            run: 1,
+            dataset_hash: None,
+            step: 0,
+            x_t: vec![0.0; 4],
+            call,
+            y: 0,
+            x: 0,
+            top: 1,
+        });
+        assert!(idle.is_cancelled(), "an inspect stops idle work");
+        assert!(!run.is_cancelled(), "an inspect does not stop the run");
+        handle.send(Command::Cancel);
+        assert!(run.is_cancelled());
+    }
+}

@@ -42,6 +42,8 @@ pub enum Command {
     Train(crate::train::TrainArgs),
     /// The paper's experiment: median Pearson r of ELS, Local and Ideal samples with the CNN's.
     Compare(crate::experiment::CompareArgs),
+    /// The seed grid (or machine zoo) of a recipe as one labelled sheet; shards like compare.
+    Grid(crate::grid::GridArgs),
     /// Fits the patch size per step to the CNN (as the paper calibrated its presets).
     Calibrate(crate::experiment::CalibrateArgs),
     /// When classes separate and when a run snaps to one training image: Biroli et al.'s
@@ -357,6 +359,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Train(args) => crate::train::run(&args),
         Command::Compare(args) => crate::experiment::run(&args),
         Command::Calibrate(args) => crate::experiment::calibrate(&args),
+        Command::Grid(args) => crate::grid::run(&args),
         Command::Regimes(args) => crate::regimes::run(&args),
         Command::PlotLoss { csv, out, force } => {
             let losses = crate::train::read_loss_csv(&csv)?;

@@ -274,7 +274,7 @@ fn figure(results: &[SeedResult], path: Option<&std::path::Path>) -> Result<(), 
 }
 
 /// SHA-256 of the CNN's weights: the file's, or the shipped ones of a bundled set.
-fn cnn_hash(bundled: Option<&str>, path: Option<&std::path::Path>) -> Result<String, String> {
+pub fn cnn_hash(bundled: Option<&str>, path: Option<&std::path::Path>) -> Result<String, String> {
     match (path, bundled.and_then(engine::training::network::bundled_weights)) {
         (Some(p), _) => {
             let bytes = std::fs::read(p).map_err(|e| format!("{}: cannot read the weights: {e}", p.display()))?;

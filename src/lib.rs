@@ -13,6 +13,7 @@ pub mod engine;
 pub mod experiment;
 pub mod export;
 pub mod files;
+pub mod grid;
 pub mod memory;
 pub mod recipe;
 pub mod regimes;

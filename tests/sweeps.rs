@@ -292,3 +292,164 @@ fn calibration_shards_merge_to_the_single_run_bit_for_bit() {
     ]));
     assert!(e.contains("not a calibration seed"), "{e}");
 }
+
+/// A recipe for the grid: a 4-step ELS run on digits8, written by `sample`.
+fn grid_recipe(dir: &std::path::Path) -> std::path::PathBuf {
+    let run = dir.join("run");
+    let out = morphogen(&[
+        "sample",
+        "--dataset",
+        "digits8",
+        "--steps",
+        "4",
+        "--patch-schedule",
+        "3,3,5,5",
+        "--seed",
+        "10",
+        "--device",
+        "cpu",
+        "--out-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run.join("recipe.json")
+}
+
+/// The seed grid in shards: three processes' records, drawn by `grid --from`, give the single
+/// process's sheet byte for byte; each tile is that seed's own `sample` image.
+#[test]
+fn grid_shards_draw_the_single_runs_sheet_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = grid_recipe(dir.path());
+    let r = recipe.to_str().unwrap();
+    let single = dir.path().join("single.png");
+    let base = ["grid", "--recipe", r, "--seeds", "7", "--json"];
+    let summary = ok(&morphogen(&[&base[..], &["--out", single.to_str().unwrap()]].concat()));
+    assert_eq!(summary["seeds"], 7);
+    assert_eq!(summary["first_seed"], 10, "seeds count up from the recipe's");
+    assert_eq!(summary["machines"], serde_json::json!(["els"]));
+    assert_eq!(summary["shape"], serde_json::json!([1, 8, 8]));
+
+    let shards = dir.path().join("shards");
+    let s = shards.to_str().unwrap();
+    let children: Vec<std::process::Child> = ["0/3", "1/3", "2/3"]
+        .into_iter()
+        .map(|shard| spawn(&[&base[..], &["--shard", shard, "--out-dir", s]].concat()))
+        .collect();
+    let mut per_shard = Vec::new();
+    for child in children {
+        per_shard.push(ok(&child.wait_with_output().unwrap())["seeds"].as_u64().unwrap());
+    }
+    // Seeds 10..17 by s mod 3: 12, 15 / 10, 13, 16 / 11, 14.
+    assert_eq!(per_shard, vec![2, 3, 2]);
+    assert_eq!(std::fs::read_dir(&shards).unwrap().count(), 7, "one record per seed");
+    let merged = dir.path().join("merged.png");
+    let m = ok(&morphogen(&["grid", "--from", s, "--out", merged.to_str().unwrap(), "--json"]));
+    assert_eq!(m["seeds"], 7);
+    let (a, b) = (std::fs::read(&single).unwrap(), std::fs::read(&merged).unwrap());
+    assert_eq!(a, b, "the merged sheet differs from the single run's");
+    // 7 tiles of 8×8 at the default 28× (224 pixels) in 3 columns, 3 rows.
+    let sheet = image::load_from_memory(&a).unwrap().to_rgba8();
+    let (w, h) = (sheet.width(), sheet.height());
+    assert_eq!(summary["sheet_size"], serde_json::json!([w, h]));
+    assert!((3 * 224..3 * 224 + 60).contains(&w) && (3 * 224..3 * 224 + 150).contains(&h), "{w}×{h}");
+
+    // Seed 13's tile is seed 13's own run: its record equals `sample --seed 13`'s final x̂₀.
+    let sample13 = dir.path().join("s13");
+    let out = morphogen(&[
+        "sample",
+        "--dataset",
+        "digits8",
+        "--steps",
+        "4",
+        "--patch-schedule",
+        "3,3,5,5",
+        "--seed",
+        "13",
+        "--device",
+        "cpu",
+        "--out-dir",
+        sample13.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record: Value = std::fs::read_dir(&shards)
+        .unwrap()
+        .map(|e| serde_json::from_str::<Value>(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap())
+        .find(|v| v["seed"] == 13)
+        .expect("seed 13's record");
+    let ours: Vec<f32> = record["images"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let (_, x0) = morphogen::data::read_npy_f32(&sample13.join("trajectory_x0.npy")).unwrap();
+    let last = &x0[x0.len() - 64..];
+    assert_eq!(ours.len(), 64);
+    for (i, (g, s)) in ours.iter().zip(last).enumerate() {
+        assert!(g.is_finite() && g.to_bits() == s.to_bits(), "pixel {i}: grid {g}, sample {s}");
+    }
+
+    // A rerun of a shard runs nothing; an existing sheet is not overwritten.
+    let again = ok(&morphogen(&[&base[..], &["--shard", "1/3", "--out-dir", s]].concat()));
+    assert_eq!(again["seeds"], 3);
+    let e = err(&morphogen(&["grid", "--from", s, "--out", merged.to_str().unwrap()]));
+    assert!(e.contains("merged.png"), "{e}");
+    // Shards with a seed missing say which.
+    std::fs::remove_file(
+        std::fs::read_dir(&shards)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| std::fs::read_to_string(p).unwrap().contains("\"seed\": 13"))
+            .unwrap(),
+    )
+    .unwrap();
+    let gap = morphogen(&["grid", "--from", s, "--out", dir.path().join("gap.png").to_str().unwrap()]);
+    assert!(gap.status.success());
+    assert!(
+        String::from_utf8_lossy(&gap.stderr)
+            .contains("1 seed(s) missing between the first and last (a shard not run yet?): 13")
+    );
+}
+
+/// The zoo as a batch: every closed-form machine per seed, labelled rows; and the grid's
+/// arguments refused in one line each.
+#[test]
+fn grid_zoo_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = grid_recipe(dir.path());
+    let r = recipe.to_str().unwrap();
+    let zoo = dir.path().join("zoo.png");
+    let z = ok(&morphogen(&["grid", "--recipe", r, "--seeds", "2", "--zoo", "--json", "--out", zoo.to_str().unwrap()]));
+    let machines: Vec<&str> = z["machines"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert_eq!(machines.len(), 7, "{machines:?}");
+    assert!(machines.contains(&"els") && machines.contains(&"ideal") && !machines.contains(&"cnn"), "{machines:?}");
+    let sheet = image::open(&zoo).unwrap().to_rgba8();
+    // Seven columns of 224-pixel tiles, two rows.
+    assert!(sheet.width() >= 7 * 224 && sheet.width() < 7 * 224 + 100, "{}", sheet.width());
+    assert!(sheet.height() >= 2 * 224 && sheet.height() < 2 * 224 + 100, "{}", sheet.height());
+
+    let d = dir.path().to_str().unwrap();
+    let init = dir.path().join("init.json");
+    let mut with_init: Value = serde_json::from_str(&std::fs::read_to_string(&recipe).unwrap()).unwrap();
+    with_init["init"] = Value::String("x.npy".into());
+    std::fs::write(&init, with_init.to_string()).unwrap();
+    for (args, says) in [
+        (vec!["grid", "--recipe", r], "grid needs --out"),
+        (vec!["grid", "--recipe", r, "--shard", "0/2", "--out", "a.png"], "--shard needs --out-dir"),
+        (vec!["grid", "--recipe", r, "--shard", "0/2", "--out-dir", d, "--out", "a.png"], "--shard writes its seeds"),
+        (vec!["grid", "--recipe", r, "--seeds", "0", "--out", "a.png"], "--seeds must be between 1 and 100000"),
+        (vec!["grid", "--from", d], "--from needs --out"),
+        (vec!["grid", "--from", d, "--recipe", r, "--out", "a.png"], "--from draws finished seeds"),
+        (vec!["grid", "--out", "a.png"], "grid needs --recipe"),
+        (vec!["grid", "--recipe", "/no/such.json", "--out", "a.png"], "/no/such.json"),
+        (vec!["grid", "--recipe", init.to_str().unwrap(), "--out", "a.png"], "every seed would give the same image"),
+        (vec!["grid", "--recipe", r, "--out", zoo.to_str().unwrap()], "zoo.png"),
+    ] {
+        let e = err(&morphogen(&args));
+        assert!(e.contains(says), "{args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
+    }
+    // A compare result is not a grid seed.
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("x.json"), r#"{"seed": 1}"#).unwrap();
+    let e =
+        err(&morphogen(&["grid", "--from", c.to_str().unwrap(), "--out", dir.path().join("q.png").to_str().unwrap()]));
+    assert!(e.contains("x.json") && e.contains("not a grid seed"), "{e}");
+}

@@ -20,6 +20,36 @@ pub fn evenly_spaced(first: usize, last: usize, count: usize) -> Vec<usize> {
     out
 }
 
+/// Where a sheet puts things, for tiles of tw × th pixels.
+struct Layout {
+    /// Label text size (font pixels per dot).
+    size: u32,
+    label_h: u32,
+    pad: u32,
+    cell_w: u32,
+    cell_h: u32,
+}
+
+impl Layout {
+    fn of(tw: u32, th: u32) -> Self {
+        // Label size grows with the tile so it stays readable at any scale.
+        let size = (tw / 40).clamp(1, 4);
+        let label_h = 5 * size + 4 * size.max(1);
+        let pad = 2 * size.max(2);
+        Self { size, label_h, pad, cell_w: tw + pad, cell_h: th + label_h + pad }
+    }
+}
+
+/// The (width, height) of a sheet of `n` tiles of tw × th in `cols` columns, before drawing it
+/// (to choose a scale that fits).
+pub fn sheet_size(tw: u32, th: u32, n: usize, cols: usize) -> (u32, u32) {
+    let l = Layout::of(tw, th);
+    let cols = cols.clamp(1, n.max(1)) as u64;
+    let rows = (n.max(1) as u64).div_ceil(cols);
+    let side = |k: u64, cell: u32| (k * u64::from(cell) + u64::from(l.pad)).min(u64::from(u32::MAX)) as u32;
+    (side(cols, l.cell_w), side(rows, l.cell_h))
+}
+
 /// Lays `tiles` out in a grid (at most 8 columns) with a label strip above each.
 pub fn contact_sheet(tiles: &[(RgbaImage, String)]) -> RgbaImage {
     contact_sheet_with_columns(tiles, tiles.len().clamp(1, 8))
@@ -32,13 +62,9 @@ pub fn contact_sheet_with_columns(tiles: &[(RgbaImage, String)], cols: usize) ->
     };
     let (tw, th) = (first.width(), first.height());
     let cols = cols.clamp(1, tiles.len()) as u32;
-    let rows = (tiles.len() as u32).div_ceil(cols);
-    // Label size grows with the tile so it stays readable at any scale.
-    let size = (tw / 40).clamp(1, 4);
-    let label_h = 5 * size + 4 * size.max(1);
-    let pad = 2 * size.max(2);
-    let (cell_w, cell_h) = (tw + pad, th + label_h + pad);
-    let mut sheet = RgbaImage::from_pixel(cols * cell_w + pad, rows * cell_h + pad, GAP_COLOUR);
+    let Layout { size, label_h, pad, cell_w, cell_h } = Layout::of(tw, th);
+    let (w, h) = sheet_size(tw, th, tiles.len(), cols as usize);
+    let mut sheet = RgbaImage::from_pixel(w, h, GAP_COLOUR);
     for (k, (tile, label)) in tiles.iter().enumerate() {
         let (cx, cy) = ((k as u32 % cols) * cell_w + pad, (k as u32 / cols) * cell_h + pad);
         let text_x = cx + tw.saturating_sub(text_width(label, size)) / 2;

@@ -35,8 +35,8 @@ pub struct BenchArgs {
     /// Logit entries per key chunk (default: the engine's).
     #[arg(long)]
     pub chunk: Option<usize>,
-    /// Keep every key in the CPU kernel's banks, repeated ones too (to measure what merging
-    /// them saves).
+    /// Keep every key, repeated ones too, in the CPU kernel's banks and the GPU op's groups
+    /// (to measure what merging them saves).
     #[arg(long)]
     pub no_merge: bool,
     /// Fold every key in the CPU kernel's banks, none skipped (to measure what exact

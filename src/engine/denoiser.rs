@@ -74,8 +74,9 @@ pub struct Denoiser {
     pub els_path: ElsPath,
     /// Every machine's and kernel's state, by type.
     states: HashMap<TypeId, Box<dyn State>>,
-    /// Whether the fused CPU kernel's kept banks merge repeated keys into one with a
-    /// multiplicity ([`super::kernels::cpu::merge`]); off only to measure what it saves.
+    /// Whether repeated keys are merged into one with a multiplicity: the fused CPU kernel's
+    /// kept banks ([`super::kernels::cpu::merge`]) and the fused op's pixel groups
+    /// ([`super::kernels::op_merge`]); off only to measure what it saves.
     pub merge_keys: bool,
     /// Whether the fused CPU kernel's kept banks are sorted into tiles and skip the keys that
     /// cannot move a float32 result ([`super::kernels::cpu::skip`]); off to measure what it
@@ -85,6 +86,9 @@ pub struct Denoiser {
     /// group took the skip path. For tests (that skipping happened, and how much) and `bench`.
     #[doc(hidden)]
     pub skip_work: SkipWork,
+    /// The fused op's (query, key) pairs swept and as many before duplicate keys were merged
+    /// ([`super::kernels::op_merge`]), summed over calls until taken.
+    pub merge_work: SkipWork,
     /// What the caller should tell the user and has not yet (a fall back to the CPU).
     notices: Vec<String>,
     /// The adapter limits the fused op plans its launches by, in place of the device's own:
@@ -137,6 +141,7 @@ impl Denoiser {
             merge_keys: true,
             skip_keys: true,
             skip_work: SkipWork::default(),
+            merge_work: SkipWork::default(),
             notices: Vec::new(),
             adapter_limits: None,
             fail_next_launch: false,
@@ -275,8 +280,9 @@ pub(crate) fn to_host(t: Tensor<2>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().expect("a float tensor reads back as f32")
 }
 
-/// Counters of the skip path's work ([`Denoiser::skip_work`]), atomic so the kernel can add
-/// to them through a shared reference.
+/// A pair of work counters, what was done and what the dense path would have done
+/// ([`Denoiser::skip_work`], [`Denoiser::merge_work`]), atomic so the kernel can add to them
+/// through a shared reference.
 #[derive(Debug, Default)]
 pub struct SkipWork {
     pub folded: std::sync::atomic::AtomicU64,

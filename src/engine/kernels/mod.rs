@@ -7,7 +7,7 @@
 //! | path | where | what |
 //! |---|---|---|
 //! | [`ElsPath::HostKernel`] (CPU default) | [`cpu`] | key banks on the host, one fused AVX2 pass per score tile ([`cpu::fused`], [`cpu::simd`]), small groups straight from the images ([`cpu::direct`]) |
-//! | [`ElsPath::Op`] (GPU default) | [`op_call`] → [`op`] | one launch of a burn backend extension: the cubecl kernel on a GPU ([`gpu`]), the fused CPU body on flex |
+//! | [`ElsPath::Op`] (GPU default) | [`op_call`] → [`op`] | one launch per part of a burn backend extension: the cubecl kernel on a GPU ([`gpu`]), the fused CPU body on flex; repeated keys merged first ([`op_merge`]) |
 //! | [`ElsPath::BurnOps`] (reference) | [`burn_ops`] | a matmul per key chunk and [`softmax::OnlineSoftmax`] |
 //!
 //! [`window_sums`] computes the Local machine's softmax and the ELS pixels that reduce to it.
@@ -18,6 +18,7 @@ pub mod gpu;
 pub mod groups;
 pub mod op;
 pub mod op_call;
+pub mod op_merge;
 pub mod op_plan;
 pub mod softmax;
 pub mod window_sums;

@@ -18,8 +18,10 @@
 //! state (m, l, t, acc[C], winner) relative to its own running max, with
 //! `l = Σ e^(x−m)`, `t = Σ e^(x−m)(x−m)`, `acc = Σ e^(x−m)·v`, logit
 //! `x = −‖q − a·k‖² / 2σ²`, and `winner` the index within the split of the key whose logit is
-//! m (exact in f32: a split holds at most [`MAX_UNIT_TERMS`] keys). [`merge`] folds the splits
-//! with burn ops; [`winners`] finds each query's largest weight for the provenance maps.
+//! m (exact in f32: a split holds at most [`MAX_UNIT_TERMS`] keys). With merged keys
+//! ([`OpParams::counted`]) the winner is the largest logit less ln n, kept beside it.
+//! [`merge`] folds the splits with burn ops; [`winners`] finds each query's largest weight
+//! for the provenance maps.
 
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -47,19 +49,30 @@ pub struct OpParams {
     pub splits: usize,
     pub channels: usize,
     pub patch: usize,
+    /// The keys are merged duplicates ([`super::cpu::merge`]): each key row carries one more
+    /// index, of its ln(count), which joins its logit, and the state one more value sum,
+    /// Σ e^(x−m)·ln n, which gives the entropy over the unmerged keys.
+    pub counted: bool,
 }
 
-/// Shape of the partial states: [splits, Q, 3 + C + 1].
-pub fn partials_shape(queries: &Shape, splits: &usize, channels: &usize) -> Shape {
-    Shape::new([*splits, queries[0], STATE_COLS + *channels + 1])
+/// Columns of a partial state: m, l, t, the C value sums, then with merged keys Σp·ln n and
+/// the winner's own logit (less its ln n), then the winner.
+pub fn state_cols(channels: usize, counted: bool) -> usize {
+    STATE_COLS + channels + 2 * counted as usize + 1
+}
+
+/// Shape of the partial states: [splits, Q, `state_cols`].
+pub fn partials_shape(queries: &Shape, splits: &usize, channels: &usize, counted: &bool) -> Shape {
+    Shape::new([*splits, queries[0], state_cols(*channels, *counted)])
 }
 
 #[backend_extension(Cube, Fusion, Flex)]
 pub trait ElsOps: burn::backend::Backend {
     /// Partial softmax states of every query over its block's keys, one per split:
     /// images [N, L+1] (centred, trailing zero slot), queries [Q, D], key_idx [Kpos, D]
-    /// (flat indices into an image row), blocks [B, 5] → [splits, Q, 3 + C + 1].
-    #[fusion(dtype = queries, shape = partials_shape(queries, splits, channels))]
+    /// (flat indices into an image row; [Kpos, D + 1] when `counted`, the last index that of
+    /// the key's ln n), blocks [B, 5] → [splits, Q, `state_cols`].
+    #[fusion(dtype = queries, shape = partials_shape(queries, splits, channels, counted))]
     #[allow(clippy::too_many_arguments)]
     fn els_partials(
         images: FloatTensor<Self>,
@@ -71,6 +84,7 @@ pub trait ElsOps: burn::backend::Backend {
         splits: usize,
         channels: usize,
         patch: usize,
+        counted: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -92,15 +106,17 @@ pub fn els_partials(
         p.splits,
         p.channels,
         p.patch,
+        p.counted,
     );
     Tensor::from_dispatch(out)
 }
 
-/// Folds the splits of [`els_partials`]: x̂₀ − m per query ([Q, C]) and each query's weight
-/// entropy in nats ([Q, 1]).
-pub fn merge(partials: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
+/// Folds the splits of [`els_partials`]: x̂₀ − m per query ([Q, C], and with merged keys
+/// E[ln n] as one more column) and each query's weight entropy in nats ([Q, 1]; over the
+/// merged keys: add E[ln n] for the entropy over every key).
+pub fn merge(partials: Tensor<3>, counted: bool) -> (Tensor<2>, Tensor<2>) {
     let [_, q, cols] = partials.dims();
-    let c = cols - STATE_COLS - 1;
+    let c = cols - STATE_COLS - 1 - 2 * counted as usize + counted as usize;
     let m = partials.clone().narrow(2, 0, 1); // [S, Q, 1]
     let l = partials.clone().narrow(2, 1, 1);
     let t = partials.clone().narrow(2, 2, 1);
@@ -118,11 +134,13 @@ pub fn merge(partials: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
     (acc.reshape([q, c]), entropy.reshape([q, 1]))
 }
 
-/// Each query's winning key: (split, index within the split) of its largest logit, read
-/// back to the host ([Q] pairs).
-pub fn winners(partials: Tensor<3>) -> Vec<(usize, usize)> {
+/// Each query's winning key: (split, index within the split) of its largest logit (with
+/// merged keys, less ln n: the key of largest weight, not the heaviest group), read back to
+/// the host ([Q] pairs); the first split wins a tie.
+pub fn winners(partials: Tensor<3>, counted: bool) -> Vec<(usize, usize)> {
     let [s, q, cols] = partials.dims();
-    let m = partials.clone().narrow(2, 0, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
+    let by = if counted { cols - 2 } else { 0 };
+    let m = partials.clone().narrow(2, by, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
     let w = partials.narrow(2, cols - 1, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
     (0..q)
         .map(|qi| {
@@ -189,6 +207,7 @@ impl ElsOps for Flex {
         splits: usize,
         channels: usize,
         patch: usize,
+        counted: bool,
     ) -> FloatTensor<Self> {
         use burn::backend::TensorMetadata;
         use rayon::prelude::*;
@@ -198,12 +217,15 @@ impl ElsOps for Flex {
         let (images, queries) = (host_f32(images), host_f32(queries));
         let (key_idx, blocks) = (host_i64(key_idx), host_i64(blocks));
         let c = channels;
-        let cols = STATE_COLS + c + 1;
+        // With merged keys ln n is one more key row (met by a query column of ones) and one
+        // more value channel, as in the CPU kernel's merged banks.
+        let (kw, cv) = (d + counted as usize, c + counted as usize);
+        let cols = state_cols(c, counted);
         let centre = super::super::geometry::centre_offsets(c, patch);
         // The fused kernel's logits are (2a/2σ²)·q·k − (a²/2σ²)·‖k‖²: the exact logit plus
         // ‖q‖²/2σ², a per-query constant that cancels in the merge.
         let (scale, tail) = (2.0 * a * inv_two_s2, -a * a * inv_two_s2);
-        let da = d + 1;
+        let da = d + 1 + counted as usize;
         let splits = splits.max(1);
         // (split, query) → state row, filled per (block, split, query group).
         let jobs: Vec<(Block, usize)> = blocks
@@ -231,13 +253,13 @@ impl ElsOps for Flex {
                     let kbase = b.k0 + u0 * b.kstride;
                     let k = f1 - f0;
                     let mut keys_t = vec![0f32; da * k]; // [D+1, K]
-                    let mut values_t = vec![0f32; c * k]; // [C, K]
+                    let mut values_t = vec![0f32; cv * k]; // [C (+ 1), K]
                     for (col, f) in (f0..f1).enumerate() {
                         let (img, j) = (f / b.kn, f % b.kn);
                         let base = img * row;
-                        let idx = &key_idx[(kbase + j) * d..(kbase + j + 1) * d];
+                        let idx = &key_idx[(kbase + j) * kw..(kbase + j + 1) * kw];
                         let mut norm = 0f32;
-                        for (t, &i) in idx.iter().enumerate() {
+                        for (t, &i) in idx[..d].iter().enumerate() {
                             let v = images[base + i as usize];
                             keys_t[t * k + col] = v;
                             norm += v * v;
@@ -246,34 +268,41 @@ impl ElsOps for Flex {
                         for (ch, &off) in centre.iter().enumerate() {
                             values_t[ch * k + col] = keys_t[off as usize * k + col];
                         }
+                        if counted {
+                            let ln_n = images[base + idx[d] as usize];
+                            keys_t[(d + 1) * k + col] = ln_n;
+                            values_t[c * k + col] = ln_n;
+                        }
                     }
-                    let mut qa = vec![0f32; qn * da]; // [qn, D+1]
+                    let mut qa = vec![0f32; qn * da]; // [qn, D + 1 (+ 1)]
                     for i in 0..qn {
                         let qrow = b.q0 + u0 + i;
                         for t in 0..d {
                             qa[i * da + t] = queries[qrow * d + t] * scale;
                         }
                         qa[i * da + d] = tail;
+                        if counted {
+                            qa[i * da + d + 1] = 1.0;
+                        }
                     }
-                    let mut state = RowState::new(qn, c, true);
+                    let mut state = RowState::new(qn, cv, true);
                     if k > 0 {
-                        state.update(
-                            &qa,
-                            da,
-                            &HostChunk { keys_t, values_t, len: k, first: Vec::new(), counted: false },
-                        );
+                        state.update(&qa, da, &HostChunk { keys_t, values_t, len: k, first: Vec::new(), counted });
                     }
-                    let (m, l, t, acc, arg) = state.into_parts();
+                    let (m, l, t, acc, arg, best) = state.into_parts();
                     let mut out = vec![0f32; qn * cols];
                     for i in 0..qn {
                         let o = &mut out[i * cols..(i + 1) * cols];
                         o[0] = if m[i].is_finite() { m[i] } else { SENTINEL };
                         o[1] = l[i] as f32;
                         o[2] = t[i] as f32;
-                        for ch in 0..c {
-                            o[STATE_COLS + ch] = acc[i * c + ch] as f32;
+                        for ch in 0..cv {
+                            o[STATE_COLS + ch] = acc[i * cv + ch] as f32;
                         }
-                        o[STATE_COLS + c] = arg[i] as f32;
+                        if counted {
+                            o[cols - 2] = if best[i].is_finite() { best[i] } else { SENTINEL };
+                        }
+                        o[cols - 1] = arg[i] as f32;
                     }
                     (s, b.q0 + u0, out)
                 })

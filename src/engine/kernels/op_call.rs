@@ -11,10 +11,12 @@ use burn::tensor::{Int, Tensor};
 
 use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, ElsPath, State, to_host};
+use super::super::geometry::PixelGroup;
 use super::super::machine::{Call, Denoised, PixelMaps};
 use super::gpu::AdapterLimits;
 use super::groups::{GeometryKey, device_groups};
 use super::op::{self, BLOCK_QUERIES, Block, OpParams};
+use super::op_merge::merge_group;
 use super::op_plan::{self, LaunchPlan};
 
 /// One launch's tables: its queries and blocks, numbered from its own first query.
@@ -23,27 +25,48 @@ pub(crate) struct LaunchTables {
     pub query_idx: Tensor<1, Int>,
     /// [b, 5]: the launch's blocks (see [`op::Block`]), q0 relative to its first query.
     pub blocks: Tensor<2, Int>,
-    /// Its first query row in the call and how many it has.
+    /// Its first query row in the part and how many it has.
     pub q0: usize,
     pub queries: usize,
 }
 
-/// The fused op's index tables for one geometry, on the device.
-pub(crate) struct OpTables {
-    /// [Kpos, D]: flat indices into an image row of every key position (every launch binds
-    /// all of it).
+/// Where a part's winning key came from, for the provenance maps.
+pub(crate) enum Sources {
+    /// Keys cut from the training images: key row r's patch centre is `key_row_pixel[r]`,
+    /// and the image is the key's index over the row's keys.
+    Images { key_row_pixel: Vec<u32> },
+    /// A merged bank: each key's first occurrence, (training image, patch centre).
+    Merged { first: Vec<(u32, u32)> },
+}
+
+/// One part of a geometry's tables: the blocks that read their keys from one place (the
+/// training images, or the bank of merged duplicate keys, [`super::op_merge`]), each part
+/// with its own launches and splits.
+pub(crate) struct OpPart {
+    /// The merged bank ([1, K·(D + 1) + 1]: each key's values, then its ln n), or `None`
+    /// for the training images.
+    pub bank: Option<Tensor<2>>,
+    /// [Kpos, D] (+ 1 when merged): flat indices into a row of what the keys are read from.
     pub key_idx: Tensor<2, Int>,
     pub launches: Vec<LaunchTables>,
-    /// Key splits per block, in every launch.
+    /// Key splits per block, in every launch of the part.
     pub splits: usize,
+    /// Rows the keys are spread over: N images, or the merged bank's one row.
+    pub rows: usize,
     /// Output pixel of each query row.
     pub pixels: Vec<usize>,
-    /// Pixels with no admissible training patch (circular windows larger than the image).
-    pub empty: Vec<usize>,
     /// Per query row: its first key row and how many it has (for decoding winners).
     pub query_keys: Vec<(u32, u32)>,
-    /// Training-image pixel (patch centre) of each key row.
-    pub key_row_pixel: Vec<u32>,
+    pub sources: Sources,
+    /// (query, key) pairs a call sweeps, and as many before merging.
+    pub pairs: (u64, u64),
+}
+
+/// The fused op's index tables for one geometry, on the device.
+pub(crate) struct OpTables {
+    pub parts: Vec<OpPart>,
+    /// Pixels with no admissible training patch (circular windows larger than the image).
+    pub empty: Vec<usize>,
     pub bytes: usize,
 }
 
@@ -131,44 +154,62 @@ pub(crate) fn run(
     let mut x0 = vec![0f32; den.shape.len()];
     let mut maps = call.maps.then(|| PixelMaps::empty(hw));
     den.fill_mean(&mut x0, &tables.empty);
-    ctl.begin(tables.launches.len().max(1))?;
+    ctl.begin(tables.parts.iter().map(|p| p.launches.len()).sum::<usize>().max(1))?;
     let mut entropy_sum = 0f64;
-    let params =
-        OpParams { a: a as f32, inv_two_s2: (0.5 / s2) as f32, splits: tables.splits, channels: c, patch: key.patch };
     let centred = den.centred_query(x, a); // [1, C·H·W + 1]
-    for launch in &tables.launches {
-        if std::mem::take(&mut den.fail_next_launch) {
-            panic!("can't allocate buffer (injected device error)");
-        }
-        let q = launch.queries;
-        let queries = centred.clone().select(1, launch.query_idx.clone()).reshape([q, d]); // [q, D]
-        let partials =
-            op::els_partials(den.images.clone(), queries, tables.key_idx.clone(), launch.blocks.clone(), params); // [S, q, 3 + C + 1]
-        let won = call.maps.then(|| op::winners(partials.clone()));
-        let (out, ent) = op::merge(partials); // [q, C], [q, 1]
-        let out = to_host(out);
-        let rows = launch.q0..launch.q0 + q;
-        for (i, &px) in tables.pixels[rows.clone()].iter().enumerate() {
-            for ch in 0..c {
-                x0[ch * hw + px] = out[i * c + ch] + den.mean[ch];
+    for part in &tables.parts {
+        let counted = part.bank.is_some();
+        let cv = c + counted as usize;
+        let params = OpParams {
+            a: a as f32,
+            inv_two_s2: (0.5 / s2) as f32,
+            splits: part.splits,
+            channels: c,
+            patch: key.patch,
+            counted,
+        };
+        let images = part.bank.clone().unwrap_or_else(|| den.images.clone());
+        den.merge_work.add(part.pairs.0, part.pairs.1);
+        for launch in &part.launches {
+            if std::mem::take(&mut den.fail_next_launch) {
+                panic!("can't allocate buffer (injected device error)");
             }
-        }
-        let ent = to_host(ent);
-        entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
-        if let (Some(m), Some(won)) = (maps.as_mut(), won) {
-            for (i, row) in rows.enumerate() {
-                let px = tables.pixels[row];
-                // Split s of a query with N·kn keys starts at key s·⌈N·kn/S⌉.
-                let (k_row0, kn) = (tables.query_keys[row].0 as usize, tables.query_keys[row].1 as usize);
-                let f = won[i].0 * (den.n * kn).div_ceil(params.splits) + won[i].1;
-                m.winner[px] = (f / kn) as u32;
-                m.source[px] = tables.key_row_pixel[k_row0 + f % kn];
-                m.entropy[px] = ent[i];
+            let q = launch.queries;
+            let queries = centred.clone().select(1, launch.query_idx.clone()).reshape([q, d]); // [q, D]
+            let partials =
+                op::els_partials(images.clone(), queries, part.key_idx.clone(), launch.blocks.clone(), params); // [S, q, 3 + C' + 1]
+            let won = call.maps.then(|| op::winners(partials.clone(), counted));
+            let (out, ent) = op::merge(partials, counted); // [q, C'], [q, 1]
+            let out = to_host(out);
+            let mut ent = to_host(ent);
+            if counted {
+                // H over every key = H over the merged ones + E[ln n] (see `cpu::merge`).
+                ent.iter_mut().enumerate().for_each(|(i, e)| *e += out[i * cv + c]);
             }
+            let rows = launch.q0..launch.q0 + q;
+            for (i, &px) in part.pixels[rows.clone()].iter().enumerate() {
+                for ch in 0..c {
+                    x0[ch * hw + px] = out[i * cv + ch] + den.mean[ch];
+                }
+            }
+            entropy_sum += ent.iter().map(|&e| e as f64).sum::<f64>();
+            if let (Some(m), Some(won)) = (maps.as_mut(), won) {
+                for (i, row) in rows.enumerate() {
+                    let px = part.pixels[row];
+                    // Split s of a query with rows·kn keys starts at key s·⌈rows·kn/S⌉.
+                    let (k_row0, kn) = (part.query_keys[row].0 as usize, part.query_keys[row].1 as usize);
+                    let f = won[i].0 * (part.rows * kn).div_ceil(params.splits) + won[i].1;
+                    (m.winner[px], m.source[px]) = match &part.sources {
+                        Sources::Images { key_row_pixel } => ((f / kn) as u32, key_row_pixel[k_row0 + f % kn]),
+                        Sources::Merged { first } => first[k_row0 + f],
+                    };
+                    m.entropy[px] = ent[i];
+                }
+            }
+            ctl.chunk_done()?;
         }
-        ctl.chunk_done()?;
     }
-    if tables.launches.is_empty() {
+    if tables.parts.iter().all(|p| p.launches.is_empty()) {
         ctl.chunk_done()?;
     }
     Ok(Ok(Denoised { x0, entropy: if call.entropy { (entropy_sum / hw as f64) as f32 } else { 0.0 }, maps }))
@@ -181,40 +222,6 @@ fn op_tables(den: &mut Denoiser, key: GeometryKey, ctl: &Control) -> Result<Resu
     }
     let groups = device_groups(den, key, ctl)?;
     let d = den.shape.c * key.patch * key.patch;
-    let (mut query_idx, mut key_idx, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut pixels, mut empty) = (Vec::new(), Vec::new());
-    let mut singles = Vec::new();
-    let (mut query_keys, mut key_row_pixel) = (Vec::new(), Vec::new());
-    for g in groups.iter().map(|g| &g.host) {
-        if g.key_pixels.is_empty() {
-            empty.extend_from_slice(&g.pixels);
-        } else if g.pixels.len() == 1 && g.keys_per_image() == 1 {
-            singles.push(g);
-        } else {
-            let k0 = key_idx.len() / d;
-            key_idx.extend_from_slice(&g.key_idx);
-            key_row_pixel.extend(g.key_pixels.iter().map(|&p| p as u32));
-            for (chunk, idx) in g.pixels.chunks(BLOCK_QUERIES).zip(g.query_idx.chunks(BLOCK_QUERIES * d)) {
-                blocks.push(Block { q0: pixels.len(), qn: chunk.len(), k0, kn: g.keys_per_image(), kstride: 0 });
-                pixels.extend_from_slice(chunk);
-                query_idx.extend_from_slice(idx);
-                query_keys.extend(chunk.iter().map(|_| (k0 as u32, g.keys_per_image() as u32)));
-            }
-        }
-    }
-    // Singleton groups (LS, and ELS pixels whose overhang no other pixel shares): query
-    // u of a block reads key row k0 + u, so 64 of them fill a block.
-    for chunk in singles.chunks(BLOCK_QUERIES) {
-        ctl.check()?;
-        blocks.push(Block { q0: pixels.len(), qn: chunk.len(), k0: key_idx.len() / d, kn: 1, kstride: 1 });
-        for g in chunk {
-            query_keys.push(((key_idx.len() / d) as u32, 1));
-            key_row_pixel.push(g.key_pixels[0] as u32);
-            pixels.push(g.pixels[0]);
-            query_idx.extend_from_slice(&g.query_idx);
-            key_idx.extend_from_slice(&g.key_idx);
-        }
-    }
     // On the CPU backend the op's body has no binding limit; launches are still cut by work,
     // so a cancel waits for one.
     let limits = den.adapter_limits.or_else(|| AdapterLimits::of(&den.device)).unwrap_or(AdapterLimits {
@@ -222,38 +229,184 @@ fn op_tables(den: &mut Denoiser, key: GeometryKey, ctl: &Control) -> Result<Resu
         memory_bytes: None,
         software: false,
     });
-    let LaunchPlan { splits, launches } = match op_plan::plan(&blocks, den.n, d, den.shape.c, &limits) {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(e)),
-    };
-    let launches: Vec<LaunchTables> = launches
-        .into_iter()
-        .map(|r| {
-            let q0 = blocks[r.start].q0;
-            let q1 = blocks[r.end - 1].q0 + blocks[r.end - 1].qn;
-            let rows: Vec<i64> = blocks[r].iter().flat_map(|b| Block { q0: b.q0 - q0, ..*b }.row()).collect();
-            LaunchTables {
-                query_idx: den.int_tensor(&query_idx[q0 * d..q1 * d]),
-                blocks: den.int_tensor(&rows).reshape([rows.len() / 5, 5]),
-                q0,
-                queries: q1 - q0,
-            }
-        })
-        .collect();
-    let bytes = (query_idx.len() + key_idx.len() + blocks.len() * 5) * 8 + pixels.len() * 8;
-    let kpos = key_idx.len() / d;
-    let tables = OpTables {
-        key_idx: den.int_tensor(&key_idx).reshape([kpos, d]),
-        launches,
-        splits,
-        pixels,
-        empty,
-        query_keys,
-        key_row_pixel,
-        bytes,
-    };
+    let mut plain = PartBuilder::default();
+    let mut merged = PartBuilder::default();
+    let (mut bank, mut first) = (Vec::new(), Vec::new());
+    let mut empty = Vec::new();
+    let mut singles = Vec::new();
+    let row = den.shape.len(); // host_centred has no zero slot: merge_group reads past-the-edge as 0
+    for g in groups.iter().map(|g| &g.host) {
+        ctl.check()?;
+        if g.key_pixels.is_empty() {
+            empty.extend_from_slice(&g.pixels);
+        } else if g.pixels.len() == 1 && g.keys_per_image() == 1 {
+            singles.push(g);
+        } else if let Some(m) = den
+            .merge_keys
+            .then(|| merge_group(&den.host_centred, row, den.n, &g.key_idx, d))
+            .flatten()
+            .filter(|m| fits_binding(first.len() + m.len(), d, &limits))
+        {
+            // Its distinct keys, each row of the bank D values and ln n, indexed in place.
+            let k0 = first.len();
+            merged.key_idx.extend((k0 * (d + 1)..(k0 + m.len()) * (d + 1)).map(|i| i as i64));
+            bank.extend_from_slice(&m.rows);
+            first.extend(m.first.iter().map(|&(img, pos)| (img, g.key_pixels[pos as usize] as u32)));
+            merged.add_group(g, d, k0, m.len(), m.len(), m.total);
+        } else {
+            let k0 = plain.key_idx.len() / d;
+            plain.key_idx.extend_from_slice(&g.key_idx);
+            plain.key_row_pixel.extend(g.key_pixels.iter().map(|&p| p as u32));
+            let kn = g.keys_per_image();
+            plain.add_group(g, d, k0, kn, den.n * kn, den.n * kn);
+        }
+    }
+    // Singleton groups (LS, and ELS pixels whose overhang no other pixel shares): query
+    // u of a block reads key row k0 + u, so 64 of them fill a block.
+    for chunk in singles.chunks(BLOCK_QUERIES) {
+        ctl.check()?;
+        let k0 = plain.key_idx.len() / d;
+        plain.blocks.push(Block { q0: plain.pixels.len(), qn: chunk.len(), k0, kn: 1, kstride: 1 });
+        for g in chunk {
+            plain.query_keys.push(((plain.key_idx.len() / d) as u32, 1));
+            plain.key_row_pixel.push(g.key_pixels[0] as u32);
+            plain.pixels.push(g.pixels[0]);
+            plain.query_idx.extend_from_slice(&g.query_idx);
+            plain.key_idx.extend_from_slice(&g.key_idx);
+            plain.pairs += den.n as u64;
+            plain.pairs_full += den.n as u64;
+        }
+    }
+    let mut parts = Vec::new();
+    let mut bytes = empty.len() * 8;
+    if !plain.blocks.is_empty() {
+        bytes += plain.bytes();
+        let key_row_pixel = std::mem::take(&mut plain.key_row_pixel);
+        match plain.finish(den, d, den.n, None, Sources::Images { key_row_pixel }, &limits) {
+            Ok(p) => parts.push(p),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    if !merged.blocks.is_empty() {
+        bytes += merged.bytes() + (bank.len() + 1) * 4 + first.len() * 8;
+        bank.push(0.0);
+        let len = bank.len();
+        let tensor = Tensor::<2>::from_data(burn::tensor::TensorData::new(bank, [1, len]), &den.device);
+        match merged.finish(den, d + 1, 1, Some(tensor), Sources::Merged { first }, &limits) {
+            Ok(p) => parts.push(p),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let tables = OpTables { parts, empty, bytes };
     den.make_room(bytes, None);
     let tables = Arc::new(tables);
     den.state_mut::<OpTablesCache>().0.insert(key, tables.clone());
     Ok(Ok(tables))
+}
+
+/// One part's tables on the host while a geometry's groups are laid out.
+#[derive(Default)]
+struct PartBuilder {
+    query_idx: Vec<i64>,
+    /// [Kpos · width]: flat key indices (width D, or D + 1 for a merged bank).
+    key_idx: Vec<i64>,
+    blocks: Vec<Block>,
+    pixels: Vec<usize>,
+    query_keys: Vec<(u32, u32)>,
+    key_row_pixel: Vec<u32>,
+    /// (query, key) pairs swept, and before merging.
+    pairs: u64,
+    pairs_full: u64,
+}
+
+impl PartBuilder {
+    /// A group whose queries all see key rows `k0 .. k0 + kn` (of every image when the keys
+    /// are cut from the images), in blocks of 64: `swept` keys a query folds, `total` before
+    /// merging.
+    fn add_group(&mut self, g: &PixelGroup, d: usize, k0: usize, kn: usize, swept: usize, total: usize) {
+        for (chunk, idx) in g.pixels.chunks(BLOCK_QUERIES).zip(g.query_idx.chunks(BLOCK_QUERIES * d)) {
+            self.blocks.push(Block { q0: self.pixels.len(), qn: chunk.len(), k0, kn, kstride: 0 });
+            self.pixels.extend_from_slice(chunk);
+            self.query_idx.extend_from_slice(idx);
+            self.query_keys.extend(chunk.iter().map(|_| (k0 as u32, kn as u32)));
+        }
+        let q = g.pixels.len() as u64;
+        self.pairs += q * swept as u64;
+        self.pairs_full += q * total as u64;
+    }
+
+    fn bytes(&self) -> usize {
+        (self.query_idx.len() + self.key_idx.len() + self.blocks.len() * 5) * 8 + self.pixels.len() * 16
+    }
+
+    /// The part on the device, cut into launches for `limits`; errs when the adapter cannot
+    /// run one of its blocks ([`op_plan::plan`]). `width`: key row width; `rows`: rows the
+    /// keys are spread over.
+    fn finish(
+        self,
+        den: &Denoiser,
+        width: usize,
+        rows: usize,
+        bank: Option<Tensor<2>>,
+        sources: Sources,
+        limits: &AdapterLimits,
+    ) -> Result<OpPart, String> {
+        let counted = bank.is_some();
+        let q_width = width - counted as usize;
+        let LaunchPlan { splits, launches } =
+            op_plan::plan(&self.blocks, rows, width, den.shape.c + counted as usize, limits)?;
+        let launches: Vec<LaunchTables> = launches
+            .into_iter()
+            .map(|r| {
+                let q0 = self.blocks[r.start].q0;
+                let q1 = self.blocks[r.end - 1].q0 + self.blocks[r.end - 1].qn;
+                let rows: Vec<i64> = self.blocks[r].iter().flat_map(|b| Block { q0: b.q0 - q0, ..*b }.row()).collect();
+                LaunchTables {
+                    query_idx: den.int_tensor(&self.query_idx[q0 * q_width..q1 * q_width]),
+                    blocks: den.int_tensor(&rows).reshape([rows.len() / 5, 5]),
+                    q0,
+                    queries: q1 - q0,
+                }
+            })
+            .collect();
+        let kpos = self.key_idx.len() / width;
+        Ok(OpPart {
+            bank,
+            key_idx: den.int_tensor(&self.key_idx).reshape([kpos, width]),
+            launches,
+            splits,
+            rows,
+            pixels: self.pixels,
+            query_keys: self.query_keys,
+            sources,
+            pairs: (self.pairs, self.pairs_full),
+        })
+    }
+}
+
+/// Whether a merged bank of `keys` keys of width `d`, and its index table (at 8 bytes an
+/// index, the widest a backend uses), each fit one binding of the adapter: a bank that does
+/// not leaves its groups unmerged.
+fn fits_binding(keys: usize, d: usize, limits: &AdapterLimits) -> bool {
+    let bytes = (keys * (d + 1) * 8) as u64;
+    bytes <= limits.max_binding_bytes.min(op_plan::LAUNCH_BUFFER_CAP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merged_bank_must_fit_one_binding() {
+        let lavapipe = AdapterLimits { max_binding_bytes: 128 << 20, memory_bytes: None, software: true };
+        // MNIST P = 5: ~616k distinct keys of 25 values, 125 MB at 8 bytes an index: fits.
+        assert!(fits_binding(616_000, 25, &lavapipe));
+        // 134,217,728 / 8 / 26 = 645,277 keys is the edge at D = 25.
+        assert!(fits_binding(645_277, 25, &lavapipe));
+        assert!(!fits_binding(645_278, 25, &lavapipe));
+        // A hardware adapter's larger limit is still capped at 256 MiB a buffer.
+        let h200 = AdapterLimits { max_binding_bytes: 1 << 40, memory_bytes: None, software: false };
+        assert!(fits_binding(1_290_555, 25, &h200));
+        assert!(!fits_binding(1_290_556, 25, &h200));
+    }
 }

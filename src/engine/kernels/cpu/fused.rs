@@ -274,9 +274,12 @@ impl RowState {
     /// states themselves ([`super::super::op`]), and each row's winning column. A row that saw
     /// no key has m = −∞ and s = 0.
     #[allow(clippy::type_complexity)]
-    pub fn into_parts(mut self) -> (Vec<f32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>) {
+    /// (m, s, u, acc, winner, the winner's logit); with merged keys that logit is less its
+    /// ln(count), so it can differ from m.
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(mut self) -> (Vec<f32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>, Vec<f32>) {
         self.settle();
-        (self.m, self.s, self.u, self.acc, self.arg)
+        (self.m, self.s, self.u, self.acc, self.arg, self.best)
     }
 
     /// Each row's winning column: the key with its largest weight, counted over all chunks in

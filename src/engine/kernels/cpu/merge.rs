@@ -20,7 +20,7 @@ use std::collections::HashMap;
 /// Merging pays for its extra key row and value channel only when it removes at least this
 /// share of the keys (measured on MNIST: P = 3 removes 71%, P = 5 47%, P = 7 23%; merged,
 /// P = 7 saved 3% a call and its first call cost 0.4 s more: BENCHMARKS.md).
-const MIN_SAVING: f64 = 0.4;
+pub const MIN_SAVING: f64 = 0.4;
 
 /// The merged form of one group's dense chunks (every image's keys, in image order), or
 /// `None` when too few keys repeat for it to pay. `d`: values per key; `c`: channels.

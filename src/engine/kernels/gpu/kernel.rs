@@ -12,11 +12,24 @@ use cubecl::prelude::*;
 
 use super::super::op::{SENTINEL, STATE_COLS};
 
+/// Folds one logit (of key `idx` within the split) into a running state st = (m, l, t,
+/// winner, best) with value sums acc, and returns its weight e^(x−m); the caller adds
+/// weight·value per channel (it knows where values live). `track`: the max is the winner
+/// (with merged keys the caller tracks the winner by its logit less ln n instead).
 #[cube]
-fn fold(x: f32, idx: f32, st: &mut Array<f32>, acc: &mut Array<f32>, #[comptime] c: usize) -> f32 {
+fn fold(
+    x: f32,
+    idx: f32,
+    st: &mut Array<f32>,
+    acc: &mut Array<f32>,
+    #[comptime] c: usize,
+    #[comptime] track: bool,
+) -> f32 {
     let m = st[0];
     if x > m {
-        st[3] = idx; // the new winner
+        if comptime![track] {
+            st[3] = idx; // the new winner
+        }
         // Re-base the sums on the new max: e^(x'−m') = e^(m−m')·e^(x'−m).
         let shift = m - x;
         let r = f32::exp(shift);
@@ -57,6 +70,7 @@ fn keys_from_global<I: Numeric>(
     #[comptime] c: usize,
     #[comptime] centre0: usize,
     #[comptime] plane: usize,
+    #[comptime] counted: bool,
 ) {
     let row = images.stride(0);
     let d = width;
@@ -70,11 +84,27 @@ fn keys_from_global<I: Numeric>(
             let diff = queries[qrow + t] - a * images[img + idx];
             dist += diff * diff;
         }
-        let p = fold(-dist * inv_two_s2, f32::cast_from(f - f0), st, acc, c);
+        let raw = -dist * inv_two_s2;
+        let mut x = raw;
+        let mut ln_n = 0.0f32;
+        if comptime![counted] {
+            // A merged key stands for n equal ones: its logit gains ln n (key slot D); the
+            // winner is still the key of largest weight, by its own logit.
+            ln_n = images[img + u32::cast_from(key_idx[krow + d]) as usize];
+            x += ln_n;
+            if raw > st[4] {
+                st[4] = raw;
+                st[3] = f32::cast_from(f - f0);
+            }
+        }
+        let p = fold(x, f32::cast_from(f - f0), st, acc, comptime![c + counted as usize], comptime![!counted]);
         #[unroll]
         for ch in 0..c {
             let idx = u32::cast_from(key_idx[krow + centre0 + ch * plane]) as usize;
             acc[ch] += p * images[img + idx];
+        }
+        if comptime![counted] {
+            acc[c] += p * ln_n;
         }
     }
 }
@@ -83,9 +113,9 @@ fn keys_from_global<I: Numeric>(
 pub(super) fn els_partials_kernel<I: Numeric>(
     images: &Tensor<f32>,  // [N, L+1]
     queries: &Tensor<f32>, // [Q, D]
-    key_idx: &Tensor<I>,   // [Kpos, D]
+    key_idx: &Tensor<I>,   // [Kpos, D], or [Kpos, D + 1] with ln n's slot when counted
     blocks: &Tensor<I>,    // [B, 5]: q0, qn, k0, kn, kstride
-    out: &mut Tensor<f32>, // [S, Q, 3 + C]
+    out: &mut Tensor<f32>, // [S, Q, 3 + C (+ 1 when counted) + 1]
     a: f32,
     inv_two_s2: f32,
     n_images: u32,
@@ -95,8 +125,14 @@ pub(super) fn els_partials_kernel<I: Numeric>(
     #[comptime] centre0: usize,
     #[comptime] plane: usize,
     #[comptime] tile: usize,
+    #[comptime] counted: bool,
     #[define(I)] _int: ElemType,
 ) {
+    // Value sums: the C channels, and with merged keys E[ln n] for the entropy (see
+    // `super::super::cpu::merge`).
+    let cv = comptime![c + counted as usize];
+    // Floats staged per key: its D values, and ln n when counted.
+    let dk = comptime![d + counted as usize];
     let b = CUBE_POS_X as usize;
     let s = CUBE_POS_Y as usize;
     let splits = CUBE_COUNT_Y as usize;
@@ -117,16 +153,17 @@ pub(super) fn els_partials_kernel<I: Numeric>(
     }
     let row = images.stride(0);
 
-    let mut acc = Array::<f32>::new(c);
+    let mut acc = Array::<f32>::new(cv);
     #[unroll]
-    for ch in 0..c {
+    for ch in 0..cv {
         acc[ch] = 0.0;
     }
-    let mut st = Array::<f32>::new(STATE_COLS + 1); // m, l, t, winner
+    let mut st = Array::<f32>::new(STATE_COLS + 2); // m, l, t, winner, the winner's logit
     st[0] = f32::new(SENTINEL);
     st[1] = 0.0;
     st[2] = 0.0;
     st[3] = 0.0;
+    st[4] = f32::new(SENTINEL);
 
     let total = n_images as usize * kn;
     #[allow(clippy::manual_div_ceil)] // cubecl has no div_ceil on usize
@@ -154,7 +191,7 @@ pub(super) fn els_partials_kernel<I: Numeric>(
             for t in 0..d {
                 qreg[t] = queries[qrow + t];
             }
-            let mut sh = Shared::<[f32]>::new_slice(tile * d);
+            let mut sh = Shared::<[f32]>::new_slice(tile * dk);
             let mut f = f0;
             while f < f1 {
                 let mut cnt = f1 - f;
@@ -162,25 +199,37 @@ pub(super) fn els_partials_kernel<I: Numeric>(
                     cnt = tile;
                 }
                 let mut e = u;
-                while e < cnt * d {
-                    let ff = f + e / d;
-                    let idx = u32::cast_from(key_idx[(k0 + ff % kn) * key_idx.stride(0) + e % d]) as usize;
+                while e < cnt * dk {
+                    let ff = f + e / dk;
+                    let idx = u32::cast_from(key_idx[(k0 + ff % kn) * key_idx.stride(0) + e % dk]) as usize;
                     sh[e] = images[(ff / kn) * row + idx];
                     e += units;
                 }
                 sync_cube();
                 if active {
                     for kk in 0..cnt {
-                        let base = kk * d;
+                        let base = kk * dk;
                         let mut dist = 0.0f32;
                         for t in 0..d {
                             let diff = qreg[t] - a * sh[base + t];
                             dist += diff * diff;
                         }
-                        let p = fold(-dist * inv_two_s2, f32::cast_from(f + kk - f0), &mut st, &mut acc, c);
+                        let raw = -dist * inv_two_s2;
+                        let mut x = raw;
+                        if comptime![counted] {
+                            x += sh[base + d];
+                            if raw > st[4] {
+                                st[4] = raw;
+                                st[3] = f32::cast_from(f + kk - f0);
+                            }
+                        }
+                        let p = fold(x, f32::cast_from(f + kk - f0), &mut st, &mut acc, cv, comptime![!counted]);
                         #[unroll]
                         for ch in 0..c {
                             acc[ch] += p * sh[base + centre0 + ch * plane];
+                        }
+                        if comptime![counted] {
+                            acc[c] += p * sh[base + d];
                         }
                     }
                 }
@@ -208,6 +257,7 @@ pub(super) fn els_partials_kernel<I: Numeric>(
             c,
             centre0,
             plane,
+            counted,
         );
     }
     if active {
@@ -216,9 +266,14 @@ pub(super) fn els_partials_kernel<I: Numeric>(
         out[o + 1] = st[1];
         out[o + 2] = st[2];
         #[unroll]
-        for ch in 0..c {
+        for ch in 0..cv {
             out[o + STATE_COLS + ch] = acc[ch];
         }
-        out[o + STATE_COLS + c] = st[3];
+        if comptime![counted] {
+            out[o + STATE_COLS + cv] = st[4];
+            out[o + STATE_COLS + cv + 1] = st[3];
+        } else {
+            out[o + STATE_COLS + cv] = st[3];
+        }
     }
 }

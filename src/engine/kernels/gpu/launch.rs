@@ -10,7 +10,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
-use super::super::op::{BLOCK_QUERIES, ElsOps, STATE_COLS};
+use super::super::op::{BLOCK_QUERIES, ElsOps, state_cols};
 use super::kernel::els_partials_kernel;
 
 /// Shared-memory key tile, in floats: 12 KB, under WebGPU's 16 KB default per workgroup.
@@ -22,9 +22,6 @@ pub fn tile_keys(d: usize) -> usize {
     (TILE_FLOATS / d).min(64)
 }
 
-/// Folds one logit (of key `idx` within the split) into a running state st = (m, l, t,
-/// winner) with value sums acc, and returns its
-/// weight e^(x−m); the caller adds weight·value per channel (it knows where values live).
 impl ElsOps for CubeBackend {
     fn els_partials(
         images: FloatTensor<Self>,
@@ -36,6 +33,7 @@ impl ElsOps for CubeBackend {
         splits: usize,
         channels: usize,
         patch: usize,
+        counted: bool,
     ) -> FloatTensor<Self> {
         assert_eq!(images.dtype, DType::F32, "the ELS kernel runs in f32");
         assert_eq!(queries.dtype, DType::F32, "the ELS kernel runs in f32");
@@ -48,12 +46,14 @@ impl ElsOps for CubeBackend {
         let [b, five] = blocks.shape().dims::<2>();
         assert_eq!(five, 5, "block rows are (q0, qn, k0, kn, kstride)");
         assert_eq!(d, channels * patch * patch, "query width is C·P²");
+        let [_, key_width] = key_idx.shape().dims::<2>();
+        assert_eq!(key_width, d + counted as usize, "key rows are D wide, D + 1 with ln n when counted");
         let splits = splits.max(1);
         let client = queries.client.clone();
         let out = empty_device_dtype(
             client.clone(),
             queries.device.clone(),
-            Shape::new([splits, q, STATE_COLS + channels + 1]),
+            Shape::new([splits, q, state_cols(channels, counted)]),
             DType::F32,
         );
         let r = patch / 2;
@@ -82,7 +82,8 @@ impl ElsOps for CubeBackend {
                 channels,
                 r * patch + r,
                 patch * patch,
-                tile_keys(d),
+                tile_keys(d + counted as usize),
+                counted,
                 int_type,
             );
         }

@@ -14,15 +14,15 @@ fn font() -> &'static FontRef<'static> {
     })
 }
 
-/// Text `8·size` pixels from ascent to descent: it fills a label strip of 9·size drawn from
-/// one `size` down (see `sheet`).
-fn scale(size: u32) -> PxScale {
-    PxScale::from(8.0 * size.max(1) as f32)
+/// The text height, ascent to descent, for label size `size`: 8·size pixels fills a label
+/// strip of 9·size drawn from one `size` down (see `sheet`).
+pub fn label_px(size: u32) -> f32 {
+    8.0 * size.max(1) as f32
 }
 
-/// Width in pixels of `text` at label size `size`.
-pub fn text_width(text: &str, size: u32) -> u32 {
-    let f = font().as_scaled(scale(size));
+/// Width in pixels of `text`, `px` high.
+pub fn text_width(text: &str, px: f32) -> u32 {
+    let f = font().as_scaled(PxScale::from(px));
     let mut width = 0.0;
     let mut prev = None;
     for ch in text.chars() {
@@ -36,9 +36,11 @@ pub fn text_width(text: &str, size: u32) -> u32 {
     width.ceil() as u32
 }
 
-/// Draws `text` with the top-left corner of its line at (x, y), blended over what is there.
-pub fn draw_text(img: &mut RgbaImage, text: &str, x: u32, y: u32, size: u32, colour: Rgba<u8>) {
-    let f = font().as_scaled(scale(size));
+/// Draws `text`, `px` high, with the top-left corner of its line at (x, y), blended over what
+/// is there.
+pub fn draw_text(img: &mut RgbaImage, text: &str, x: u32, y: u32, px: f32, colour: Rgba<u8>) {
+    let scale = PxScale::from(px);
+    let f = font().as_scaled(scale);
     let baseline = y as f32 + f.ascent();
     let mut caret = x as f32;
     let mut prev = None;
@@ -48,7 +50,7 @@ pub fn draw_text(img: &mut RgbaImage, text: &str, x: u32, y: u32, size: u32, col
             caret += f.kern(p, id);
         }
         prev = Some(id);
-        let glyph = id.with_scale_and_position(scale(size), point(caret, baseline));
+        let glyph = id.with_scale_and_position(scale, point(caret, baseline));
         caret += f.h_advance(id);
         let Some(outline) = font().outline_glyph(glyph) else { continue };
         let bounds = outline.px_bounds();
@@ -72,8 +74,8 @@ mod tests {
 
     /// Light put down by `text` drawn at size 2 on black.
     fn ink(text: &str) -> u64 {
-        let mut img = RgbaImage::from_pixel(text_width(text, 2) + 4, 24, Rgba([0, 0, 0, 255]));
-        draw_text(&mut img, text, 2, 2, 2, Rgba([255, 255, 255, 255]));
+        let mut img = RgbaImage::from_pixel(text_width(text, 16.0) + 4, 24, Rgba([0, 0, 0, 255]));
+        draw_text(&mut img, text, 2, 2, 16.0, Rgba([255, 255, 255, 255]));
         img.pixels().map(|p| p[0] as u64).sum()
     }
 
@@ -90,7 +92,7 @@ mod tests {
             }
             let whole = ink(text);
             assert!(whole * 10 > each * 9 && whole * 10 < each * 11, "'{text}': {whole} against {each} by character");
-            assert!(text_width(text, 2) > 4 * text.chars().count() as u32, "'{text}' is too narrow");
+            assert!(text_width(text, 16.0) > 4 * text.chars().count() as u32, "'{text}' is too narrow");
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use image::{Rgba, RgbaImage};
 
-use super::font::{draw_text, text_width};
+use super::font::{draw_text, label_px, text_width};
 use super::frame::GAP_COLOUR;
 
 /// `count` step indices spread evenly over `first..=last`, always including both ends
@@ -67,9 +67,50 @@ pub fn contact_sheet_with_columns(tiles: &[(RgbaImage, String)], cols: usize) ->
     let mut sheet = RgbaImage::from_pixel(w, h, GAP_COLOUR);
     for (k, (tile, label)) in tiles.iter().enumerate() {
         let (cx, cy) = ((k as u32 % cols) * cell_w + pad, (k as u32 / cols) * cell_h + pad);
-        let text_x = cx + tw.saturating_sub(text_width(label, size)) / 2;
-        draw_text(&mut sheet, label, text_x, cy + size, size, Rgba([230, 230, 230, 255]));
+        // A label wider than its tile ("PCA-locality · seed 12" over a 28-pixel digit) is set
+        // smaller until it fits, so neighbours' labels never run into each other.
+        let full = label_px(size);
+        let px = match text_width(label, full) {
+            w if w > tw => full * tw as f32 / w as f32,
+            _ => full,
+        };
+        let text_x = cx + tw.saturating_sub(text_width(label, px)) / 2;
+        draw_text(&mut sheet, label, text_x, cy + size, px, Rgba([230, 230, 230, 255]));
         image::imageops::replace(&mut sheet, tile, cx as i64, (cy + label_h) as i64);
     }
     sheet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long labels over narrow tiles are set smaller: no label ink crosses into the gap
+    /// between two tiles, and each label still puts light down.
+    #[test]
+    fn labels_stay_over_their_own_tile() {
+        let tile = RgbaImage::from_pixel(28, 28, Rgba([0, 0, 0, 255]));
+        let labels = ["PCA-locality · seed 12", "PSPC-Square · seed 12", "seed 3"];
+        let tiles: Vec<_> = labels.iter().map(|l| (tile.clone(), l.to_string())).collect();
+        let sheet = contact_sheet_with_columns(&tiles, 3);
+        assert_eq!((sheet.width(), sheet.height()), sheet_size(28, 28, 3, 3));
+        let l = Layout::of(28, 28);
+        for k in 0..3u32 {
+            let cx = k * l.cell_w + l.pad;
+            // The label strip: rows pad .. pad + label_h.
+            let lit = |x0: u32, x1: u32| {
+                (x0..x1)
+                    .flat_map(|x| (l.pad..l.pad + l.label_h).map(move |y| (x, y)))
+                    .filter(|&(x, y)| sheet.get_pixel(x, y) != &GAP_COLOUR)
+                    .count()
+            };
+            assert!(lit(cx, cx + 28) > 0, "label {k} drew nothing");
+            if k < 2 {
+                assert_eq!(lit(cx + 28, cx + l.cell_w), 0, "label {k} runs into the gap after its tile");
+            }
+            if k > 0 {
+                assert_eq!(lit(cx - l.pad, cx), 0, "label {k} runs into the gap before its tile");
+            }
+        }
+    }
 }

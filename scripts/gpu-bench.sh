@@ -10,6 +10,7 @@
 # tool carries them with `carry: ["gpu-bundle", ".gl"]`).
 # OUT_DIR receives golden.txt (every single-call fixture through the GPU path, checked by
 # scripts/check_fixtures.py), bench.json and bench.log (`morphogen bench --device gpu --json`),
+# bench-no-merge.json (the P = 3 rows with every key kept, to show what merging saves),
 # and device.txt. --quick runs a small bench (for a software adapter such as lavapipe, where
 # the full one takes hours) and only the MNIST fixtures.
 set -euo pipefail
@@ -63,6 +64,8 @@ else
   # MNIST N = 2000 and RGB 32×32 N = 5000, then MNIST at the paper's N = 10000.
   "$bin" bench --device gpu --json --n 2000 --n-rgb 5000 > "$out/bench.json" 2> "$out/bench.log" || status=1
   "$bin" bench --device gpu --json --n 10000 --only 28x28-gray > "$out/bench-n10000.json" 2>> "$out/bench.log" || status=1
+  # What merging repeated keys saves on this GPU: the P = 3 rows again with every key kept.
+  "$bin" bench --device gpu --json --n 2000 --only gray-P3 --no-merge > "$out/bench-no-merge.json" 2>> "$out/bench.log" || status=1
 fi
 cat "$out/bench.log" "$out"/bench*.json
 exit $status

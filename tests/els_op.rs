@@ -263,8 +263,8 @@ fn engine_op_path_matches_burn_ops(device: &Device) {
 }
 
 /// A call cut into many launches equals the one-launch call and the CPU kernel, a cancel
-/// lands between launches, and a geometry the adapter cannot bind or a device error falls
-/// back to the CPU kernel with one notice.
+/// lands between launches, and a geometry the adapter cannot bind or hold in its memory, or
+/// a device error, falls back to the CPU kernel with one notice.
 fn launches_cancel_and_fall_back(device: &Device) {
     use morphogen::engine::CancelToken;
     use morphogen::engine::kernels::gpu::AdapterLimits;
@@ -331,6 +331,20 @@ fn launches_cancel_and_fall_back(device: &Device) {
     agree(&refused.denoise(&x, &call, &mut Control::none()).unwrap(), "refused again");
     assert!(refused.take_notices().is_empty(), "said once");
     assert_eq!(refused.els_path, ElsPath::Op, "other geometries still try the device");
+    // A geometry whose tables outgrow the GPU's memory (the 40 training images alone are
+    // 64 kB): refused before anything is uploaded, computed on the CPU, said once.
+    let small_card = AdapterLimits { max_binding_bytes: 1 << 30, memory_bytes: Some(100_000), software: false };
+    let mut no_room = fresh(Some(small_card));
+    agree(&no_room.denoise(&x, &call, &mut Control::none()).unwrap(), "out of GPU memory");
+    let notices = no_room.take_notices();
+    assert!(
+        notices.len() == 1 && notices[0].contains("of the GPU's 0.1 MB") && notices[0].contains("CPU"),
+        "{notices:?}"
+    );
+    let roomy = AdapterLimits { memory_bytes: Some(1 << 30), ..small_card };
+    let mut fits = fresh(Some(roomy));
+    agree(&fits.denoise(&x, &call, &mut Control::none()).unwrap(), "room on the GPU");
+    assert!(fits.take_notices().is_empty(), "a 1 GiB card holds this geometry");
     // A device error mid-call: this call and every later one on the CPU, said once.
     let mut failing = fresh(None);
     failing.fail_next_launch = true;

@@ -277,25 +277,41 @@ fn op_tables(den: &mut Denoiser, key: GeometryKey, ctl: &Control) -> Result<Resu
             plain.pairs_full += den.n as u64;
         }
     }
+    // Both parts planned first, so the GPU's memory is counted before anything is uploaded.
+    let c = den.shape.c;
+    let plain_plan = match (!plain.blocks.is_empty()).then(|| op_plan::plan(&plain.blocks, den.n, d, c, &limits)) {
+        Some(Err(e)) => return Ok(Err(e)),
+        plan => plan.map(|p| p.expect("errors returned above")),
+    };
+    let merged_plan = match (!merged.blocks.is_empty()).then(|| op_plan::plan(&merged.blocks, 1, d + 1, c + 1, &limits))
+    {
+        Some(Err(e)) => return Ok(Err(e)),
+        plan => plan.map(|p| p.expect("errors returned above")),
+    };
+    let resident = den.n as u64 * (den.shape.len() as u64 + 1) * 4 // the training images
+        + ((plain.bytes() + merged.bytes()) as u64) // index tables, at 8 bytes an index
+        + (bank.len() as u64 + 1) * 4;
+    let transient = [(&plain, &plain_plan, false), (&merged, &merged_plan, true)]
+        .iter()
+        .filter_map(|(part, plan, counted)| plan.as_ref().map(|p| part.largest_launch_bytes(p, d, c, *counted)))
+        .max()
+        .unwrap_or(0);
+    if let Err(e) = fits_memory(resident, transient, &limits) {
+        return Ok(Err(e));
+    }
     let mut parts = Vec::new();
     let mut bytes = empty.len() * 8;
-    if !plain.blocks.is_empty() {
+    if let Some(plan) = plain_plan {
         bytes += plain.bytes();
         let key_row_pixel = std::mem::take(&mut plain.key_row_pixel);
-        match plain.finish(den, d, den.n, None, Sources::Images { key_row_pixel }, &limits) {
-            Ok(p) => parts.push(p),
-            Err(e) => return Ok(Err(e)),
-        }
+        parts.push(plain.upload(den, d, den.n, None, Sources::Images { key_row_pixel }, plan));
     }
-    if !merged.blocks.is_empty() {
+    if let Some(plan) = merged_plan {
         bytes += merged.bytes() + (bank.len() + 1) * 4 + first.len() * 8;
         bank.push(0.0);
         let len = bank.len();
         let tensor = Tensor::<2>::from_data(burn::tensor::TensorData::new(bank, [1, len]), &den.device);
-        match merged.finish(den, d + 1, 1, Some(tensor), Sources::Merged { first }, &limits) {
-            Ok(p) => parts.push(p),
-            Err(e) => return Ok(Err(e)),
-        }
+        parts.push(merged.upload(den, d + 1, 1, Some(tensor), Sources::Merged { first }, plan));
     }
     let tables = OpTables { parts, empty, bytes };
     den.make_room(bytes, None);
@@ -339,22 +355,34 @@ impl PartBuilder {
         (self.query_idx.len() + self.key_idx.len() + self.blocks.len() * 5) * 8 + self.pixels.len() * 16
     }
 
-    /// The part on the device, cut into launches for `limits`; errs when the adapter cannot
-    /// run one of its blocks ([`op_plan::plan`]). `width`: key row width; `rows`: rows the
-    /// keys are spread over.
-    fn finish(
+    /// The most bytes one launch of `plan` holds on the device at once: its query matrix and
+    /// its partial states ([`op::state_cols`] each).
+    fn largest_launch_bytes(&self, plan: &LaunchPlan, d: usize, c: usize, counted: bool) -> u64 {
+        let cols = op::state_cols(c, counted) as u64;
+        plan.launches
+            .iter()
+            .map(|r| {
+                let q: u64 = self.blocks[r.clone()].iter().map(|b| b.qn as u64).sum();
+                q * d as u64 * 4 + q * plan.splits as u64 * cols * 4
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The part on the device, cut into `plan`'s launches. `width`: key row width; `rows`:
+    /// rows the keys are spread over.
+    fn upload(
         self,
         den: &Denoiser,
         width: usize,
         rows: usize,
         bank: Option<Tensor<2>>,
         sources: Sources,
-        limits: &AdapterLimits,
-    ) -> Result<OpPart, String> {
+        plan: LaunchPlan,
+    ) -> OpPart {
         let counted = bank.is_some();
         let q_width = width - counted as usize;
-        let LaunchPlan { splits, launches } =
-            op_plan::plan(&self.blocks, rows, width, den.shape.c + counted as usize, limits)?;
+        let LaunchPlan { splits, launches } = plan;
         let launches: Vec<LaunchTables> = launches
             .into_iter()
             .map(|r| {
@@ -370,7 +398,7 @@ impl PartBuilder {
             })
             .collect();
         let kpos = self.key_idx.len() / width;
-        Ok(OpPart {
+        OpPart {
             bank,
             key_idx: den.int_tensor(&self.key_idx).reshape([kpos, width]),
             launches,
@@ -380,7 +408,31 @@ impl PartBuilder {
             query_keys: self.query_keys,
             sources,
             pairs: (self.pairs, self.pairs_full),
-        })
+        }
+    }
+}
+
+/// Whether a geometry's tables (`resident` bytes with the training images) and its largest
+/// launch (`transient`) fit the adapter's memory, where the runtime states it, with a tenth
+/// kept back for the runtime's own pools. A geometry that does not is refused up front and
+/// runs on the CPU, rather than dying in an allocation mid-call.
+fn fits_memory(resident: u64, transient: u64, limits: &AdapterLimits) -> Result<(), String> {
+    match limits.memory_bytes {
+        Some(memory) if (resident + transient) as f64 > 0.9 * memory as f64 => Err(format!(
+            "its tables and largest launch need {} of the GPU's {}",
+            size(resident + transient),
+            size(memory)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes for a message: GB from one on, else MB.
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
     }
 }
 
@@ -408,5 +460,18 @@ mod tests {
         let h200 = AdapterLimits { max_binding_bytes: 1 << 40, memory_bytes: None, software: false };
         assert!(fits_binding(1_290_555, 25, &h200));
         assert!(!fits_binding(1_290_556, 25, &h200));
+    }
+
+    #[test]
+    fn a_geometry_must_fit_the_gpus_memory() {
+        let gpu =
+            |gb: u64| AdapterLimits { max_binding_bytes: 128 << 20, memory_bytes: Some(gb << 30), software: false };
+        // 9 GiB of tables and a 0.2 GiB launch on a 10 GiB card: 92% of it, over the 90% kept.
+        let e = fits_memory(9 << 30, 200 << 20, &gpu(10)).unwrap_err();
+        assert!(e.contains("9.87 GB of the GPU's 10.74 GB"), "{e}");
+        assert!(fits_memory(8 << 30, 200 << 20, &gpu(10)).is_ok());
+        // Where the runtime states no memory, nothing is refused on its account.
+        let unknown = AdapterLimits { memory_bytes: None, ..gpu(1) };
+        assert!(fits_memory(u64::MAX / 4, 0, &unknown).is_ok());
     }
 }

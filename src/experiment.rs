@@ -19,7 +19,7 @@ use crate::engine::{
 };
 use crate::files;
 use crate::recipe::Recipe;
-use crate::sweep::{CalibrationExperiment, CalibrationSeed, Experiment, SeedResult, Shard};
+use crate::sweep::{CalibrationExperiment, CalibrationSeed, Experiment, SeedResult, Shard, ShardArgs};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -48,20 +48,11 @@ pub struct CompareArgs {
     /// out of the training geometry): only ELS runs there beside the fully convolutional CNN.
     #[arg(long, value_parser = crate::data::paint::parse_canvas)]
     pub canvas: Option<[usize; 2]>,
-    /// Run only the seeds s with s mod K = I (`I/K`), for an array job; needs --out-dir.
-    #[arg(long, value_parser = Shard::parse)]
-    pub shard: Option<Shard>,
-    /// Write one result file per seed here, named by the hash of what defines it; a seed
-    /// whose file is there already is not run again.
-    #[arg(long)]
-    pub out_dir: Option<PathBuf>,
-    /// Merge the result files of these folders (shards of one experiment) into the table,
-    /// instead of running anything. Repeat for more folders.
-    #[arg(long)]
-    pub from: Vec<PathBuf>,
     /// Also draw every seed's r per machine, sorted, as a PNG (never over an existing file).
     #[arg(long)]
     pub figure: Option<PathBuf>,
+    #[command(flatten)]
+    pub sweep: ShardArgs,
 }
 
 /// The machines compared with the CNN, in the paper's order.
@@ -98,13 +89,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: &CompareArgs) -> Result<(), String> {
-    if !args.from.is_empty() {
-        if args.shard.is_some() || args.out_dir.is_some() {
+    if !args.sweep.from.is_empty() {
+        if args.sweep.shard.is_some() || args.sweep.out_dir.is_some() {
             return Err("--from merges finished results: it takes no --shard or --out-dir".into());
         }
         return merge(args);
     }
-    if args.shard.is_some() && args.out_dir.is_none() {
+    if args.sweep.shard.is_some() && args.sweep.out_dir.is_none() {
         return Err("--shard needs --out-dir: a shard's results are files that `compare --from` merges".into());
     }
     if args.seeds == 0 || args.seeds > 100_000 {
@@ -126,7 +117,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     if let Some(n) = &device.notice {
         eprintln!("note: {n}");
     }
-    if let Some(dir) = &args.out_dir {
+    if let Some(dir) = &args.sweep.out_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot make the folder: {e}", dir.display()))?;
     }
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
@@ -156,11 +147,11 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         device: device.kind,
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let shard = args.shard.unwrap_or(Shard::ALL);
+    let shard = args.sweep.shard.unwrap_or(Shard::ALL);
     let started = std::time::Instant::now();
     let mut results = Vec::new();
     for seed in (0..args.seeds).filter(|&s| shard.takes(s)) {
-        if let Some(dir) = &args.out_dir
+        if let Some(dir) = &args.sweep.out_dir
             && let Some(found) = crate::sweep::done::<SeedResult>(dir, &experiment, seed)?
         {
             eprintln!("seed {seed}: done before ({})", crate::sweep::file_name(&experiment, seed));
@@ -176,7 +167,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         let each: Vec<String> = against.iter().map(|m| format!("r(CNN, {}) {:.3}", m.title(), r[m.name()])).collect();
         eprintln!("seed {seed}: {}  ({:.0} s)", each.join("  "), started.elapsed().as_secs_f64());
         let result = SeedResult { experiment: experiment.clone(), dataset: source.short_name(), seed, r };
-        if let Some(dir) = &args.out_dir {
+        if let Some(dir) = &args.sweep.out_dir {
             crate::sweep::write(&result, dir)?;
         }
         results.push(result);
@@ -216,7 +207,7 @@ pub fn compare_schedule(bundled: Option<&str>, asked: Option<&PatchSchedule>, st
 
 /// `compare --from DIR…`: the table of every result the folders hold.
 fn merge(args: &CompareArgs) -> Result<(), String> {
-    let results: Vec<SeedResult> = crate::sweep::gather(&args.from)?;
+    let results: Vec<SeedResult> = crate::sweep::gather(&args.sweep.from)?;
     let seeds: Vec<u64> = results.iter().map(|r| r.seed).collect();
     let top = seeds.iter().copied().max().unwrap_or(0);
     let missing = top + 1 - seeds.len() as u64;
@@ -343,17 +334,8 @@ pub struct CalibrateArgs {
     /// --shard, whose seeds go to --out-dir; merge the shards with --from … --out.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Run only the seeds s with s mod K = I (`I/K`), for an array job; needs --out-dir.
-    #[arg(long, value_parser = Shard::parse)]
-    pub shard: Option<Shard>,
-    /// Write one fit file per seed here, named by the hash of what defines it; a seed whose
-    /// file is there already is not run again.
-    #[arg(long)]
-    pub out_dir: Option<PathBuf>,
-    /// Merge the seed files of these folders into the calibration written to --out, instead
-    /// of running anything. Repeat for more folders.
-    #[arg(long)]
-    pub from: Vec<PathBuf>,
+    #[command(flatten)]
+    pub sweep: ShardArgs,
 }
 
 pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
@@ -373,8 +355,8 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
         }
         Ok(())
     };
-    if !args.from.is_empty() {
-        if args.shard.is_some() || args.out_dir.is_some() {
+    if !args.sweep.from.is_empty() {
+        if args.sweep.shard.is_some() || args.sweep.out_dir.is_some() {
             return Err("--from merges finished seeds: it takes no --shard or --out-dir".into());
         }
         let out = args
@@ -382,10 +364,10 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
             .as_ref()
             .ok_or("--from needs --out: the folder for calibration.json, calibration.png and recipe.json")?;
         new_folder(out)?;
-        let seeds: Vec<CalibrationSeed> = crate::sweep::gather(&args.from)?;
+        let seeds: Vec<CalibrationSeed> = crate::sweep::gather(&args.sweep.from)?;
         return write_calibration(out, &seeds, started);
     }
-    let out = match (args.shard, &args.out, &args.out_dir) {
+    let out = match (args.sweep.shard, &args.out, &args.sweep.out_dir) {
         (Some(_), _, None) => {
             return Err("--shard needs --out-dir: a shard's seeds are files that `calibrate --from` merges".into());
         }
@@ -407,7 +389,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     let source = DatasetSource::parse(&args.dataset);
     let dataset = Dataset::load(&source, &LoadOptions::default()).map_err(|e| e.to_string())?;
     let device = engine::device::resolve(args.device)?;
-    if let Some(dir) = &args.out_dir {
+    if let Some(dir) = &args.sweep.out_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot make the folder: {e}", dir.display()))?;
     }
     let mut den = Denoiser::new(&dataset.images, dataset.len(), dataset.shape, &device.device);
@@ -427,7 +409,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
         device: device.kind,
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let shard = args.shard.unwrap_or(Shard::ALL);
+    let shard = args.sweep.shard.unwrap_or(Shard::ALL);
     let seeds: Vec<u64> = (0..args.seeds).filter(|&s| shard.takes(s)).collect();
     if seeds.is_empty() {
         return Err(format!("shard {}/{} has no seeds of the {} asked for", shard.index, shard.count, args.seeds));
@@ -438,7 +420,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
     let mut last = 0;
     let mut records = Vec::new();
     for (i, &seed) in seeds.iter().enumerate() {
-        if let Some(dir) = &args.out_dir
+        if let Some(dir) = &args.sweep.out_dir
             && let Some(found) = crate::sweep::done(dir, &experiment, seed)?
         {
             eprintln!("seed {seed}: done before ({})", crate::sweep::file_name(&experiment, seed));
@@ -471,7 +453,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
             best: fits.iter().map(|f| f.best[0]).collect(),
             cosine: fits.iter().map(|f| f.cosine[0].clone()).collect(),
         };
-        if let Some(dir) = &args.out_dir {
+        if let Some(dir) = &args.sweep.out_dir {
             crate::sweep::write(&record, dir)?;
         }
         records.push(record);
@@ -484,7 +466,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<(), String> {
                 shard.index,
                 shard.count,
                 records.len(),
-                args.out_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+                args.sweep.out_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
             );
             Ok(())
         }

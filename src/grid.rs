@@ -14,7 +14,7 @@ use crate::data::Dataset;
 use crate::engine::{self, Denoiser, DeviceChoice, ImageShape, MachineKind, SamplerConfig};
 use crate::export::{self, frame, sheet};
 use crate::recipe::Recipe;
-use crate::sweep::{SeedRecord, Shard, sha256_hex};
+use crate::sweep::{SeedRecord, Shard, ShardArgs, sha256_hex};
 
 #[derive(Args, Debug, Clone)]
 pub struct GridArgs {
@@ -40,22 +40,14 @@ pub struct GridArgs {
     /// Replace an existing sheet.
     #[arg(long)]
     pub force: bool,
-    /// Run only the seeds s with s mod K = I (I/K), writing each to --out-dir.
-    #[arg(long, value_parser = Shard::parse)]
-    pub shard: Option<Shard>,
-    /// One record per seed, named by the hash of the run's settings and the seed; seeds
-    /// whose record is already there are skipped.
-    #[arg(long)]
-    pub out_dir: Option<PathBuf>,
-    /// Draw the sheet from the records in these folders (shards of one grid).
-    #[arg(long)]
-    pub from: Vec<PathBuf>,
     /// Weights for the CNN machine (default: the shipped ones of a bundled set).
     #[arg(long)]
     pub cnn: Option<PathBuf>,
     /// A JSON summary on stdout: seeds, machines, shape, sheet.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub sweep: ShardArgs,
 }
 
 /// Everything a grid seed's images depend on besides the seed.
@@ -107,16 +99,16 @@ impl SeedRecord for GridSeed {
 }
 
 pub fn run(args: &GridArgs) -> Result<(), String> {
-    if !args.from.is_empty() {
-        if args.shard.is_some() || args.out_dir.is_some() || args.recipe.is_some() {
+    if !args.sweep.from.is_empty() {
+        if args.sweep.shard.is_some() || args.sweep.out_dir.is_some() || args.recipe.is_some() {
             return Err("--from draws finished seeds: it takes no --recipe, --shard or --out-dir".into());
         }
         let out = args.out.as_ref().ok_or("--from needs --out: the sheet's file (PNG)")?;
-        let seeds: Vec<GridSeed> = crate::sweep::gather(&args.from)?;
+        let seeds: Vec<GridSeed> = crate::sweep::gather(&args.sweep.from)?;
         return finish(args, &seeds, Some(out));
     }
     let path = args.recipe.as_ref().ok_or("grid needs --recipe FILE (a recipe.json), or --from DIR to merge shards")?;
-    match (args.shard, &args.out, &args.out_dir) {
+    match (args.sweep.shard, &args.out, &args.sweep.out_dir) {
         (Some(_), _, None) => {
             return Err("--shard needs --out-dir: a shard's seeds are files that `grid --from` draws".into());
         }
@@ -195,11 +187,11 @@ pub fn run(args: &GridArgs) -> Result<(), String> {
         device: device.kind,
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    if let Some(dir) = &args.out_dir {
+    if let Some(dir) = &args.sweep.out_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot make the folder: {e}", dir.display()))?;
     }
     let canvas = base.canvas_shape(dataset.shape);
-    let shard = args.shard.unwrap_or(Shard::ALL);
+    let shard = args.sweep.shard.unwrap_or(Shard::ALL);
     let first = recipe.sampler.seed;
     let seeds: Vec<u64> = (0..args.seeds).map(|i| first.wrapping_add(i)).filter(|&s| shard.takes(s)).collect();
     if seeds.is_empty() {
@@ -208,7 +200,7 @@ pub fn run(args: &GridArgs) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut done = Vec::new();
     for seed in seeds {
-        if let Some(dir) = &args.out_dir
+        if let Some(dir) = &args.sweep.out_dir
             && let Some(found) = crate::sweep::done::<GridSeed>(dir, &experiment, seed)?
         {
             eprintln!("seed {seed}: done before ({})", crate::sweep::file_name(&experiment, seed));
@@ -228,18 +220,18 @@ pub fn run(args: &GridArgs) -> Result<(), String> {
             zoo: args.zoo,
             images,
         };
-        if let Some(dir) = &args.out_dir {
+        if let Some(dir) = &args.sweep.out_dir {
             crate::sweep::write(&record, dir)?;
         }
         done.push(record);
     }
-    if args.shard.is_some() {
+    if args.sweep.shard.is_some() {
         eprintln!(
             "shard {}/{}: {} seed(s) in {}; draw the sheet with `morphogen grid --from DIR … --out SHEET.png`",
             shard.index,
             shard.count,
             done.len(),
-            args.out_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+            args.sweep.out_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
         );
     }
     finish(args, &done, args.out.as_ref())

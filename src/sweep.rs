@@ -45,6 +45,22 @@ impl Shard {
     }
 }
 
+/// The three flags every batch command shares (`compare`, `calibrate`, `grid`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ShardArgs {
+    /// Run only the seeds s with s mod K = I (`I/K`), for an array job; needs --out-dir.
+    #[arg(long, value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Write one record per seed here, named by the hash of what defines it; a seed whose
+    /// record is there already is not run again.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Merge the records of these folders (shards of one run) instead of running anything.
+    /// Repeat for more folders.
+    #[arg(long)]
+    pub from: Vec<PathBuf>,
+}
+
 /// Everything a seed's r values depend on besides the seed: results that share it merge.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {

@@ -404,13 +404,66 @@ fn gpu_op_loop_limit_edge() {
 /// Exact skipping on real patches: ELS on training digits noised late in a sample (where
 /// most keys cannot count) gives what the dense sweep gives, maps included, while folding a
 /// fraction of the keys; early, where nothing can be skipped, the banks stay dense.
+/// 300 bundled MNIST digits, a seeded subset: banks large enough to sort and to merge.
+fn digits300(subset_seed: u64) -> (Vec<f32>, ImageShape, usize) {
+    use morphogen::data::{Dataset, DatasetSource, LoadOptions};
+    let opts = LoadOptions { subset: Some(300), subset_seed, ..Default::default() };
+    let set = Dataset::load(&DatasetSource::Bundled("mnist".into()), &opts).unwrap();
+    let n = set.len();
+    (set.images, set.shape, n)
+}
+
+/// Digit `k` of `images` noised to ᾱ with the noise of `noise_seed`.
+fn noised(images: &[f32], shape: ImageShape, k: usize, ab: f64, noise_seed: u64) -> Vec<f32> {
+    let x0 = &images[k * shape.len()..][..shape.len()];
+    let noise = morphogen::engine::sampling::noise::gaussian(noise_seed, 0, shape.len());
+    let (a, s) = (f64::sqrt(ab) as f32, f64::sqrt(1.0 - ab) as f32);
+    x0.iter().zip(&noise).map(|(&v, &e)| a * v + s * e).collect()
+}
+
+/// One ELS call, with entropy and maps, through two denoisers.
+fn els_twice(
+    one: &mut Denoiser,
+    two: &mut Denoiser,
+    x: &[f32],
+    p: usize,
+    boundary: Boundary,
+    ab: f64,
+) -> (morphogen::engine::Denoised, morphogen::engine::Denoised) {
+    let mut call = Call::new(MachineKind::Els, boundary, p, ab);
+    call.entropy = true;
+    call.maps = true;
+    (one.denoise(x, &call, &mut Control::none()).unwrap(), two.denoise(x, &call, &mut Control::none()).unwrap())
+}
+
+/// Two results of one call agree: x̂₀ finite and within `x_tol`, the mean entropy within
+/// `ent_rel` (relative, at least 1 nat's worth), the same winner and source at every pixel.
+fn assert_same_result(
+    got: &morphogen::engine::Denoised,
+    want: &morphogen::engine::Denoised,
+    what: &str,
+    x_tol: f64,
+    ent_rel: f32,
+) {
+    assert!(got.x0.iter().all(|v| v.is_finite()), "{what}: NaN in x0");
+    let err = max_abs_diff(&got.x0, &want.x0);
+    assert!(err < x_tol, "{what}: x0 differs by {err}");
+    assert!(
+        (got.entropy - want.entropy).abs() < ent_rel * want.entropy.max(1.0),
+        "{what}: entropy {} vs {}",
+        got.entropy,
+        want.entropy
+    );
+    let (mg, mw) = (got.maps.as_ref().unwrap(), want.maps.as_ref().unwrap());
+    assert_eq!(mg.winner, mw.winner, "{what}: winners");
+    assert_eq!(mg.source, mw.source, "{what}: sources");
+}
+
 #[test]
 fn exact_skipping_changes_nothing_but_the_work() {
-    use morphogen::data::{Dataset, DatasetSource, LoadOptions};
     // 300 bundled digits: a bank large enough to sort (12 fixture digits merge to too few keys).
-    let opts = LoadOptions { subset: Some(300), subset_seed: 5, ..Default::default() };
-    let set = Dataset::load(&DatasetSource::Bundled("mnist".into()), &opts).unwrap();
-    let (shape, n, images) = (set.shape, set.len(), &set.images);
+    let (images, shape, n) = digits300(5);
+    let images = &images;
     let device = Device::flex();
     let mut skipping = Denoiser::new(images, n, shape, &device);
     let mut dense = Denoiser::new(images, n, shape, &device);
@@ -420,27 +473,11 @@ fn exact_skipping_changes_nothing_but_the_work() {
     for (p, boundary) in [(3, Boundary::Zeros), (5, Boundary::Zeros), (3, Boundary::Circular), (7, Boundary::Zeros)] {
         for (seed, ab) in [(1u64, 0.995), (2, 0.97), (3, 0.9), (4, 0.3)] {
             // A digit of the set, noised to ᾱ (a late sample's windows sit as near their keys).
-            let x0 = &images[(seed as usize % n) * shape.len()..][..shape.len()];
-            let noise = morphogen::engine::sampling::noise::gaussian(90 + seed, 0, shape.len());
-            let (a, s) = (f64::sqrt(ab) as f32, f64::sqrt(1.0 - ab) as f32);
-            let x: Vec<f32> = x0.iter().zip(&noise).map(|(&v, &e)| a * v + s * e).collect();
-            let mut call = Call::new(MachineKind::Els, boundary, p, ab);
-            call.entropy = true;
-            call.maps = true;
-            let got = skipping.denoise(&x, &call, &mut Control::none()).unwrap();
-            let want = dense.denoise(&x, &call, &mut Control::none()).unwrap();
+            let x = noised(images, shape, seed as usize % n, ab, 90 + seed);
+            let (got, want) = els_twice(&mut skipping, &mut dense, &x, p, boundary, ab);
             let what = format!("P={p} {boundary:?} ᾱ={ab}");
-            let err = max_abs_diff(&got.x0, &want.x0);
-            assert!(err < 2e-5, "{what}: x0 differs by {err}");
-            assert!(
-                (got.entropy - want.entropy).abs() < 1e-4 * want.entropy.max(1.0),
-                "{what}: entropy {} vs {}",
-                got.entropy,
-                want.entropy
-            );
+            assert_same_result(&got, &want, &what, 2e-5, 1e-4);
             let (mg, mw) = (got.maps.unwrap(), want.maps.unwrap());
-            assert_eq!(mg.winner, mw.winner, "{what}: winners");
-            assert_eq!(mg.source, mw.source, "{what}: sources");
             // Per pixel: at ᾱ = 0.995 the float32 logits are ~2500 ± 2e-4 (‖q‖²/2σ² is kept
             // in them), and two summation orders of the same dot products (the gemm's and the
             // skip path's row sweep) move a pixel's entropy by up to ~1e-3 nats.
@@ -582,10 +619,8 @@ fn gpu_engine_through_the_op_matches_burn_ops() {
 /// ln n) against the op over every key: x̂₀, entropy, winners and sources, on 300 bundled
 /// digits where merging pays at P = 3 and 5, and at P = 9 only in the corner groups.
 fn merged_keys_through_the_op(device: &Device) {
-    use morphogen::data::{Dataset, DatasetSource, LoadOptions};
-    let opts = LoadOptions { subset: Some(300), subset_seed: 7, ..Default::default() };
-    let set = Dataset::load(&DatasetSource::Bundled("mnist".into()), &opts).unwrap();
-    let (shape, n, images) = (set.shape, set.len(), &set.images);
+    let (images, shape, n) = digits300(7);
+    let images = &images;
     let mut merged = Denoiser::new(images, n, shape, device);
     let mut full = Denoiser::new(images, n, shape, device);
     merged.els_path = ElsPath::Op;
@@ -599,28 +634,10 @@ fn merged_keys_through_the_op(device: &Device) {
         (9, Boundary::Zeros, false),
     ] {
         for (seed, ab) in [(1u64, 0.05), (2, 0.6), (3, 0.98)] {
-            let x0 = &images[(seed as usize * 7 % n) * shape.len()..][..shape.len()];
-            let noise = morphogen::engine::sampling::noise::gaussian(70 + seed, 0, shape.len());
-            let (a, s) = (f64::sqrt(ab) as f32, f64::sqrt(1.0 - ab) as f32);
-            let x: Vec<f32> = x0.iter().zip(&noise).map(|(&v, &e)| a * v + s * e).collect();
-            let mut call = Call::new(MachineKind::Els, boundary, p, ab);
-            call.entropy = true;
-            call.maps = true;
-            let got = merged.denoise(&x, &call, &mut Control::none()).unwrap();
-            let want = full.denoise(&x, &call, &mut Control::none()).unwrap();
+            let x = noised(images, shape, seed as usize * 7 % n, ab, 70 + seed);
+            let (got, want) = els_twice(&mut merged, &mut full, &x, p, boundary, ab);
             let what = format!("P={p} {boundary:?} ᾱ={ab}");
-            assert!(got.x0.iter().all(|v| v.is_finite()), "{what}: NaN in x0");
-            let err = max_abs_diff(&got.x0, &want.x0);
-            assert!(err < 5e-5, "{what}: x0 differs by {err}");
-            assert!(
-                (got.entropy - want.entropy).abs() < 1e-3 * want.entropy.max(1.0),
-                "{what}: entropy {} vs {}",
-                got.entropy,
-                want.entropy
-            );
-            let (mg, mw) = (got.maps.unwrap(), want.maps.unwrap());
-            assert_eq!(mg.winner, mw.winner, "{what}: winners");
-            assert_eq!(mg.source, mw.source, "{what}: sources");
+            assert_same_result(&got, &want, &what, 5e-5, 1e-3);
             let (swept, before) = merged.merge_work.take();
             let (f_swept, f_before) = full.merge_work.take();
             assert_eq!(f_swept, f_before, "{what}: the unmerged twin merged");

@@ -293,26 +293,19 @@ fn calibration_shards_merge_to_the_single_run_bit_for_bit() {
     assert!(e.contains("not a calibration seed"), "{e}");
 }
 
-/// A recipe for the grid: a 4-step ELS run on digits8, written by `sample`.
-fn grid_recipe(dir: &std::path::Path) -> std::path::PathBuf {
-    let run = dir.join("run");
-    let out = morphogen(&[
-        "sample",
-        "--dataset",
-        "digits8",
-        "--steps",
-        "4",
-        "--patch-schedule",
-        "3,3,5,5",
-        "--seed",
-        "10",
-        "--device",
-        "cpu",
-        "--out-dir",
-        run.to_str().unwrap(),
-    ]);
+/// A 4-step ELS run on digits8 from `seed`, written by `sample` into `dir/name`.
+fn digits_sample(dir: &std::path::Path, name: &str, seed: u64) -> std::path::PathBuf {
+    let run = dir.join(name);
+    let seed = seed.to_string();
+    let args = ["sample", "--dataset", "digits8", "--steps", "4", "--patch-schedule", "3,3,5,5", "--seed", &seed];
+    let out = morphogen(&[&args[..], &["--device", "cpu", "--out-dir", run.to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    run.join("recipe.json")
+    run
+}
+
+/// A recipe for the grid: the 4-step run of seed 10.
+fn grid_recipe(dir: &std::path::Path) -> std::path::PathBuf {
+    digits_sample(dir, "run", 10).join("recipe.json")
 }
 
 /// The seed grid in shards: three processes' records, drawn by `grid --from`, give the single
@@ -355,23 +348,7 @@ fn grid_shards_draw_the_single_runs_sheet_byte_for_byte() {
     assert!((3 * 224..3 * 224 + 60).contains(&w) && (3 * 224..3 * 224 + 150).contains(&h), "{w}×{h}");
 
     // Seed 13's tile is seed 13's own run: its record equals `sample --seed 13`'s final x̂₀.
-    let sample13 = dir.path().join("s13");
-    let out = morphogen(&[
-        "sample",
-        "--dataset",
-        "digits8",
-        "--steps",
-        "4",
-        "--patch-schedule",
-        "3,3,5,5",
-        "--seed",
-        "13",
-        "--device",
-        "cpu",
-        "--out-dir",
-        sample13.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sample13 = digits_sample(dir.path(), "s13", 13);
     let record: Value = std::fs::read_dir(&shards)
         .unwrap()
         .map(|e| serde_json::from_str::<Value>(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap())

@@ -116,6 +116,12 @@ fn three_shards_in_three_processes_merge_to_the_single_run_bit_for_bit() {
         &[[220, 50, 40], [40, 90, 200], [60, 160, 90]],
         "r.png",
     );
+    // The table as text: digits8 has no row in the paper's Table 1, so no paper column (it
+    // used to print MNIST's beside any set).
+    let text = morphogen(&["compare", "--from", a_s, "--from", b_s]);
+    let table = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success() && table.contains("the paper has no row for this set"), "{table}");
+    assert!(!table.contains("MNIST ResNet") && table.contains("ELS"), "{table}");
     let again = morphogen(&["compare", "--from", a_s, "--figure", fig.to_str().unwrap()]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("r.png"), "overwrote r.png");
     assert_eq!(merged["seeds"], SEEDS);

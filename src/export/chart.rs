@@ -89,10 +89,11 @@ impl Chart {
         let (xf, yf) = (tick_format(x1 - x0), tick_format(y1 - y0));
         // The mesh, lines and legend on either y axis (the two are different types).
         macro_rules! lines {
-            ($chart:expr, $y_format:expr) => {{
+            ($chart:expr, $y_format:expr, $y_light:expr) => {{
                 let mut chart = $chart;
                 chart
                     .configure_mesh()
+                    .y_max_light_lines($y_light)
                     .x_desc(&self.x_label)
                     .y_desc(&self.y_label)
                     .label_style((FAMILY, 14))
@@ -114,14 +115,24 @@ impl Chart {
         }
         // A log axis marks only powers of ten: over less than a decade and a half it would
         // show one tick or none, so a narrow range stays linear.
+        // Over a wider range plotters also marks 2, 3, … 9 times each power, with float noise
+        // ("3.0000000000000004e-1") and a light line each: a loss from 3 down to 0.05 came out
+        // as a grey band of overprinted labels. Only the powers of ten are labelled, and the
+        // light lines go.
         if self.y_log && y1 > 30.0 * y0 && y0 > 0.0 {
-            lines!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(text)?, |v: &f64| format!("{v:e}"));
+            lines!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(text)?, log_label, 0);
         } else {
-            lines!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(text)?, |v: &f64| yf(*v));
+            lines!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(text)?, |v: &f64| yf(*v), 10);
         }
         root.present().map_err(text)?;
         Ok(())
     }
+}
+
+/// A log axis's tick label: "1e-1" at a power of ten, nothing between.
+fn log_label(v: &f64) -> String {
+    let e = v.log10();
+    if (e - e.round()).abs() < 1e-6 { format!("1e{}", e.round() as i32) } else { String::new() }
 }
 
 fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
@@ -196,6 +207,11 @@ mod tests {
         assert!(dark(0, 60, 40, 280) > 50, "y tick labels and title");
         assert!(dark(60, 480, 280, 320) > 50, "x tick labels and title");
         assert!(dark(150, 330, 0, 30) > 20, "the chart's title");
+        // Only powers of ten carry a label on a log axis.
+        assert_eq!(log_label(&0.1), "1e-1");
+        assert_eq!(log_label(&1.0), "1e0");
+        assert_eq!(log_label(&(0.1 + 0.2)), "");
+        assert_eq!(log_label(&0.9), "");
         // The log axis (a loss falling over three decades) draws too.
         let log = Chart {
             y_log: true,

@@ -246,6 +246,7 @@ pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
     match dataset {
         "mnist" => Some(include_bytes!("../../../assets/models/mnist.mgcnn")),
         "fashion" => Some(include_bytes!("../../../assets/models/fashion.mgcnn")),
+        "emoji" => Some(include_bytes!("../../../assets/models/emoji.mgcnn")),
         _ => None,
     }
 }
@@ -256,6 +257,7 @@ pub fn bundled_calibration(dataset: &str) -> Option<Vec<u32>> {
     let text = match dataset {
         "mnist" => include_str!("../../../assets/models/mnist.calibration.json"),
         "fashion" => include_str!("../../../assets/models/fashion.calibration.json"),
+        "emoji" => include_str!("../../../assets/models/emoji.calibration.json"),
         _ => return None,
     };
     let json: serde_json::Value = serde_json::from_str(text).expect("the shipped calibration is JSON");
@@ -276,6 +278,21 @@ pub fn cosine_time(alpha_bar: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every shipped network loads and is for its own set's images: 1×28×28 digits and
+    /// clothes, 3×32×32 emoji.
+    #[test]
+    fn every_shipped_network_is_for_its_sets_images() {
+        for (set, image) in [("mnist", [1, 28, 28]), ("fashion", [1, 28, 28]), ("emoji", [3, 32, 32])] {
+            let bytes = bundled_weights(set).unwrap_or_else(|| panic!("{set}: no weights ship"));
+            let rest = &bytes[MAGIC.len()..];
+            let end = rest.iter().position(|&b| b == b'\n').unwrap();
+            let header: CnnHeader = serde_json::from_slice(&rest[..end]).unwrap();
+            assert_eq!(header.image, image, "{set}");
+            assert!(Cnn::from_bytes(bytes, &Device::flex()).is_ok(), "{set}: the shipped weights load");
+        }
+        assert!(bundled_weights("photos").is_none());
+    }
 
     /// Every header field the network depends on is checked before the weights are used.
     #[test]

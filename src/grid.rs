@@ -18,7 +18,7 @@ use crate::sweep::{SeedRecord, Shard, ShardArgs, sha256_hex};
 
 #[derive(Args, Debug, Clone)]
 pub struct GridArgs {
-    /// The run's settings: a recipe.json (the studio's "Save recipe…", or any `sample` output).
+    /// The run's settings: a recipe.json (the studio's Export → "Recipe…", or any `sample` output).
     #[arg(long)]
     pub recipe: Option<PathBuf>,
     /// How many seeds, counting up from the recipe's own.

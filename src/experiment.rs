@@ -109,7 +109,8 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         ));
     }
     let source = DatasetSource::parse(&args.dataset);
-    let (schedule, which) = compare_schedule(source.bundled_name(), args.patch_schedule.as_ref(), args.steps);
+    let (schedule, which) =
+        compare_schedule(source.bundled_name(), args.cnn.as_deref(), args.patch_schedule.as_ref(), args.steps)?;
     schedule.validate(args.steps).map_err(|e| format!("--patch-schedule: {e}"))?;
     eprintln!("patch schedule: {which}");
     let dataset = Dataset::load(&source, &LoadOptions::default()).map_err(|e| e.to_string())?;
@@ -180,29 +181,53 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
 }
 
 /// The ELS and Local machines' patch schedule for `compare`, and what it is: the one asked
-/// for; else the P(t) calibrated to the shipped CNN of a bundled set (the paper's protocol:
-/// each network against the schedule fitted to it), when it is for this many steps; else the
-/// paper's MNIST ResNet preset.
-pub fn compare_schedule(bundled: Option<&str>, asked: Option<&PatchSchedule>, steps: usize) -> (PatchSchedule, String) {
+/// for; else the P(t) calibrated to the network compared against (the paper's protocol: each
+/// network against the schedule fitted to it), when it is for this many steps: for weights
+/// given with `--cnn W.mgcnn`, the `W.calibration.json` beside them, and for the shipped
+/// network of a bundled set, its shipped calibration; else the paper's MNIST ResNet preset.
+/// A calibration file beside the weights that cannot be read is an error naming it.
+pub fn compare_schedule(
+    bundled: Option<&str>,
+    cnn: Option<&std::path::Path>,
+    asked: Option<&PatchSchedule>,
+    steps: usize,
+) -> Result<(PatchSchedule, String), String> {
     if let Some(s) = asked {
-        return (s.clone(), "as asked (--patch-schedule)".into());
+        return Ok((s.clone(), "as asked (--patch-schedule)".into()));
     }
     let preset = PatchSchedule::Preset { name: "MNIST ResNet".into() };
-    match bundled.and_then(|b| engine::training::network::bundled_calibration(b).map(|p| (b, p))) {
-        Some((name, fitted)) if fitted.len() == steps => {
-            let list = fitted.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ");
-            let what = format!("calibrated to the shipped CNN (assets/models/{name}.calibration.json): {list}");
-            (PatchSchedule::List { per_step: fitted }, what)
+    let (name, fitted) = match cnn {
+        Some(weights) => {
+            let path = files::beside(weights, "calibration.json");
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                return Ok((
+                    preset,
+                    format!(
+                        "the paper's MNIST ResNet preset (no {} beside the weights: `morphogen calibrate --cnn {}` \
+                         writes one)",
+                        path.display(),
+                        weights.display()
+                    ),
+                ));
+            };
+            let fitted = engine::training::network::fitted_patch_sizes(&text)
+                .map_err(|e| format!("{}: not a calibration: {e}", path.display()))?;
+            (path.display().to_string(), fitted)
         }
-        Some((name, fitted)) => (
-            preset,
-            format!(
-                "the paper's MNIST ResNet preset (the shipped {name} calibration is for {} steps, not {steps})",
-                fitted.len()
-            ),
-        ),
-        None => (preset, "the paper's MNIST ResNet preset (no calibration ships for this dataset)".into()),
+        None => match bundled.and_then(|b| engine::training::network::bundled_calibration(b).map(|p| (b, p))) {
+            Some((b, fitted)) => (format!("assets/models/{b}.calibration.json"), fitted),
+            None => {
+                let why = "the paper's MNIST ResNet preset (no calibration ships for this dataset)";
+                return Ok((preset, why.into()));
+            }
+        },
+    };
+    if fitted.len() != steps {
+        let why = format!("the paper's MNIST ResNet preset ({name} is for {} steps, not {steps})", fitted.len());
+        return Ok((preset, why));
     }
+    let list = fitted.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ");
+    Ok((PatchSchedule::List { per_step: fitted }, format!("calibrated to the network ({name}): {list}")))
 }
 
 /// `compare --from DIR…`: the table of every result the folders hold.
@@ -617,30 +642,56 @@ mod tests {
     /// for whenever something was.
     #[test]
     fn compare_uses_the_shipped_calibration_and_says_so() {
-        let (s, which) = compare_schedule(Some("mnist"), None, 20);
+        let schedule = |b, asked, steps| compare_schedule(b, None, asked, steps).unwrap();
+        let (s, which) = schedule(Some("mnist"), None, 20);
         let PatchSchedule::List { per_step } = &s else { panic!("{s:?}") };
         assert_eq!(per_step.len(), 20);
         assert!(per_step.iter().all(|p| p % 2 == 1 && (1..=27).contains(p)), "{per_step:?}");
         assert!(per_step[0] > per_step[19], "locality shrinks as the noise falls: {per_step:?}");
-        assert!(which.contains("calibrated to the shipped CNN"), "{which}");
+        assert!(which.contains("calibrated to the network (assets/models/mnist.calibration.json)"), "{which}");
         let preset = PatchSchedule::Preset { name: "MNIST ResNet".into() };
-        let (s, which) = compare_schedule(Some("mnist"), None, 10);
+        let (s, which) = schedule(Some("mnist"), None, 10);
         assert_eq!(s, preset);
         assert!(which.contains("for 20 steps, not 10"), "{which}");
-        let (s, which) = compare_schedule(Some("digits8"), None, 20);
+        let (s, which) = schedule(Some("digits8"), None, 20);
         assert_eq!(s, preset);
         assert!(which.contains("no calibration ships"), "{which}");
         let asked = PatchSchedule::List { per_step: vec![3; 20] };
-        assert_eq!(compare_schedule(Some("mnist"), Some(&asked), 20).0, asked);
+        assert_eq!(schedule(Some("mnist"), Some(&asked), 20).0, asked);
         // FashionMNIST's network has its own fit (5 seeds, `calibrate --dataset fashion`).
-        let (s, which) = compare_schedule(Some("fashion"), None, 20);
+        let (s, which) = schedule(Some("fashion"), None, 20);
         let fitted = vec![11, 11, 11, 11, 11, 11, 9, 9, 7, 7, 7, 7, 5, 5, 5, 5, 3, 3, 3, 1];
         assert_eq!(s, PatchSchedule::List { per_step: fitted });
         assert!(which.contains("assets/models/fashion.calibration.json"), "{which}");
         // And the emoji network (3 seeds, `calibrate --dataset emoji --max-p 21`).
-        let (s, which) = compare_schedule(Some("emoji"), None, 20);
+        let (s, which) = schedule(Some("emoji"), None, 20);
         let fitted = vec![1, 9, 9, 9, 7, 7, 7, 5, 5, 5, 5, 3, 3, 3, 3, 3, 3, 3, 3, 1];
         assert_eq!(s, PatchSchedule::List { per_step: fitted });
         assert!(which.contains("assets/models/emoji.calibration.json"), "{which}");
+    }
+
+    /// Weights given with --cnn are compared under the calibration beside them, never under
+    /// the shipped network's: without one, the preset, and the message says how to make one.
+    /// A calibration that is not one is refused by name.
+    #[test]
+    fn other_weights_use_the_calibration_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("net.mgcnn");
+        let (s, which) = compare_schedule(Some("mnist"), Some(&weights), None, 20).unwrap();
+        assert_eq!(s, PatchSchedule::Preset { name: "MNIST ResNet".into() }, "not the shipped MNIST fit");
+        assert!(which.contains("net.calibration.json") && which.contains("morphogen calibrate --cnn"), "{which}");
+        let cal = dir.path().join("net.calibration.json");
+        let fitted: Vec<u32> = (0..20).map(|k| 25 - 2 * (k / 2)).collect();
+        std::fs::write(&cal, serde_json::json!({ "fitted": fitted }).to_string()).unwrap();
+        let (s, which) = compare_schedule(Some("mnist"), Some(&weights), None, 20).unwrap();
+        assert_eq!(s, PatchSchedule::List { per_step: fitted.clone() });
+        assert!(which.contains("net.calibration.json") && which.contains("25 25 23"), "{which}");
+        let (s, _) = compare_schedule(None, Some(&weights), None, 12).unwrap();
+        assert_eq!(s, PatchSchedule::Preset { name: "MNIST ResNet".into() }, "a 20-step fit for 12 steps");
+        for bad in ["{}", "[1, 2]", r#"{"fitted": [3, 4]}"#, r#"{"fitted": []}"#, "not json"] {
+            std::fs::write(&cal, bad).unwrap();
+            let err = compare_schedule(Some("mnist"), Some(&weights), None, 20).unwrap_err();
+            assert!(err.contains("net.calibration.json: not a calibration"), "{bad}: {err}");
+        }
     }
 }

@@ -63,6 +63,13 @@ pub fn write_bytes(path: &Path, overwrite: bool, bytes: &[u8]) -> io::Result<()>
     write_with(path, overwrite, |f| f.write_all(bytes))
 }
 
+/// A file beside `path` that shares its stem: `weights.mgcnn` → `weights.loss.csv` for
+/// `suffix` "loss.csv". How a weights file's curve, figure and calibration travel with it.
+pub fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.{suffix}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::data::{Dataset, DatasetSource, LoadOptions};
 use crate::engine::NoiseSchedule;
-use crate::engine::training::network::{Cnn, CnnHeader, CnnShape};
+use crate::engine::training::network::{Arch, Cnn, CnnHeader, CnnShape};
 use crate::engine::training::train::{TrainConfig, train};
 use crate::files;
 
@@ -28,9 +28,13 @@ pub struct TrainArgs {
     /// Feature channels inside the network.
     #[arg(long, default_value_t = CnnShape::SMALL.channels)]
     pub channels: usize,
-    /// Residual blocks.
+    /// Residual blocks (a UNet's per stage: two down, the bottom, two up).
     #[arg(long, default_value_t = CnnShape::SMALL.blocks)]
     pub blocks: usize,
+    /// The network: the paper's two architectures, a ResNet at full size or a UNet two levels
+    /// deep with skips.
+    #[arg(long, value_enum, default_value = "resnet")]
+    pub arch: Arch,
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
@@ -66,20 +70,23 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         return Err(format!("--lr must be in (0, 1), not {}", args.lr));
     }
     // All three files are checked before an hour of training, not after it.
-    let (curve, plot) = (with_suffix(&args.out, "loss.csv"), with_suffix(&args.out, "loss.png"));
+    let (curve, plot) = (files::beside(&args.out, "loss.csv"), files::beside(&args.out, "loss.png"));
     if let Some(there) = [&args.out, &curve, &plot].into_iter().find(|p| !args.force && p.exists()) {
         return Err(format!("{} already exists (use --force to overwrite)", there.display()));
     }
     let dataset =
         Dataset::load(&DatasetSource::parse(&args.dataset), &LoadOptions::default()).map_err(|e| e.to_string())?;
     let image = dataset.shape;
-    let shape = CnnShape { image_channels: image.c, channels: args.channels, blocks: args.blocks };
+    let shape = CnnShape { image_channels: image.c, channels: args.channels, blocks: args.blocks, arch: args.arch };
     let schedule = NoiseSchedule::cosine();
     let cfg = TrainConfig { shape, steps: args.steps, batch: args.batch, lr: args.lr, seed: args.seed, schedule };
     eprintln!(
-        "training a {}-block, {}-channel ε-predictor ({} parameters, receptive field {} px) on {} {}×{}×{} images: \
+        "training a {} ({} block{}{}, {} channels), an ε-predictor ({} parameters, receptive field {} px) on {} {}×{}×{} images: \
          {} steps of {}",
+        shape.arch.title(),
         shape.blocks,
+        if shape.blocks == 1 { "" } else { "s" },
+        if shape.arch == Arch::UNet { " a stage" } else { "" },
         shape.channels,
         shape.parameters(),
         shape.receptive_field(),
@@ -152,12 +159,6 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         plot.display()
     );
     Ok(())
-}
-
-/// `weights.mgcnn` → `weights.loss.csv`.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{stem}.{suffix}"))
 }
 
 /// The per-step losses of a `.loss.csv` (`step,loss` lines after a header), or one line

@@ -3,16 +3,17 @@
 
 mod common;
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use morphogen::engine::training::network::{Cnn, CnnHeader, CnnShape, EpsNet, cosine_time};
+use morphogen::engine::training::network::{Arch, Cnn, CnnHeader, CnnShape, EpsNet, cosine_time};
 use morphogen::engine::training::train::{TrainConfig, train};
 use morphogen::engine::{
     Boundary, Call, Control, Denoiser, ImageShape, MachineKind, NoiseSchedule, PatchSchedule, SamplerConfig,
 };
 use serde_json::Value;
 
-const TINY: CnnShape = CnnShape { image_channels: 1, channels: 8, blocks: 2 };
+const TINY: CnnShape = CnnShape { image_channels: 1, channels: 8, blocks: 2, arch: Arch::ResNet };
 
 fn forward(net: &EpsNet, x: &[f32], t: &[f64]) -> Vec<f32> {
     let b = t.len();
@@ -67,6 +68,99 @@ fn the_forward_pass_keeps_the_shape_and_is_deterministic() {
     assert!(TINY.receptive_field() == 9 && CnnShape::SMALL.receptive_field() == 17);
 }
 
+/// Both architectures have the parameter count their shape promises (the figure `train`
+/// prints and the memory budget counts), and a ResNet's header is written as the first weights
+/// files were, with no `arch`, so the shipped files and older builds read each other.
+#[test]
+fn each_architecture_has_the_parameters_its_shape_counts() {
+    let device = Device::flex();
+    let mut checked = 0;
+    for arch in [Arch::ResNet, Arch::UNet] {
+        for (c, f, b) in [(1, 8, 0), (1, 8, 2), (3, 16, 1), (1, 32, 6)] {
+            let shape = CnnShape { image_channels: c, channels: f, blocks: b, arch };
+            assert_eq!(EpsNet::new(shape, &device).num_params(), shape.parameters(), "{shape:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8);
+    assert_eq!(CnnShape::SMALL.parameters(), 62_433, "the shipped MNIST network");
+    let resnet = serde_json::to_string(&TINY).unwrap();
+    assert!(!resnet.contains("arch"), "{resnet}");
+    let unet = serde_json::to_string(&CnnShape { arch: Arch::UNet, ..TINY }).unwrap();
+    assert!(unet.contains(r#""arch":"unet""#), "{unet}");
+    let old: CnnShape = serde_json::from_str(r#"{"image_channels":1,"channels":32,"blocks":6}"#).unwrap();
+    assert_eq!(old, CnnShape::SMALL);
+    // The deepest path of a one-block UNet spans 40 pixels: a whole 28×28 digit.
+    assert_eq!(CnnShape { arch: Arch::UNet, blocks: 1, ..TINY }.receptive_field(), 40);
+    assert_eq!(CnnShape { arch: Arch::UNet, blocks: 0, ..TINY }.receptive_field(), 20);
+}
+
+/// The UNet takes a canvas of any size (padded to a multiple of 4 and cut back), gives the
+/// same function through its weights file, and is translation-equivariant for shifts by its
+/// total stride, 4 pixels, away from the border.
+#[test]
+fn the_unet_takes_any_canvas_and_is_equivariant_by_its_stride() {
+    let device = Device::flex();
+    device.seed(11);
+    let shape = CnnShape { arch: Arch::UNet, blocks: 1, ..TINY };
+    let net = EpsNet::new(shape, &device);
+    let run = |net: &EpsNet, v: Vec<f32>, h: usize, w: usize, t: f64| {
+        let x = Tensor::<4>::from_data(TensorData::new(v, [1, 1, h, w]), &device);
+        let out = net.forward(x, &[t]);
+        assert_eq!(out.dims(), [1, 1, h, w]);
+        out.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    };
+    for (h, w) in [(8, 8), (9, 7), (28, 28), (13, 30)] {
+        let out = run(&net, random_set(1, ImageShape { c: 1, h, w }, 4), h, w, 0.3);
+        assert!(out.iter().all(|v| v.is_finite()), "{h}×{w}");
+    }
+    let x = random_set(1, ImageShape { c: 1, h: 8, w: 8 }, 3);
+    let a = run(&net, x.clone(), 8, 8, 0.4);
+    assert_ne!(a, run(&net, x.clone(), 8, 8, 0.8), "the time embedding reaches the output");
+    let header = CnnHeader { shape, ..header() };
+    let back = Cnn::from_bytes(&Cnn::to_bytes(&header, net).unwrap(), &device).unwrap();
+    assert_eq!(back.header, header);
+    assert_eq!(a, run(&back.net, x, 8, 8, 0.4), "the same function through its file");
+    // A blob on a 64×64 field, then moved 4 pixels right: the response moves with it where no
+    // border is within the 40-pixel receptive field (rows and columns 20 to 43).
+    let blob = |at: usize| {
+        let mut v = vec![-1f32; 64 * 64];
+        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            v[(30 + dy) * 64 + at + dx] = 1.0;
+        }
+        run(&back.net, v, 64, 64, 0.5)
+    };
+    let (r0, r4) = (blob(28), blob(32));
+    let (mut compared, mut moved) = (0, 0f32);
+    for y in 20..44 {
+        for x in 20..40 {
+            let (p, q) = (y * 64 + x, y * 64 + x + 4);
+            assert!((r0[p] - r4[q]).abs() < 1e-5, "({y}, {x}): {} vs {}", r0[p], r4[q]);
+            moved = moved.max((r0[p] - r0[q]).abs());
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 24 * 20);
+    assert!(moved > 1e-3, "the blob's response is not flat ({moved}), so the check could fail");
+    // The receptive field is what the shape says: one input pixel of a 64×64 field, moved,
+    // moves outputs over a span no wider than it (and most of it: the figure is not loose).
+    let field = random_set(1, ImageShape { c: 1, h: 64, w: 64 }, 9);
+    let base = run(&back.net, field.clone(), 64, 64, 0.5);
+    let mut spans = Vec::new();
+    for at in [(32, 32), (33, 31)] {
+        let mut poked = field.clone();
+        poked[at.0 * 64 + at.1] += 5.0;
+        let out = run(&back.net, poked, 64, 64, 0.5);
+        let changed: Vec<usize> = (0..64 * 64).filter(|&i| out[i] != base[i]).collect();
+        let rows = changed.iter().map(|i| i / 64);
+        let span = rows.clone().max().unwrap() - rows.min().unwrap() + 1;
+        spans.push(span);
+    }
+    let rf = shape.receptive_field();
+    eprintln!("UNet receptive field: spans {spans:?}, stated {rf}");
+    assert!(spans.iter().all(|&s| s <= rf && s + 8 >= rf), "spans {spans:?} against the stated {rf}");
+}
+
 #[test]
 fn a_short_training_run_lowers_the_loss() {
     let shape = ImageShape { c: 1, h: 8, w: 8 };
@@ -81,6 +175,11 @@ fn a_short_training_run_lowers_the_loss() {
     let first: f32 = losses[..20].iter().sum::<f32>() / 20.0;
     let last: f32 = losses[130..].iter().sum::<f32>() / 20.0;
     assert!(last < 0.8 * first, "loss {first:.3} → {last:.3}");
+    // The UNet learns too.
+    let unet = TrainConfig { shape: CnnShape { arch: Arch::UNet, blocks: 1, ..TINY }, ..cfg.clone() };
+    let (_, losses) = train(&imgs, 80, shape, &unet, &mut |_, _| true);
+    let (first, last) = (losses[..20].iter().sum::<f32>() / 20.0, losses[130..].iter().sum::<f32>() / 20.0);
+    assert!(losses.len() == 150 && last < 0.8 * first, "UNet loss {first:.3} → {last:.3}");
     // And it stops when asked.
     let (_, stopped) = train(&imgs, 80, shape, &TrainConfig { steps: 100, ..cfg }, &mut |step, _| step < 9);
     assert_eq!(stopped.len(), 10);
@@ -215,6 +314,34 @@ fn train_sample_compare_and_calibrate_from_the_command_line() {
     assert!(!again.status.success() && err.contains("other.loss.csv") && err.contains("already exists"), "{err}");
     assert_eq!(std::fs::read_to_string(dir.path().join("other.loss.csv")).unwrap(), "mine");
     assert!(!other.exists(), "nothing trained");
+
+    // The UNet through the same commands: its header says so, and the CNN machine runs it.
+    let unet = dir.path().join("unet.mgcnn");
+    let u = unet.to_str().unwrap();
+    let args = ["train", "--dataset", "digits8", "--out", u, "--steps", "5", "--batch", "4", "--channels", "8"];
+    let out = morphogen(&[&args[..], &["--blocks", "1", "--arch", "unet"]].concat());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("a UNet (1 block a stage, 8 channels)"), "{said}");
+    assert!(said.contains("receptive field 40 px"), "{said}");
+    let bytes = std::fs::read(&unet).unwrap();
+    assert!(String::from_utf8_lossy(&bytes[..200]).contains(r#""arch":"unet""#));
+    let out = morphogen(&[
+        "sample",
+        "--dataset",
+        "digits8",
+        "--machine",
+        "cnn",
+        "--cnn",
+        u,
+        "--steps",
+        "3",
+        "--out-dir",
+        dir.path().join("unet-run").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wrong = morphogen(&[&args[..], &["--arch", "transformer", "--force"]].concat());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && err.contains("transformer") && err.contains("unet"), "{err}");
 
     let run = dir.path().join("run");
     let out = morphogen(&[

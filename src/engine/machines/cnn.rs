@@ -68,7 +68,7 @@ const INFO: Info = Info {
     name: "cnn",
     aliases: &[],
     title: "CNN",
-    describe: "A trained convolutional ε-predictor (a small ResNet, assets/models): the kind of network the closed-form machines explain. Needs weights for this dataset.",
+    describe: "A trained convolutional ε-predictor (a small ResNet or UNet, assets/models): the kind of network the closed-form machines explain. Needs weights for this dataset.",
     needs: Needs { weights: true, ..Needs::NONE },
 };
 

@@ -1,5 +1,7 @@
-//! The trained network: its definition and weights file ([`network`]) and its training loop
-//! ([`train`]). The CNN machine ([`crate::engine::machines::cnn`]) runs it.
+//! The trained networks: one file per architecture ([`resnet`], [`unet`]), the weights file
+//! and the choice between them ([`network`]), and the training loop ([`train`]). The CNN machine ([`crate::engine::machines::cnn`]) runs it.
 
 pub mod network;
+pub mod resnet;
 pub mod train;
+pub mod unet;

@@ -1,90 +1,131 @@
-//! The network the CNN machine runs and `train` fits: the trained convolutional ε-predictor
-//! the paper compares the ELS machine with, and its weights file. A small
-//! ResNet in its style (a 3×3 conv up, residual blocks of 3×3 conv + ReLU with a sinusoidal
-//! time embedding added per block, a 3×3 conv down; zero padding, no attention, no
-//! normalisation). Local and translation-equivariant by construction, which is the whole point:
-//! the ELS machine is the best such denoiser, and the question is how close a trained one comes.
+//! The networks the CNN machine runs and `train` fits, and their weights file: the trained
+//! convolutional ε-predictors the paper compares the ELS machine with. Two architectures, one
+//! file each, as the paper has: a ResNet ([`super::resnet`]) and a UNet ([`super::unet`]).
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::super::sampling::schedule::NoiseSchedule;
+use super::resnet::ResNet;
+use super::unet::UNet;
 
 /// Width of the sinusoidal time embedding.
 pub const EMBED: usize = 32;
+
+/// Which network a shape describes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Residual blocks at full size: a receptive field of 5 + 2·blocks pixels.
+    #[default]
+    #[value(name = "resnet")]
+    ResNet,
+    /// Two levels down and up with skips: the receptive field covers the image.
+    #[value(name = "unet")]
+    UNet,
+}
+
+impl Arch {
+    fn is_resnet(&self) -> bool {
+        *self == Arch::ResNet
+    }
+
+    pub fn title(&self) -> &'static str {
+        match self {
+            Arch::ResNet => "ResNet",
+            Arch::UNet => "UNet",
+        }
+    }
+}
 
 /// The shape of a network: enough to build one before its weights are loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CnnShape {
     /// Image channels (1 gray, 3 RGB).
     pub image_channels: usize,
-    /// Feature channels inside the network.
+    /// Feature channels inside the network (a UNet's full-size level; its lower levels have
+    /// twice as many).
     pub channels: usize,
-    /// Residual blocks.
+    /// Residual blocks (a UNet's per stage: two down, the bottom, two up).
     pub blocks: usize,
+    /// Absent in ResNet headers, which is how the first weights files were written.
+    #[serde(default, skip_serializing_if = "Arch::is_resnet")]
+    pub arch: Arch,
 }
 
 impl CnnShape {
     /// The shipped MNIST model's shape: small enough to train in well under an hour on two
     /// cores (`morphogen train`), deep enough for a 13-pixel receptive field per side.
-    pub const SMALL: CnnShape = CnnShape { image_channels: 1, channels: 32, blocks: 6 };
+    pub const SMALL: CnnShape = CnnShape { image_channels: 1, channels: 32, blocks: 6, arch: Arch::ResNet };
 
-    /// Receptive field of one output pixel, in pixels per side: 3×3 in, 3×3 per block, 3×3 out.
+    /// Receptive field of one output pixel, in pixels per side.
     pub fn receptive_field(&self) -> usize {
-        3 + 2 * self.blocks + 2
+        match self.arch {
+            Arch::ResNet => ResNet::receptive_field(self.blocks),
+            Arch::UNet => UNet::receptive_field(self.blocks),
+        }
     }
 
     /// Parameters in the network.
     pub fn parameters(&self) -> usize {
-        let (c, f) = (self.image_channels, self.channels);
-        let conv = |i: usize, o: usize| i * o * 9 + o;
-        conv(c, f) + self.blocks * (conv(f, f) + EMBED * f + f) + conv(f, c)
+        let (c, f, b) = (self.image_channels, self.channels, self.blocks);
+        match self.arch {
+            Arch::ResNet => ResNet::parameters(c, f, b),
+            Arch::UNet => UNet::parameters(c, f, b),
+        }
     }
 }
 
-/// One residual block: h + ReLU(conv(h) + embedding of t).
-#[derive(Module, Debug)]
-pub struct ResBlock {
-    conv: Conv2d,
-    time: Linear,
-}
-
 /// ε̂(x_t, t): [B, C, H, W] and [B] times in [0, 1] → [B, C, H, W].
+// One network is held per loaded dataset, never a collection of them: the size of the larger
+// variant costs nothing, and burn's derive takes the modules as they are, unboxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub struct EpsNet {
-    conv_in: Conv2d,
-    blocks: Vec<ResBlock>,
-    conv_out: Conv2d,
-}
-
-fn conv3(i: usize, o: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
+pub enum EpsNet {
+    ResNet(ResNet),
+    UNet(UNet),
 }
 
 impl EpsNet {
     /// A freshly initialised network (seed the device first for a reproducible one).
     pub fn new(shape: CnnShape, device: &Device) -> Self {
-        let (c, f) = (shape.image_channels, shape.channels);
-        let blocks = (0..shape.blocks)
-            .map(|_| ResBlock { conv: conv3(f, f, device), time: LinearConfig::new(EMBED, f).init(device) })
-            .collect();
-        Self { conv_in: conv3(c, f, device), blocks, conv_out: conv3(f, c, device) }
+        let (c, f, b) = (shape.image_channels, shape.channels, shape.blocks);
+        match shape.arch {
+            Arch::ResNet => EpsNet::ResNet(ResNet::new(c, f, b, device)),
+            Arch::UNet => EpsNet::UNet(UNet::new(c, f, b, device)),
+        }
     }
 
     pub fn forward(&self, x: Tensor<4>, t: &[f64]) -> Tensor<4> {
         let [b, _, _, _] = x.dims();
         assert_eq!(b, t.len(), "one time per image");
         let emb = time_embedding(t, &x.device()); // [B, E]
-        let mut h = self.conv_in.forward(x); // [B, F, H, W]
-        for block in &self.blocks {
-            let f = block.conv.weight.dims()[0];
-            let te = block.time.forward(emb.clone()).reshape([b, f, 1, 1]); // [B, F, 1, 1]
-            h = h.clone().add(burn::tensor::activation::relu(block.conv.forward(h).add(te)));
+        match self {
+            EpsNet::ResNet(n) => n.forward(x, emb),
+            EpsNet::UNet(n) => n.forward(x, emb),
         }
-        self.conv_out.forward(h)
+    }
+
+    /// The parameters as a weights file holds them: the inner network's own record, so a
+    /// ResNet's file reads as it did before there was a choice.
+    fn into_record_bytes(self) -> Result<Vec<u8>, String> {
+        let record = match self {
+            EpsNet::ResNet(n) => n.into_record(),
+            EpsNet::UNet(n) => n.into_record(),
+        };
+        record.into_bytes().map(|b| b.to_vec()).map_err(|e| format!("could not pack the weights: {e}"))
+    }
+
+    /// A network of `shape` with the parameters of `record` (the inverse of `into_record_bytes`).
+    fn from_record(shape: CnnShape, record: burn::store::ModuleRecord, device: &Device) -> Result<Self, String> {
+        let fail =
+            |e: burn::store::RecordError| format!("the weights do not fit the network the header describes: {e}");
+        let (c, f, b) = (shape.image_channels, shape.channels, shape.blocks);
+        Ok(match shape.arch {
+            Arch::ResNet => EpsNet::ResNet(ResNet::new(c, f, b, device).try_load_record(record).map_err(fail)?),
+            Arch::UNet => EpsNet::UNet(UNet::new(c, f, b, device).try_load_record(record).map_err(fail)?),
+        })
     }
 }
 
@@ -137,8 +178,7 @@ impl Cnn {
         let mut out = MAGIC.to_vec();
         out.extend(serde_json::to_vec(header).map_err(|e| e.to_string())?);
         out.push(b'\n');
-        let record = net.into_record().into_bytes().map_err(|e| format!("could not pack the weights: {e}"))?;
-        out.extend_from_slice(&record);
+        out.extend(net.into_record_bytes()?);
         Ok(out)
     }
 
@@ -170,9 +210,7 @@ impl Cnn {
         let record =
             burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(rest[end + 1..].to_vec()))
                 .map_err(|e| format!("the weights are unreadable: {e}"))?;
-        let net = EpsNet::new(s, device)
-            .try_load_record(record)
-            .map_err(|e| format!("the weights do not fit the network the header describes: {e}"))?;
+        let net = EpsNet::from_record(s, record, device)?;
         Ok(Self { header, net })
     }
 
@@ -260,9 +298,23 @@ pub fn bundled_calibration(dataset: &str) -> Option<Vec<u32>> {
         "emoji" => include_str!("../../../assets/models/emoji.calibration.json"),
         _ => return None,
     };
-    let json: serde_json::Value = serde_json::from_str(text).expect("the shipped calibration is JSON");
-    let fitted = json["fitted"].as_array().expect("the shipped calibration has a fit");
-    Some(fitted.iter().map(|p| p.as_u64().expect("a patch size") as u32).collect())
+    Some(fitted_patch_sizes(text).expect("the shipped calibration is a calibration"))
+}
+
+/// The `fitted` list of a `calibration.json` that `morphogen calibrate` wrote: one odd patch
+/// size per step, or what is wrong with it.
+pub fn fitted_patch_sizes(text: &str) -> Result<Vec<u32>, String> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let fitted = json["fitted"].as_array().ok_or("it has no \"fitted\" list of patch sizes")?;
+    let sizes: Vec<u32> = fitted
+        .iter()
+        .map(|p| p.as_u64().filter(|p| p % 2 == 1 && *p <= 255).map(|p| p as u32))
+        .collect::<Option<_>>()
+        .ok_or("its \"fitted\" list holds something other than odd patch sizes up to 255")?;
+    if sizes.is_empty() {
+        return Err("its \"fitted\" list is empty".into());
+    }
+    Ok(sizes)
 }
 
 /// t under the cosine schedule the networks are trained with, from ᾱ: the network is told the

@@ -14,6 +14,7 @@ use crate::data::{Dataset, DatasetSource, LoadOptions};
 use std::path::PathBuf;
 
 use crate::engine::sampling::patch::PRESETS;
+use crate::engine::training::network::Arch;
 use crate::engine::{
     self, Boundary, CancelToken, Control, Denoiser, DeviceChoice, MachineKind, PatchSchedule, SamplerConfig,
 };
@@ -167,7 +168,8 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         }
         let each: Vec<String> = against.iter().map(|m| format!("r(CNN, {}) {:.3}", m.title(), r[m.name()])).collect();
         eprintln!("seed {seed}: {}  ({:.0} s)", each.join("  "), started.elapsed().as_secs_f64());
-        let result = SeedResult { experiment: experiment.clone(), dataset: source.short_name(), seed, r };
+        let network = den.cnn().map(|c| c.header.shape.arch).unwrap_or_default();
+        let result = SeedResult { experiment: experiment.clone(), dataset: source.short_name(), seed, r, network };
         if let Some(dir) = &args.sweep.out_dir {
             crate::sweep::write(&result, dir)?;
         }
@@ -320,11 +322,20 @@ fn report(results: &[SeedResult], json: bool) {
         println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     } else {
         let on = e.canvas.map(|[h, w]| format!(" on a {h}×{w} canvas")).unwrap_or_default();
-        println!("median Pearson r of final images with the CNN's{on}, {} seeds, {} steps:", results.len(), e.steps);
-        // The paper's Table 1 row for this set, where it has one (its colour sets, CIFAR10
-        // and CelebA, are not ours: another set gets no paper column rather than MNIST's).
+        let network = results[0].network;
+        println!(
+            "median Pearson r of final images with the CNN's ({}){on}, {} seeds, {} steps:",
+            network.title(),
+            results.len(),
+            e.steps
+        );
+        // The paper's Table 1 row for this set and network, where it is here (its colour
+        // sets, CIFAR10 and CelebA, are not ours: another set gets no paper column rather
+        // than MNIST's; its UNet rows are not among the figures this build carries).
         let name = results[0].dataset.to_ascii_lowercase();
-        let paper = if name.contains("fashion") {
+        let paper = if network != Arch::ResNet {
+            None
+        } else if name.contains("fashion") {
             Some(("paper (FashionMNIST ResNet)", PAPER_FASHION))
         } else if name.contains("mnist") {
             Some(("paper (MNIST ResNet)", PAPER_MNIST))
@@ -333,6 +344,15 @@ fn report(results: &[SeedResult], json: bool) {
         };
         match paper {
             Some((label, _)) => println!("{:<8} {:>8} {:>8} {:>29}", "machine", "r", "r²", label),
+            None if network != Arch::ResNet => {
+                println!(
+                    "{:<8} {:>8} {:>8}   (no paper column: its {} rows are not carried here)",
+                    "machine",
+                    "r",
+                    "r²",
+                    network.title()
+                )
+            }
             None => println!("{:<8} {:>8} {:>8}   (the paper has no row for this set)", "machine", "r", "r²"),
         }
         for (i, m) in AGAINST.into_iter().enumerate() {

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::engine::training::network::Arch;
 use crate::engine::{Boundary, DeviceChoice, PatchSchedule};
 use crate::files;
 
@@ -86,6 +87,10 @@ pub struct SeedResult {
     pub seed: u64,
     /// Pearson r of each machine's final image with the CNN's, by machine name.
     pub r: BTreeMap<String, f64>,
+    /// The compared network's architecture (absent in results written before there was a
+    /// choice, which were all ResNets): the paper's column is its ResNet row.
+    #[serde(default)]
+    pub network: Arch,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -339,6 +339,13 @@ fn train_sample_compare_and_calibrate_from_the_command_line() {
         dir.path().join("unet-run").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // compare names the network, and prints no paper column (the paper's ResNet row is not
+    // this network's); it would use a calibration beside the weights, and there is none.
+    let out = morphogen(&["compare", "--dataset", "digits8", "--cnn", u, "--seeds", "1", "--steps", "3"]);
+    let (table, said) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && table.contains("with the CNN's (UNet)"), "{table}{said}");
+    assert!(table.contains("its UNet rows are not carried here") && !table.contains("paper ("), "{table}");
+    assert!(said.contains("unet.calibration.json beside the weights"), "{said}");
     let wrong = morphogen(&[&args[..], &["--arch", "transformer", "--force"]].concat());
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success() && err.contains("transformer") && err.contains("unet"), "{err}");

@@ -38,6 +38,9 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
+    /// Clip each parameter's gradient to this norm (default: no clipping).
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop after this many minutes, whatever `--steps` says (the weights so far are written).
@@ -47,6 +50,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub force: bool,
 }
+
+/// A mean ε-MSE over the last 100 steps above this (ten times what predicting no noise
+/// scores) stops training as diverged.
+const DIVERGED: f32 = 10.0;
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     for (flag, value, max) in [
@@ -69,6 +76,11 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     if !(args.lr > 0.0 && args.lr < 1.0) {
         return Err(format!("--lr must be in (0, 1), not {}", args.lr));
     }
+    if let Some(c) = args.grad_clip
+        && !(c > 0.0 && c.is_finite())
+    {
+        return Err(format!("--grad-clip must be a positive norm, not {c}"));
+    }
     // All three files are checked before an hour of training, not after it.
     let (curve, plot) = (files::beside(&args.out, "loss.csv"), files::beside(&args.out, "loss.png"));
     if let Some(there) = [&args.out, &curve, &plot].into_iter().find(|p| !args.force && p.exists()) {
@@ -79,7 +91,15 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let image = dataset.shape;
     let shape = CnnShape { image_channels: image.c, channels: args.channels, blocks: args.blocks, arch: args.arch };
     let schedule = NoiseSchedule::cosine();
-    let cfg = TrainConfig { shape, steps: args.steps, batch: args.batch, lr: args.lr, seed: args.seed, schedule };
+    let cfg = TrainConfig {
+        shape,
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        schedule,
+        clip: args.grad_clip,
+    };
     eprintln!(
         "training a {} ({} block{}{}, {} channels), an ε-predictor ({} parameters, receptive field {} px) on {} {}×{}×{} images: \
          {} steps of {}",
@@ -108,6 +128,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     let started = Instant::now();
     let deadline = args.minutes.map(|m| m * 60.0);
     let mut recent = Vec::new();
+    let mut diverged = None;
     let (net, losses) = train(&dataset.images, dataset.len(), image, &cfg, &mut |step, loss| {
         recent.push(loss);
         if recent.len() > 100 {
@@ -124,9 +145,22 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
                 started.elapsed().as_secs_f64()
             );
         }
+        // Predicting no noise at all scores 1: a mean ten times that, or a NaN, is a network
+        // that has diverged, and the rest of the hour would be spent on nothing.
+        let mean = recent.iter().sum::<f32>() / recent.len() as f32;
+        if mean.is_nan() || mean > DIVERGED {
+            diverged = Some((step + 1, mean));
+            return false;
+        }
         deadline.is_none_or(|d| started.elapsed().as_secs_f64() < d)
     });
     bar.finish_and_clear();
+    if let Some((step, mean)) = diverged {
+        return Err(format!(
+            "training diverged at step {step} (mean loss {mean} over the last 100 steps; predicting no noise \
+             scores 1): nothing was written; try a lower --lr or --grad-clip 1"
+        ));
+    }
     let tail = &losses[losses.len().saturating_sub(100)..];
     let final_loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
     let header = CnnHeader {

@@ -169,7 +169,15 @@ fn a_short_training_run_lowers_the_loss() {
     // Blobs cut to 8×8 by tiling the 9×6 images: smooth structure a network can learn.
     let imgs: Vec<f32> =
         (0..80).flat_map(|k| (0..64).map(move |i| (k, i))).map(|(k, i)| images[k * 54 + i % 54]).collect();
-    let cfg = TrainConfig { shape: TINY, steps: 150, batch: 16, lr: 5e-3, seed: 1, schedule: NoiseSchedule::cosine() };
+    let cfg = TrainConfig {
+        shape: TINY,
+        steps: 150,
+        batch: 16,
+        lr: 5e-3,
+        seed: 1,
+        schedule: NoiseSchedule::cosine(),
+        clip: None,
+    };
     let (_, losses) = train(&imgs, 80, shape, &cfg, &mut |_, _| true);
     assert_eq!(losses.len(), 150);
     let first: f32 = losses[..20].iter().sum::<f32>() / 20.0;
@@ -180,6 +188,11 @@ fn a_short_training_run_lowers_the_loss() {
     let (_, losses) = train(&imgs, 80, shape, &unet, &mut |_, _| true);
     let (first, last) = (losses[..20].iter().sum::<f32>() / 20.0, losses[130..].iter().sum::<f32>() / 20.0);
     assert!(losses.len() == 150 && last < 0.8 * first, "UNet loss {first:.3} → {last:.3}");
+    // Clipping reaches the optimiser: gradients clipped to nothing leave the loss where it
+    // started (Adam rescales gradients, so only a clip below its ε stops it).
+    let (_, frozen) = train(&imgs, 80, shape, &TrainConfig { clip: Some(1e-12), ..cfg.clone() }, &mut |_, _| true);
+    let (f0, f1) = (frozen[..20].iter().sum::<f32>() / 20.0, frozen[130..].iter().sum::<f32>() / 20.0);
+    assert!(f1 > 0.9 * f0, "clipped to 1e-12 the loss still went {f0:.3} → {f1:.3}");
     // And it stops when asked.
     let (_, stopped) = train(&imgs, 80, shape, &TrainConfig { steps: 100, ..cfg }, &mut |step, _| step < 9);
     assert_eq!(stopped.len(), 10);
@@ -346,6 +359,16 @@ fn train_sample_compare_and_calibrate_from_the_command_line() {
     assert!(out.status.success() && table.contains("with the CNN's (UNet)"), "{table}{said}");
     assert!(table.contains("its UNet rows are not carried here") && !table.contains("paper ("), "{table}");
     assert!(said.contains("unet.calibration.json beside the weights"), "{said}");
+    // A run that diverges stops, says so and writes nothing; a clip norm must be one.
+    let wild = dir.path().join("wild.mgcnn");
+    let w2 = wild.to_str().unwrap();
+    let out =
+        morphogen(&["train", "--dataset", "digits8", "--out", w2, "--steps", "300", "--batch", "8", "--lr", "0.9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("training diverged at step") && err.contains("--grad-clip"), "{err}");
+    assert!(!wild.exists() && !dir.path().join("wild.loss.csv").exists(), "nothing written");
+    let out = morphogen(&["train", "--dataset", "digits8", "--out", w2, "--steps", "3", "--grad-clip", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--grad-clip must be a positive norm"));
     let wrong = morphogen(&[&args[..], &["--arch", "transformer", "--force"]].concat());
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success() && err.contains("transformer") && err.contains("unet"), "{err}");

@@ -3,6 +3,7 @@
 //! cosine decay. Pure: the caller owns the clock, the progress bar and the files.
 
 use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -22,6 +23,9 @@ pub struct TrainConfig {
     pub lr: f64,
     pub seed: u64,
     pub schedule: NoiseSchedule,
+    /// Largest norm of each parameter's gradient (None: unclipped). A UNet without
+    /// normalisation diverged at the ResNet's learning rate without it.
+    pub clip: Option<f32>,
 }
 
 impl TrainConfig {
@@ -50,7 +54,8 @@ pub fn train(
     let device = Device::flex().autodiff();
     device.seed(cfg.seed);
     let mut net = EpsNet::new(cfg.shape, &device);
-    let mut optim = AdamWConfig::new().with_weight_decay(1e-4).init();
+    let clip = cfg.clip.map(GradientClippingConfig::Norm);
+    let mut optim = AdamWConfig::new().with_weight_decay(1e-4).with_grad_clipping(clip).init();
     let len = image.len();
     let mut rng = cfg.seed ^ 0x9e37_79b9_7f4a_7c15;
     let mut losses = Vec::with_capacity(cfg.steps);

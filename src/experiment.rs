@@ -708,6 +708,13 @@ mod tests {
         assert!(which.contains("net.calibration.json") && which.contains("25 25 23"), "{which}");
         let (s, _) = compare_schedule(None, Some(&weights), None, 12).unwrap();
         assert_eq!(s, PatchSchedule::Preset { name: "MNIST ResNet".into() }, "a 20-step fit for 12 steps");
+        // The shipped UNet is compared under its own fit (5 seeds, `calibrate --cnn
+        // assets/models/mnist-unet.mgcnn --max-p 31`), shipped beside it.
+        let unet = engine::training::network::shipped_unet("mnist").unwrap();
+        let (s, which) = compare_schedule(Some("mnist"), Some(&unet), None, 20).unwrap();
+        let fitted = vec![9, 19, 17, 15, 13, 11, 11, 9, 7, 7, 7, 5, 5, 5, 3, 3, 3, 3, 3, 1];
+        assert_eq!(s, PatchSchedule::List { per_step: fitted });
+        assert!(which.contains("mnist-unet.calibration.json"), "{which}");
         for bad in ["{}", "[1, 2]", r#"{"fitted": [3, 4]}"#, r#"{"fitted": []}"#, "not json"] {
             std::fs::write(&cal, bad).unwrap();
             let err = compare_schedule(Some("mnist"), Some(&weights), None, 20).unwrap_err();

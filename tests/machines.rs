@@ -291,3 +291,33 @@ fn inspect_prints_the_filter_row_and_the_learned_window() {
     assert!((total - 1.0).abs() < 1e-9, "all 80 votes listed sum to 1: {total}");
     assert!(run("pspc")["window"].is_null(), "PSPC's windows are squares");
 }
+
+/// Both shipped MNIST networks, the ResNet and the UNet (its stride-2 convolutions,
+/// upsampling, concatenation and crop), through burn's wgpu backend: the same x̂₀ as on the
+/// CPU, to float32 rounding, at three noise levels.
+#[test]
+#[ignore = "needs a wgpu adapter (lavapipe is enough): cargo test --release --test machines -- --ignored"]
+fn the_shipped_networks_give_the_cpus_x0_on_the_gpu() {
+    let unet = repo_root().join("assets/models/mnist-unet.mgcnn");
+    let mut compared = 0;
+    for weights in [None, Some(unet.as_path())] {
+        let mut runs = Vec::new();
+        for device in [Device::flex(), gpu()] {
+            let (mut den, shape, _) = training_on("mnist12_train.npy", &device);
+            morphogen::engine::machines::cnn::attach(&mut den, Some("mnist"), weights);
+            let x = random_set(1, shape, 5);
+            let out: Vec<Vec<f32>> = [0.2, 0.5, 0.9]
+                .into_iter()
+                .map(|t| den.denoise(&x, &call(MachineKind::Cnn, 1, ab(t)), &mut Control::none()).unwrap().x0)
+                .collect();
+            runs.push(out);
+        }
+        for (cpu, gpu) in runs[0].iter().zip(&runs[1]) {
+            assert!(cpu.iter().chain(gpu).all(|v| v.is_finite()), "{weights:?}: a NaN");
+            let d = max_abs_diff(cpu, gpu);
+            assert!(d < 1e-4, "{weights:?}: the GPU's x̂₀ is {d} from the CPU's");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 6);
+}

@@ -155,10 +155,10 @@ impl StudioApp {
     fn cnn_weights_controls(&mut self, ui: &mut Ui) {
         let current = match &self.settings.cnn_weights {
             Some(p) => p.display().to_string(),
-            None => "the shipped weights (mnist, fashion)".into(),
+            None => "the shipped ResNet (mnist, fashion, emoji)".into(),
         };
         ui.label(egui::RichText::new(format!("CNN weights: {current}")).small());
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let typed = self.cnn_typed.get_or_insert_with(String::new);
             ui.add(egui::TextEdit::singleline(typed).desired_width(150.0).hint_text("path/to/weights.mgcnn"));
             if ui.button("Use").clicked() && !typed.trim().is_empty() {
@@ -168,8 +168,16 @@ impl StudioApp {
                 let ask = super::dialogs::Ask::OpenFile { title: "CNN weights".into(), extension: Some("mgcnn") };
                 self.cnn_pick = Some(self.dialogs.ask(ask));
             }
-            if self.settings.cnn_weights.is_some() && ui.button("Shipped").clicked() {
+            if self.settings.cnn_weights.is_some() && ui.button("Shipped ResNet").clicked() {
                 self.settings.cnn_weights = None;
+            }
+            let unet = self.settings.dataset.bundled_name().and_then(crate::engine::training::network::shipped_unet);
+            if let Some(unet) = unet.filter(|u| self.settings.cnn_weights.as_ref() != Some(u)) {
+                let tip = "The paper's other architecture, two levels down and up with skips: its receptive field \
+                           covers the whole image (assets/models)";
+                if ui.button("Shipped UNet").on_hover_text(tip).clicked() {
+                    self.settings.cnn_weights = Some(unet);
+                }
             }
         });
         if let Some(rx) = &self.cnn_pick

@@ -289,6 +289,18 @@ pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
     }
 }
 
+/// Bundled sets with a shipped UNet beside their ResNet. The UNets ship as files, not in the
+/// binary: `assets/models/{set}-unet.mgcnn`, with `{set}-unet.calibration.json` beside it,
+/// which `compare --cnn` reads as it would for any weights file.
+pub const SHIPPED_UNETS: &[&str] = &["mnist"];
+
+/// Where a bundled set's shipped UNet is (see [`SHIPPED_UNETS`]), in this source tree.
+pub fn shipped_unet(dataset: &str) -> Option<std::path::PathBuf> {
+    SHIPPED_UNETS.contains(&dataset).then(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models").join(format!("{dataset}-unet.mgcnn"))
+    })
+}
+
 /// The patch size per step fitted to a bundled dataset's shipped CNN (`morphogen calibrate`,
 /// 20 steps; its `calibration.json`, shipped beside the weights), or None where none ships.
 pub fn bundled_calibration(dataset: &str) -> Option<Vec<u32>> {
@@ -344,6 +356,28 @@ mod tests {
             assert!(Cnn::from_bytes(bytes, &Device::flex()).is_ok(), "{set}: the shipped weights load");
         }
         assert!(bundled_weights("photos").is_none());
+    }
+
+    /// Every UNet in assets/models is listed, and every listed one is there, loads, is a UNet
+    /// for its set's images and has its calibration beside it.
+    #[test]
+    fn every_shipped_unet_is_listed_and_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
+        let mut found: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix("-unet.mgcnn").map(String::from))
+            .collect();
+        found.sort();
+        assert_eq!(found, SHIPPED_UNETS, "the UNets in {}", dir.display());
+        for set in SHIPPED_UNETS {
+            let path = shipped_unet(set).unwrap();
+            let cnn = Cnn::from_bytes(&std::fs::read(&path).unwrap(), &Device::flex()).unwrap();
+            assert_eq!(cnn.header.shape.arch, Arch::UNet, "{set}");
+            assert_eq!(cnn.header.dataset, *set);
+            let cal = std::fs::read_to_string(crate::files::beside(&path, "calibration.json")).unwrap();
+            assert_eq!(fitted_patch_sizes(&cal).unwrap().len(), 20, "{set}: a 20-step calibration");
+        }
+        assert!(shipped_unet("fashion").is_none());
     }
 
     /// Every header field the network depends on is checked before the weights are used.

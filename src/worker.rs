@@ -304,7 +304,8 @@ pub fn set_studio_cnn(path: Option<PathBuf>) {
     *STUDIO_CNN.lock().unwrap_or_else(|e| e.into_inner()) = path;
 }
 
-fn studio_cnn() -> Option<PathBuf> {
+/// The weights file the studio last named (None: the shipped weights).
+pub fn studio_cnn() -> Option<PathBuf> {
     STUDIO_CNN.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 

@@ -369,6 +369,12 @@ impl StudioApp {
 
     /// Called once per frame after the controls: a settled change restarts or branches.
     fn apply_changes(&mut self, ctx: &egui::Context) {
+        // Every worker attaches the CNN from the file named here when it next runs, and keeps
+        // its caches to its share of the budget set here. Set after this frame's controls and
+        // before the run they restart: set before them, a run started by picking other
+        // weights ran the weights picked before.
+        crate::worker::set_studio_cnn(self.settings.cnn_weights.clone());
+        crate::memory::Pool::global().set_budget(self.settings.memory_budget_mb << 20);
         let k = self.time.cursor;
         let cursor_step =
             self.history.current().filter(|r| self.viewing.is_none() && r.state_at(k).is_some()).map(|_| k);
@@ -696,10 +702,6 @@ impl StudioApp {
             ));
             self.export.use_fallback(dir);
         }
-        // Every worker attaches the CNN from the file named here when it next runs, and keeps
-        // its caches to its share of the budget set here.
-        crate::worker::set_studio_cnn(self.settings.cnn_weights.clone());
-        crate::memory::Pool::global().set_budget(self.settings.memory_budget_mb << 20);
         self.paint_keys(ui);
         let mut cmds = self.keyboard(ui);
 

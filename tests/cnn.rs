@@ -284,6 +284,13 @@ fn morphogen(args: &[&str]) -> std::process::Output {
     morphogen_at(BIN, args)
 }
 
+/// `sample` with the CNN machine on digits8 (4 steps on the CPU) from the weights `cnn`.
+fn sample_cnn(cnn: &str, out_dir: &std::path::Path) -> std::process::Output {
+    let out = out_dir.to_str().unwrap();
+    let args = ["sample", "--dataset", "digits8", "--machine", "cnn", "--cnn", cnn, "--steps", "4"];
+    morphogen(&[&args[..], &["--device", "cpu", "--out-dir", out]].concat())
+}
+
 /// train → sample with `--machine cnn` → compare → calibrate, end to end on a small set.
 #[test]
 fn train_sample_compare_and_calibrate_from_the_command_line() {
@@ -338,19 +345,8 @@ fn train_sample_compare_and_calibrate_from_the_command_line() {
     assert!(said.contains("receptive field 40 px"), "{said}");
     let bytes = std::fs::read(&unet).unwrap();
     assert!(String::from_utf8_lossy(&bytes[..200]).contains(r#""arch":"unet""#));
-    let out = morphogen(&[
-        "sample",
-        "--dataset",
-        "digits8",
-        "--machine",
-        "cnn",
-        "--cnn",
-        u,
-        "--steps",
-        "3",
-        "--out-dir",
-        dir.path().join("unet-run").to_str().unwrap(),
-    ]);
+    let unet_run = dir.path().join("unet-run");
+    let out = sample_cnn(u, &unet_run);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // compare names the network, and prints no paper column (the paper's ResNet row is not
     // this network's); it would use a calibration beside the weights, and there is none.
@@ -374,21 +370,7 @@ fn train_sample_compare_and_calibrate_from_the_command_line() {
     assert!(!wrong.status.success() && err.contains("transformer") && err.contains("unet"), "{err}");
 
     let run = dir.path().join("run");
-    let out = morphogen(&[
-        "sample",
-        "--dataset",
-        "digits8",
-        "--machine",
-        "cnn",
-        "--cnn",
-        w,
-        "--steps",
-        "4",
-        "--device",
-        "cpu",
-        "--out-dir",
-        run.to_str().unwrap(),
-    ]);
+    let out = sample_cnn(w, &run);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Without weights for a folder-less, non-MNIST set, the CNN machine says how to get some.
     let out = morphogen(&[

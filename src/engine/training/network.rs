@@ -7,11 +7,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::super::sampling::schedule::NoiseSchedule;
+use super::embedding::time_embedding;
 use super::resnet::ResNet;
 use super::unet::UNet;
-
-/// Width of the sinusoidal time embedding.
-pub const EMBED: usize = 32;
 
 /// Which network a shape describes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -127,24 +125,6 @@ impl EpsNet {
             Arch::UNet => EpsNet::UNet(UNet::new(c, f, b, device).try_load_record(record).map_err(fail)?),
         })
     }
-}
-
-/// Sinusoidal embedding of t ∈ [0, 1] at 1000 levels' resolution: [B, EMBED].
-pub fn time_embedding(t: &[f64], device: &Device) -> Tensor<2> {
-    let half = EMBED / 2;
-    let mut v = Vec::with_capacity(t.len() * EMBED);
-    for &ti in t {
-        let level = ti * 1000.0;
-        for i in 0..half {
-            let freq = (-(10000f64.ln()) * i as f64 / half as f64).exp();
-            v.push((level * freq).sin() as f32);
-        }
-        for i in 0..half {
-            let freq = (-(10000f64.ln()) * i as f64 / half as f64).exp();
-            v.push((level * freq).cos() as f32);
-        }
-    }
-    Tensor::from_data(TensorData::new(v, [t.len(), EMBED]), device)
 }
 
 /// What a weights file says about itself, ahead of the parameters.

@@ -9,7 +9,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::network::EMBED;
+use super::embedding::EMBED;
 
 /// One residual block: h + ReLU(conv(h) + embedding of t).
 #[derive(Module, Debug)]

@@ -175,12 +175,14 @@ fn the_cnns_jacobian_matches_finite_differences_inside_its_receptive_field() {
                 up[p] += h;
                 down[p] -= h;
                 let fd = (x0(&up) - x0(&down)) / (2.0 * h as f64);
+                assert!(fd.is_finite(), "({y}, {xx}): finite differences give {fd}");
                 // float32 x̂₀ over a 2e-3 step: ~1e-4 of rounding (measured worst 3.8e-4).
                 // A ReLU that turns within ±h mixes two linear pieces in the central
                 // difference; autodiff's piece is then the one on the side without the turn.
                 if (fd - v).abs() > 2e-3 + 1e-2 * v.abs() {
                     let mid = x0(&x);
                     let sides = [(x0(&up) - mid) / h as f64, (mid - x0(&down)) / h as f64];
+                    assert!(sides.iter().all(|s| s.is_finite()), "({y}, {xx}): one-sided {sides:?}");
                     let side = sides.iter().map(|s| (s - v).abs()).fold(f64::INFINITY, f64::min);
                     assert!(
                         side <= 4e-3 + 1e-2 * v.abs(),

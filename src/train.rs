@@ -33,7 +33,7 @@ pub struct TrainArgs {
     pub blocks: usize,
     /// The network: the paper's two architectures, a ResNet at full size or a UNet two levels
     /// deep with skips.
-    #[arg(long, value_enum, default_value = "resnet")]
+    #[arg(long, default_value = "resnet", value_parser = Arch::parse)]
     pub arch: Arch,
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-3)]

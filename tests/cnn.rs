@@ -88,6 +88,8 @@ fn each_architecture_has_the_parameters_its_shape_counts() {
     assert!(!resnet.contains("arch"), "{resnet}");
     let unet = serde_json::to_string(&CnnShape { arch: Arch::UNet, ..TINY }).unwrap();
     assert!(unet.contains(r#""arch":"unet""#), "{unet}");
+    assert_eq!((Arch::parse("resnet"), Arch::parse(" UNet ")), (Ok(Arch::ResNet), Ok(Arch::UNet)));
+    assert!(Arch::parse("vit").unwrap_err().contains("'vit' is not a network"));
     let old: CnnShape = serde_json::from_str(r#"{"image_channels":1,"channels":32,"blocks":6}"#).unwrap();
     assert_eq!(old, CnnShape::SMALL);
     // The deepest path of a one-block UNet spans 40 pixels: a whole 28×28 digit.

@@ -12,19 +12,26 @@ use super::resnet::ResNet;
 use super::unet::UNet;
 
 /// Which network a shape describes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// Residual blocks at full size: a receptive field of 5 + 2·blocks pixels.
     #[default]
-    #[value(name = "resnet")]
     ResNet,
     /// Two levels down and up with skips: the receptive field covers the image.
-    #[value(name = "unet")]
     UNet,
 }
 
 impl Arch {
+    /// `resnet` or `unet`, as `train --arch` and the weights file's header spell them.
+    pub fn parse(s: &str) -> Result<Arch, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "resnet" => Ok(Arch::ResNet),
+            "unet" => Ok(Arch::UNet),
+            other => Err(format!("'{other}' is not a network this build trains: resnet or unet")),
+        }
+    }
+
     fn is_resnet(&self) -> bool {
         *self == Arch::ResNet
     }

@@ -715,7 +715,12 @@ mod tests {
         let fitted = vec![9, 19, 17, 15, 13, 11, 11, 9, 7, 7, 7, 5, 5, 5, 3, 3, 3, 3, 3, 1];
         assert_eq!(s, PatchSchedule::List { per_step: fitted });
         assert!(which.contains("mnist-unet.calibration.json"), "{which}");
-        for bad in ["{}", "[1, 2]", r#"{"fitted": [3, 4]}"#, r#"{"fitted": []}"#, "not json"] {
+        // Any odd size `calibrate --max-p` can fit reads back; one past it does not.
+        let big: Vec<u32> = vec![engine::sampling::patch::MAX_P; 20];
+        std::fs::write(&cal, serde_json::json!({ "fitted": big }).to_string()).unwrap();
+        assert_eq!(compare_schedule(None, Some(&weights), None, 20).unwrap().0, PatchSchedule::List { per_step: big });
+        let over = format!(r#"{{"fitted": [{}]}}"#, engine::sampling::patch::MAX_P + 2);
+        for bad in ["{}", "[1, 2]", r#"{"fitted": [3, 4]}"#, r#"{"fitted": []}"#, "not json", over.as_str()] {
             std::fs::write(&cal, bad).unwrap();
             let err = compare_schedule(Some("mnist"), Some(&weights), None, 20).unwrap_err();
             assert!(err.contains("net.calibration.json: not a calibration"), "{bad}: {err}");

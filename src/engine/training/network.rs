@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::super::sampling::patch::MAX_P;
 use super::super::sampling::schedule::NoiseSchedule;
 use super::embedding::time_embedding;
 use super::resnet::ResNet;
@@ -301,15 +302,15 @@ pub fn bundled_calibration(dataset: &str) -> Option<Vec<u32>> {
 }
 
 /// The `fitted` list of a `calibration.json` that `morphogen calibrate` wrote: one odd patch
-/// size per step, or what is wrong with it.
+/// size per step, up to the largest `calibrate --max-p` takes, or what is wrong with it.
 pub fn fitted_patch_sizes(text: &str) -> Result<Vec<u32>, String> {
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let fitted = json["fitted"].as_array().ok_or("it has no \"fitted\" list of patch sizes")?;
     let sizes: Vec<u32> = fitted
         .iter()
-        .map(|p| p.as_u64().filter(|p| p % 2 == 1 && *p <= 255).map(|p| p as u32))
+        .map(|p| p.as_u64().filter(|p| p % 2 == 1 && *p <= MAX_P as u64).map(|p| p as u32))
         .collect::<Option<_>>()
-        .ok_or("its \"fitted\" list holds something other than odd patch sizes up to 255")?;
+        .ok_or(format!("its \"fitted\" list holds something other than odd patch sizes up to {MAX_P}"))?;
     if sizes.is_empty() {
         return Err("its \"fitted\" list is empty".into());
     }

@@ -20,6 +20,7 @@ pub mod op;
 pub mod op_call;
 pub mod op_merge;
 pub mod op_plan;
+pub mod op_skip;
 pub mod softmax;
 pub mod window_sums;
 

@@ -18,8 +18,11 @@
 //! state (m, l, t, acc[C], winner) relative to its own running max, with
 //! `l = Σ e^(x−m)`, `t = Σ e^(x−m)(x−m)`, `acc = Σ e^(x−m)·v`, logit
 //! `x = −‖q − a·k‖² / 2σ²`, and `winner` the index within the split of the key whose logit is
-//! m (exact in f32: a split holds at most [`MAX_UNIT_TERMS`] keys). With merged keys
-//! ([`OpParams::counted`]) the winner is the largest logit less ln n, kept beside it.
+//! m (exact in f32: a split holds at most [`MAX_UNIT_TERMS`] keys), and how many keys the split
+//! folded. With merged keys ([`OpParams::counted`]) the winner is the largest logit less ln n,
+//! kept beside it. A sorted merged bank also carries tile bounds ([`super::op_skip`]), and
+//! the GPU kernel skips the tiles that cannot move a float32 result; the CPU body folds every
+//! key (the fused CPU kernel skips on its own path, [`super::cpu::skip`]).
 //! [`merge`] folds the splits with burn ops; [`winners`] finds each query's largest weight
 //! for the provenance maps.
 
@@ -53,12 +56,24 @@ pub struct OpParams {
     /// index, of its ln(count), which joins its logit, and the state one more value sum,
     /// Σ e^(x−m)·ln n, which gives the entropy over the unmerged keys.
     pub counted: bool,
+    /// Splits start at multiples of this many keys: the skip tile when the keys are sorted
+    /// ([`super::op_skip`]), so each tile the kernel stages is one the bounds describe; else 1.
+    pub align: usize,
+    /// The skip margin L in nats ([`super::op_skip::margin`]) when the bank is sorted and its
+    /// tile bounds ride along; `None`: fold every key.
+    pub skip_margin: Option<f32>,
+}
+
+/// Keys per split: ⌈total / splits⌉ rounded up to a multiple of `align`. The kernels and the
+/// winners' decoding all cut splits with it.
+pub fn split_len(total: usize, splits: usize, align: usize) -> usize {
+    total.div_ceil(splits.max(1)).div_ceil(align.max(1)) * align.max(1)
 }
 
 /// Columns of a partial state: m, l, t, the C value sums, then with merged keys Σp·ln n and
-/// the winner's own logit (less its ln n), then the winner.
+/// the winner's own logit (less its ln n), then the winner, then the keys the split folded.
 pub fn state_cols(channels: usize, counted: bool) -> usize {
-    STATE_COLS + channels + 2 * counted as usize + 1
+    STATE_COLS + channels + 2 * counted as usize + 2
 }
 
 /// Shape of the partial states: [splits, Q, `state_cols`].
@@ -71,7 +86,9 @@ pub trait ElsOps: burn::backend::Backend {
     /// Partial softmax states of every query over its block's keys, one per split:
     /// images [N, L+1] (centred, trailing zero slot), queries [Q, D], key_idx [Kpos, D]
     /// (flat indices into an image row; [Kpos, D + 1] when `counted`, the last index that of
-    /// the key's ln n), blocks [B, 5] → [splits, Q, `state_cols`].
+    /// the key's ln n), blocks [B, 5] → [splits, Q, `state_cols`]. `bounds` ([1, RANK·D +
+    /// tiles·BOUND_COLS], [`super::op_skip`]) is read only when `skip_margin` > 0: the bank is
+    /// sorted, its tiles `align` keys each; pass a one-element tensor otherwise.
     #[fusion(dtype = queries, shape = partials_shape(queries, splits, channels, counted))]
     #[allow(clippy::too_many_arguments)]
     fn els_partials(
@@ -79,34 +96,44 @@ pub trait ElsOps: burn::backend::Backend {
         queries: FloatTensor<Self>,
         key_idx: IntTensor<Self>,
         blocks: IntTensor<Self>,
+        bounds: FloatTensor<Self>,
         a: f32,
         inv_two_s2: f32,
         splits: usize,
         channels: usize,
         patch: usize,
         counted: bool,
+        align: usize,
+        skip_margin: f32,
     ) -> FloatTensor<Self>;
 }
 
-/// The op on burn tensors: the partial states ([splits, Q, 3 + C + 1]).
+/// The op on burn tensors: the partial states ([splits, Q, `state_cols`]). `bounds`: the
+/// sorted bank's tile bounds when `p.skip_margin` is set.
 pub fn els_partials(
     images: Tensor<2>,
     queries: Tensor<2>,
     key_idx: Tensor<2, Int>,
     blocks: Tensor<2, Int>,
+    bounds: Option<Tensor<2>>,
     p: OpParams,
 ) -> Tensor<3> {
+    let margin = p.skip_margin.filter(|_| bounds.is_some()).unwrap_or(0.0);
+    let bounds = bounds.unwrap_or_else(|| Tensor::<2>::zeros([1, 1], &queries.device()));
     let out = burn::backend::Dispatch::els_partials(
         images.into_dispatch(),
         queries.into_dispatch(),
         key_idx.into_dispatch(),
         blocks.into_dispatch(),
+        bounds.into_dispatch(),
         p.a,
         p.inv_two_s2,
         p.splits,
         p.channels,
         p.patch,
         p.counted,
+        p.align,
+        margin,
     );
     Tensor::from_dispatch(out)
 }
@@ -116,7 +143,7 @@ pub fn els_partials(
 /// merged keys: add E[ln n] for the entropy over every key).
 pub fn merge(partials: Tensor<3>, counted: bool) -> (Tensor<2>, Tensor<2>) {
     let [_, q, cols] = partials.dims();
-    let c = cols - STATE_COLS - 1 - 2 * counted as usize + counted as usize;
+    let c = cols - STATE_COLS - 2 - counted as usize; // the value sums: C, and E[ln n] when counted
     let m = partials.clone().narrow(2, 0, 1); // [S, Q, 1]
     let l = partials.clone().narrow(2, 1, 1);
     let t = partials.clone().narrow(2, 2, 1);
@@ -139,15 +166,23 @@ pub fn merge(partials: Tensor<3>, counted: bool) -> (Tensor<2>, Tensor<2>) {
 /// the host ([Q] pairs); the first split wins a tie.
 pub fn winners(partials: Tensor<3>, counted: bool) -> Vec<(usize, usize)> {
     let [s, q, cols] = partials.dims();
-    let by = if counted { cols - 2 } else { 0 };
+    let by = if counted { cols - 3 } else { 0 };
     let m = partials.clone().narrow(2, by, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
-    let w = partials.narrow(2, cols - 1, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
+    let w = partials.narrow(2, cols - 2, 1).reshape([s, q]).try_into_vec_as::<f32>().expect("f32");
     (0..q)
         .map(|qi| {
             let best = (0..s).fold(0, |b, si| if m[si * q + qi] > m[b * q + qi] { si } else { b });
             (best, w[best * q + qi] as usize)
         })
         .collect()
+}
+
+/// (query, key) pairs the splits folded, summed over queries and splits (read back).
+pub fn folded(partials: Tensor<3>) -> u64 {
+    let [s, q, cols] = partials.dims();
+    // Each count is an integer under 2²⁴ (a split's keys), exact in f32; their sum is not.
+    let n = partials.narrow(2, cols - 1, 1).reshape([s * q]).try_into_vec_as::<f32>().expect("f32");
+    n.iter().map(|&k| k as u64).sum()
 }
 
 /// One row of the block table.
@@ -202,12 +237,15 @@ impl ElsOps for Flex {
         queries: FloatTensor<Self>,
         key_idx: IntTensor<Self>,
         blocks: IntTensor<Self>,
+        _bounds: FloatTensor<Self>,
         a: f32,
         inv_two_s2: f32,
         splits: usize,
         channels: usize,
         patch: usize,
         counted: bool,
+        align: usize,
+        _skip_margin: f32,
     ) -> FloatTensor<Self> {
         use burn::backend::TensorMetadata;
         use rayon::prelude::*;
@@ -246,7 +284,7 @@ impl ElsOps for Flex {
                 let sets: Vec<(usize, usize)> =
                     if b.kstride == 0 { vec![(0, b.qn)] } else { (0..b.qn).map(|u| (u, 1)).collect() };
                 let total = n * b.kn;
-                let per = total.div_ceil(splits);
+                let per = split_len(total, splits, align);
                 let (f0, f1) = ((s * per).min(total), ((s + 1) * per).min(total));
                 let (images, queries, key_idx, centre) = (&images, &queries, &key_idx, &centre);
                 sets.into_iter().map(move |(u0, qn)| {
@@ -300,9 +338,10 @@ impl ElsOps for Flex {
                             o[STATE_COLS + ch] = acc[i * cv + ch] as f32;
                         }
                         if counted {
-                            o[cols - 2] = if best[i].is_finite() { best[i] } else { SENTINEL };
+                            o[cols - 3] = if best[i].is_finite() { best[i] } else { SENTINEL };
                         }
-                        o[cols - 1] = arg[i] as f32;
+                        o[cols - 2] = arg[i] as f32;
+                        o[cols - 1] = k as f32; // every key: this body does not skip
                     }
                     (s, b.q0 + u0, out)
                 })

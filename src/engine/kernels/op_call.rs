@@ -18,6 +18,7 @@ use super::groups::{GeometryKey, device_groups};
 use super::op::{self, BLOCK_QUERIES, Block, OpParams};
 use super::op_merge::merge_group;
 use super::op_plan::{self, LaunchPlan};
+use super::op_skip;
 
 /// One launch's tables: its queries and blocks, numbered from its own first query.
 pub(crate) struct LaunchTables {
@@ -60,7 +61,22 @@ pub(crate) struct OpPart {
     pub sources: Sources,
     /// (query, key) pairs a call sweeps, and as many before merging.
     pub pairs: (u64, u64),
+    /// A merged bank sorted for skipping ([`super::op_skip`]): its basis and tile bounds
+    /// ([1, RANK·D + tiles·BOUND_COLS]), the margin for its largest group's K, and its tile.
+    pub skip: Option<PartSkip>,
 }
+
+/// What a sorted merged bank carries for the kernel's skipping.
+pub(crate) struct PartSkip {
+    pub bounds: Tensor<2>,
+    pub margin: f32,
+    pub tile: usize,
+}
+
+/// Skipping is tried below this noise (σ² = 1 − ᾱ): at σ ≥ 0.7 a query keeps a third or more
+/// of its keys (BENCHMARKS.md), and each split's nearest-tile pass would cost more than the
+/// tiles it rules out.
+pub const SKIP_BELOW_S2: f64 = 0.5;
 
 /// The fused op's index tables for one geometry, on the device.
 pub(crate) struct OpTables {
@@ -160,6 +176,7 @@ pub(crate) fn run(
     for part in &tables.parts {
         let counted = part.bank.is_some();
         let cv = c + counted as usize;
+        let skip = part.skip.as_ref().filter(|_| den.skip_keys && s2 < SKIP_BELOW_S2);
         let params = OpParams {
             a: a as f32,
             inv_two_s2: (0.5 / s2) as f32,
@@ -167,6 +184,10 @@ pub(crate) fn run(
             channels: c,
             patch: key.patch,
             counted,
+            // A sorted bank's splits stay cut at tiles whether or not this call skips, so
+            // winners decode one way.
+            align: part.skip.as_ref().map_or(1, |s| s.tile),
+            skip_margin: skip.map(|s| s.margin),
         };
         let images = part.bank.clone().unwrap_or_else(|| den.images.clone());
         den.merge_work.add(part.pairs.0, part.pairs.1);
@@ -176,8 +197,14 @@ pub(crate) fn run(
             }
             let q = launch.queries;
             let queries = centred.clone().select(1, launch.query_idx.clone()).reshape([q, d]); // [q, D]
+            let bounds = skip.map(|s| s.bounds.clone());
             let partials =
-                op::els_partials(images.clone(), queries, part.key_idx.clone(), launch.blocks.clone(), params); // [S, q, 3 + C' + 1]
+                op::els_partials(images.clone(), queries, part.key_idx.clone(), launch.blocks.clone(), bounds, params); // [S, q, state_cols]
+            if skip.is_some() {
+                let rows = launch.q0..launch.q0 + q;
+                let held: u64 = part.query_keys[rows].iter().map(|&(_, kn)| (kn as usize * part.rows) as u64).sum();
+                den.skip_work.add(op::folded(partials.clone()), held);
+            }
             let won = call.maps.then(|| op::winners(partials.clone(), counted));
             let (out, ent) = op::merge(partials, counted); // [q, C'], [q, 1]
             let out = to_host(out);
@@ -196,9 +223,9 @@ pub(crate) fn run(
             if let (Some(m), Some(won)) = (maps.as_mut(), won) {
                 for (i, row) in rows.enumerate() {
                     let px = part.pixels[row];
-                    // Split s of a query with rows·kn keys starts at key s·⌈rows·kn/S⌉.
+                    // Split s of a query with rows·kn keys starts at key s·split_len.
                     let (k_row0, kn) = (part.query_keys[row].0 as usize, part.query_keys[row].1 as usize);
-                    let f = won[i].0 * (part.rows * kn).div_ceil(params.splits) + won[i].1;
+                    let f = won[i].0 * op::split_len(part.rows * kn, params.splits, params.align) + won[i].1;
                     (m.winner[px], m.source[px]) = match &part.sources {
                         Sources::Images { key_row_pixel } => ((f / kn) as u32, key_row_pixel[k_row0 + f % kn]),
                         Sources::Merged { first } => first[k_row0 + f],
@@ -232,6 +259,12 @@ fn op_tables(den: &mut Denoiser, key: GeometryKey, ctl: &Control) -> Result<Resu
     let mut plain = PartBuilder::default();
     let mut merged = PartBuilder::default();
     let (mut bank, mut first) = (Vec::new(), Vec::new());
+    // Skipping on the merged bank: each group starts and ends on a kernel tile, sorted ones
+    // with their bounds, the others with rows that keep every tile.
+    let tile = super::gpu::tile_keys(d + 1);
+    let mut sorting = den.skip_keys && tile > 0 && d >= op_skip::RANK_NEEDED;
+    let mut bounds: Vec<f32> = Vec::new();
+    let (mut basis, mut represented) = (None::<op_skip::Basis>, 0usize);
     let mut empty = Vec::new();
     let mut singles = Vec::new();
     let row = den.shape.len(); // host_centred has no zero slot: merge_group reads past-the-edge as 0
@@ -241,18 +274,34 @@ fn op_tables(den: &mut Denoiser, key: GeometryKey, ctl: &Control) -> Result<Resu
             empty.extend_from_slice(&g.pixels);
         } else if g.pixels.len() == 1 && g.keys_per_image() == 1 {
             singles.push(g);
-        } else if let Some(m) = den
+        } else if let Some(mut m) = den
             .merge_keys
             .then(|| merge_group(&den.host_centred, row, den.n, &g.key_idx, d))
             .flatten()
-            .filter(|m| fits_binding(first.len() + m.len(), d, &limits))
+            .filter(|m| fits_binding(first.len() + m.len() + 2 * tile, d, &limits))
         {
+            if sorting {
+                pad_to_tile(&mut bank, &mut first, &mut merged.key_idx, d, tile);
+                let rows = if op_skip::worth_sorting(m.len(), d, tile) {
+                    let basis = basis.get_or_insert_with(|| op_skip::Basis::of(&m, d));
+                    represented = represented.max(m.total);
+                    op_skip::sort(&mut m, d, basis, tile)
+                } else {
+                    op_skip::keep_every_tile(m.len().div_ceil(tile))
+                };
+                bounds.extend_from_slice(&rows);
+            }
             // Its distinct keys, each row of the bank D values and ln n, indexed in place.
             let k0 = first.len();
             merged.key_idx.extend((k0 * (d + 1)..(k0 + m.len()) * (d + 1)).map(|i| i as i64));
             bank.extend_from_slice(&m.rows);
             first.extend(m.first.iter().map(|&(img, pos)| (img, g.key_pixels[pos as usize] as u32)));
             merged.add_group(g, d, k0, m.len(), m.len(), m.total);
+            if sorting {
+                pad_to_tile(&mut bank, &mut first, &mut merged.key_idx, d, tile);
+                debug_assert_eq!(bounds.len(), first.len() / tile * op_skip::BOUND_COLS);
+            }
+            ctl.check()?;
         } else {
             let k0 = plain.key_idx.len() / d;
             plain.key_idx.extend_from_slice(&g.key_idx);
@@ -311,7 +360,20 @@ fn op_tables(den: &mut Denoiser, key: GeometryKey, ctl: &Control) -> Result<Resu
         bank.push(0.0);
         let len = bank.len();
         let tensor = Tensor::<2>::from_data(burn::tensor::TensorData::new(bank, [1, len]), &den.device);
-        parts.push(merged.upload(den, d + 1, 1, Some(tensor), Sources::Merged { first }, plan));
+        let mut part = merged.upload(den, d + 1, 1, Some(tensor), Sources::Merged { first }, plan);
+        sorting &= basis.is_some();
+        if let (true, Some(basis)) = (sorting, basis) {
+            let mut table = basis.to_f32();
+            table.extend_from_slice(&bounds);
+            bytes += table.len() * 4;
+            let len = table.len();
+            part.skip = Some(PartSkip {
+                bounds: Tensor::<2>::from_data(burn::tensor::TensorData::new(table, [1, len]), &den.device),
+                margin: op_skip::margin(represented),
+                tile,
+            });
+        }
+        parts.push(part);
     }
     let tables = OpTables { parts, empty, bytes };
     den.make_room(bytes, None);
@@ -408,8 +470,20 @@ impl PartBuilder {
             query_keys: self.query_keys,
             sources,
             pairs: (self.pairs, self.pairs_full),
+            skip: None,
         }
     }
+}
+
+/// Pads the merged bank (values and ln n zero), its first occurrences and its identity index
+/// table to a multiple of `tile` keys, so the next group starts on a kernel tile. The padding
+/// rows are no group's keys: no block reads them.
+fn pad_to_tile(bank: &mut Vec<f32>, first: &mut Vec<(u32, u32)>, key_idx: &mut Vec<i64>, d: usize, tile: usize) {
+    let pad = first.len().next_multiple_of(tile) - first.len();
+    let k0 = first.len();
+    bank.extend(std::iter::repeat_n(0.0, pad * (d + 1)));
+    first.extend(std::iter::repeat_n((0, 0), pad));
+    key_idx.extend((k0 * (d + 1)..(k0 + pad) * (d + 1)).map(|i| i as i64));
 }
 
 /// Whether a geometry's tables (`resident` bytes with the training images) and its largest

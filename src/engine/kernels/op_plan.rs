@@ -59,7 +59,8 @@ pub fn plan(
     } else {
         fill.min(65_535)
     };
-    let cols = (STATE_COLS + channels + 1) as u64;
+    // `op::state_cols` at most: `channels` counts E[ln n] for a merged part already.
+    let cols = (STATE_COLS + channels + 3) as u64;
     let cap = limits.max_binding_bytes.min(LAUNCH_BUFFER_CAP);
     let max_terms = if limits.software { LAUNCH_TERMS_SOFTWARE } else { LAUNCH_TERMS_HARDWARE };
     let bytes = |queries: u64| (queries * splits as u64 * cols * 4).max(queries * d as u64 * 4);

@@ -51,6 +51,13 @@ pub const MIN_QUERIES: usize = 64;
 /// Fewer keys than this per group: the sort and the per-query visits cannot pay.
 const MIN_KEYS: usize = 16 * TILE;
 
+/// The margin L = ln K + 24 ln 2 + 1 nats for a pixel that sees `represented` keys
+/// (repeats counted): every key more than L below the best logit together holds under
+/// 2⁻²⁴/e of the softmax's mass.
+pub fn margin_nats(represented: usize) -> f64 {
+    (represented.max(1) as f64).ln() + 24.0 * std::f64::consts::LN_2 + SLACK_NATS
+}
+
 /// A sorted bank's tile bounds.
 pub struct SkipIndex {
     d: usize,
@@ -82,7 +89,7 @@ impl SkipIndex {
 
     /// The margin L in nats: a key more than L below the best logit is skipped.
     fn margin(&self) -> f64 {
-        (self.represented.max(1) as f64).ln() + 24.0 * std::f64::consts::LN_2 + SLACK_NATS
+        margin_nats(self.represented)
     }
 
     /// A query's projections scaled by 1/a: `rank` coordinates and the residual norm.
@@ -190,7 +197,10 @@ pub fn order(
         (ci, g - starts[ci])
     };
     let rank = RANK.min(d);
-    let basis = principal_basis(chunks, d, rank, &locate);
+    let basis = principal_basis(keys, d, rank, &|g, t| {
+        let (ci, col) = locate(g);
+        chunks[ci].keys_t[t * chunks[ci].len + col]
+    });
     check()?;
     // Coordinates of every key: [rank + 1, K] (the last row the residual norm), float64
     // sums stored as f32 (the boxes' guard band covers the rounding).
@@ -270,18 +280,17 @@ pub fn order(
     Ok(Some((sorted, SkipIndex { d, rank, basis, lo, hi, glo, ghi, tiles, keys, represented })))
 }
 
-/// The leading `rank` principal directions of an even sample of the bank's keys, by
-/// orthogonal iteration on their covariance (float64). Any orthonormal rows give a valid
-/// bound; the principal ones make it tight.
-fn principal_basis(chunks: &[HostChunk], d: usize, rank: usize, locate: &dyn Fn(usize) -> (usize, usize)) -> Vec<f64> {
-    let keys: usize = chunks.iter().map(|c| c.len).sum();
+/// The leading `rank` principal directions ([rank, d], rows orthonormal) of an even sample
+/// of a bank's `keys` keys, `value(g, t)` coordinate t of key g, by orthogonal iteration on
+/// their covariance (float64). Any orthonormal rows give a valid bound; the principal ones
+/// make it tight. The GPU's sorted banks use it too ([`super::super::op_skip`]).
+pub(crate) fn principal_basis(keys: usize, d: usize, rank: usize, value: &dyn Fn(usize, usize) -> f32) -> Vec<f64> {
     // The covariance costs samples·D²: at most ~2·10⁸ operations.
     let samples = (200_000_000 / (d * d)).clamp(256, 4096).min(keys);
     let sample: Vec<Vec<f64>> = (0..samples)
         .map(|s| {
-            let (ci, col) = locate(s * keys / samples);
-            let ch = &chunks[ci];
-            (0..d).map(|t| ch.keys_t[t * ch.len + col] as f64).collect()
+            let g = s * keys / samples;
+            (0..d).map(|t| value(g, t) as f64).collect()
         })
         .collect();
     let mean: Vec<f64> = (0..d).map(|t| sample.iter().map(|k| k[t]).sum::<f64>() / samples as f64).collect();
@@ -423,7 +432,7 @@ fn key_coords(chunks: &[HostChunk], d: usize, rank: usize, basis: &[f64]) -> Vec
 /// Orders `idx` so each run of `leaf` is a k-d leaf: split on the widest coordinate at a
 /// multiple of `leaf` near the middle, ties by bank place, and each leaf in bank order.
 /// `coords` is [dims, keys].
-fn kd_order(idx: &mut [u32], coords: &[f32], keys: usize, dims: usize, leaf: usize) {
+pub(crate) fn kd_order(idx: &mut [u32], coords: &[f32], keys: usize, dims: usize, leaf: usize) {
     if idx.len() <= leaf {
         idx.sort_unstable();
         return;

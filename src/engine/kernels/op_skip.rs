@@ -27,6 +27,7 @@
 use rayon::prelude::*;
 
 use super::cpu::skip::{RANK, kd_order, margin_nats, principal_basis};
+use super::op::MAX_UNIT_TERMS;
 use super::op_merge::MergedGroup;
 
 /// Floats per tile in the bound table: the low and high ends of its box on each of the
@@ -48,9 +49,11 @@ pub fn margin(represented: usize) -> f32 {
 pub const RANK_NEEDED: usize = RANK;
 
 /// Whether a bank of `keys` distinct keys of width `d` is sorted, for a kernel tile of
-/// `tile` keys.
+/// `tile` keys. The seed pass scans every tile of a group in one loop, so a group of more
+/// than [`MAX_UNIT_TERMS`] tiles (past any merged bank one binding holds: 3.4M keys of
+/// D = 9) stays unsorted rather than meet a software adapter's loop limit.
 pub fn worth_sorting(keys: usize, d: usize, tile: usize) -> bool {
-    tile > 0 && d >= RANK_NEEDED && keys >= MIN_TILES * tile
+    tile > 0 && d >= RANK_NEEDED && keys >= MIN_TILES * tile && keys.div_ceil(tile) <= MAX_UNIT_TERMS
 }
 
 /// Bound rows for `tiles` tiles of a group left unsorted: boxes that hold every point and
@@ -272,5 +275,7 @@ mod tests {
         assert!(!worth_sorting(16 * 61 - 1, 25, 61));
         assert!(!worth_sorting(100_000, RANK - 1, 64), "fewer values than principal coordinates");
         assert!(!worth_sorting(100_000, 4000, 0), "a key too wide for a tile");
+        assert!(worth_sorting(MAX_UNIT_TERMS * 64, 9, 64), "the seed pass's loop at its limit");
+        assert!(!worth_sorting(MAX_UNIT_TERMS * 64 + 1, 9, 64), "one tile past it");
     }
 }

@@ -207,7 +207,10 @@ impl Block {
 /// loop around it — and silently returns what it has: a 600-key × 147 split came back wrong.
 /// The guarantee: with keys × D ≤ this per split, the largest loop (the distance loop, keys × D
 /// iterations) stays under the limit, and every other loop runs fewer times (the key loop
-/// `keys` ≤ keys × D, the tile staging keys × D / 64). `tests/els_op.rs`
+/// `keys` ≤ keys × D, the tile staging keys × D / 64). A sorted bank's splits are rounded up
+/// to a whole tile, adding at most one tile (≤ 3072 floats) to a unit's terms, and its seed
+/// pass loops once over a group's tiles, which [`super::op_skip::worth_sorting`] caps at this
+/// many. `tests/els_op.rs`
 /// (`gpu_op_loop_limit_edge`) runs both ends on lavapipe: 60000 one-value keys in one split,
 /// whose last key must be seen, and 408 keys × 147 per split.
 /// [`super::op_plan`] applies it on software adapters only.

@@ -94,27 +94,33 @@ fn the_studio_names_the_cnn_weights_every_worker_runs() {
 fn a_run_restarted_by_picking_weights_runs_those_weights() {
     use egui_kittest::kittest::Queryable;
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let settings = morphogen::ui::Settings {
-        dataset: DatasetSource::Bundled("mnist".into()),
-        machine: MachineKind::Cnn,
-        ..Default::default()
-    };
-    let (handle, commands, _events) = WorkerHandle::detached();
-    let app = morphogen::ui::StudioApp::new(settings, handle);
-    let mut h = egui_kittest::Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .with_accessibility_check(false)
-        .build_ui_state(|ui, app: &mut morphogen::ui::StudioApp| app.ui_contents(ui), app);
-    h.run_steps(3);
-    let _ = commands.try_iter().count();
-    let unet = morphogen::engine::training::network::shipped_unet("mnist").expect("mnist ships a UNet");
-    for (button, want) in [("Shipped UNet", Some(unet)), ("Shipped ResNet", None)] {
-        h.get_by_label(button).click();
-        h.step();
-        let starts = commands.try_iter().filter(|c| matches!(c, Command::Start { .. })).count();
-        assert_eq!(starts, 1, "{button}: the pick restarts the run in the frame it is made");
-        assert_eq!(studio_cnn(), want, "{button}: the restarted run is handed the picked weights");
+    let mut picked = 0;
+    // Both sets that ship a UNet beside their ResNet.
+    for set in morphogen::engine::training::network::SHIPPED_UNETS {
+        let settings = morphogen::ui::Settings {
+            dataset: DatasetSource::Bundled(set.to_string()),
+            machine: MachineKind::Cnn,
+            ..Default::default()
+        };
+        let (handle, commands, _events) = WorkerHandle::detached();
+        let app = morphogen::ui::StudioApp::new(settings, handle);
+        let mut h = egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1400.0, 900.0))
+            .with_accessibility_check(false)
+            .build_ui_state(|ui, app: &mut morphogen::ui::StudioApp| app.ui_contents(ui), app);
         h.run_steps(3);
         let _ = commands.try_iter().count();
+        let unet = morphogen::engine::training::network::shipped_unet(set).expect("a shipped UNet");
+        for (button, want) in [("Shipped UNet", Some(unet)), ("Shipped ResNet", None)] {
+            h.get_by_label(button).click();
+            h.step();
+            let starts = commands.try_iter().filter(|c| matches!(c, Command::Start { .. })).count();
+            assert_eq!(starts, 1, "{set}, {button}: the pick restarts the run in the frame it is made");
+            assert_eq!(studio_cnn(), want, "{set}, {button}: the restarted run is handed the picked weights");
+            h.run_steps(3);
+            let _ = commands.try_iter().count();
+            picked += 1;
+        }
     }
+    assert_eq!(picked, 4, "two picks on each of mnist and fashion");
 }

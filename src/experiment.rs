@@ -683,9 +683,9 @@ mod tests {
         let fitted = vec![11, 11, 11, 11, 11, 11, 9, 9, 7, 7, 7, 7, 5, 5, 5, 5, 3, 3, 3, 1];
         assert_eq!(s, PatchSchedule::List { per_step: fitted });
         assert!(which.contains("assets/models/fashion.calibration.json"), "{which}");
-        // And the emoji network (3 seeds, `calibrate --dataset emoji --max-p 21`).
+        // And the emoji network (5 seeds, `calibrate --dataset emoji --max-p 21`).
         let (s, which) = schedule(Some("emoji"), None, 20);
-        let fitted = vec![1, 9, 9, 9, 7, 7, 7, 5, 5, 5, 5, 3, 3, 3, 3, 3, 3, 3, 3, 1];
+        let fitted = vec![1, 9, 9, 9, 7, 7, 7, 5, 5, 5, 5, 5, 3, 3, 3, 3, 3, 3, 3, 1];
         assert_eq!(s, PatchSchedule::List { per_step: fitted });
         assert!(which.contains("assets/models/emoji.calibration.json"), "{which}");
     }

@@ -558,15 +558,17 @@ fn write_calibration(
     let preset_at = |name: &str, k: usize| {
         PatchSchedule::Preset { name: name.into() }.at(k, reference.t_of_step(k), 1.0, engine::sampling::patch::MAX_P)
     };
-    println!("{:>6} {:>7} {:>14} {:>11} {:>12}", "t", "fitted", "MNIST ResNet", "MNIST UNet", "best cos");
+    let family = preset_family(&first.dataset);
+    let (resnet, unet) = (format!("{family} ResNet"), format!("{family} UNet"));
+    println!("{:>6} {:>7} {:>20} {:>18} {:>12}", "t", "fitted", resnet, unet, "best cos");
     for (k, f) in fits.iter().enumerate() {
         let best_cos = median(f.cosine.iter().map(|c| c.iter().copied().fold(f64::MIN, f64::max)).collect());
         println!(
-            "{:>6.3} {:>7} {:>14} {:>11} {:>12.4}",
+            "{:>6.3} {:>7} {:>20} {:>18} {:>12.4}",
             f.t,
             f.median,
-            preset_at("MNIST ResNet", k),
-            preset_at("MNIST UNet", k),
+            preset_at(&resnet, k),
+            preset_at(&unet, k),
             best_cos
         );
     }
@@ -600,7 +602,7 @@ fn write_calibration(
         ..Recipe::default()
     };
     write("recipe.json", recipe.to_json().as_bytes())?;
-    write("calibration.png", &calibration_chart(&fits, e.steps, &preset_at)?)?;
+    write("calibration.png", &calibration_chart(&fits, e.steps, family, &preset_at)?)?;
     eprintln!(
         "wrote {}/calibration.json, calibration.png and recipe.json (open it in the studio: \"Open recipe…\"; \
          or `morphogen sample --recipe`) in {:.0} s",
@@ -610,11 +612,23 @@ fn write_calibration(
     Ok(())
 }
 
-/// P against t as a PNG: the fit to the CNN beside the paper's MNIST presets, each step's P
-/// held over its stretch of t, with titled axes, ticks and a legend.
+/// The paper's presets a calibration is shown beside: those it fitted on the dataset nearest
+/// the one calibrated (FashionMNIST for fashion, CIFAR10 for the colour sets of 32×32), and
+/// MNIST's for every other set.
+fn preset_family(dataset: &str) -> &'static str {
+    match dataset {
+        "fashion" => "FashionMNIST",
+        "emoji" | "photos" => "CIFAR10",
+        _ => "MNIST",
+    }
+}
+
+/// P against t as a PNG: the fit to the CNN beside the paper's presets of `family`, each
+/// step's P held over its stretch of t, with titled axes, ticks and a legend.
 fn calibration_chart(
     fits: &[engine::analysis::calibrate::StepFit],
     steps: usize,
+    family: &str,
     preset_at: &dyn Fn(&str, usize) -> u32,
 ) -> Result<Vec<u8>, String> {
     use crate::export::chart::{Chart, Series};
@@ -633,7 +647,8 @@ fn calibration_chart(
         colour: [220, 50, 40],
         steps: true,
     }];
-    for (i, (name, _)) in PRESETS.iter().enumerate().filter(|(_, (n, _))| n.starts_with("MNIST")) {
+    let family_of = |name: &str| name.split(' ').next() == Some(family);
+    for (i, (name, _)) in PRESETS.iter().filter(|(n, _)| family_of(n)).enumerate() {
         let colour = [[40, 90, 200], [60, 160, 90], [150, 110, 200]][i % 3];
         let points = held((0..steps).map(|k| preset_at(name, k)).collect());
         series.push(Series { name: format!("paper: {name}"), points, colour, steps: true });
@@ -656,6 +671,30 @@ fn calibration_chart(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A calibration is drawn beside the paper's presets for the nearest of its datasets, and
+    /// each family has both networks' presets to draw.
+    #[test]
+    fn calibrations_are_drawn_beside_their_own_datasets_presets() {
+        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+        let mut families = 0;
+        for (set, family) in [
+            ("mnist", "MNIST"),
+            ("fashion", "FashionMNIST"),
+            ("emoji", "CIFAR10"),
+            ("photos", "CIFAR10"),
+            ("/some/folder", "MNIST"),
+        ] {
+            assert_eq!(preset_family(set), family, "{set}");
+            for net in ["ResNet", "UNet"] {
+                assert!(names.contains(&format!("{family} {net}").as_str()), "{family} {net}");
+            }
+            families += 1;
+        }
+        assert_eq!(families, 5);
+        // "FashionMNIST ResNet" is not of the MNIST family, though it contains "MNIST".
+        assert_eq!(PRESETS.iter().filter(|(n, _)| n.split(' ').next() == Some("MNIST")).count(), 3);
+    }
 
     /// compare's default schedule: MNIST's shipped calibration at 20 steps (odd sizes, the
     /// largest first as the noise falls), the paper's preset otherwise, and what was asked

@@ -348,10 +348,9 @@ pub(super) fn els_partials_kernel<I: Numeric>(
                     // best so far: −a²·gap²/2σ² + its largest ln n ≥ max(m, seed) − L.
                     keep = false;
                     if active {
-                        let lb =
-                            tile_gap2(bounds, head + ((k0 + f) / tile) * BOUND_COLS, &y, guard, comptime![RANK + 1]);
-                        let x_ub =
-                            -a2 * lb * inv_two_s2 + bounds[head + ((k0 + f) / tile) * BOUND_COLS + BOUND_COLS - 1];
+                        let at = head + ((k0 + f) / tile) * BOUND_COLS; // the tile's bound row
+                        let lb = tile_gap2(bounds, at, &y, guard, comptime![RANK + 1]);
+                        let x_ub = -a2 * lb * inv_two_s2 + bounds[at + BOUND_COLS - 1];
                         keep = x_ub >= f32::max(st[0], seed) - margin;
                     }
                     if u == 0 {

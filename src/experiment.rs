@@ -13,7 +13,7 @@ use clap::Args;
 use crate::data::{Dataset, DatasetSource, LoadOptions};
 use std::path::PathBuf;
 
-use crate::engine::sampling::patch::PRESETS;
+use crate::engine::sampling::patch::{family_presets, preset_family};
 use crate::engine::training::network::Arch;
 use crate::engine::{
     self, Boundary, CancelToken, Control, Denoiser, DeviceChoice, MachineKind, PatchSchedule, SamplerConfig,
@@ -612,17 +612,6 @@ fn write_calibration(
     Ok(())
 }
 
-/// The paper's presets a calibration is shown beside: those it fitted on the dataset nearest
-/// the one calibrated (FashionMNIST for fashion, CIFAR10 for the colour sets of 32×32), and
-/// MNIST's for every other set.
-fn preset_family(dataset: &str) -> &'static str {
-    match dataset {
-        "fashion" => "FashionMNIST",
-        "emoji" | "photos" => "CIFAR10",
-        _ => "MNIST",
-    }
-}
-
 /// P against t as a PNG: the fit to the CNN beside the paper's presets of `family`, each
 /// step's P held over its stretch of t, with titled axes, ticks and a legend.
 fn calibration_chart(
@@ -647,8 +636,7 @@ fn calibration_chart(
         colour: [220, 50, 40],
         steps: true,
     }];
-    let family_of = |name: &str| name.split(' ').next() == Some(family);
-    for (i, (name, _)) in PRESETS.iter().filter(|(n, _)| family_of(n)).enumerate() {
+    for (i, name) in family_presets(family).enumerate() {
         let colour = [[40, 90, 200], [60, 160, 90], [150, 110, 200]][i % 3];
         let points = held((0..steps).map(|k| preset_at(name, k)).collect());
         series.push(Series { name: format!("paper: {name}"), points, colour, steps: true });
@@ -671,6 +659,7 @@ fn calibration_chart(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::sampling::patch::PRESETS;
 
     /// A calibration is drawn beside the paper's presets for the nearest of its datasets, and
     /// each family has both networks' presets to draw.
@@ -693,7 +682,10 @@ mod tests {
         }
         assert_eq!(families, 5);
         // "FashionMNIST ResNet" is not of the MNIST family, though it contains "MNIST".
-        assert_eq!(PRESETS.iter().filter(|(n, _)| n.split(' ').next() == Some("MNIST")).count(), 3);
+        assert_eq!(
+            family_presets("MNIST").collect::<Vec<_>>(),
+            ["MNIST ResNet", "MNIST ResNet circular", "MNIST UNet"]
+        );
     }
 
     /// compare's default schedule: MNIST's shipped calibration at 20 steps (odd sizes, the

@@ -3,10 +3,10 @@
 //! and can make it the run's patch schedule.
 
 use egui::{Context, Ui};
-use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+use egui_plot::{Corner, Legend, Line, Plot, PlotPoints, Points};
 
 use crate::engine::analysis::calibrate::StepFit;
-use crate::engine::sampling::patch::{MAX_P, PRESETS};
+use crate::engine::sampling::patch::{MAX_P, family_presets, preset_family};
 use crate::engine::{MachineKind, PatchSchedule};
 use crate::recipe::Recipe;
 use crate::worker::{Command, Event, RunId, WorkerHandle};
@@ -27,6 +27,12 @@ fn duration(seconds: f64) -> String {
     } else {
         format!("{:.1} h", seconds / 3600.0)
     }
+}
+
+/// The paper's presets a fit is drawn beside: those of the paper's dataset nearest the one
+/// calibrated (`calibrate`'s figure draws the same), not MNIST's for every set.
+fn shown_presets(bundled: Option<&str>) -> Vec<&'static str> {
+    family_presets(preset_family(bundled.unwrap_or(""))).collect()
 }
 
 pub struct Calibration {
@@ -180,27 +186,51 @@ impl Calibration {
             fitted.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
         ));
         let pts: Vec<[f64; 2]> = fits.iter().map(|f| [f.t, f.median as f64]).collect();
+        let fit_colour = ui.visuals().strong_text_color();
         Plot::new("calibration_plot")
             .height(200.0)
-            .legend(Legend::default())
+            // Top left is empty: every schedule starts small at low noise (t near 0).
+            .legend(Legend::default().position(Corner::LeftTop))
             .x_axis_label("t")
             .y_axis_label("P")
             .include_x(0.0)
             .include_x(1.0)
             .include_y(1.0)
             .show(ui, |p| {
-                for (name, _) in PRESETS.iter().filter(|(n, _)| n.starts_with("MNIST") || n.starts_with("Fashion")) {
+                for name in shown_presets(self.started_for.as_ref().and_then(|r| r.dataset.bundled_name())) {
                     let preset = PatchSchedule::Preset { name: name.to_string() };
                     let line: Vec<[f64; 2]> =
                         fits.iter().enumerate().map(|(k, f)| [f.t, preset.at(k, f.t, 1.0, MAX_P) as f64]).collect();
-                    p.line(Line::new(*name, PlotPoints::from(line)));
+                    p.line(Line::new(format!("paper: {name}"), PlotPoints::from(line)));
                 }
-                p.line(Line::new("fitted to the CNN", PlotPoints::from(pts.clone())).width(3.0));
-                p.points(Points::new("fitted to the CNN", PlotPoints::from(pts)).radius(3.0));
+                // One colour for the fit's line and points, so its legend entry has one too.
+                p.line(Line::new("fitted to the CNN", PlotPoints::from(pts.clone())).width(3.0).color(fit_colour));
+                p.points(Points::new("fitted to the CNN", PlotPoints::from(pts)).radius(3.0).color(fit_colour));
             });
         if ui.button("Use as patch schedule").on_hover_text("the fitted P per step, as a list").clicked() {
             action = Some(CalibrationAction::Use(fitted));
         }
         action
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each set's fit is drawn beside its own family's presets, both networks' at least.
+    #[test]
+    fn a_fit_is_drawn_beside_its_own_datasets_presets() {
+        let cases = [
+            (Some("mnist"), vec!["MNIST ResNet", "MNIST ResNet circular", "MNIST UNet"]),
+            (Some("fashion"), vec!["FashionMNIST ResNet", "FashionMNIST UNet"]),
+            (Some("emoji"), vec!["CIFAR10 ResNet", "CIFAR10 ResNet circular", "CIFAR10 UNet"]),
+            (Some("photos"), vec!["CIFAR10 ResNet", "CIFAR10 ResNet circular", "CIFAR10 UNet"]),
+            (None, vec!["MNIST ResNet", "MNIST ResNet circular", "MNIST UNet"]),
+        ];
+        for (set, want) in &cases {
+            assert_eq!(&shown_presets(*set), want, "{set:?}");
+        }
+        assert_eq!(cases.len(), 5);
     }
 }

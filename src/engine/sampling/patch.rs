@@ -17,6 +17,23 @@ pub const PRESETS: [(&str, [u32; 20]); 10] = [
     ("CelebA UNet", [3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 7, 7, 9, 9, 9, 13, 19, 27]),
 ];
 
+/// The family of [`PRESETS`] a dataset's calibration is shown beside: the paper's dataset
+/// nearest to it (FashionMNIST for fashion, CIFAR10 for the colour sets of 32×32), and MNIST
+/// for every other set, folders included.
+pub fn preset_family(dataset: &str) -> &'static str {
+    match dataset {
+        "fashion" => "FashionMNIST",
+        "emoji" | "photos" => "CIFAR10",
+        _ => "MNIST",
+    }
+}
+
+/// The names of `family`'s presets, in [`PRESETS`] order. The family is the name's first word,
+/// so "FashionMNIST ResNet" is not of the MNIST family.
+pub fn family_presets(family: &str) -> impl Iterator<Item = &'static str> + '_ {
+    PRESETS.iter().map(|(n, _)| *n).filter(move |n| n.split(' ').next() == Some(family))
+}
+
 /// How the patch size P is chosen at each step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

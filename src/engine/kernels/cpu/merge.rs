@@ -15,6 +15,7 @@
 
 use super::HOST_CHUNK_KEYS;
 use super::fused::HostChunk;
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Merging pays for its extra key row and value channel only when it removes at least this
@@ -24,48 +25,66 @@ pub const MIN_SAVING: f64 = 0.4;
 
 /// The merged form of one group's dense chunks (every image's keys, in image order), or
 /// `None` when too few keys repeat for it to pay. `d`: values per key; `c`: channels.
+///
+/// Every pass walks the [D, K] chunks a row at a time: a key's values lie a row (64 KB) apart,
+/// and reading them key by key made the merge a tenth of a 20-step sample (BENCHMARKS.md).
 pub fn merge_duplicates(chunks: &[HostChunk], d: usize, c: usize) -> Option<Vec<HostChunk>> {
     let total: usize = chunks.iter().map(|ch| ch.len).sum();
     if total == 0 {
         return None;
     }
     // Distinct keys by their bits, in order of first occurrence: a 64-bit hash of each key
-    // (−0 read as +0: the same key, two bit patterns), and on equal hashes a comparison.
-    let bits = |ch: &HostChunk, j: usize, t: usize| (ch.keys_t[t * ch.len + j] + 0.0).to_bits();
-    let hash = |ch: &HostChunk, j: usize| {
-        (0..d).fold(0xcbf2_9ce4_8422_2325u64, |h, t| {
-            (h.rotate_left(5) ^ bits(ch, j, t) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        })
+    // (−0 read as +0: the same key, two bit patterns), its bits checked below. Hashes are
+    // computed in parallel over chunks, first for the fifth of the keys that decides whether
+    // the bank is merged at all; ids are given in order, on one thread.
+    let hashes = |chunks: &[HostChunk]| -> Vec<Vec<u64>> {
+        chunks
+            .par_iter()
+            .map(|ch| {
+                let mut hash = vec![0xcbf2_9ce4_8422_2325u64; ch.len];
+                for row in ch.keys_t[..d * ch.len].chunks_exact(ch.len) {
+                    for (h, &v) in hash.iter_mut().zip(row) {
+                        *h = (h.rotate_left(5) ^ (v + 0.0).to_bits() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    }
+                }
+                hash
+            })
+            .collect()
     };
-    let mut index: HashMap<u64, u32> = HashMap::new();
+    let mut seen = 0;
+    let decisive = chunks
+        .iter()
+        .position(|ch| {
+            seen += ch.len;
+            seen * 5 >= total
+        })
+        .map_or(chunks.len(), |i| i + 1);
+    let mut index: HashMap<u64, u32, BuildPassThrough> = HashMap::with_capacity_and_hasher(total / 8, BuildPassThrough);
     let mut first: Vec<(usize, usize)> = Vec::new(); // (chunk, column) of each distinct key
     let mut global: Vec<u32> = Vec::new(); // its column over the whole bank
     let mut count: Vec<u32> = Vec::new();
+    let mut ids: Vec<Vec<u32>> = Vec::with_capacity(chunks.len()); // each key's distinct key
     let mut col0 = 0usize; // keys seen so far: the next chunk's first column
-    for (ci, ch) in chunks.iter().enumerate() {
-        for j in 0..ch.len {
-            match index.entry(hash(ch, j)) {
-                std::collections::hash_map::Entry::Occupied(e) => {
-                    let u = *e.get() as usize;
-                    let (fc, fj) = first[u];
-                    if !(0..d).all(|t| bits(&chunks[fc], fj, t) == bits(ch, j, t)) {
-                        // Two keys, one 64-bit hash: too rare to plan for; keep the bank whole.
-                        return None;
-                    }
-                    count[u] += 1;
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(first.len() as u32);
-                    first.push((ci, j));
+    for (part, offset) in [(&chunks[..decisive], 0), (&chunks[decisive..], decisive)] {
+        for (i, hash) in hashes(part).into_iter().enumerate() {
+            let mut id = Vec::with_capacity(hash.len());
+            for (j, &h) in hash.iter().enumerate() {
+                let next = first.len() as u32;
+                let u = *index.entry(h ^ (h >> 29)).or_insert(next);
+                if u == next {
+                    first.push((offset + i, j));
                     global.push((col0 + j) as u32);
-                    count.push(1);
+                    count.push(0);
                 }
+                count[u as usize] += 1;
+                id.push(u);
             }
+            ids.push(id);
+            col0 += hash.len();
         }
-        col0 += ch.len;
         // Large patches rarely repeat: once a fifth of the keys is seen, a bank that is still
         // almost all distinct is left as it is.
-        if col0 * 5 >= total && col0 < total && first.len() as f64 > (1.0 - MIN_SAVING) * col0 as f64 {
+        if col0 < total && first.len() as f64 > (1.0 - MIN_SAVING) * col0 as f64 {
             return None;
         }
     }
@@ -73,29 +92,78 @@ pub fn merge_duplicates(chunks: &[HostChunk], d: usize, c: usize) -> Option<Vec<
     if (unique as f64) > (1.0 - MIN_SAVING) * total as f64 {
         return None;
     }
-    let (da, cv) = (d + 2, c + 1);
-    let mut out = Vec::new();
-    for start in (0..unique).step_by(HOST_CHUNK_KEYS) {
-        let end = (start + HOST_CHUNK_KEYS).min(unique);
-        let k = end - start;
-        let mut keys_t = vec![0f32; da * k]; // [D+2, K]: values, ‖k‖², ln n
-        let mut values_t = vec![0f32; cv * k]; // [C+1, K]: values, ln n
-        for (j, u) in (start..end).enumerate() {
-            let (ci, col) = first[u];
-            let src = &chunks[ci];
-            for t in 0..=d {
-                keys_t[t * k + j] = src.keys_t[t * src.len + col];
-            }
-            let ln_n = (count[u] as f32).ln();
-            keys_t[(d + 1) * k + j] = ln_n;
-            for ch in 0..c {
-                values_t[ch * k + j] = src.values_t[ch * src.len + col];
-            }
-            values_t[c * k + j] = ln_n;
-        }
-        out.push(HostChunk { keys_t, values_t, len: k, first: global[start..end].to_vec(), counted: true });
+    // Each key's bits against its distinct key's, row by row, in parallel over chunks. Two
+    // keys, one 64-bit hash: too rare to plan for; the bank is kept whole.
+    let same = chunks.par_iter().zip(&ids).all(|(ch, id)| {
+        (0..d).all(|t| {
+            let row = &ch.keys_t[t * ch.len..(t + 1) * ch.len];
+            row.iter().zip(id).all(|(&v, &u)| {
+                let (fc, fj) = first[u as usize];
+                (v + 0.0).to_bits() == (chunks[fc].keys_t[t * chunks[fc].len + fj] + 0.0).to_bits()
+            })
+        })
+    });
+    if !same {
+        return None;
     }
+    let (da, cv) = (d + 2, c + 1);
+    let starts: Vec<usize> = (0..unique).step_by(HOST_CHUNK_KEYS).collect();
+    let out = starts
+        .par_iter()
+        .map(|&start| {
+            let end = (start + HOST_CHUNK_KEYS).min(unique);
+            let k = end - start;
+            let firsts = &first[start..end];
+            let ln_n: Vec<f32> = count[start..end].iter().map(|&n| (n as f32).ln()).collect();
+            // Row by row: first occurrences come in (chunk, column) order, so each row's
+            // reads move forward through the source rows.
+            let mut keys_t = vec![0f32; da * k]; // [D+2, K]: values, ‖k‖², ln n
+            for (t, row) in keys_t.chunks_exact_mut(k).enumerate().take(d + 1) {
+                for (o, &(fc, fj)) in row.iter_mut().zip(firsts) {
+                    *o = chunks[fc].keys_t[t * chunks[fc].len + fj];
+                }
+            }
+            keys_t[(d + 1) * k..].copy_from_slice(&ln_n);
+            let mut values_t = vec![0f32; cv * k]; // [C+1, K]: values, ln n
+            for (ch, row) in values_t.chunks_exact_mut(k).enumerate().take(c) {
+                for (o, &(fc, fj)) in row.iter_mut().zip(firsts) {
+                    *o = chunks[fc].values_t[ch * chunks[fc].len + fj];
+                }
+            }
+            values_t[c * k..].copy_from_slice(&ln_n);
+            HostChunk { keys_t, values_t, len: k, first: global[start..end].to_vec(), counted: true }
+        })
+        .collect();
     Some(out)
+}
+
+/// The merge's keys are already 64-bit hashes: the map uses them as they are instead of
+/// hashing them again with SipHash.
+#[derive(Default)]
+struct BuildPassThrough;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::BuildHasher for BuildPassThrough {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 /// The first occurrence (column of the full bank) of merged column `col`, counted over
@@ -167,6 +235,29 @@ mod tests {
             assert!((ha[0] - (hb[0] + xb[1])).abs() < 1e-4, "entropy {} vs {} + {}", ha[0], hb[0], xb[1]);
             assert_eq!(win as u64, win_full, "the winner is the first occurrence");
         }
+    }
+
+    /// −0 and +0 are one key, wherever their copies fall among the chunks, and each merged
+    /// column counts every copy.
+    #[test]
+    fn signed_zeros_merge_across_chunks_with_their_counts() {
+        let mut keys: Vec<[f32; 2]> = Vec::new();
+        for i in 0..200 {
+            keys.push([[0.0, -0.0][i % 2], [-0.0, 0.0][i / 2 % 2]]);
+            if i % 10 == 0 {
+                keys.push([1.0 + i as f32, 2.0]);
+            }
+        }
+        let merged = merge_duplicates(&dense(&keys, 23), 2, 1).expect("most keys repeat");
+        let kept: usize = merged.iter().map(|c| c.len).sum();
+        assert_eq!(kept, 1 + 20);
+        // ln n rides in the last key row: 200 zeros, then 20 distinct keys seen once.
+        let ln_n: Vec<f32> = merged.iter().flat_map(|c| c.keys_t[3 * c.len..].to_vec()).collect();
+        assert_eq!(ln_n.len(), 21);
+        assert!((ln_n[0] - 200f32.ln()).abs() < 1e-6, "{}", ln_n[0]);
+        assert!(ln_n[1..].iter().all(|&l| l == 0.0));
+        assert_eq!(first_occurrence(&merged, 0), 0);
+        assert_eq!(first_occurrence(&merged, 1), 1, "the first distinct key follows the first zero");
     }
 
     #[test]

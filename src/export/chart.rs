@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
+use plotters_backend::{BackendColor, BackendCoord, DrawingErrorKind};
 
 /// One line of a chart.
 pub struct Series {
@@ -66,7 +67,7 @@ impl Chart {
     }
 
     fn draw(&self, buf: &mut [u8]) -> Result<(), String> {
-        let root = BitMapBackend::with_buffer(buf, self.size).into_drawing_area();
+        let root = Bitmap(BitMapBackend::with_buffer(buf, self.size)).into_drawing_area();
         root.fill(&WHITE).map_err(text)?;
         let (x0, x1) = self.x_range;
         let (y0, y1) = self.y_range;
@@ -129,6 +130,115 @@ impl Chart {
     }
 }
 
+/// plotters' bitmap backend with text drawn glyph by glyph at each glyph's own position. Its
+/// ab_glyph text puts every glyph's box at the caret, dropping the side bearing: a j, whose
+/// hook reaches left of its caret, landed on the i after it, and "emoji" read "emoj".
+/// Everything else is the bitmap backend's; the text keeps plotters' layout box and baseline.
+struct Bitmap<'a>(BitMapBackend<'a>);
+
+impl<'a> DrawingBackend for Bitmap<'a> {
+    type ErrorType = <BitMapBackend<'a> as DrawingBackend>::ErrorType;
+    fn get_size(&self) -> (u32, u32) {
+        self.0.get_size()
+    }
+    fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.ensure_prepared()
+    }
+    fn present(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.present()
+    }
+    fn draw_pixel(&mut self, p: BackendCoord, c: BackendColor) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_pixel(p, c)
+    }
+    fn draw_line<S: plotters_backend::BackendStyle>(
+        &mut self,
+        from: BackendCoord,
+        to: BackendCoord,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_line(from, to, style)
+    }
+    fn draw_rect<S: plotters_backend::BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_rect(upper_left, bottom_right, style, fill)
+    }
+    fn draw_path<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_path(path, style)
+    }
+    fn draw_circle<S: plotters_backend::BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_circle(center, radius, style, fill)
+    }
+    fn fill_polygon<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.fill_polygon(vert, style)
+    }
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.blit_bitmap(pos, size, src)
+    }
+    fn draw_text<T: plotters_backend::BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &T,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        use plotters_backend::text_anchor::{HPos, VPos};
+        let colour = style.color();
+        if colour.alpha == 0.0 {
+            return Ok(());
+        }
+        let ((min_x, min_y), (max_x, max_y)) =
+            style.layout_box(text).map_err(|e| DrawingErrorKind::FontError(Box::new(e)))?;
+        let (width, height) = (max_x - min_x, max_y - min_y);
+        let dx = match style.anchor().h_pos {
+            HPos::Left => 0,
+            HPos::Right => -width,
+            HPos::Center => -width / 2,
+        };
+        let dy = match style.anchor().v_pos {
+            VPos::Top => 0,
+            VPos::Center => -height / 2,
+            VPos::Bottom => -height,
+        };
+        let size = style.size() as f32;
+        // plotters' baseline: half the size below the box's top.
+        let mut ink = Vec::new();
+        super::font::glyph_coverage(text, size, size / 2.0, |x, y, c| ink.push((x, y, c)));
+        let (w, h) = self.get_size();
+        let turn = style.transform();
+        for (x, y, c) in ink {
+            let (x, y) = turn.transform(x + dx - min_x, y + dy - min_y);
+            let (x, y) = (pos.0 + x, pos.1 + y);
+            if x >= 0 && x < w as i32 && y >= 0 && y < h as i32 {
+                self.0.draw_pixel((x, y), BackendColor { alpha: colour.alpha * c as f64, rgb: colour.rgb })?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A log axis's tick label: "1e-1" at a power of ten, nothing between.
 fn log_label(v: &f64) -> String {
     let e = v.log10();
@@ -169,6 +279,30 @@ fn text<E: std::fmt::Display>(e: E) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How wide the ink of `text` spreads, in pixels, drawn 20 px high (a chart title's size)
+    /// on white.
+    fn ink(text: &str) -> usize {
+        fonts().unwrap();
+        let mut buf = vec![255u8; 120 * 80 * 3];
+        {
+            let style = TextStyle::from((FAMILY, 20).into_font()).color(&BLACK);
+            Bitmap(BitMapBackend::with_buffer(&mut buf, (120, 80))).draw_text(text, &style, (20, 20)).unwrap();
+        }
+        // Columns with ink, left to right.
+        let inked: Vec<usize> = (0..120).filter(|&x| (0..80).any(|y| buf[(y * 120 + x) * 3] < 128)).collect();
+        inked.last().map_or(0, |r| r + 1 - inked[0])
+    }
+
+    /// A glyph whose ink starts left of its caret (the j's hook) does not land on the next
+    /// one: the i of "ji" inks to the right of the j. (plotters' own text put it on the j's
+    /// stem: "ji" spread 5 px, as "j" and "i" apart, against 8 px here.)
+    #[test]
+    fn each_glyph_keeps_its_side_bearing() {
+        let (j, i, ji) = (ink("j"), ink("i"), ink("ji"));
+        assert!(j >= 3 && i >= 1, "both glyphs ink: j {j} px wide, i {i}");
+        assert!(ji > j + i, "ji spreads {ji} px against j {j} + i {i}");
+    }
 
     /// A chart decodes at its size, draws each series in its colour, and puts dark text in
     /// the axis margins (tick labels and axis titles) and above the plot (the title).

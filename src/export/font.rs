@@ -36,13 +36,12 @@ pub fn text_width(text: &str, px: f32) -> u32 {
     width.ceil() as u32
 }
 
-/// Draws `text`, `px` high, with the top-left corner of its line at (x, y), blended over what
-/// is there.
-pub fn draw_text(img: &mut RgbaImage, text: &str, x: u32, y: u32, px: f32, colour: Rgba<u8>) {
+/// Each pixel `text` covers, `px` high with its baseline at `baseline` and its caret starting
+/// at 0: (x, y, coverage in 0..=1), each glyph at its caret plus its own side bearing.
+pub fn glyph_coverage(text: &str, px: f32, baseline: f32, mut pixel: impl FnMut(i32, i32, f32)) {
     let scale = PxScale::from(px);
     let f = font().as_scaled(scale);
-    let baseline = y as f32 + f.ascent();
-    let mut caret = x as f32;
+    let mut caret = 0.0;
     let mut prev = None;
     for ch in text.chars() {
         let id = f.glyph_id(ch);
@@ -54,18 +53,25 @@ pub fn draw_text(img: &mut RgbaImage, text: &str, x: u32, y: u32, px: f32, colou
         caret += f.h_advance(id);
         let Some(outline) = font().outline_glyph(glyph) else { continue };
         let bounds = outline.px_bounds();
-        outline.draw(|gx, gy, coverage| {
-            let (px, py) = (bounds.min.x as i64 + gx as i64, bounds.min.y as i64 + gy as i64);
-            if px < 0 || py < 0 || px >= img.width() as i64 || py >= img.height() as i64 {
-                return;
-            }
-            let under = img.get_pixel_mut(px as u32, py as u32);
-            let a = coverage.clamp(0.0, 1.0);
-            for k in 0..3 {
-                under[k] = (colour[k] as f32 * a + under[k] as f32 * (1.0 - a)).round() as u8;
-            }
-        });
+        outline.draw(|gx, gy, c| pixel(bounds.min.x as i32 + gx as i32, bounds.min.y as i32 + gy as i32, c));
     }
+}
+
+/// Draws `text`, `px` high, with the top-left corner of its line at (x, y), blended over what
+/// is there.
+pub fn draw_text(img: &mut RgbaImage, text: &str, x: u32, y: u32, px: f32, colour: Rgba<u8>) {
+    let baseline = font().as_scaled(PxScale::from(px)).ascent();
+    glyph_coverage(text, px, baseline, |gx, gy, coverage| {
+        let (px, py) = (x as i64 + gx as i64, y as i64 + gy as i64);
+        if px < 0 || py < 0 || px >= img.width() as i64 || py >= img.height() as i64 {
+            return;
+        }
+        let under = img.get_pixel_mut(px as u32, py as u32);
+        let a = coverage.clamp(0.0, 1.0);
+        for k in 0..3 {
+            under[k] = (colour[k] as f32 * a + under[k] as f32 * (1.0 - a)).round() as u8;
+        }
+    });
 }
 
 #[cfg(test)]

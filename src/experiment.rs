@@ -752,6 +752,12 @@ mod tests {
         let fitted = vec![21, 23, 19, 17, 15, 15, 13, 11, 11, 9, 9, 7, 7, 5, 5, 5, 3, 3, 3, 1];
         assert_eq!(s, PatchSchedule::List { per_step: fitted });
         assert!(which.contains("fashion-unet.calibration.json"), "{which}");
+        // And the emoji UNet under its own (5 seeds, `--max-p 25`).
+        let unet = engine::training::network::shipped_unet("emoji").unwrap();
+        let (s, which) = compare_schedule(Some("emoji"), Some(&unet), None, 20).unwrap();
+        let fitted = vec![21, 15, 13, 11, 9, 7, 7, 7, 5, 5, 5, 5, 5, 3, 3, 3, 3, 3, 3, 1];
+        assert_eq!(s, PatchSchedule::List { per_step: fitted });
+        assert!(which.contains("emoji-unet.calibration.json"), "{which}");
         // Any odd size `calibrate --max-p` can fit reads back; one past it does not.
         let big: Vec<u32> = vec![engine::sampling::patch::MAX_P; 20];
         std::fs::write(&cal, serde_json::json!({ "fitted": big }).to_string()).unwrap();

@@ -95,7 +95,7 @@ fn a_run_restarted_by_picking_weights_runs_those_weights() {
     use egui_kittest::kittest::Queryable;
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut picked = 0;
-    // Both sets that ship a UNet beside their ResNet.
+    // Every set that ships a UNet beside its ResNet.
     for set in morphogen::engine::training::network::SHIPPED_UNETS {
         let settings = morphogen::ui::Settings {
             dataset: DatasetSource::Bundled(set.to_string()),
@@ -122,5 +122,5 @@ fn a_run_restarted_by_picking_weights_runs_those_weights() {
             picked += 1;
         }
     }
-    assert_eq!(picked, 4, "two picks on each of mnist and fashion");
+    assert_eq!(picked, 6, "two picks on each of emoji, fashion and mnist");
 }

@@ -280,7 +280,7 @@ pub fn bundled_weights(dataset: &str) -> Option<&'static [u8]> {
 /// Bundled sets with a shipped UNet beside their ResNet. The UNets ship as files, not in the
 /// binary: `assets/models/{set}-unet.mgcnn`, with `{set}-unet.calibration.json` beside it,
 /// which `compare --cnn` reads as it would for any weights file.
-pub const SHIPPED_UNETS: &[&str] = &["fashion", "mnist"];
+pub const SHIPPED_UNETS: &[&str] = &["emoji", "fashion", "mnist"];
 
 /// Where a bundled set's shipped UNet is (see [`SHIPPED_UNETS`]), in this source tree.
 pub fn shipped_unet(dataset: &str) -> Option<std::path::PathBuf> {
@@ -365,7 +365,7 @@ mod tests {
             let cal = std::fs::read_to_string(crate::files::beside(&path, "calibration.json")).unwrap();
             assert_eq!(fitted_patch_sizes(&cal).unwrap().len(), 20, "{set}: a 20-step calibration");
         }
-        assert!(shipped_unet("emoji").is_none());
+        assert!(shipped_unet("photos").is_none());
     }
 
     /// Every header field the network depends on is checked before the weights are used.

@@ -363,9 +363,11 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Regimes(args) => crate::regimes::run(&args),
         Command::PlotLoss { csv, out, force } => {
             let losses = crate::train::read_loss_csv(&csv)?;
-            // `mnist.loss.csv` → "mnist": the name the weights were trained on.
-            let name = csv.file_name().map(|n| n.to_string_lossy().replace(".loss.csv", "")).unwrap_or_default();
-            let png = crate::train::loss_plot(&losses, &name)?;
+            // `mnist.loss.csv` (and the UNet's `mnist-unet.loss.csv`) → "mnist": the name of
+            // the set the weights were trained on, as `train` titles the figure.
+            let stem = csv.file_name().map(|n| n.to_string_lossy().replace(".loss.csv", "")).unwrap_or_default();
+            let name = stem.strip_suffix("-unet").unwrap_or(&stem);
+            let png = crate::train::loss_plot(&losses, name)?;
             crate::files::write_bytes(&out, force, &png).map_err(|e| e.to_string())?;
             eprintln!("wrote {} ({} steps)", out.display(), losses.len());
             Ok(())

@@ -492,7 +492,15 @@ fn independent_medians(weights: &std::path::Path, seeds: u64, steps: usize) -> [
 #[test]
 fn the_shipped_loss_curves_are_readable_figures_of_their_csvs() {
     let root = common::repo_root();
-    for (name, set) in [("mnist", "mnist"), ("fashion", "fashion"), ("emoji", "emoji"), ("mnist-unet", "mnist")] {
+    let shipped = [
+        ("mnist", "mnist"),
+        ("fashion", "fashion"),
+        ("emoji", "emoji"),
+        ("mnist-unet", "mnist"),
+        ("fashion-unet", "fashion"),
+        ("emoji-unet", "emoji"),
+    ];
+    for (name, set) in shipped {
         let png = std::fs::read(root.join(format!("assets/models/{name}.loss.png"))).unwrap();
         common::assert_chart(&png, (720, 400), &[[40, 90, 200], [170, 190, 230]], &format!("{name}.loss.png"));
         let losses = morphogen::train::read_loss_csv(&root.join(format!("assets/models/{name}.loss.csv"))).unwrap();

@@ -42,7 +42,8 @@ pub fn merge_duplicates(chunks: &[HostChunk], d: usize, c: usize) -> Option<Vec<
             .par_iter()
             .map(|ch| {
                 let mut hash = vec![0xcbf2_9ce4_8422_2325u64; ch.len];
-                for row in ch.keys_t[..d * ch.len].chunks_exact(ch.len) {
+                // `max(1)`: an empty chunk has no rows to walk (and `chunks_exact(0)` panics).
+                for row in ch.keys_t[..d * ch.len].chunks_exact(ch.len.max(1)) {
                     for (h, &v) in hash.iter_mut().zip(row) {
                         *h = (h.rotate_left(5) ^ (v + 0.0).to_bits() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                     }
@@ -248,7 +249,13 @@ mod tests {
                 keys.push([1.0 + i as f32, 2.0]);
             }
         }
-        let merged = merge_duplicates(&dense(&keys, 23), 2, 1).expect("most keys repeat");
+        let mut chunks = dense(&keys, 23);
+        // An empty chunk among them (no keys to add) changes nothing.
+        chunks.insert(
+            3,
+            HostChunk { keys_t: Vec::new(), values_t: Vec::new(), len: 0, first: Vec::new(), counted: false },
+        );
+        let merged = merge_duplicates(&chunks, 2, 1).expect("most keys repeat");
         let kept: usize = merged.iter().map(|c| c.len).sum();
         assert_eq!(kept, 1 + 20);
         // ln n rides in the last key row: 200 zeros, then 20 distinct keys seen once.

@@ -1116,7 +1116,8 @@ impl eframe::App for StudioApp {
         self.dialogs.open_pending(frame);
         if self.computing || self.export.is_running() {
             // Keep the frame clock honest while work is in flight (events also wake us).
-            ui.ctx().request_repaint_after(std::time::Duration::from_millis(250));
+            let busy = super::pacing::Pacing::of(ui.ctx()).busy(std::time::Duration::from_millis(250));
+            ui.ctx().request_repaint_after(busy);
         }
     }
 

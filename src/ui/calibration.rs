@@ -73,10 +73,7 @@ impl Default for Calibration {
 impl Calibration {
     /// Starts fitting to the CNN with `base`'s dataset and time grid.
     pub fn start(&mut self, ctx: &Context, base: &Recipe) {
-        let worker = self.worker.get_or_insert_with(|| {
-            let ctx = ctx.clone();
-            WorkerHandle::spawn_secondary(move || ctx.request_repaint())
-        });
+        let worker = self.worker.get_or_insert_with(|| WorkerHandle::spawn_secondary(super::pacing::waker(ctx)));
         self.next_run += 1;
         let mut recipe = base.clone();
         recipe.sampler.machine = MachineKind::Cnn;

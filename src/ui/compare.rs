@@ -107,10 +107,7 @@ pub struct Compare {
 impl Compare {
     /// Starts the column for the main run `main` (cancelling whatever it was computing).
     pub fn start(&mut self, ctx: &Context, settings: &CompareSettings, main: &Recipe) {
-        let worker = self.worker.get_or_insert_with(|| {
-            let ctx = ctx.clone();
-            WorkerHandle::spawn_secondary(move || ctx.request_repaint())
-        });
+        let worker = self.worker.get_or_insert_with(|| WorkerHandle::spawn_secondary(super::pacing::waker(ctx)));
         self.next_run += 1;
         let run = self.next_run;
         self.run = Some(run);

@@ -18,6 +18,7 @@ pub mod history;
 pub mod inspector;
 pub mod live;
 pub mod maps_view;
+pub mod pacing;
 pub mod plots;
 pub mod seed_grid;
 pub mod sensitivity_pair;
@@ -76,8 +77,10 @@ pub fn run(args: StudioOptions) -> Result<(), String> {
             if args.cnn.is_some() {
                 settings.cnn_weights = args.cnn.clone();
             }
-            let ctx = cc.egui_ctx.clone();
-            let worker = WorkerHandle::spawn(move || ctx.request_repaint());
+            let renderer = cc.wgpu_render_state.as_ref().map(|r| r.adapter.get_info().device_type);
+            let pacing = pacing::Pacing::for_device(renderer);
+            pacing.store(&cc.egui_ctx);
+            let worker = WorkerHandle::spawn(pacing.waker(&cc.egui_ctx));
             let mut app = StudioApp::new(settings, worker);
             app.stats_log = stats;
             Ok(Box::new(app))

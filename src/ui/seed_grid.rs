@@ -103,10 +103,7 @@ impl SeedGrid {
         };
         self.base = Some(base);
         self.message = None;
-        self.worker.get_or_insert_with(|| {
-            let ctx = ctx.clone();
-            WorkerHandle::spawn_secondary(move || ctx.request_repaint())
-        });
+        self.worker.get_or_insert_with(|| WorkerHandle::spawn_secondary(super::pacing::waker(ctx)));
         self.run_cell(0);
     }
 

@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// skipping saves).
     #[arg(long)]
     pub no_skip: bool,
+    /// Compute every distance with the dense sweep, none summed from row strips (to measure
+    /// what the strip sums save).
+    #[arg(long)]
+    pub no_strips: bool,
 }
 
 /// One row of the results.
@@ -174,6 +178,7 @@ impl Sets {
             }
             denoiser.merge_keys = !args.no_merge;
             denoiser.skip_keys = !args.no_skip;
+            denoiser.strip_sums = !args.no_strips;
             Set { images, n, shape, denoiser }
         };
         Ok(Self { gray: set(gray, args.n, gray_shape), rgb: set(rgb, args.n_rgb, rgb_shape) })

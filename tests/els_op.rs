@@ -510,6 +510,136 @@ fn exact_skipping_changes_nothing_but_the_work() {
     assert!(skipped_cases >= 4, "only {skipped_cases} cases took the skip path");
 }
 
+/// Distances summed from row strips (`cpu::strips`: the interior group at P = 13 and 15
+/// under the zeros boundary, every pixel under the circular one) against the dense sweep over
+/// the same keys, on 300 bundled digits from ᾱ = 0.99 to 0.05; and a patch map whose P = 15
+/// pixels are a part of the interior group.
+///
+/// The two are float32 sums of 169 to 225 products in different orders, and at ᾱ = 0.99 the
+/// logits reach ~5000, where they part by up to 3e-3 in x̂₀. Where they part by more than
+/// 2e-5, the pixel is computed in float64 and the strips must be no further from it than the
+/// dense sweep (plus 2e-5), and their winner within float32 rounding of the best key.
+/// (Measured at P = 15, circular, ᾱ = 0.99: the strips 3e-4 from float64 at worst, the dense
+/// sweep 2.8e-3.)
+#[test]
+fn strip_sums_change_nothing_but_the_work() {
+    let (images, shape, n) = digits300(5);
+    let images = &images;
+    let device = Device::flex();
+    let mut strips = Denoiser::new(images, n, shape, &device);
+    let mut dense = Denoiser::new(images, n, shape, &device);
+    dense.strip_sums = false;
+    let (mut cases, mut refereed) = (0, 0);
+    for (p, boundary) in
+        [(13, Boundary::Zeros), (15, Boundary::Zeros), (13, Boundary::Circular), (15, Boundary::Circular)]
+    {
+        for (seed, ab) in [(1u64, 0.99), (2, 0.9), (3, 0.5), (4, 0.05)] {
+            let x = noised(images, shape, seed as usize % n, ab, 90 + seed);
+            let (got, want) = els_twice(&mut strips, &mut dense, &x, p, boundary, ab);
+            let what = format!("P={p} {boundary:?} ᾱ={ab}");
+            assert!(got.x0.iter().all(|v| v.is_finite()), "{what}: NaN in x0");
+            assert!((got.entropy - want.entropy).abs() < 1e-3 * want.entropy.max(1.0), "{what}: entropy");
+            let (mg, mw) = (got.maps.as_ref().unwrap(), want.maps.as_ref().unwrap());
+            for px in 0..shape.pixels() {
+                let (g, w) = (got.x0[px] as f64, want.x0[px] as f64);
+                let same_winner = (mg.winner[px], mg.source[px]) == (mw.winner[px], mw.source[px]);
+                if (g - w).abs() <= 2e-5 && same_winner {
+                    continue;
+                }
+                refereed += 1;
+                let exact = exact_pixel(images, n, shape, &x, p, ab, px);
+                assert!(
+                    (g - exact.x0).abs() <= (w - exact.x0).abs() + 2e-5,
+                    "{what}: pixel {px}: strips {g}, dense {w}, float64 {}",
+                    exact.x0
+                );
+                let mine = exact.logit(mg.winner[px] as usize, mg.source[px] as usize);
+                assert!(
+                    mine >= exact.best - 1e-5 * exact.best.abs(),
+                    "{what}: pixel {px}: winner {mine} vs {}",
+                    exact.best
+                );
+            }
+            for (px, (&g, &w)) in mg.entropy.iter().zip(&mw.entropy).enumerate() {
+                assert!((g - w).abs() <= 2e-3 * w.abs().max(1.0), "{what}: pixel {px} entropy {g} vs {w}");
+            }
+            // Which pairs took the strips: the whole interior group (its (29 − P)² pixels),
+            // or every pixel under the circular boundary, against the (29 − P)² interior keys.
+            let keys = (29 - p) * (29 - p);
+            let queries = if boundary == Boundary::Zeros { keys } else { shape.pixels() };
+            let (summed, _) = strips.strip_work.take();
+            assert_eq!(summed, (queries * keys * n) as u64, "{what}: pairs summed from strips");
+            assert_eq!(dense.strip_work.take(), (0, 0), "{what}: the dense twin summed strips");
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 16);
+    eprintln!("{refereed} pixels refereed in float64");
+    assert!(refereed < 2000, "{refereed} pixels needed float64: the paths part too often");
+    // A patch map: P = 15 on the left half, 3 on the right. Its P = 15 call computes only
+    // the interior pixels the map gives that size, which the strips fold alone.
+    let x = noised(images, shape, 7, 0.6, 97);
+    let patches: Vec<u32> = (0..shape.pixels()).map(|px| if px % shape.w < 14 { 15 } else { 3 }).collect();
+    let call = Call { entropy: true, ..Call::new(MachineKind::Els, Boundary::Zeros, 3, 0.6) };
+    let got = strips.denoise_patch_map(&x, &call, &patches, &mut Control::none()).unwrap();
+    let want = dense.denoise_patch_map(&x, &call, &patches, &mut Control::none()).unwrap();
+    assert!(got.x0.iter().all(|v| v.is_finite()), "patch map: NaN in x0");
+    let err = max_abs_diff(&got.x0, &want.x0);
+    assert!(err < 2e-5, "patch map: x0 differs by {err}");
+    assert!((got.entropy - want.entropy).abs() < 1e-4 * want.entropy.max(1.0), "patch map: entropy");
+    // Interior pixels (rows and columns 7..21) of the left half (columns 7..14): 14 × 7.
+    let (summed, _) = strips.strip_work.take();
+    assert_eq!(summed, (14 * 7 * 14 * 14 * n) as u64, "patch map: pairs summed from strips");
+}
+
+/// One pixel's ELS softmax over the interior keys, in float64 from the images: x̂₀ and every
+/// key's logit −‖q − √ᾱ·k‖²/(2σ²) (the window wrapped, as the circular boundary does; an
+/// interior pixel's never wraps, so this is also the zeros boundary's interior group).
+struct ExactPixel {
+    x0: f64,
+    best: f64,
+    logits: Vec<f64>,
+    side: usize,
+}
+
+impl ExactPixel {
+    fn logit(&self, image: usize, source: usize) -> f64 {
+        let (si, sj) = (source / 28 - (28 - self.side) / 2, source % 28 - (28 - self.side) / 2);
+        self.logits[(image * self.side + si) * self.side + sj]
+    }
+}
+
+fn exact_pixel(images: &[f32], n: usize, shape: ImageShape, x: &[f32], p: usize, ab: f64, px: usize) -> ExactPixel {
+    let (h, w, r) = (shape.h, shape.w, p / 2);
+    let (i, j) = (px / w, px % w);
+    let (a, s2) = (ab.sqrt(), 1.0 - ab);
+    let side = h - 2 * r;
+    let q: Vec<f64> = (0..p * p).map(|t| x[((i + h + t / p - r) % h) * w + (j + w + t % p - r) % w] as f64).collect();
+    let (mut logits, mut vals) = (Vec::new(), Vec::new());
+    for img in 0..n {
+        let y = &images[img * shape.len()..][..shape.len()];
+        for si in r..h - r {
+            for sj in r..w - r {
+                let mut d = 0f64;
+                for t in 0..p * p {
+                    let k = y[(si + t / p - r) * w + sj + t % p - r] as f64;
+                    d += (q[t] - a * k) * (q[t] - a * k);
+                }
+                logits.push(-d / (2.0 * s2));
+                vals.push(y[si * w + sj] as f64);
+            }
+        }
+    }
+    let best = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (mut s, mut acc) = (0f64, 0f64);
+    for (l, v) in logits.iter().zip(&vals) {
+        let e = (l - best).exp();
+        s += e;
+        acc += e * v;
+    }
+    ExactPixel { x0: acc / s, best, logits, side }
+}
+
 /// The fused op over a merged bank sorted into tiles with bounds (`op_skip`), against the
 /// same op over the unsorted bank: x̂₀, entropy, winners and sources, on 300 bundled digits
 /// noised from ᾱ = 0.995 to 0.3. On the GPU the kernel skips tiles, and at ᾱ = 0.995 most of

@@ -48,12 +48,31 @@ fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
     let images = mnist.images.repeat(5);
     let mut den = Denoiser::new(&images, 5 * mnist.len(), mnist.shape, &burn::tensor::Device::flex());
     den.cache_budget_bytes = 4 << 30;
+    // This geometry's one group is summed from row strips with no bank at all; the dense
+    // sweep is what cuts one (and still does for P ≤ 11 on MNIST).
+    den.strip_sums = false;
     let call = Call::new(MachineKind::Els, Boundary::Circular, 15, 0.5);
     let (latency, chunks) = cancel_latency(&mut den, mnist.image(0), &call, Duration::from_millis(300));
     eprintln!("bank build stopped {latency:?} after the cancel");
     assert_eq!(chunks, 0, "the cancel landed in the bank build, before any kernel chunk");
     assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
     assert!(den.cache_bytes() < 1 << 30, "a cancelled bank is not kept");
+}
+
+#[test]
+fn a_strip_sweep_stops_within_100_ms_of_a_cancel() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
+    // The same call as above with the strips on: no bank, the 10000 images read in place a
+    // chunk at a time (a few seconds in all).
+    let images = mnist.images.repeat(5);
+    let mut den = Denoiser::new(&images, 5 * mnist.len(), mnist.shape, &burn::tensor::Device::flex());
+    let call = Call::new(MachineKind::Els, Boundary::Circular, 15, 0.5);
+    let (latency, chunks) = cancel_latency(&mut den, mnist.image(0), &call, Duration::from_millis(300));
+    eprintln!("strip sweep stopped {latency:?} after the cancel, {chunks} chunks in");
+    assert!(chunks > 0, "the cancel landed in the strip sweep, after some of its chunks");
+    assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
+    assert_eq!(den.strip_work.take(), (0, 0), "the cancelled group was not counted as summed");
 }
 
 #[test]

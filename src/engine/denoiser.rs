@@ -82,6 +82,10 @@ pub struct Denoiser {
     /// cannot move a float32 result ([`super::kernels::cpu::skip`]); off to measure what it
     /// saves and for the tests' dense twin.
     pub skip_keys: bool,
+    /// Whether the fused CPU kernel sums the large rectangular groups' distances from row
+    /// strips instead of the dense sweep ([`super::kernels::cpu::strips`]); read when a
+    /// geometry's groups are built. Off to measure what it saves and for the tests' dense twin.
+    pub strip_sums: bool,
     /// What skipping did: (query, key) pairs folded and pairs held, over every call whose
     /// group took the skip path. For tests (that skipping happened, and how much) and `bench`.
     #[doc(hidden)]
@@ -89,6 +93,10 @@ pub struct Denoiser {
     /// The fused op's (query, key) pairs swept and as many before duplicate keys were merged
     /// ([`super::kernels::op_merge`]), summed over calls until taken.
     pub merge_work: SkipWork,
+    /// The (query, key) pairs whose distances were summed from row strips, and all the pairs
+    /// of those calls ([`super::kernels::cpu::strips`]), summed until taken.
+    #[doc(hidden)]
+    pub strip_work: SkipWork,
     /// What the caller should tell the user and has not yet (a fall back to the CPU).
     notices: Vec<String>,
     /// The adapter limits the fused op plans its launches by, in place of the device's own:
@@ -140,8 +148,10 @@ impl Denoiser {
             states: HashMap::new(),
             merge_keys: true,
             skip_keys: true,
+            strip_sums: true,
             skip_work: SkipWork::default(),
             merge_work: SkipWork::default(),
+            strip_work: SkipWork::default(),
             notices: Vec::new(),
             adapter_limits: None,
             fail_next_launch: false,

@@ -11,6 +11,7 @@ use super::super::control::{Cancelled, Control};
 use super::super::denoiser::{Denoiser, State};
 use super::super::geometry::{Boundary, ImageShape, PixelGroup, els_groups_cancellable, restrict_group};
 use super::super::machine::Call;
+use super::cpu::strips::Layout;
 
 /// Zeros-boundary groups with at most this many key positions per image are computed straight
 /// from the images on the CPU ([`super::cpu::direct`]); larger ones (the interior group at
@@ -58,6 +59,9 @@ pub(crate) struct DeviceGroup {
     /// A zeros-boundary group with few key positions: the fused CPU path computes it straight
     /// from the training images ([`super::cpu::direct`]) instead of cutting a key bank.
     pub direct: bool,
+    /// A large group whose windows lie over two rectangles: the fused CPU path sums its
+    /// distances from row strips read in place ([`super::cpu::strips`]), with no key bank.
+    pub strips: Option<Arc<Layout>>,
 }
 
 impl DeviceGroup {
@@ -72,7 +76,7 @@ impl DeviceGroup {
     }
     /// Whether the fused CPU path keeps a key bank for it.
     pub fn banked_on_host(&self) -> bool {
-        self.streams() && !self.direct
+        self.streams() && !self.direct && self.strips.is_none()
     }
     /// The group with only the pixels `only` marks (see [`restrict_group`]), for the fused CPU
     /// path, which reads the host tables (the device index tensors are the whole group's).
@@ -83,6 +87,7 @@ impl DeviceGroup {
             images_per_chunk: self.images_per_chunk,
             via_local: self.via_local,
             direct: self.direct,
+            strips: self.strips.clone(),
         }
     }
 }
@@ -144,7 +149,10 @@ pub(crate) fn device_groups(
                 && host.key_pixels == host.pixels;
             let direct =
                 !via_local && key.boundary == Boundary::Zeros && (1..=DIRECT_MAX_KEYS).contains(&host.keys_per_image());
-            DeviceGroup { tensors: OnceLock::new(), host, images_per_chunk, via_local, direct }
+            let strips = (den.strip_sums && key.equivariant && !via_local && !direct)
+                .then(|| Layout::of(&host, den.shape, canvas, key.patch))
+                .flatten();
+            DeviceGroup { tensors: OnceLock::new(), host, images_per_chunk, via_local, direct, strips }
         })
         .collect();
     den.make_room(groups_bytes(&groups), None);

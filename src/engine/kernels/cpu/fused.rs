@@ -147,6 +147,45 @@ impl RowState {
         });
     }
 
+    /// Folds in `k` columns whose logits the caller writes, `tile` columns at a time, for
+    /// keys never cut into a bank ([`super::strips`]): `fill(scratch, k0, scores, vals)`
+    /// writes scores [Q, tk] and values [C, tk] of columns k0..k0 + tk (tk = `tile`, the last
+    /// tile shorter). Threads take contiguous runs of tiles, each with its own `scratch()`,
+    /// as in [`Self::update`].
+    pub fn update_from<S>(
+        &mut self,
+        k: usize,
+        tile: usize,
+        scratch: impl Fn() -> S + Sync,
+        fill: impl Fn(&mut S, usize, &mut [f32], &mut [f32]) + Sync,
+    ) {
+        let (q, c, want_entropy, seen) = (self.q, self.c, self.want_entropy, self.seen);
+        self.seen += k as u64;
+        let tile = tile.max(1);
+        let tiles = k.div_ceil(tile);
+        let parts = rayon::current_num_threads().min(tiles).max(1);
+        while self.parts.len() < parts {
+            self.parts.push(RowState::new(q, c, want_entropy));
+        }
+        self.parts[..parts].par_iter_mut().enumerate().for_each(|(part, st)| {
+            let (t0, t1) = (part * tiles / parts, (part + 1) * tiles / parts);
+            let mut scores = vec![0f32; q * tile];
+            let mut values = vec![0f32; c * tile];
+            let mut own = scratch();
+            for k0 in (t0 * tile..(t1 * tile).min(k)).step_by(tile) {
+                let tk = tile.min(k - k0);
+                fill(&mut own, k0, &mut scores[..q * tk], &mut values[..c * tk]);
+                let vals = |ch: usize| &values[ch * tk..(ch + 1) * tk];
+                for r in 0..q {
+                    let row = &mut scores[r * tk..(r + 1) * tk];
+                    let best = (&mut st.m[r], &mut st.arg[r], &mut st.best[r], seen + k0 as u64);
+                    let acc = &mut st.acc[r * c..(r + 1) * c];
+                    fold_row(row, best, None, &mut st.s[r], &mut st.u[r], acc, vals, want_entropy);
+                }
+            }
+        });
+    }
+
     /// Merges the per-thread partial states into this one.
     fn settle(&mut self) {
         for part in std::mem::take(&mut self.parts) {

@@ -814,6 +814,81 @@ multiversion!(exp_shift_sum_with_logit, exp_shift_sum_with_logit_avx512, exp_shi
 multiversion!(dot, dot_avx512, dot_avx2, dot_impl, (a: &[f32], b: &[f32]) -> f32);
 multiversion!(tile_logits, tile_logits_avx512, tile_logits_avx2, tile_logits_impl, (q: &[f32], keys_t: &[f32], stride: usize, k0: usize, out: &mut [f32]) -> ());
 
+/// Lanes of one [`strip_dots_impl`] accumulator: a row of window columns is padded to a
+/// multiple. Eight, not sixteen: LLVM keeps these loops at 256 bits even on AVX-512, and
+/// MNIST's rows of 14 to 22 key columns waste less padding.
+pub const STRIP_LANES: usize = 8;
+
+/// One row strip of a query image against one of a training image, for every pair of
+/// window columns ([`super::strips`], which compiles it per instruction set): `out[pc·w + s]
+/// (+)= Σ_oj x[pc + oj]·y[s + oj]` for pc < `rows` and s < w = `out.len() / rows` (a multiple
+/// of [`STRIP_LANES`]). `x` holds at least rows + p − 1 values and `y` at least w + p − 1.
+/// Eight query columns share each load of `y`, and each sum runs over oj in order, so equal
+/// strips give equal sums wherever they lie.
+#[inline(always)]
+pub(crate) fn strip_dots_impl<const FMA: bool>(
+    x: &[f32],
+    y: &[f32],
+    p: usize,
+    rows: usize,
+    out: &mut [f32],
+    add: bool,
+) {
+    let w = out.len() / rows.max(1);
+    for s0 in (0..w).step_by(STRIP_LANES) {
+        let mut pc = 0;
+        while pc + 8 <= rows {
+            strip_block::<FMA, 8>(x, y, p, pc, s0, w, out, add);
+            pc += 8;
+        }
+        while pc + 4 <= rows {
+            strip_block::<FMA, 4>(x, y, p, pc, s0, w, out, add);
+            pc += 4;
+        }
+        while pc < rows {
+            strip_block::<FMA, 1>(x, y, p, pc, s0, w, out, add);
+            pc += 1;
+        }
+    }
+}
+
+/// R query columns from `pc` against the [`STRIP_LANES`] key columns from `s0`, in
+/// registers across oj.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn strip_block<const FMA: bool, const R: usize>(
+    x: &[f32],
+    y: &[f32],
+    p: usize,
+    pc: usize,
+    s0: usize,
+    w: usize,
+    out: &mut [f32],
+    add: bool,
+) {
+    let mut acc = [[0f32; STRIP_LANES]; R];
+    if add {
+        for r in 0..R {
+            acc[r].copy_from_slice(&out[(pc + r) * w + s0..][..STRIP_LANES]);
+        }
+    }
+    // Index loops on purpose: iterator adaptors (zip, windows) were left as calls inside
+    // the per-instruction-set copies.
+    let (x, y) = (&x[pc..pc + R + p - 1], &y[s0..s0 + STRIP_LANES + p - 1]);
+    for oj in 0..p {
+        let yv: &[f32; STRIP_LANES] = y[oj..oj + STRIP_LANES].try_into().expect("8 lanes");
+        let xv: &[f32; R] = x[oj..oj + R].try_into().expect("R rows");
+        for r in 0..R {
+            for l in 0..STRIP_LANES {
+                acc[r][l] = madd::<FMA>(xv[r], yv[l], acc[r][l]);
+            }
+        }
+    }
+    for r in 0..R {
+        out[(pc + r) * w + s0..][..STRIP_LANES].copy_from_slice(&acc[r]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

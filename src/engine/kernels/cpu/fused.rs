@@ -91,14 +91,9 @@ impl RowState {
     /// P = 15), and each key tile is read from memory once per thread and then served from
     /// cache to every query block, instead of streamed from DRAM once per query block.
     pub fn update(&mut self, queries: &[f32], da: usize, chunk: &HostChunk) {
-        let (q, c, k, want_entropy, seen) = (self.q, self.c, chunk.len, self.want_entropy, self.seen);
-        self.seen += k as u64;
+        let (q, c, k, want_entropy) = (self.q, self.c, chunk.len, self.want_entropy);
         let tile = tile_keys(da);
-        let tiles = k.div_ceil(tile);
-        let parts = rayon::current_num_threads().min(tiles).max(1);
-        while self.parts.len() < parts {
-            self.parts.push(RowState::new(q, c, want_entropy));
-        }
+        let (seen, tiles, parts) = self.begin_sweep(k, tile);
         self.parts[..parts].par_iter_mut().enumerate().for_each(|(part, st)| {
             let (t0, t1) = (part * tiles / parts, (part + 1) * tiles / parts);
             let mut scores = vec![0f32; QUERY_BLOCK.min(q) * tile];
@@ -159,14 +154,9 @@ impl RowState {
         scratch: impl Fn() -> S + Sync,
         fill: impl Fn(&mut S, usize, &mut [f32], &mut [f32]) + Sync,
     ) {
-        let (q, c, want_entropy, seen) = (self.q, self.c, self.want_entropy, self.seen);
-        self.seen += k as u64;
+        let (q, c, want_entropy) = (self.q, self.c, self.want_entropy);
         let tile = tile.max(1);
-        let tiles = k.div_ceil(tile);
-        let parts = rayon::current_num_threads().min(tiles).max(1);
-        while self.parts.len() < parts {
-            self.parts.push(RowState::new(q, c, want_entropy));
-        }
+        let (seen, tiles, parts) = self.begin_sweep(k, tile);
         self.parts[..parts].par_iter_mut().enumerate().for_each(|(part, st)| {
             let (t0, t1) = (part * tiles / parts, (part + 1) * tiles / parts);
             let mut scores = vec![0f32; q * tile];
@@ -184,6 +174,19 @@ impl RowState {
                 }
             }
         });
+    }
+
+    /// Counts `k` more columns in and readies a partial state per thread for a sweep of them
+    /// in tiles of `tile`: (the first column's number, the tiles, the threads taking them).
+    fn begin_sweep(&mut self, k: usize, tile: usize) -> (u64, usize, usize) {
+        let seen = self.seen;
+        self.seen += k as u64;
+        let tiles = k.div_ceil(tile);
+        let parts = rayon::current_num_threads().min(tiles).max(1);
+        while self.parts.len() < parts {
+            self.parts.push(RowState::new(self.q, self.c, self.want_entropy));
+        }
+        (seen, tiles, parts)
     }
 
     /// Merges the per-thread partial states into this one.

@@ -39,20 +39,25 @@ fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -
     (returned.duration_since(cancelled_at), chunks)
 }
 
+/// A denoiser over the bundled MNIST five times over (N = 10000), and its first digit.
+fn mnist_five_times() -> (Denoiser, Vec<f32>) {
+    let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
+    let images = mnist.images.repeat(5);
+    (Denoiser::new(&images, 5 * mnist.len(), mnist.shape, &burn::tensor::Device::flex()), mnist.image(0).to_vec())
+}
+
 #[test]
 fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
     // MNIST five times over (N = 10000) with circular windows of 15: one group whose bank of
     // 1.8 GB takes seconds to cut; the budget is raised so that it is built, not streamed.
-    let images = mnist.images.repeat(5);
-    let mut den = Denoiser::new(&images, 5 * mnist.len(), mnist.shape, &burn::tensor::Device::flex());
+    let (mut den, x) = mnist_five_times();
     den.cache_budget_bytes = 4 << 30;
     // This geometry's one group is summed from row strips with no bank at all; the dense
     // sweep is what cuts one (and still does for P ≤ 11 on MNIST).
     den.strip_sums = false;
     let call = Call::new(MachineKind::Els, Boundary::Circular, 15, 0.5);
-    let (latency, chunks) = cancel_latency(&mut den, mnist.image(0), &call, Duration::from_millis(300));
+    let (latency, chunks) = cancel_latency(&mut den, &x, &call, Duration::from_millis(300));
     eprintln!("bank build stopped {latency:?} after the cancel");
     assert_eq!(chunks, 0, "the cancel landed in the bank build, before any kernel chunk");
     assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");
@@ -62,13 +67,11 @@ fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
 #[test]
 fn a_strip_sweep_stops_within_100_ms_of_a_cancel() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mnist = Dataset::load(&DatasetSource::Bundled("mnist".into()), &LoadOptions::default()).unwrap();
     // The same call as above with the strips on: no bank, the 10000 images read in place a
     // chunk at a time (a few seconds in all).
-    let images = mnist.images.repeat(5);
-    let mut den = Denoiser::new(&images, 5 * mnist.len(), mnist.shape, &burn::tensor::Device::flex());
+    let (mut den, x) = mnist_five_times();
     let call = Call::new(MachineKind::Els, Boundary::Circular, 15, 0.5);
-    let (latency, chunks) = cancel_latency(&mut den, mnist.image(0), &call, Duration::from_millis(300));
+    let (latency, chunks) = cancel_latency(&mut den, &x, &call, Duration::from_millis(300));
     eprintln!("strip sweep stopped {latency:?} after the cancel, {chunks} chunks in");
     assert!(chunks > 0, "the cancel landed in the strip sweep, after some of its chunks");
     assert!(latency < Duration::from_millis(100), "stopped {latency:?} after the cancel");

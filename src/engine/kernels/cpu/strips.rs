@@ -65,11 +65,25 @@ impl Layout {
     /// under 5/16 of the dense one ([`MARGIN_NUM`]); `None` otherwise. Every query and key index is
     /// checked against the layout, so a group it does not describe is never taken.
     pub(crate) fn of(g: &PixelGroup, train: ImageShape, canvas: ImageShape, p: usize) -> Option<Arc<Layout>> {
+        Self::accepting(g, train, canvas, p, |qr, qc, kr, kc| {
+            cheaper(qr, qc, kr, kc, p, train.c) && qr * qc * kr * kc <= MAX_TILE
+        })
+    }
+
+    /// The group's layout when its windows form two rectangles (rows × columns of queries,
+    /// then of keys) that `take` accepts; the source tables are built only then.
+    fn accepting(
+        g: &PixelGroup,
+        train: ImageShape,
+        canvas: ImageShape,
+        p: usize,
+        take: impl Fn(usize, usize, usize, usize) -> bool,
+    ) -> Option<Arc<Layout>> {
         let c = train.c;
         let d = c * p * p;
         let (origin, qr, qc) = rectangle(&g.pixels, canvas.w)?;
         let (_, kr, kc) = rectangle(&g.key_pixels, train.w)?;
-        if !cheaper(qr, qc, kr, kc, p, c) || qr * qc * kr * kc > MAX_TILE {
+        if !take(qr, qc, kr, kc) {
             return None;
         }
         let q_src = sources(&g.query_idx, d, qr, qc, c, p)?;
@@ -461,26 +475,9 @@ mod tests {
         assert!(els_groups(rgb, 11, Boundary::Zeros, true).iter().any(|g| Layout::of(g, rgb, rgb, 11).is_some()));
     }
 
-    /// A layout regardless of cost, to test small geometries the cost rule would leave dense.
+    /// A layout regardless of cost (two rows of windows at least), to test small geometries
+    /// the cost rule would leave dense.
     fn force(g: &PixelGroup, shape: ImageShape, p: usize) -> Option<Arc<Layout>> {
-        let d = shape.c * p * p;
-        let (origin, qr, qc) = rectangle(&g.pixels, shape.w)?;
-        let (_, kr, kc) = rectangle(&g.key_pixels, shape.w)?;
-        (qr > 1 && kr > 1).then_some(())?;
-        let q_src = sources(&g.query_idx, d, qr, qc, shape.c, p)?;
-        let k_src = sources(&g.key_idx, d, kr, kc, shape.c, p)?;
-        Some(Arc::new(Layout {
-            p,
-            c: shape.c,
-            qr,
-            qc,
-            origin,
-            canvas_w: shape.w,
-            q_src,
-            kr,
-            kc,
-            k_src,
-            image_len: shape.len(),
-        }))
+        Layout::accepting(g, shape, shape, p, |qr, _, kr, _| qr > 1 && kr > 1)
     }
 }

@@ -252,8 +252,9 @@ impl Sweep<'_> {
             }
             None => {
                 let ipc = (self.per_chunk)(group);
+                let cutter = KeyCutter::new(g, den.shape.c, self.patch);
                 for n0 in (0..den.n).step_by(ipc) {
-                    let chunk = host_chunk(den, g, self.patch, n0, ipc.min(den.n - n0), ctl.token().as_ref())?;
+                    let chunk = cutter.cut(den, n0, ipc.min(den.n - n0), ctl.token().as_ref())?;
                     state.update(&queries, da, &chunk);
                     ctl.chunk_done()?;
                 }
@@ -390,58 +391,82 @@ fn sort_for_skipping(
     Ok(next)
 }
 
-/// Keys of images n0..n0+nc at a group's key positions, with norms, on the host.
-/// Written row by row of the [D+1, K] layout (each image's keys are a contiguous run of
-/// every row) from a transposed index table: writing key by key, each value went to a
-/// different row 64 KB apart, and cutting a 600 MB bank at P = 11 took 2 s of TLB misses.
-/// Checks `cancel` once per image: one chunk at P = 15 is ~15 MB, which under load took
-/// longer than a slider move may wait.
-fn host_chunk(
-    den: &Denoiser,
-    g: &PixelGroup,
-    p: usize,
-    n0: usize,
-    nc: usize,
-    cancel: Option<&CancelToken>,
-) -> Result<fused::HostChunk, Cancelled> {
-    let (c, len) = (den.shape.c, den.shape.len());
-    let kg = g.keys_per_image();
-    let d = g.key_idx.len() / kg;
-    let da = d + 1;
-    let k = nc * kg;
-    // idx_t[t][j]: the image offset of value t of key j; `len` (outside the image) reads
-    // the zero appended to each image below.
-    let mut idx_t = vec![0u32; d * kg];
-    for j in 0..kg {
-        for t in 0..d {
-            idx_t[t * kg + j] = g.key_idx[j * d + t] as u32;
-        }
-    }
-    let mut img = vec![0f32; len + 1];
-    let mut keys_t = vec![0f32; da * k]; // [D+1, K]
-    for n in 0..nc {
-        if cancel.is_some_and(|t| t.is_cancelled()) {
-            return Err(Cancelled);
-        }
-        img[..len].copy_from_slice(&den.host_centred[(n0 + n) * len..(n0 + n + 1) * len]);
-        for t in 0..d {
-            let row = &mut keys_t[t * k + n * kg..t * k + (n + 1) * kg];
-            for (v, &idx) in row.iter_mut().zip(&idx_t[t * kg..(t + 1) * kg]) {
-                *v = img[idx as usize];
+/// Cuts a group's keys out of the training images, a chunk of images at a time.
+/// Built once per group: the transposed index table is the same for every chunk, and
+/// rebuilding it per chunk (176k scattered writes at P = 15) was most of the time a
+/// cancelled bank build spent finishing its remaining chunks.
+struct KeyCutter {
+    /// idx_t[t][j]: the image offset of value t of key j; `len` (outside the image) reads
+    /// the zero appended to each image in [`KeyCutter::cut`].
+    idx_t: Vec<u32>,
+    /// Keys per image.
+    kg: usize,
+    /// Values per key (C·P²).
+    d: usize,
+    /// Where each channel's centre value sits in a key.
+    centres: Vec<i64>,
+}
+
+impl KeyCutter {
+    fn new(g: &PixelGroup, c: usize, p: usize) -> Self {
+        let kg = g.keys_per_image();
+        let d = g.key_idx.len().checked_div(kg).unwrap_or(0);
+        let mut idx_t = vec![0u32; d * kg];
+        for j in 0..kg {
+            for t in 0..d {
+                idx_t[t * kg + j] = g.key_idx[j * d + t] as u32;
             }
         }
+        KeyCutter { idx_t, kg, d, centres: centre_offsets(c, p) }
     }
-    let (rows, norms) = keys_t.split_at_mut(d * k);
-    for t in 0..d {
-        for (nrm, &v) in norms.iter_mut().zip(&rows[t * k..(t + 1) * k]) {
-            *nrm += v * v;
+
+    /// Keys of images n0..n0+nc, with norms, on the host.
+    /// Written row by row of the [D+1, K] layout (each image's keys are a contiguous run of
+    /// every row): writing key by key, each value went to a different row 64 KB apart, and
+    /// cutting a 600 MB bank at P = 11 took 2 s of TLB misses.
+    /// Checks `cancel` before anything is allocated and once per image: one chunk at P = 15
+    /// is ~15 MB, which under load took longer than a slider move may wait.
+    fn cut(
+        &self,
+        den: &Denoiser,
+        n0: usize,
+        nc: usize,
+        cancel: Option<&CancelToken>,
+    ) -> Result<fused::HostChunk, Cancelled> {
+        let cancelled = || cancel.is_some_and(|t| t.is_cancelled());
+        if cancelled() {
+            return Err(Cancelled);
         }
+        let (c, len) = (den.shape.c, den.shape.len());
+        let (kg, d) = (self.kg, self.d);
+        let da = d + 1;
+        let k = nc * kg;
+        let mut img = vec![0f32; len + 1];
+        let mut keys_t = vec![0f32; da * k]; // [D+1, K]
+        for n in 0..nc {
+            if cancelled() {
+                return Err(Cancelled);
+            }
+            img[..len].copy_from_slice(&den.host_centred[(n0 + n) * len..(n0 + n + 1) * len]);
+            for t in 0..d {
+                let row = &mut keys_t[t * k + n * kg..t * k + (n + 1) * kg];
+                for (v, &idx) in row.iter_mut().zip(&self.idx_t[t * kg..(t + 1) * kg]) {
+                    *v = img[idx as usize];
+                }
+            }
+        }
+        let (rows, norms) = keys_t.split_at_mut(d * k);
+        for t in 0..d {
+            for (nrm, &v) in norms.iter_mut().zip(&rows[t * k..(t + 1) * k]) {
+                *nrm += v * v;
+            }
+        }
+        let mut values_t = vec![0f32; c * k]; // [C, K]
+        for (ch, &off) in self.centres.iter().enumerate() {
+            values_t[ch * k..(ch + 1) * k].copy_from_slice(&keys_t[off as usize * k..(off as usize + 1) * k]);
+        }
+        Ok(fused::HostChunk { keys_t, values_t, len: k, first: Vec::new(), counted: false })
     }
-    let mut values_t = vec![0f32; c * k]; // [C, K]
-    for (ch, &off) in centre_offsets(c, p).iter().enumerate() {
-        values_t[ch * k..(ch + 1) * k].copy_from_slice(&keys_t[off as usize * k..(off as usize + 1) * k]);
-    }
-    Ok(fused::HostChunk { keys_t, values_t, len: k, first: Vec::new(), counted: false })
 }
 
 /// The host key bank of a geometry, kept between calls while it fits the budget
@@ -474,9 +499,11 @@ fn host_bank(
         })
         .collect();
     let (this, token) = (&*den, ctl.token());
+    let cutters: Vec<Option<KeyCutter>> =
+        groups.iter().map(|g| g.banked_on_host().then(|| KeyCutter::new(&g.host, this.shape.c, key.patch))).collect();
     let cut: Vec<Result<fused::HostChunk, Cancelled>> = jobs
         .par_iter()
-        .map(|&(gi, n0, nc)| host_chunk(this, &groups[gi].host, key.patch, n0, nc, token.as_ref()))
+        .map(|&(gi, n0, nc)| cutters[gi].as_ref().expect("a banked group").cut(this, n0, nc, token.as_ref()))
         .collect();
     if cut.iter().any(|c| c.is_err()) {
         // Handing hundreds of MB back to the OS takes ~0.3 ms a MB, longer than a cancel

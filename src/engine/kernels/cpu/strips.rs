@@ -239,6 +239,7 @@ pub(crate) struct Scratch {
 /// Folds images `n0..n0 + nc` of the centred training set (`images`, [N, C, H, W]) into
 /// `state` (one row per group query), one image's keys at a time, columns numbered as the
 /// dense path numbers them (image · keys + key), so winners name the same keys.
+/// A cancel stops it at the next image, leaving `state` half-folded and returning `Err`.
 pub(crate) fn fold_images(
     q: &Queries,
     images: &[f32],
@@ -248,11 +249,13 @@ pub(crate) fn fold_images(
     cancel: Option<&CancelToken>,
 ) -> Result<(), Cancelled> {
     let (k, len) = (q.layout.keys(), q.layout.image_len);
-    state.update_from(nc * k, k, Scratch::default, |scratch, k0, scores, vals| {
+    let cancelled = || cancel.is_some_and(|t| t.is_cancelled());
+    let fill = |scratch: &mut Scratch, k0: usize, scores: &mut [f32], vals: &mut [f32]| {
         let n = n0 + k0 / k;
         image_logits(q, &images[n * len..(n + 1) * len], scratch, scores, vals);
-    });
-    if cancel.is_some_and(|t| t.is_cancelled()) {
+    };
+    state.update_from(nc * k, k, Scratch::default, fill, cancelled);
+    if cancelled() {
         return Err(Cancelled);
     }
     Ok(())

@@ -12,11 +12,18 @@ use morphogen::engine::{Boundary, Call, CancelToken, Control, Denoiser, DeviceCh
 use morphogen::recipe::Recipe;
 use morphogen::worker::{Command, Event, WorkerHandle};
 
-/// The latency tests take turns: each allocates up to a gigabyte, and run side by side on two
-/// cores they measure each other's page faults rather than the cancel.
+/// Every test in this file takes its turn. The latency tests allocate up to a gigabyte each,
+/// and the worker tests keep both cores busy: side by side on two cores, a latency test
+/// measured its neighbour's threads and page faults rather than the cancel (a bank build that
+/// stopped in ~20 ms alone once read 104 ms in CI beside another test of this file).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `call` on `den` (the caller holds [`ONE_AT_A_TIME`] for its whole test, set-up
+/// This test's turn, held to its end (a failed test's poisoned lock is still a turn).
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `call` on `den` (the caller holds its [`turn`] for its whole test, set-up
 /// included), cancels it after `after`, and returns how long it took to stop and
 /// how many key chunks the kernel had finished by then.
 fn cancel_latency(den: &mut Denoiser, x: &[f32], call: &Call, after: Duration) -> (Duration, usize) {
@@ -48,7 +55,7 @@ fn mnist_five_times() -> (Denoiser, Vec<f32>) {
 
 #[test]
 fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = turn();
     // MNIST five times over (N = 10000) with circular windows of 15: one group whose bank of
     // 1.8 GB takes seconds to cut; the budget is raised so that it is built, not streamed.
     let (mut den, x) = mnist_five_times();
@@ -66,7 +73,7 @@ fn a_key_bank_build_stops_within_100_ms_of_a_cancel() {
 
 #[test]
 fn a_strip_sweep_stops_within_100_ms_of_a_cancel() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = turn();
     // The same call as above with the strips on: no bank, the 10000 images read in place a
     // chunk at a time (a few seconds in all).
     let (mut den, x) = mnist_five_times();
@@ -80,7 +87,7 @@ fn a_strip_sweep_stops_within_100_ms_of_a_cancel() {
 
 #[test]
 fn building_the_pixel_groups_of_a_large_image_stops_within_100_ms_of_a_cancel() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = turn();
     // 256×256 with circular windows of 31: 63 million patch indices, about 1 GB of tables.
     let shape = morphogen::engine::ImageShape { c: 1, h: 256, w: 256 };
     let images = common::random_set(2, shape, 3);
@@ -95,7 +102,7 @@ fn building_the_pixel_groups_of_a_large_image_stops_within_100_ms_of_a_cancel() 
 
 #[test]
 fn the_gaussian_fit_stops_within_100_ms_of_a_cancel() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = turn();
     // 1500 random 64×64 images: the fit's N×D×N Gram product alone is 9 GFLOP of float64,
     // and its eigendecomposition seconds more; a cancel lands in the product's row blocks.
     let shape = ImageShape { c: 1, h: 64, w: 64 };
@@ -111,7 +118,7 @@ fn the_gaussian_fit_stops_within_100_ms_of_a_cancel() {
 
 #[test]
 fn the_pca_locality_masks_stop_within_100_ms_of_a_cancel() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = turn();
     // The fit first (300 images: quick); then a new noise level, whose masks need the D×r×D
     // Wiener filter (4096 × 300 × 4096, 5 GFLOP): the cancel lands in that product.
     let shape = ImageShape { c: 1, h: 64, w: 64 };
@@ -130,6 +137,7 @@ fn the_pca_locality_masks_stop_within_100_ms_of_a_cancel() {
 
 #[test]
 fn loading_a_folder_stops_when_cancelled() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     for k in 0..40 {
         image::GrayImage::from_pixel(16, 16, image::Luma([k as u8]))
@@ -166,6 +174,7 @@ fn recipe(dataset: DatasetSource, steps: usize) -> Recipe {
 
 #[test]
 fn inspecting_a_run_of_another_dataset_says_so() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (tiny(dir.path(), "a.npy", 12, 1), tiny(dir.path(), "b.npy", 9, 2));
     let worker = WorkerHandle::spawn(|| {});
@@ -231,6 +240,7 @@ fn inspecting_a_run_of_another_dataset_says_so() {
 
 #[test]
 fn a_recipe_with_the_wrong_dataset_hash_is_refused() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let worker = WorkerHandle::spawn(|| {});
     let mut r = recipe(tiny(dir.path(), "a.npy", 12, 1), 2);
@@ -242,6 +252,7 @@ fn a_recipe_with_the_wrong_dataset_hash_is_refused() {
 
 #[test]
 fn a_branched_recipe_is_replayed_whole_by_the_worker() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny(dir.path(), "a.npy", 12, 1);
     let worker = WorkerHandle::spawn(|| {});
@@ -274,6 +285,7 @@ fn a_branched_recipe_is_replayed_whole_by_the_worker() {
 /// MNIST (whose weights ship) it reports progress and one fitted P per step.
 #[test]
 fn the_worker_calibrates_to_the_shipped_cnn_or_says_why_not() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let worker = WorkerHandle::spawn(|| {});
     let r = recipe(tiny(dir.path(), "a.npy", 12, 1), 2);
@@ -310,6 +322,7 @@ fn the_worker_calibrates_to_the_shipped_cnn_or_says_why_not() {
 /// and refuses a pixel outside the image in one message.
 #[test]
 fn the_worker_streams_a_pixels_sensitivity_at_every_step_asked() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let source = tiny(dir.path(), "s.npy", 10, 5);
     let worker = WorkerHandle::spawn(|| {});

@@ -531,6 +531,45 @@ mod tests {
         }
     }
 
+    /// `update_from` asks `stop()` before every tile: once it says stop, each thread fills at
+    /// most the tile it was already in, and left alone every tile is filled exactly once.
+    #[test]
+    fn a_stopped_sweep_fills_no_tile_after_the_stop() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let (tiles, threads, stop_after) = (400usize, 2usize, 25usize);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        let sweep = |stop_at: usize| {
+            let filled = AtomicUsize::new(0);
+            let seen: Vec<AtomicUsize> = (0..tiles).map(|_| AtomicUsize::new(0)).collect();
+            let mut state = RowState::new(1, 1, false);
+            pool.install(|| {
+                state.update_from(
+                    tiles,
+                    1,
+                    || (),
+                    |_, k0, scores, vals| {
+                        seen[k0].fetch_add(1, SeqCst);
+                        filled.fetch_add(1, SeqCst);
+                        scores[0] = k0 as f32;
+                        vals[0] = 1.0;
+                    },
+                    || filled.load(SeqCst) >= stop_at,
+                )
+            });
+            let per_tile: Vec<usize> = seen.iter().map(|n| n.load(SeqCst)).collect();
+            (filled.into_inner(), per_tile, state)
+        };
+        let (all, per_tile, mut state) = sweep(usize::MAX);
+        assert_eq!(all, tiles, "every tile filled");
+        assert!(per_tile.iter().all(|&n| n == 1), "each tile once");
+        assert_eq!(state.argmax()[0], tiles as u64 - 1, "the largest logit won");
+        let (stopped, _, _) = sweep(stop_after);
+        assert!(
+            (stop_after..=stop_after + threads).contains(&stopped),
+            "{stopped} tiles filled after a stop at {stop_after} with {threads} threads"
+        );
+    }
+
     /// Later keys that rise above the running max by a lot (0 → 300, past `RESCALE_LIMIT`:
     /// the tile is folded again), then by a little (300 → 302: folded against the old max,
     /// then re-based), then keys far below it (skipped): the result is the exact softmax,

@@ -415,6 +415,17 @@ fn digits300(subset_seed: u64) -> (Vec<f32>, ImageShape, usize) {
     (set.images, set.shape, n)
 }
 
+/// 300 bundled digits and two denoisers over them, the second with one path turned off by
+/// `off`: the twins whose results must agree while their work differs.
+fn twins_over_digits300(off: impl FnOnce(&mut Denoiser)) -> (Vec<f32>, ImageShape, usize, Denoiser, Denoiser) {
+    let (images, shape, n) = digits300(5);
+    let device = Device::flex();
+    let on = Denoiser::new(&images, n, shape, &device);
+    let mut other = Denoiser::new(&images, n, shape, &device);
+    off(&mut other);
+    (images, shape, n, on, other)
+}
+
 /// Digit `k` of `images` noised to ᾱ with the noise of `noise_seed`.
 fn noised(images: &[f32], shape: ImageShape, k: usize, ab: f64, noise_seed: u64) -> Vec<f32> {
     let x0 = &images[k * shape.len()..][..shape.len()];
@@ -464,12 +475,8 @@ fn assert_same_result(
 #[test]
 fn exact_skipping_changes_nothing_but_the_work() {
     // 300 bundled digits: a bank large enough to sort (12 fixture digits merge to too few keys).
-    let (images, shape, n) = digits300(5);
+    let (images, shape, n, mut skipping, mut dense) = twins_over_digits300(|d| d.skip_keys = false);
     let images = &images;
-    let device = Device::flex();
-    let mut skipping = Denoiser::new(images, n, shape, &device);
-    let mut dense = Denoiser::new(images, n, shape, &device);
-    dense.skip_keys = false;
     let mut cases = 0;
     let mut skipped_cases = 0;
     for (p, boundary) in [(3, Boundary::Zeros), (5, Boundary::Zeros), (3, Boundary::Circular), (7, Boundary::Zeros)] {
@@ -523,12 +530,8 @@ fn exact_skipping_changes_nothing_but_the_work() {
 /// sweep 2.8e-3.)
 #[test]
 fn strip_sums_change_nothing_but_the_work() {
-    let (images, shape, n) = digits300(5);
+    let (images, shape, n, mut strips, mut dense) = twins_over_digits300(|d| d.strip_sums = false);
     let images = &images;
-    let device = Device::flex();
-    let mut strips = Denoiser::new(images, n, shape, &device);
-    let mut dense = Denoiser::new(images, n, shape, &device);
-    dense.strip_sums = false;
     let (mut cases, mut refereed) = (0, 0);
     for (p, boundary) in
         [(13, Boundary::Zeros), (15, Boundary::Zeros), (13, Boundary::Circular), (15, Boundary::Circular)]
